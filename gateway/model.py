@@ -1,0 +1,122 @@
+"""Plain domain types shared by every stage. Imports nothing from the gateway.
+
+The enum values mirror the wire enums in proto/telematics/v1 (same numbers), so conversions
+are a lookup, not a mapping table to keep in sync by hand (see gateway/api/convert.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+# 17 characters, digits and capitals without I, O and Q (ISO 3779).
+VIN_PATTERN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
+
+
+def is_valid_vin(vin: str) -> bool:
+    return VIN_PATTERN.fullmatch(vin) is not None
+
+
+class Bearer(enum.IntEnum):
+    UNSPECIFIED = 0
+    EMBEDDED_SIM = 1
+    INSERTED_SIM = 2
+    WIFI_HOTSPOT = 3
+
+
+class Radio(enum.IntEnum):
+    UNSPECIFIED = 0
+    G2 = 1
+    G3 = 2
+    G4 = 3
+    G5 = 4
+    WIFI = 5
+
+
+class PowerState(enum.IntEnum):
+    UNSPECIFIED = 0
+    OFF = 1
+    ON = 2
+
+
+class LockState(enum.IntEnum):
+    UNSPECIFIED = 0
+    UNLOCKED = 1
+    LOCKED = 2
+
+
+class ChargingPlug(enum.IntEnum):
+    UNSPECIFIED = 0
+    DISCONNECTED = 1
+    CONNECTED = 2
+
+
+class PrivacyMode(enum.IntEnum):
+    UNSPECIFIED = 0
+    OFF = 1
+    ALL_SERVICES = 2
+    PER_SERVICE = 3
+
+
+class Presence(enum.IntEnum):
+    UNSPECIFIED = 0
+    ONLINE = 1
+    OFFLINE = 2
+
+
+class OfflineReason(enum.IntEnum):
+    UNSPECIFIED = 0
+    GOODBYE = 1
+    CONNECTION_LOST = 2
+    NEVER_SEEN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Privacy:
+    mode: PrivacyMode = PrivacyMode.OFF
+    services: frozenset[str] = frozenset()
+
+    def withholds(self, service: str) -> bool:
+        """True when personal data of `service` must not leave the gateway (R22)."""
+        if self.mode is PrivacyMode.ALL_SERVICES:
+            return True
+        if self.mode is PrivacyMode.PER_SERVICE:
+            return service in self.services
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleState:
+    power: PowerState = PowerState.UNSPECIFIED
+    lock: LockState = LockState.UNSPECIFIED
+    charging_plug: ChargingPlug = ChargingPlug.UNSPECIFIED
+    identity_verified: bool = False
+
+
+@dataclass(slots=True)
+class VehicleSession:
+    """The gateway's view of one vehicle. Mutable: owned by the session tracker alone."""
+
+    vin: str
+    model: str = ""
+    model_year: int = 0
+    home_country: str = ""
+    visited_country: str = ""
+    visited_mcc: int = 0
+    bearer: Bearer = Bearer.UNSPECIFIED
+    radio: Radio = Radio.UNSPECIFIED
+    roaming: bool = False
+    roaming_enabled: bool = False
+    privacy: Privacy = field(default_factory=Privacy)
+    state: VehicleState = field(default_factory=VehicleState)
+    presence: Presence = Presence.OFFLINE
+    offline_reason: OfflineReason = OfflineReason.NEVER_SEEN
+    presence_changed_at: float = 0.0  # unix seconds
+    last_seen_at: float = 0.0
+    last_boot_at: float = 0.0
+    last_sequence: int = 0
+    # Bit i set: sequence (last_sequence - 1 - i) was seen. Detects duplicates of late messages.
+    seen_window: int = 0
+    connection_id: int = 0
+    software_version: str = ""
