@@ -1,0 +1,30 @@
+# The two commands: `make run` (gateway with embedded defaults) and `make test` (all tests).
+# Both do the whole set-up first (scripts/bootstrap.sh): Mosquitto, virtualenv, dependencies.
+PY := .venv/bin/python
+
+.PHONY: setup run test lint proto proto-check bench bench-smoke clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+run: setup
+	$(PY) -m gateway run
+
+test: setup
+	$(PY) scripts/gen_proto.py --check
+	$(PY) -m ruff check gateway tests load scripts
+	$(PY) -m mypy gateway
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check gateway tests load scripts
+	$(PY) -m mypy gateway
+
+proto: setup
+	$(PY) scripts/gen_proto.py
+
+bench: setup
+	$(PY) -m gateway bench
+
+clean:
+	rm -rf .venv data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,109 @@
+"""Errors at the gRPC edge: handlers raise ``ApiError``; one wrapper turns it into a status
+code, counts every call by method and code, and keeps unexpected exceptions from leaking
+internals (they become INTERNAL with a generic message and a log line)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class ApiError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def unary(
+    metrics: Metrics, method: str
+) -> Callable[
+    [Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]],
+    Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+]:
+    def wrap(
+        fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+    ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+        @functools.wraps(fn)
+        async def handler(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+            code = grpc.StatusCode.OK
+            try:
+                return await fn(self, request, context)
+            except ApiError as exc:
+                code = exc.code
+                await context.abort(exc.code, exc.message)
+                raise  # unreachable: abort raises
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                await context.abort(code, f"{method}: internal error")
+                raise
+            finally:
+                metrics.grpc_requests.labels(method, code.name).inc()
+
+        return handler
+
+    return wrap
+
+
+def stream(
+    metrics: Metrics, method: str
+) -> Callable[
+    [Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]],
+    Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+]:
+    def wrap(
+        fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+    ) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+        @functools.wraps(fn)
+        async def handler(
+            self: Any, request: Req, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Resp]:
+            code = grpc.StatusCode.OK
+            gauge = metrics.grpc_stream_subscribers.labels(method)
+            gauge.inc()
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            except ApiError as exc:
+                code = exc.code
+                await context.abort(exc.code, exc.message)
+            except GeneratorExit:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException as exc:  # CancelledError when the client goes away
+                code = (
+                    grpc.StatusCode.CANCELLED
+                    if not isinstance(exc, Exception)
+                    else grpc.StatusCode.INTERNAL
+                )
+                if isinstance(exc, Exception):
+                    log.exception("%s failed", method)
+                    await context.abort(code, f"{method}: internal error")
+                raise
+            finally:
+                gauge.dec()
+                metrics.grpc_requests.labels(method, code.name).inc()
+
+        return handler
+
+    return wrap

@@ -1,0 +1,104 @@
+"""telematics.v1.VehicleService: sessions from the in-memory tracker, events from the store."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import grpc
+
+from gateway._gen.telematics.v1 import vehicles_pb2, vehicles_pb2_grpc
+from gateway.api.errors import ApiError, invalid, not_found, stream, unary
+from gateway.convert import vehicle_to_proto
+from gateway.metrics import Metrics
+from gateway.model import is_valid_vin
+from gateway.session.hub import EventHub
+from gateway.session.tracker import SessionTracker
+from gateway.store.base import Store
+
+_PAGE_DEFAULT = 100
+_PAGE_MAX = 1000
+_REPLAY_CHUNK = 500
+
+
+def _check_vin(vin: str) -> None:
+    if not is_valid_vin(vin):
+        raise invalid(f"vin {vin!r} is not 17 characters of A-Z/0-9 without I, O, Q")
+
+
+def _token(vin: str) -> str:
+    return base64.urlsafe_b64encode(vin.encode()).decode()
+
+
+def _untoken(token: str) -> str:
+    try:
+        vin = base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid("page_token is not a token this service issued") from exc
+    if not is_valid_vin(vin):
+        raise invalid("page_token is not a token this service issued")
+    return vin
+
+
+class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
+    def __init__(
+        self, *, tracker: SessionTracker, store: Store, hub: EventHub, metrics: Metrics
+    ) -> None:
+        self._tracker = tracker
+        self._store = store
+        self._hub = hub
+        self._metrics = metrics
+        self.GetVehicle = unary(metrics, "GetVehicle")(type(self)._get)  # type: ignore[method-assign]
+        self.ListVehicles = unary(metrics, "ListVehicles")(type(self)._list)  # type: ignore[method-assign]
+        self.WatchVehicleEvents = stream(metrics, "WatchVehicleEvents")(type(self)._watch)  # type: ignore[method-assign]
+
+    async def _get(
+        self, request: vehicles_pb2.GetVehicleRequest, context: grpc.aio.ServicerContext
+    ) -> vehicles_pb2.Vehicle:
+        _check_vin(request.vin)
+        session = self._tracker.get(request.vin)
+        if session is None:
+            raise not_found(f"vehicle {request.vin} has never connected")
+        return vehicle_to_proto(session)
+
+    async def _list(
+        self, request: vehicles_pb2.ListVehiclesRequest, context: grpc.aio.ServicerContext
+    ) -> vehicles_pb2.ListVehiclesResponse:
+        size = request.page_size or _PAGE_DEFAULT
+        if not 1 <= size <= _PAGE_MAX:
+            raise invalid(f"page_size must be 1..{_PAGE_MAX}, got {request.page_size}")
+        after = _untoken(request.page_token) if request.page_token else ""
+        # Sorted by VIN so that a token (the last VIN) stays valid while vehicles are added.
+        vins = sorted(v for v in self._tracker.sessions if v > after)
+        page = vins[:size]
+        resp = vehicles_pb2.ListVehiclesResponse(
+            vehicles=[vehicle_to_proto(self._tracker.sessions[v]) for v in page]
+        )
+        if len(vins) > size:
+            resp.next_page_token = _token(page[-1])
+        return resp
+
+    async def _watch(
+        self, request: vehicles_pb2.WatchVehicleEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[vehicles_pb2.VehicleEvent]:
+        if request.vin:
+            _check_vin(request.vin)
+        cursor = request.after_cursor
+        first = await self._store.first_cursor()
+        if cursor and first and cursor + 1 < first:
+            raise ApiError(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"after_cursor {cursor} was pruned; the oldest retained event is {first}",
+            )
+        while True:
+            # Taken before the read: anything committed after it raises hub.latest beyond it.
+            seen = self._hub.latest
+            # Always read from the store: at-least-once, in cursor order, never a non-durable event.
+            rows = await self._store.read_events(cursor, _REPLAY_CHUNK, request.vin)
+            for row in rows:
+                event = vehicles_pb2.VehicleEvent.FromString(row.payload)
+                event.cursor = row.cursor
+                yield event
+                cursor = row.cursor
+            if len(rows) < _REPLAY_CHUNK:
+                await self._hub.wait_beyond(seen)

@@ -1,0 +1,218 @@
+"""Composition root: builds every component from the Config and runs them as named tasks.
+
+Start order: broker (managed) -> store -> sessions loaded -> MQTT session -> gRPC -> HTTP.
+Stop order is the reverse, with the pipeline drained before the MQTT session closes, so every
+message read from the broker is processed and acknowledged (or left to the broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2
+
+from gateway import topics
+from gateway.api.server import SERVICE_NAMES, build_server
+from gateway.api.telemetry import TelemetryService
+from gateway.api.vehicles import VehicleService
+from gateway.broker.managed import ManagedBroker
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config, split_listen
+from gateway.egress.telemetry import TelemetryFanout
+from gateway.http import build_http_app
+from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError
+from gateway.ingress.mqtt_session import MqttSession
+from gateway.metrics import Metrics
+from gateway.pipeline import Message, Pipeline
+from gateway.session.hub import EventHub
+from gateway.session.tracker import SessionTracker
+from gateway.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 60.0
+
+
+class GatewayStartError(Exception):
+    """A component could not start; the message says which and why."""
+
+
+class Gateway:
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        """config: plain settings. clock: injectable time (tests); the system clock otherwise."""
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.hub = EventHub()
+        self.fanout = TelemetryFanout(queue_size=config.telemetry_subscriber_queue)
+        data_dir = Path(config.data_dir)
+        self.store = SqliteStore(path=data_dir / "gateway.db")
+        self.broker: ManagedBroker | None = None
+        if config.broker_is_managed:
+            self.broker = ManagedBroker(
+                directory=data_dir / "broker",
+                host=config.mqtt_host,
+                port=config.mqtt_port,
+                mosquitto=config.mosquitto_bin,
+                max_packet_size=max(config.max_payload_bytes * 4, 256 * 1024),
+            )
+        self.tracker = SessionTracker()
+        self.mqtt: MqttSession | None = None
+        self.pipeline: Pipeline | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self._grpc_server: object | None = None
+        self._http_runner: web.AppRunner | None = None
+        self._health = health.aio.HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle --
+    async def start(self) -> None:
+        cfg = self.config
+        address = cfg.broker()
+        username, password = address.username, address.password
+        if self.broker is not None:
+            creds = await self.broker.start()
+            username, password = creds.username, creds.password
+            log.info("managed mosquitto listening on %s (pid %s)", address.display, self.broker.pid)
+        await self.store.open()
+        self.tracker = SessionTracker(await self.store.load_sessions())
+        log.info("store open, %d vehicle sessions loaded", len(self.tracker.sessions))
+
+        holder: list[MqttSession] = []
+
+        def ack(messages: Sequence[Message]) -> None:
+            holder[0].ack(cast(Sequence[InboundMessage], messages))
+
+        self.pipeline = pipeline = Pipeline(
+            tracker=self.tracker,
+            store=self.store,
+            hub=self.hub,
+            telemetry=self.fanout,
+            metrics=self.metrics,
+            clock=self.clock,
+            max_payload_bytes=cfg.max_payload_bytes,
+            queue_batches=cfg.ingress_queue_batches,
+            ack=ack,
+            pause_reading=lambda: holder[0].pause_reading(),
+            resume_reading=lambda: holder[0].resume_reading(),
+        )
+
+        def make_client() -> Mqtt5Client:
+            return Mqtt5Client(
+                host=address.host,
+                port=address.port,
+                client_id=cfg.mqtt_client_id,
+                username=username,
+                password=password,
+                clean_start=False,  # persistent: the broker keeps what we have not acked
+                session_expiry_s=7 * 24 * 3600,
+                on_batch=pipeline.on_batch,
+            )
+
+        self.mqtt = MqttSession(
+            make_client=make_client,
+            subscriptions=[(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)],
+            on_connected=lambda _present: self.metrics.mqtt_connected.set(1),
+            on_disconnected=lambda _exc: self.metrics.mqtt_connected.set(0),
+            on_reconnect=self.metrics.mqtt_reconnects.inc,
+        )
+        holder.append(self.mqtt)
+        try:
+            await self.mqtt.start()
+        except MqttConnectError as exc:
+            raise GatewayStartError(f"cannot connect to the MQTT broker at {address.display}: {exc}") from exc
+        self.metrics.mqtt_connected.set(1)
+
+        vehicles = VehicleService(tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics)
+        telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
+        server, self.grpc_port = build_server(
+            listen=cfg.grpc_listen, vehicles=vehicles, telemetry=telemetry, health_servicer=self._health
+        )
+        await server.start()
+        self._grpc_server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        host, port = split_listen(cfg.http_listen, "http_listen")
+        self._http_runner = web.AppRunner(
+            build_http_app(registry=self.metrics.registry, readiness=self.readiness),
+            access_log=None,
+        )
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, host, port)
+        await site.start()
+        self.http_port = self._http_runner.addresses[0][1]
+
+        self._tasks = [
+            asyncio.create_task(pipeline.run(), name="gateway.pipeline"),
+            asyncio.create_task(self.mqtt.run(), name="gateway.mqtt-session"),
+            asyncio.create_task(self._prune_loop(), name="gateway.event-pruning"),
+        ]
+        log.info(
+            "gateway up: mqtt %s, grpc %s:%d, http %s:%d",
+            address.display, cfg.grpc_listen.rpartition(":")[0], self.grpc_port, host, self.http_port,
+        )
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "mqtt": bool(self.mqtt and self.mqtt.connected) and not self._stopping,
+            "store": self.store.is_open,
+        }
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+            removed = await self.store.prune_events(self.config.event_retention)
+            if removed:
+                log.info("pruned %d old vehicle events", removed)
+
+    async def wait(self) -> None:
+        """Return when a component task ends on its own (a failure); raise its error."""
+        if not self._tasks:
+            return
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise cast(BaseException, task.exception())
+
+    async def stop(self) -> None:
+        """Graceful: stop reading, drain, disconnect, stop servers, close store, stop broker."""
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = self.config.shutdown_grace_s
+        await self._health.enter_graceful_shutdown()
+        if self.mqtt is not None:
+            with contextlib.suppress(Exception):
+                self.mqtt.pause_reading()
+        by_name = {t.get_name(): t for t in self._tasks}
+        pipeline_task = by_name.get("gateway.pipeline")
+        if self.pipeline is not None and pipeline_task is not None and not pipeline_task.done():
+            # The running batch finishes, then whatever is still queued is processed and acked.
+            self.pipeline.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(pipeline_task), grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.mqtt is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.mqtt.stop(), grace)
+        if self._grpc_server is not None:
+            await self._grpc_server.stop(grace)  # type: ignore[attr-defined]
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        await self.store.close()
+        if self.broker is not None:
+            await self.broker.stop()
+        log.info("gateway stopped")

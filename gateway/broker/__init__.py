@@ -1,0 +1,1 @@
+"""The managed Mosquitto broker used by the embedded (one machine) deployment."""

@@ -1,0 +1,178 @@
+"""Start and stop a Mosquitto child process with the project's configuration.
+
+Used by `run` when no external broker URL is configured, and by the tests (each test broker on
+a free port with the same files), so the tests exercise the configuration that ships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+GATEWAY_USER = "gateway"
+
+
+class BrokerStartError(Exception):
+    """The managed broker could not be started."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCredentials:
+    username: str
+    password: str
+
+
+def find_mosquitto(explicit: str = "") -> str:
+    for candidate in (explicit, shutil.which("mosquitto") or "", "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise BrokerStartError(
+        "mosquitto not found: run `make setup` (installs it with apt-get) or set GATEWAY_MQTT_URL "
+        "to use an external broker"
+    )
+
+
+def _passwd_tool(mosquitto: str) -> str:
+    for candidate in (
+        shutil.which("mosquitto_passwd") or "",
+        str(Path(mosquitto).parent.parent / "bin" / "mosquitto_passwd"),
+        "/usr/bin/mosquitto_passwd",
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise BrokerStartError("mosquitto_passwd not found (Debian package: mosquitto)")
+
+
+def write_broker_files(
+    directory: Path, *, host: str, port: int, mosquitto: str, max_packet_size: int
+) -> tuple[Path, BrokerCredentials]:
+    """Render the config, the ACL and a password file with a fresh gateway password."""
+    directory.mkdir(parents=True, exist_ok=True)
+    creds = BrokerCredentials(GATEWAY_USER, secrets.token_urlsafe(24))
+    password_file = directory / "passwd"
+    password_file.unlink(missing_ok=True)
+    password_file.touch(mode=0o600)
+    subprocess.run(
+        [_passwd_tool(mosquitto), "-b", str(password_file), creds.username, creds.password],
+        check=True,
+        capture_output=True,
+    )
+    acl_file = directory / "mosquitto.acl"
+    package = resources.files("gateway.broker")
+    acl_file.write_text(
+        package.joinpath("mosquitto.acl").read_text().replace("{gateway_user}", creds.username)
+    )
+    conf = package.joinpath("mosquitto.conf").read_text().format(
+        port=port,
+        host=host,
+        password_file=password_file,
+        acl_file=acl_file,
+        data_dir=directory,
+        max_packet_size=max_packet_size,
+    )
+    conf_file = directory / "mosquitto.conf"
+    conf_file.write_text(conf)
+    return conf_file, creds
+
+
+def _port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+class ManagedBroker:
+    """A Mosquitto child process. ``start`` returns once the port accepts connections."""
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        host: str = "127.0.0.1",
+        port: int,
+        mosquitto: str = "",
+        max_packet_size: int = 256 * 1024,
+    ) -> None:
+        """
+        directory: where config, ACL, password file, persistence and log are written.
+        host, port: the listener.
+        mosquitto: path of the binary; empty to search PATH and /usr/sbin.
+        max_packet_size: the broker refuses larger packets (the gateway's own limit is lower).
+        """
+        self.directory = directory
+        self.host = host
+        self.port = port
+        self._binary = find_mosquitto(mosquitto)
+        self._max_packet_size = max_packet_size
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.credentials: BrokerCredentials | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start_sync(self, timeout: float = 10.0) -> BrokerCredentials:
+        if _port_open(self.host, self.port):
+            raise BrokerStartError(
+                f"cannot start the managed broker: {self.host}:{self.port} is already in use "
+                "(set GATEWAY_MQTT_PORT, or GATEWAY_MQTT_URL for an external broker)"
+            )
+        conf, self.credentials = write_broker_files(
+            self.directory,
+            host=self.host,
+            port=self.port,
+            mosquitto=self._binary,
+            max_packet_size=self._max_packet_size,
+        )
+        self._proc = subprocess.Popen(
+            [self._binary, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the terminal goes to the gateway, which stops us
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise BrokerStartError(f"mosquitto exited with {self._proc.returncode}: {err.strip()}")
+            if _port_open(self.host, self.port):
+                return self.credentials
+            time.sleep(0.02)
+        self.stop_sync()
+        raise BrokerStartError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
+
+    async def start(self, timeout: float = 10.0) -> BrokerCredentials:
+        return await asyncio.to_thread(self.start_sync, timeout)
+
+    def stop_sync(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        await asyncio.to_thread(self.stop_sync, timeout)
+
+    def kill_sync(self) -> None:
+        """SIGKILL, for failure tests."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()

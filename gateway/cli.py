@@ -1,0 +1,84 @@
+"""Command line: `telematics-gateway run` (also `python -m gateway run`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from gateway.app import Gateway, GatewayStartError
+from gateway.broker.managed import BrokerStartError
+from gateway.config import ConfigError, load_config
+from gateway.store.base import StoreError
+
+log = logging.getLogger("gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telematics-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway (managed Mosquitto + SQLite by default)")
+    run.add_argument("--config", help="TOML config file (also GATEWAY_CONFIG)")
+    run.add_argument("--mqtt-url", help="external broker, e.g. mqtt://user:pass@host:1883")
+    run.add_argument("--data-dir", help="directory for the SQLite store and the managed broker")
+    run.add_argument("--grpc-listen", help="host:port for gRPC (default 127.0.0.1:50051)")
+    run.add_argument("--http-listen", help="host:port for /metrics, /healthz, /readyz")
+    return parser
+
+
+async def _run(gateway: Gateway) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start()
+    except (GatewayStartError, BrokerStartError, StoreError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        await gateway.stop()
+        return 2
+    failed = asyncio.create_task(gateway.wait(), name="gateway.watch-components")
+    stopped = asyncio.create_task(stop.wait(), name="gateway.wait-signal")
+    await asyncio.wait([failed, stopped], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if failed.done() and not failed.cancelled() and failed.exception() is not None:
+        log.error("a component failed: %s", failed.exception())
+        code = 1
+    failed.cancel()
+    stopped.cancel()
+    log.info("shutting down")
+    await gateway.stop()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(
+            args.config,
+            mqtt_url=args.mqtt_url,
+            data_dir=args.data_dir,
+            grpc_listen=args.grpc_listen,
+            http_listen=args.http_listen,
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps the CLI usable
+        runner = asyncio.run
+    return runner(_run(Gateway(config)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

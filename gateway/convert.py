@@ -1,0 +1,124 @@
+"""Conversions between generated protobuf types and domain types, in one place.
+
+The domain enums share their numbers with the wire enums (gateway/model.py), so enum fields
+convert by value. The store also keeps sessions as serialized ``telematics.v1.Vehicle``: the
+contract type is versioned already, so it doubles as the snapshot format.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway._gen.telematics.v1 import common_pb2, vehicles_pb2
+from gateway.model import (
+    Bearer,
+    ChargingPlug,
+    LockState,
+    OfflineReason,
+    PowerState,
+    Presence,
+    Privacy,
+    PrivacyMode,
+    Radio,
+    VehicleSession,
+    VehicleState,
+)
+from gateway.session.events import EventKind, SessionEvent
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    whole = int(seconds)
+    ts.seconds = whole
+    ts.nanos = int(round((seconds - whole) * 1e9)) % 1_000_000_000
+    return ts
+
+
+def seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def privacy_to_proto(p: Privacy) -> common_pb2.Privacy:
+    return common_pb2.Privacy(mode=int(p.mode), services=sorted(p.services))  # type: ignore[arg-type]
+
+
+def vehicle_to_proto(s: VehicleSession) -> vehicles_pb2.Vehicle:
+    v = vehicles_pb2.Vehicle(
+        vin=s.vin,
+        model=s.model,
+        model_year=s.model_year,
+        home_country=s.home_country,
+        visited_country=s.visited_country,
+        visited_mcc=s.visited_mcc,
+        bearer=int(s.bearer),  # type: ignore[arg-type]
+        radio=int(s.radio),  # type: ignore[arg-type]
+        roaming=s.roaming,
+        roaming_enabled=s.roaming_enabled,
+        privacy=privacy_to_proto(s.privacy),
+        state=common_pb2.VehicleState(
+            power=int(s.state.power),  # type: ignore[arg-type]
+            lock=int(s.state.lock),  # type: ignore[arg-type]
+            charging_plug=int(s.state.charging_plug),  # type: ignore[arg-type]
+            identity_verified=s.state.identity_verified,
+            has_identity_verified=True,
+        ),
+        presence=int(s.presence),  # type: ignore[arg-type]
+        offline_reason=int(s.offline_reason),  # type: ignore[arg-type]
+        last_sequence=s.last_sequence,
+        software_version=s.software_version,
+    )
+    if s.presence_changed_at:
+        v.presence_changed_at.CopyFrom(timestamp(s.presence_changed_at))
+    if s.last_seen_at:
+        v.last_seen_at.CopyFrom(timestamp(s.last_seen_at))
+    if s.last_boot_at:
+        v.last_boot_at.CopyFrom(timestamp(s.last_boot_at))
+    return v
+
+
+def vehicle_from_proto(v: vehicles_pb2.Vehicle, *, connection_id: int = 0, window: int = 0) -> VehicleSession:
+    mode = PrivacyMode(v.privacy.mode) if v.privacy.mode else PrivacyMode.OFF
+    return VehicleSession(
+        vin=v.vin,
+        model=v.model,
+        model_year=v.model_year,
+        home_country=v.home_country,
+        visited_country=v.visited_country,
+        visited_mcc=v.visited_mcc,
+        bearer=Bearer(v.bearer),
+        radio=Radio(v.radio),
+        roaming=v.roaming,
+        roaming_enabled=v.roaming_enabled,
+        privacy=Privacy(mode, frozenset(v.privacy.services)),
+        state=VehicleState(
+            power=PowerState(v.state.power),
+            lock=LockState(v.state.lock),
+            charging_plug=ChargingPlug(v.state.charging_plug),
+            identity_verified=v.state.identity_verified,
+        ),
+        presence=Presence(v.presence) if v.presence else Presence.OFFLINE,
+        offline_reason=OfflineReason(v.offline_reason),
+        presence_changed_at=seconds(v.presence_changed_at),
+        last_seen_at=seconds(v.last_seen_at),
+        last_boot_at=seconds(v.last_boot_at),
+        last_sequence=v.last_sequence,
+        seen_window=window,
+        connection_id=connection_id,
+        software_version=v.software_version,
+    )
+
+
+def event_to_proto(e: SessionEvent, session: VehicleSession) -> vehicles_pb2.VehicleEvent:
+    """The event without its cursor (the store assigns it)."""
+    out = vehicles_pb2.VehicleEvent(vin=e.vin, vehicle=vehicle_to_proto(session))
+    out.at.CopyFrom(timestamp(e.at))
+    match e.kind:
+        case EventKind.ONLINE:
+            out.online.boot = e.boot
+        case EventKind.OFFLINE:
+            out.offline.reason = int(e.offline_reason)  # type: ignore[assignment]
+        case EventKind.STATE_CHANGED:
+            out.state_changed.changed.extend(e.changed)
+        case EventKind.CHARGING_SESSION:
+            out.charging_session.session.ParseFromString(e.charging_session)
+    return out

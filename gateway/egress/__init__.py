@@ -1,0 +1,1 @@
+"""Egress: what leaves the gateway for backends."""

@@ -1,0 +1,48 @@
+"""Fan telemetry records out to the connected SubscribeTelemetry streams, in batches.
+
+Each subscriber has a bounded queue of record batches. When a subscriber's queue is full,
+``publish`` waits (the pipeline stops reading from the broker) instead of dropping: a slow
+backend slows the gateway, it does not lose data it asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from gateway._gen.telematics.v1 import telemetry_pb2
+
+
+class TelemetrySubscriber:
+    def __init__(self, services: frozenset[str], queue_size: int) -> None:
+        self.services = services
+        self.queue: asyncio.Queue[telemetry_pb2.TelemetryRecords] = asyncio.Queue(queue_size)
+
+    def wants(self, service: str) -> bool:
+        return not self.services or service in self.services
+
+
+class TelemetryFanout:
+    def __init__(self, *, queue_size: int) -> None:
+        """queue_size: record batches buffered per subscriber before backpressure."""
+        self._queue_size = queue_size
+        self.subscribers: list[TelemetrySubscriber] = []
+
+    def subscribe(self, services: frozenset[str]) -> TelemetrySubscriber:
+        sub = TelemetrySubscriber(services, self._queue_size)
+        self.subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: TelemetrySubscriber) -> None:
+        if sub in self.subscribers:
+            self.subscribers.remove(sub)
+
+    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
+        """Queue the batch for every interested subscriber; return how many got records."""
+        delivered = 0
+        for sub in list(self.subscribers):
+            mine = records if not sub.services else [r for r in records if sub.wants(r.service)]
+            if mine:
+                await sub.queue.put(telemetry_pb2.TelemetryRecords(records=mine))
+                delivered += 1
+        return delivered

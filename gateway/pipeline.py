@@ -1,0 +1,263 @@
+"""The ingest pipeline: batches from the broker -> decode -> session -> rules -> store -> egress.
+
+The MQTT protocol hands over every complete PUBLISH of one socket read as one batch
+(``on_batch``, synchronous, never blocks). One task drains the bounded queue, coalescing what
+has accumulated, so per-batch costs (a transaction, metric updates, a gRPC message) are paid
+once for many messages. QoS 1 messages are acknowledged to the broker only after the batch's
+state and events are committed: a crash before that makes the broker deliver them again, and
+the replay window drops what was already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
+from gateway.clock import Clock
+from gateway.convert import event_to_proto
+from gateway.decode import Decoded, Rejected, decode
+from gateway.egress.telemetry import TelemetryFanout
+from gateway.metrics import Metrics
+from gateway.model import Bearer, VehicleSession
+from gateway.session.events import EventKind, SessionEvent
+from gateway.session.hub import EventHub
+from gateway.session.sequence import Arrival
+from gateway.session.tracker import SessionTracker, Tracked
+from gateway.store.base import PendingEvent, Store
+
+log = logging.getLogger(__name__)
+
+CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
+
+
+class Message(Protocol):
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+
+_BEARER_LABEL = {
+    Bearer.EMBEDDED_SIM: "embedded_sim",
+    Bearer.INSERTED_SIM: "inserted_sim",
+    Bearer.WIFI_HOTSPOT: "wifi_hotspot",
+    Bearer.UNSPECIFIED: "unspecified",
+}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        tracker: SessionTracker,
+        store: Store,
+        hub: EventHub,
+        telemetry: TelemetryFanout,
+        metrics: Metrics,
+        clock: Clock,
+        max_payload_bytes: int,
+        queue_batches: int,
+        ack: Callable[[Sequence[Message]], None],
+        pause_reading: Callable[[], None],
+        resume_reading: Callable[[], None],
+    ) -> None:
+        """
+        tracker: the in-memory sessions. store: durable snapshots and events.
+        hub: wakes Watch streams. telemetry: egress to SubscribeTelemetry streams.
+        max_payload_bytes: larger payloads are rejected (reason "oversize").
+        queue_batches: batches buffered before reading from the broker pauses (backpressure).
+        ack: acknowledges QoS 1 messages once their batch is committed.
+        pause_reading, resume_reading: stop and restart reading from the broker socket.
+        """
+        self._tracker = tracker
+        self._store = store
+        self._hub = hub
+        self._telemetry = telemetry
+        self._m = metrics
+        self._clock = clock
+        self._max_payload = max_payload_bytes
+        self._queue: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
+        self._queue_limit = queue_batches
+        self._ack = ack
+        self._pause = pause_reading
+        self._resume = resume_reading
+        self._paused = False
+        self._closing = False
+        self._received = {k: metrics.messages_received.labels(k) for k in _KINDS}
+        self._rejected = metrics.messages_rejected
+        self._log_budget = _LogBudget()
+        self.processed = 0
+
+    # -- called from the MQTT protocol (synchronously, on the event loop) --
+    def on_batch(self, messages: Sequence[Message]) -> None:
+        self._queue.put_nowait(messages)
+        if not self._paused and self._queue.qsize() >= self._queue_limit:
+            self._paused = True
+            self._m.ingress_paused.inc()
+            self._pause()
+
+    @property
+    def idle(self) -> bool:
+        return self._queue.empty()
+
+    async def run(self) -> None:
+        """Process batches until ``close`` was called and the queue is empty."""
+        while True:
+            first = await self._queue.get()
+            batch = list(first)
+            while not self._queue.empty() and len(batch) < 20_000:
+                batch.extend(self._queue.get_nowait())
+            if batch:
+                await self.process(batch)
+            if self._closing and self._queue.empty():
+                return
+            if self._paused and self._queue.qsize() < self._queue_limit // 2 + 1:
+                self._paused = False
+                self._resume()
+
+    def close(self) -> None:
+        """Finish: ``run`` returns after processing what is queued (reading has stopped)."""
+        self._closing = True
+        self._queue.put_nowait(())
+
+    async def process(self, batch: Sequence[Message]) -> None:
+        now = self._clock.now()
+        dirty: dict[str, VehicleSession] = {}
+        events: list[tuple[SessionEvent, VehicleSession]] = []
+        records: list[telemetry_pb2.TelemetryRecord] = []
+        kinds: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        stale: Counter[str] = Counter()
+        for msg in batch:
+            d = decode(msg.topic, msg.payload, self._max_payload)
+            if isinstance(d, Rejected):
+                rejected[d.reason] += 1
+                if self._log_budget.allow():
+                    log.warning("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail)
+                continue
+            if isinstance(d, Decoded):
+                env = d.envelope
+                body = env.WhichOneof("body") or ""
+                t = self._tracker.apply(env, now)
+                if t.arrival is Arrival.DUPLICATE or t.arrival is Arrival.TOO_OLD:
+                    stale[t.arrival.value] += 1
+                    continue
+                if t.arrival is Arrival.LATE:
+                    stale["late"] += 1
+                self._route_body(env, body, t, records)
+            else:
+                body = "will"
+                t = self._tracker.apply_will(d.vin, d.connection_id, now)
+            kinds[body] += 1
+            if t.dirty:
+                dirty[t.session.vin] = t.session
+            events.extend((e, t.session) for e in t.events)
+        await self._commit(dirty, events)
+        self._ack(batch)
+        if records:
+            got = await self._telemetry.publish(records)
+            self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
+        self.processed += len(batch)
+        self._update_metrics(len(batch), kinds, rejected, stale)
+
+    def _route_body(
+        self,
+        env: uplink_pb2.Envelope,
+        body: str,
+        t: Tracked,
+        records: list[telemetry_pb2.TelemetryRecord],
+    ) -> None:
+        session = t.session
+        if body == "telemetry":
+            batch = env.telemetry
+            # R22: personal data (location) of a withheld service never leaves the gateway.
+            withhold = session.privacy.withholds(batch.service)
+            for sample in batch.samples:
+                rec = telemetry_pb2.TelemetryRecord(
+                    vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample
+                )
+                rec.sent_at.CopyFrom(env.sent_at)
+                if withhold and sample.HasField("location"):
+                    rec.sample.ClearField("location")
+                    rec.location_withheld = True
+                records.append(rec)
+        elif body == "charging_session":
+            cs = common_pb2.ChargingSession()
+            cs.CopyFrom(env.charging_session)
+            if session.privacy.withholds(CHARGING_SERVICE):  # R22 over R28's location fields
+                cs.ClearField("location")
+                cs.ClearField("location_name")
+            t.events.append(
+                SessionEvent(
+                    session.vin,
+                    self._clock.now(),
+                    EventKind.CHARGING_SESSION,
+                    charging_session=cs.SerializeToString(),
+                    dedupe_key=f"charging:{cs.session_id}",
+                )
+            )
+
+    async def _commit(
+        self,
+        dirty: dict[str, VehicleSession],
+        events: list[tuple[SessionEvent, VehicleSession]],
+    ) -> None:
+        if not dirty and not events:
+            return
+        pending = [
+            PendingEvent(
+                e.vin,
+                e.kind.value,
+                event_to_proto(e, s).SerializeToString(),
+                dedupe_key=e.dedupe_key,
+            )
+            for e, s in events
+        ]
+        started = time.perf_counter()
+        written = await self._store.commit_batch(list(dirty.values()), pending)
+        self._m.store_commit_seconds.observe(time.perf_counter() - started)
+        if written:
+            for w in written:
+                self._m.events_written.labels(w.kind).inc()
+            self._hub.notify(written[-1].cursor)
+
+    def _update_metrics(
+        self, n: int, kinds: Counter[str], rejected: Counter[str], stale: Counter[str]
+    ) -> None:
+        self._m.ingress_batch_messages.observe(n)
+        for kind, count in kinds.items():
+            self._received[kind].inc(count)
+        for reason, count in rejected.items():
+            self._rejected.labels(reason).inc(count)
+        for outcome, count in stale.items():
+            self._m.messages_stale.labels(outcome).inc(count)
+        for bearer, count in self._tracker.online_by_bearer.items():
+            self._m.vehicles_online.labels(_BEARER_LABEL[bearer]).set(count)
+        self._m.vehicles_tracked.set(len(self._tracker.sessions))
+
+
+_KINDS = (
+    "hello", "state_change", "telemetry", "charging_session", "entitlement_ack",
+    "fod_result", "command_result", "goodbye", "will",
+)
+
+
+class _LogBudget:
+    """At most 20 rejection log lines per 10 s: a flood of bad input must not flood the log."""
+
+    def __init__(self) -> None:
+        self._window = 0.0
+        self._count = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._window > 10:
+            self._window, self._count = now, 0
+        self._count += 1
+        return self._count <= 20

@@ -1,0 +1,1 @@
+"""Vehicle sessions: presence, link, privacy and physical state, per VIN."""

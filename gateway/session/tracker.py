@@ -1,0 +1,177 @@
+"""Apply decoded uplink messages to vehicle sessions.
+
+Presence comes from the birth message (Hello), the goodbye and the MQTT last will; everything
+else updates the link, privacy and physical state carried by the envelope. Only envelopes with
+a sequence above every earlier one change state (see sequence.py): an out-of-order or repeated
+message never regresses a session.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+from gateway.model import (
+    Bearer,
+    ChargingPlug,
+    LockState,
+    OfflineReason,
+    PowerState,
+    Presence,
+    Privacy,
+    PrivacyMode,
+    Radio,
+    VehicleSession,
+    VehicleState,
+)
+from gateway.session.events import EventKind, SessionEvent
+from gateway.session.sequence import Arrival, classify
+
+
+@dataclass(slots=True)
+class Tracked:
+    arrival: Arrival
+    session: VehicleSession
+    events: list[SessionEvent] = field(default_factory=list)
+    dirty: bool = False
+
+
+def privacy_from_proto(p: common_pb2.Privacy) -> Privacy:
+    mode = PrivacyMode(p.mode) if p.mode else PrivacyMode.OFF
+    return Privacy(mode, frozenset(p.services) if mode is PrivacyMode.PER_SERVICE else frozenset())
+
+
+def _merge_state(old: VehicleState, new: common_pb2.VehicleState, full: bool) -> VehicleState:
+    return VehicleState(
+        power=PowerState(new.power) if new.power else old.power,
+        lock=LockState(new.lock) if new.lock else old.lock,
+        charging_plug=ChargingPlug(new.charging_plug) if new.charging_plug else old.charging_plug,
+        identity_verified=(
+            new.identity_verified if (full or new.has_identity_verified) else old.identity_verified
+        ),
+    )
+
+
+def _state_diff(old: VehicleState, new: VehicleState) -> list[str]:
+    names = ("power", "lock", "charging_plug", "identity_verified")
+    return [f"state.{n}" for n in names if getattr(old, n) != getattr(new, n)]
+
+
+class SessionTracker:
+    """Owns the in-memory sessions (the hot cache); the store holds their durable copy."""
+
+    def __init__(self, sessions: Iterable[VehicleSession] = ()) -> None:
+        self.sessions: dict[str, VehicleSession] = {s.vin: s for s in sessions}
+        self.online_by_bearer: Counter[Bearer] = Counter(
+            s.bearer for s in self.sessions.values() if s.presence is Presence.ONLINE
+        )
+
+    def get(self, vin: str) -> VehicleSession | None:
+        return self.sessions.get(vin)
+
+    def _session(self, vin: str) -> VehicleSession:
+        s = self.sessions.get(vin)
+        if s is None:
+            s = self.sessions[vin] = VehicleSession(vin=vin)
+        return s
+
+    def _set_presence(self, s: VehicleSession, presence: Presence, now: float) -> None:
+        if s.presence is Presence.ONLINE:
+            self.online_by_bearer[s.bearer] -= 1
+        if presence is Presence.ONLINE:
+            self.online_by_bearer[s.bearer] += 1
+        s.presence = presence
+        s.presence_changed_at = now
+
+    def apply(self, env: uplink_pb2.Envelope, now: float) -> Tracked:
+        s = self._session(env.vin)
+        arrival, s.last_sequence, s.seen_window = classify(s.last_sequence, s.seen_window, env.sequence)
+        result = Tracked(arrival, s)
+        if arrival is not Arrival.NEW:
+            return result
+        s.last_seen_at = now
+        result.dirty = True
+        changed = self._apply_header(s, env)
+        body = env.WhichOneof("body")
+        if body == "hello":
+            self._apply_hello(s, env.hello, now, result)
+            return result  # the ONLINE event carries the whole session; no separate change event
+        if body == "state_change":
+            new_state = _merge_state(s.state, env.state_change.state, full=False)
+            changed += _state_diff(s.state, new_state)
+            s.state = new_state
+        elif body == "goodbye" and s.presence is Presence.ONLINE:
+            self._set_presence(s, Presence.OFFLINE, now)
+            s.offline_reason = OfflineReason.GOODBYE
+            result.events.append(
+                SessionEvent(s.vin, now, EventKind.OFFLINE, offline_reason=OfflineReason.GOODBYE)
+            )
+        if changed:
+            result.events.insert(0, SessionEvent(s.vin, now, EventKind.STATE_CHANGED, changed=tuple(changed)))
+        return result
+
+    def _apply_header(self, s: VehicleSession, env: uplink_pb2.Envelope) -> list[str]:
+        changed: list[str] = []
+        bearer = Bearer(env.bearer)
+        if bearer is not Bearer.UNSPECIFIED and bearer is not s.bearer:
+            if s.presence is Presence.ONLINE:
+                self.online_by_bearer[s.bearer] -= 1
+                self.online_by_bearer[bearer] += 1
+            s.bearer = bearer
+            changed.append("bearer")
+        radio = Radio(env.radio)
+        if radio is not Radio.UNSPECIFIED and radio is not s.radio:
+            s.radio = radio
+            changed.append("radio")
+        if env.visited_country and env.visited_country != s.visited_country:
+            s.visited_country = env.visited_country
+            changed.append("visited_country")
+        if env.visited_mcc and env.visited_mcc != s.visited_mcc:
+            s.visited_mcc = env.visited_mcc
+            changed.append("visited_mcc")
+        if env.roaming != s.roaming:
+            s.roaming = env.roaming
+            changed.append("roaming")
+        if env.roaming_enabled != s.roaming_enabled:
+            s.roaming_enabled = env.roaming_enabled
+            changed.append("roaming_enabled")
+        # R22: privacy comes from the car and is refreshed by every envelope.
+        privacy = privacy_from_proto(env.privacy)
+        if privacy != s.privacy:
+            s.privacy = privacy
+            changed.append("privacy")
+        return changed
+
+    def _apply_hello(
+        self, s: VehicleSession, hello: uplink_pb2.Hello, now: float, result: Tracked
+    ) -> None:
+        s.connection_id = hello.connection_id
+        s.model = hello.model or s.model
+        s.model_year = hello.model_year or s.model_year
+        s.home_country = hello.home_country or s.home_country
+        s.software_version = hello.software_version or s.software_version
+        s.state = _merge_state(s.state, hello.state, full=True)
+        if hello.boot:
+            s.last_boot_at = now  # R13: services are delivered after a boot while online
+        self._set_presence(s, Presence.ONLINE, now)
+        s.offline_reason = OfflineReason.UNSPECIFIED
+        result.events.append(SessionEvent(s.vin, now, EventKind.ONLINE, boot=hello.boot))
+
+    def apply_will(self, vin: str, connection_id: int, now: float) -> Tracked:
+        """The broker published the car's last will: the connection ended without DISCONNECT."""
+        s = self._session(vin)
+        result = Tracked(Arrival.NEW, s)
+        # A will from an older connection arrives after the car already reconnected (session
+        # takeover): it must not mark the new connection offline.
+        if s.presence is not Presence.ONLINE or connection_id != s.connection_id:
+            result.arrival = Arrival.DUPLICATE
+            return result
+        self._set_presence(s, Presence.OFFLINE, now)
+        s.offline_reason = OfflineReason.CONNECTION_LOST
+        result.dirty = True
+        result.events.append(
+            SessionEvent(vin, now, EventKind.OFFLINE, offline_reason=OfflineReason.CONNECTION_LOST)
+        )
+        return result

@@ -1,0 +1,56 @@
+"""The store seam: a small protocol with one implementation per database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.model import VehicleSession
+
+
+class StoreError(Exception):
+    """The database refused or failed an operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    vin: str
+    kind: str
+    payload: bytes  # serialized telematics.v1.VehicleEvent without its cursor
+    # Non-empty: the event is written only the first time this key is seen for the VIN
+    # (R28: a charging session record sent twice is recorded once).
+    dedupe_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    cursor: int
+    vin: str
+    payload: bytes
+    kind: str = ""
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def load_sessions(self) -> list[VehicleSession]: ...
+
+    async def commit_batch(
+        self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
+    ) -> list[StoredEvent]:
+        """Write snapshots and events in one transaction; return the events written."""
+        ...
+
+    async def read_events(self, after: int, limit: int, vin: str = "") -> list[StoredEvent]: ...
+
+    async def first_cursor(self) -> int:
+        """The oldest retained cursor, 0 when the log is empty."""
+        ...
+
+    async def prune_events(self, keep: int) -> int: ...

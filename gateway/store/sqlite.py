@@ -1,0 +1,186 @@
+"""SQLite store (WAL) for the embedded deployment.
+
+All database work runs on one dedicated thread: sqlite3 connections are not shared across
+threads and a single writer is what SQLite does best. WAL with synchronous=NORMAL survives a
+crash of the gateway process (the case "nothing lost" is about); only an OS crash or power loss
+may drop the last transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from gateway._gen.telematics.v1 import vehicles_pb2
+from gateway.convert import vehicle_from_proto, vehicle_to_proto
+from gateway.model import VehicleSession
+from gateway.store.base import PendingEvent, StoredEvent, StoreError
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS vehicles (
+    vin TEXT PRIMARY KEY,
+    snapshot BLOB NOT NULL,          -- telematics.v1.Vehicle
+    connection_id BLOB NOT NULL,     -- 8 bytes, big endian (SQLite integers are signed)
+    seq_window BLOB NOT NULL         -- 8 bytes, the replay window of gateway/session/sequence.py
+);
+CREATE TABLE IF NOT EXISTS vehicle_events (
+    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+    vin TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload BLOB NOT NULL            -- telematics.v1.VehicleEvent without cursor
+);
+CREATE INDEX IF NOT EXISTS vehicle_events_vin ON vehicle_events (vin, cursor);
+CREATE TABLE IF NOT EXISTS event_dedupe (
+    vin TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (vin, key)
+) WITHOUT ROWID;
+"""
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+class SqliteStore:
+    def __init__(self, *, path: Path) -> None:
+        """path: the database file; its directory is created when missing."""
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            return db
+
+        loop = asyncio.get_running_loop()
+        try:
+            self._db = await loop.run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open sqlite database {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+        self._executor.shutdown(wait=True)
+
+    async def load_sessions(self) -> list[VehicleSession]:
+        def load(db: sqlite3.Connection) -> list[VehicleSession]:
+            out = []
+            for _vin, snap, conn_id, window in db.execute(
+                "SELECT vin, snapshot, connection_id, seq_window FROM vehicles"
+            ):
+                v = vehicles_pb2.Vehicle.FromString(snap)
+                out.append(
+                    vehicle_from_proto(
+                        v,
+                        connection_id=int.from_bytes(conn_id, "big"),
+                        window=int.from_bytes(window, "big"),
+                    )
+                )
+            return out
+
+        return await self._run(load)
+
+    async def commit_batch(
+        self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
+    ) -> list[StoredEvent]:
+        # Serialize on the event loop: sessions are mutated there and must be read there.
+        rows = [
+            (s.vin, vehicle_to_proto(s).SerializeToString(), _u64(s.connection_id), _u64(s.seen_window))
+            for s in vehicles
+        ]
+
+        def commit(db: sqlite3.Connection) -> list[StoredEvent]:
+            written: list[StoredEvent] = []
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO vehicles (vin, snapshot, connection_id, seq_window) VALUES (?,?,?,?)"
+                    " ON CONFLICT(vin) DO UPDATE SET snapshot=excluded.snapshot,"
+                    " connection_id=excluded.connection_id, seq_window=excluded.seq_window",
+                    rows,
+                )
+                for e in events:
+                    if e.dedupe_key:
+                        cur = db.execute(
+                            "INSERT OR IGNORE INTO event_dedupe (vin, key) VALUES (?, ?)",
+                            (e.vin, e.dedupe_key),
+                        )
+                        if cur.rowcount == 0:
+                            continue
+                    cur = db.execute(
+                        "INSERT INTO vehicle_events (vin, kind, payload) VALUES (?, ?, ?)",
+                        (e.vin, e.kind, e.payload),
+                    )
+                    assert cur.lastrowid is not None
+                    written.append(StoredEvent(cur.lastrowid, e.vin, e.payload, e.kind))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return written
+
+        return await self._run(commit)
+
+    async def read_events(self, after: int, limit: int, vin: str = "") -> list[StoredEvent]:
+        def read(db: sqlite3.Connection) -> list[StoredEvent]:
+            if vin:
+                cur = db.execute(
+                    "SELECT cursor, vin, payload FROM vehicle_events WHERE vin = ? AND cursor > ?"
+                    " ORDER BY cursor LIMIT ?",
+                    (vin, after, limit),
+                )
+            else:
+                cur = db.execute(
+                    "SELECT cursor, vin, payload FROM vehicle_events WHERE cursor > ?"
+                    " ORDER BY cursor LIMIT ?",
+                    (after, limit),
+                )
+            return [StoredEvent(c, v, p) for c, v, p in cur]
+
+        return await self._run(read)
+
+    async def first_cursor(self) -> int:
+        def first(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT MIN(cursor) FROM vehicle_events").fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
+
+        return await self._run(first)
+
+    async def prune_events(self, keep: int) -> int:
+        def prune(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT MAX(cursor) FROM vehicle_events").fetchone()
+            if not row or row[0] is None:
+                return 0
+            cur = db.execute("DELETE FROM vehicle_events WHERE cursor <= ?", (int(row[0]) - keep,))
+            return cur.rowcount
+
+        return await self._run(prune)

@@ -1,0 +1,60 @@
+"""An in-process gateway wired exactly as `run` wires it: managed Mosquitto on a free port,
+SQLite in tmp_path, gRPC and HTTP on ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+
+from gateway.app import Gateway
+from gateway.config import load_config
+
+T = TypeVar("T")
+
+
+def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: object) -> object:
+    return load_config(
+        env={},
+        data_dir=str(tmp_path / "data"),
+        mqtt_port=mqtt_port,
+        grpc_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    from conftest import free_port
+
+    gw = Gateway(gateway_config(tmp_path, free_port()))  # type: ignore[arg-type]
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+@pytest.fixture
+async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
+        yield ch
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10.0
+) -> T:
+    """Poll an asynchronous outcome produced by another process (broker, gateway)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.02)

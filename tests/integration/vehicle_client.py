@@ -1,0 +1,131 @@
+"""A test vehicle on aiomqtt (paho): an MQTT implementation independent of the gateway's."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from typing import Any
+
+import aiomqtt
+
+from gateway import topics
+from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+
+
+class TestVehicle:
+    __test__ = False  # not a test class
+
+    def __init__(
+        self,
+        vin: str,
+        port: int,
+        *,
+        model: str = "911",
+        model_year: int = 2018,
+        bearer: int = common_pb2.BEARER_INSERTED_SIM,
+        home_country: str = "DE",
+        visited_country: str = "DE",
+        roaming: bool = False,
+        roaming_enabled: bool = False,
+    ) -> None:
+        self.vin = vin
+        self.port = port
+        self.model = model
+        self.model_year = model_year
+        self.bearer = bearer
+        self.home_country = home_country
+        self.visited_country = visited_country
+        self.roaming = roaming
+        self.roaming_enabled = roaming_enabled
+        self.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_OFF)
+        self.sequence = 0
+        self.connection_id = 0
+        self.client: aiomqtt.Client | None = None
+
+    def envelope(self) -> uplink_pb2.Envelope:
+        self.sequence += 1
+        env = uplink_pb2.Envelope(
+            vin=self.vin,
+            sequence=self.sequence,
+            bearer=self.bearer,  # type: ignore[arg-type]
+            radio=common_pb2.RADIO_4G,
+            visited_country=self.visited_country,
+            roaming=self.roaming,
+            roaming_enabled=self.roaming_enabled,
+        )
+        env.privacy.CopyFrom(self.privacy)
+        env.sent_at.FromNanoseconds(time.time_ns())
+        return env
+
+    async def connect(self, *, boot: bool = True, **state: Any) -> None:
+        self.connection_id = random.getrandbits(64)
+        will = uplink_pb2.LastWill(vin=self.vin, connection_id=self.connection_id)
+        self.client = aiomqtt.Client(
+            "127.0.0.1",
+            self.port,
+            identifier=self.vin,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=aiomqtt.Will(topics.will(self.vin), will.SerializeToString(), qos=1),
+            keepalive=30,
+        )
+        await self.client.__aenter__()
+        env = self.envelope()
+        env.hello.connection_id = self.connection_id
+        env.hello.boot = boot
+        env.hello.model = self.model
+        env.hello.model_year = self.model_year
+        env.hello.home_country = self.home_country
+        env.hello.state.power = state.get("power", common_pb2.POWER_STATE_ON)
+        env.hello.state.lock = state.get("lock", common_pb2.LOCK_STATE_UNLOCKED)
+        env.hello.state.charging_plug = state.get("plug", common_pb2.CHARGING_PLUG_DISCONNECTED)
+        await self.publish(env)
+
+    async def publish(self, env: uplink_pb2.Envelope | bytes, *, topic: str = "", qos: int = 1) -> None:
+        assert self.client is not None
+        payload = env if isinstance(env, bytes) else env.SerializeToString()
+        await self.client.publish(topic or topics.uplink(self.vin), payload, qos=qos)
+
+    async def state(self, **fields: int) -> None:
+        env = self.envelope()
+        for name, value in fields.items():
+            setattr(env.state_change.state, name, value)
+        await self.publish(env)
+
+    async def telemetry(self, service: str, *, lat: float = 48.8, lon: float = 9.2, n: int = 1) -> None:
+        env = self.envelope()
+        env.telemetry.service = service
+        for _ in range(n):
+            sample = env.telemetry.samples.add()
+            sample.sampled_at.FromNanoseconds(time.time_ns())
+            sample.location.latitude = lat
+            sample.location.longitude = lon
+            sample.signals.add(name="speed_kmh", number=50.0)
+        await self.publish(env)
+
+    async def goodbye(self) -> None:
+        env = self.envelope()
+        env.goodbye.reason = "ignition off"
+        await self.publish(env)
+        assert self.client is not None
+        await self.client.__aexit__(None, None, None)
+        self.client = None
+
+    def cut(self) -> None:
+        """Lose the link: the TCP connection ends without MQTT DISCONNECT (the will fires)."""
+        assert self.client is not None
+        sock = self.client._client.socket()
+        if isinstance(sock, socket.socket):
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.client = None
+
+    async def close(self) -> None:
+        if self.client is not None:
+            try:
+                await self.client.__aexit__(None, None, None)
+            except aiomqtt.MqttError:
+                pass
+            self.client = None
+
+

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+from gateway.model import Bearer, Presence, VehicleSession
+from gateway.store.base import PendingEvent
+from gateway.store.sqlite import SqliteStore
+
+VIN = "WP0ZZZ99ZTS392124"
+
+
+async def test_sessions_survive_reopening_the_store(tmp_path: Path) -> None:
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    s = VehicleSession(vin=VIN, bearer=Bearer.WIFI_HOTSPOT, presence=Presence.ONLINE,
+                       last_sequence=42, seen_window=(1 << 63) | 1, connection_id=2**64 - 1)
+    await store.commit_batch([s], [])
+    await store.close()
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    [loaded] = await store.load_sessions()
+    await store.close()
+    assert (loaded.bearer, loaded.presence, loaded.last_sequence) == (Bearer.WIFI_HOTSPOT, Presence.ONLINE, 42)
+    assert loaded.seen_window == (1 << 63) | 1 and loaded.connection_id == 2**64 - 1
+
+
+async def test_events_get_increasing_cursors_and_read_back_in_order(tmp_path: Path) -> None:
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    written = await store.commit_batch([], [PendingEvent(VIN, "online", b"a"), PendingEvent(VIN, "offline", b"b")])
+    assert [w.cursor for w in written] == [1, 2]
+    assert [e.payload for e in await store.read_events(0, 10)] == [b"a", b"b"]
+    assert [e.payload for e in await store.read_events(1, 10)] == [b"b"]
+    await store.close()
+
+
+async def test_event_with_a_seen_dedupe_key_is_written_once(tmp_path: Path) -> None:
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    e = PendingEvent(VIN, "charging_session", b"x", dedupe_key="charging:s1")
+    assert len(await store.commit_batch([], [e])) == 1
+    assert await store.commit_batch([], [e]) == []
+    assert len(await store.read_events(0, 10)) == 1
+    await store.close()
+
+
+async def test_pruning_keeps_the_newest_events(tmp_path: Path) -> None:
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    await store.commit_batch([], [PendingEvent(VIN, "online", bytes([i])) for i in range(10)])
+    assert await store.prune_events(keep=3) == 7
+    assert await store.first_cursor() == 8
+    await store.close()
+
+
+async def test_vin_filter_reads_only_that_vehicles_events(tmp_path: Path) -> None:
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    other = "WP0ZZZ99ZTS392125"
+    await store.commit_batch([], [PendingEvent(VIN, "online", b"a"), PendingEvent(other, "online", b"b")])
+    assert [e.vin for e in await store.read_events(0, 10, other)] == [other]
+    await store.close()
