@@ -30,7 +30,7 @@ def timestamp(seconds: float) -> Timestamp:
     ts = Timestamp()
     whole = int(seconds)
     ts.seconds = whole
-    ts.nanos = int(round((seconds - whole) * 1e9)) % 1_000_000_000
+    ts.nanos = round((seconds - whole) * 1e9) % 1_000_000_000
     return ts
 
 

@@ -143,7 +143,7 @@ class Pipeline:
                 continue
             if isinstance(d, Decoded):
                 env = d.envelope
-                body = env.WhichOneof("body") or ""
+                body: str = env.WhichOneof("body") or ""
                 t = self._tracker.apply(env, now)
                 if t.arrival is Arrival.DUPLICATE or t.arrival is Arrival.TOO_OLD:
                     stale[t.arrival.value] += 1

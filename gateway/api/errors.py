@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -34,17 +34,28 @@ def not_found(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.NOT_FOUND, message)
 
 
+class Observed(Protocol):
+    """A servicer whose calls are counted: it exposes the gateway's metrics."""
+
+    _metrics: Metrics
+
+
+S = TypeVar("S", bound=Observed)
+
+
 def unary(
-    metrics: Metrics, method: str
+    method: str,
 ) -> Callable[
-    [Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]],
-    Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+    [Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]],
+    Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
 ]:
+    """Map ApiError to its status code and count the call by method and code."""
+
     def wrap(
-        fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
-    ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+        fn: Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+    ) -> Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
         @functools.wraps(fn)
-        async def handler(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        async def handler(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
             code = grpc.StatusCode.OK
             try:
                 return await fn(self, request, context)
@@ -58,7 +69,7 @@ def unary(
                 await context.abort(code, f"{method}: internal error")
                 raise
             finally:
-                metrics.grpc_requests.labels(method, code.name).inc()
+                self._metrics.grpc_requests.labels(method, code.name).inc()
 
         return handler
 
@@ -66,20 +77,22 @@ def unary(
 
 
 def stream(
-    metrics: Metrics, method: str
+    method: str,
 ) -> Callable[
-    [Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]],
-    Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+    [Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]],
+    Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
 ]:
+    """As ``unary`` for server streams; also tracks open streams in a gauge."""
+
     def wrap(
-        fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
-    ) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+        fn: Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+    ) -> Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
         @functools.wraps(fn)
         async def handler(
-            self: Any, request: Req, context: grpc.aio.ServicerContext
+            self: S, request: Req, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Resp]:
             code = grpc.StatusCode.OK
-            gauge = metrics.grpc_stream_subscribers.labels(method)
+            gauge = self._metrics.grpc_stream_subscribers.labels(method)
             gauge.inc()
             try:
                 async for item in fn(self, request, context):
@@ -87,22 +100,16 @@ def stream(
             except ApiError as exc:
                 code = exc.code
                 await context.abort(exc.code, exc.message)
-            except GeneratorExit:
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                await context.abort(code, f"{method}: internal error")
+            except BaseException:  # the client went away (cancelled) or the server stops
                 code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException as exc:  # CancelledError when the client goes away
-                code = (
-                    grpc.StatusCode.CANCELLED
-                    if not isinstance(exc, Exception)
-                    else grpc.StatusCode.INTERNAL
-                )
-                if isinstance(exc, Exception):
-                    log.exception("%s failed", method)
-                    await context.abort(code, f"{method}: internal error")
                 raise
             finally:
                 gauge.dec()
-                metrics.grpc_requests.labels(method, code.name).inc()
+                self._metrics.grpc_requests.labels(method, code.name).inc()
 
         return handler
 

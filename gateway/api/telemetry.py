@@ -17,9 +17,10 @@ MAX_SUBSCRIBERS = 64
 class TelemetryService(telemetry_pb2_grpc.TelemetryServiceServicer):
     def __init__(self, *, fanout: TelemetryFanout, metrics: Metrics) -> None:
         self._fanout = fanout
-        self.SubscribeTelemetry = stream(metrics, "SubscribeTelemetry")(type(self)._subscribe)  # type: ignore[method-assign]
+        self._metrics = metrics
 
-    async def _subscribe(
+    @stream("SubscribeTelemetry")
+    async def SubscribeTelemetry(
         self, request: telemetry_pb2.SubscribeTelemetryRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[telemetry_pb2.TelemetryRecords]:
         if len(self._fanout.subscribers) >= MAX_SUBSCRIBERS:

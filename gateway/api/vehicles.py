@@ -48,11 +48,9 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         self._store = store
         self._hub = hub
         self._metrics = metrics
-        self.GetVehicle = unary(metrics, "GetVehicle")(type(self)._get)  # type: ignore[method-assign]
-        self.ListVehicles = unary(metrics, "ListVehicles")(type(self)._list)  # type: ignore[method-assign]
-        self.WatchVehicleEvents = stream(metrics, "WatchVehicleEvents")(type(self)._watch)  # type: ignore[method-assign]
 
-    async def _get(
+    @unary("GetVehicle")
+    async def GetVehicle(
         self, request: vehicles_pb2.GetVehicleRequest, context: grpc.aio.ServicerContext
     ) -> vehicles_pb2.Vehicle:
         _check_vin(request.vin)
@@ -61,7 +59,8 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
             raise not_found(f"vehicle {request.vin} has never connected")
         return vehicle_to_proto(session)
 
-    async def _list(
+    @unary("ListVehicles")
+    async def ListVehicles(
         self, request: vehicles_pb2.ListVehiclesRequest, context: grpc.aio.ServicerContext
     ) -> vehicles_pb2.ListVehiclesResponse:
         size = request.page_size or _PAGE_DEFAULT
@@ -78,7 +77,8 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
             resp.next_page_token = _token(page[-1])
         return resp
 
-    async def _watch(
+    @stream("WatchVehicleEvents")
+    async def WatchVehicleEvents(
         self, request: vehicles_pb2.WatchVehicleEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[vehicles_pb2.VehicleEvent]:
         if request.vin:

@@ -35,11 +35,10 @@ async def get_vehicle(stub: vehicles_pb2_grpc.VehicleServiceStub, vin: str) -> v
 
 
 async def metric(gw: Gateway, name: str) -> float:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{gw.http_port}/metrics") as resp:
-            text = await resp.text()
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gw.http_port}/metrics") as resp:
+        text = await resp.text()
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
+        if line.startswith(name + " ") or (line.startswith(name + "{") and line.split(" ")[0] == name):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -114,7 +113,8 @@ async def test_watch_resumed_from_a_cursor_gets_every_missed_event_once(
     car.cut()
     await eventually(lambda: get_vehicle(stub, VIN),
                      lambda v: v is not None and v.presence == vehicles_pb2.PRESENCE_OFFLINE)
-    resumed = stub.WatchVehicleEvents(vehicles_pb2.WatchVehicleEventsRequest(after_cursor=seen[-1].cursor))
+    request = vehicles_pb2.WatchVehicleEventsRequest(after_cursor=seen[-1].cursor)
+    resumed = stub.WatchVehicleEvents(request)
     missed = await asyncio.wait_for(take(resumed, 3), 10)
     resumed.cancel()
     assert [e.WhichOneof("kind") for e in missed] == ["state_changed", "state_changed", "offline"]
@@ -196,7 +196,8 @@ async def test_bad_grpc_arguments_get_clear_status_codes(channel: grpc.aio.Chann
     stub = vehicles_pb2_grpc.VehicleServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as bad_vin:
         await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin="nope"))
-    assert bad_vin.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "17" in (bad_vin.value.details() or "")
+    assert bad_vin.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "17" in (bad_vin.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin=VIN))
     assert unknown.value.code() is grpc.StatusCode.NOT_FOUND

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
@@ -122,10 +123,8 @@ class TestVehicle:
 
     async def close(self) -> None:
         if self.client is not None:
-            try:
+            with contextlib.suppress(aiomqtt.MqttError):
                 await self.client.__aexit__(None, None, None)
-            except aiomqtt.MqttError:
-                pass
             self.client = None
 
 

@@ -31,7 +31,8 @@ def test_short_vin_is_rejected() -> None:
 
 def test_envelope_vin_must_equal_topic_vin() -> None:
     other = "WP0ZZZ99ZTS392125"
-    assert reason(decode(f"v1/vehicles/{VIN}/up", envelope(other).SerializeToString(), 1024)) == "vin_mismatch"
+    result = decode(f"v1/vehicles/{VIN}/up", envelope(other).SerializeToString(), 1024)
+    assert reason(result) == "vin_mismatch"
 
 
 def test_truncated_protobuf_is_rejected() -> None:
