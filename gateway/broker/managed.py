@@ -121,7 +121,24 @@ class ManagedBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def _reclaim_orphan(self) -> None:
+        """Stop a broker of ours that outlived a gateway killed without cleanup (SIGKILL)."""
+        pid_file = self.directory / "mosquitto.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.directory / "mosquitto.conf").encode() not in cmdline:
+            return  # the pid was reused by another process
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.02)
+
     def start_sync(self, timeout: float = 10.0) -> BrokerCredentials:
+        self._reclaim_orphan()
         if _port_open(self.host, self.port):
             raise BrokerStartError(
                 f"cannot start the managed broker: {self.host}:{self.port} is already in use "

@@ -1,0 +1,124 @@
+"""`telematics-gateway run` as a real process, observed only from outside (HTTP, gRPC, MQTT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import free_port
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RunningGateway:
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.mqtt_port = free_port()
+        env = dict(
+            os.environ,
+            GATEWAY_DATA_DIR=str(tmp_path / "data"),
+            GATEWAY_MQTT_PORT=str(self.mqtt_port),
+            GATEWAY_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}",
+            GATEWAY_HTTP_LISTEN=f"127.0.0.1:{self.http_port}",
+            PYTHONPATH=str(ROOT),
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def http(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read() if self.proc.stdout else ""
+                raise AssertionError(f"gateway exited early:\n{out}")
+            try:
+                if self.http("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("gateway not ready in time")
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[RunningGateway]:
+    gw = RunningGateway(tmp_path)
+    try:
+        gw.wait_ready()
+        yield gw
+    finally:
+        if gw.proc.poll() is None:
+            gw.stop(signal.SIGKILL)
+
+
+def test_run_serves_health_readiness_and_metrics_over_http(running: RunningGateway) -> None:
+    assert running.http("/healthz")[0] == 200
+    status, body = running.http("/readyz")
+    assert status == 200 and '"mqtt": true' in body and '"store": true' in body
+    status, metrics = running.http("/metrics")
+    assert status == 200
+    for name in ("gateway_messages_received_total", "gateway_messages_rejected_total",
+                 "gateway_vehicles_online", "gateway_mqtt_reconnects_total",
+                 "gateway_grpc_requests_total", "gateway_grpc_stream_subscribers"):
+        assert name in metrics
+
+
+def test_run_answers_grpc_health_and_lists_services_by_reflection(running: RunningGateway) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "telematics.v1.VehicleService"):
+            resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        services = set(ProtoReflectionDescriptorDatabase(ch).get_services())
+    assert {"telematics.v1.VehicleService", "telematics.v1.TelemetryService",
+            "grpc.health.v1.Health"} <= services
+
+
+def test_sigterm_stops_the_gateway_and_its_broker_with_exit_code_0(running: RunningGateway) -> None:
+    code, out = running.stop(signal.SIGTERM)
+    assert code == 0, out
+    assert "gateway stopped" in out
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", running.mqtt_port), timeout=1).close()
+
+
+def test_unreachable_broker_at_start_exits_non_zero_naming_the_url(tmp_path: Path) -> None:
+    port = free_port()
+    gw = RunningGateway(tmp_path, "--mqtt-url", f"mqtt://127.0.0.1:{port}")
+    out, _ = gw.proc.communicate(timeout=30)
+    assert gw.proc.returncode != 0
+    assert f"mqtt://127.0.0.1:{port}" in out
