@@ -77,7 +77,7 @@ def vehicle_to_proto(s: VehicleSession) -> vehicles_pb2.Vehicle:
 
 
 def vehicle_from_proto(v: vehicles_pb2.Vehicle, *, connection_id: int = 0, window: int = 0) -> VehicleSession:
-    mode = PrivacyMode(v.privacy.mode) if v.privacy.mode else PrivacyMode.OFF
+    mode = PrivacyMode(v.privacy.mode)
     return VehicleSession(
         vin=v.vin,
         model=v.model,

@@ -78,8 +78,12 @@ class Privacy:
     services: frozenset[str] = frozenset()
 
     def withholds(self, service: str) -> bool:
-        """True when personal data of `service` must not leave the gateway (R22)."""
-        if self.mode is PrivacyMode.ALL_SERVICES:
+        """True when personal data of `service` must not leave the gateway (R22).
+
+        A car that did not state its privacy setting (UNSPECIFIED) is treated as private for
+        all services: with customer data the gateway fails closed.
+        """
+        if self.mode is PrivacyMode.ALL_SERVICES or self.mode is PrivacyMode.UNSPECIFIED:
             return True
         if self.mode is PrivacyMode.PER_SERVICE:
             return service in self.services

@@ -39,7 +39,7 @@ class Tracked:
 
 
 def privacy_from_proto(p: common_pb2.Privacy) -> Privacy:
-    mode = PrivacyMode(p.mode) if p.mode else PrivacyMode.OFF
+    mode = PrivacyMode(p.mode)  # UNSPECIFIED stays: Privacy.withholds fails closed on it
     return Privacy(mode, frozenset(p.services) if mode is PrivacyMode.PER_SERVICE else frozenset())
 
 

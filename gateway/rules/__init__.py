@@ -1,0 +1,29 @@
+"""Pure rules over reference data and a vehicle session: connectivity, roaming, privacy.
+
+Each rule returns a `Decision` (rule id, outcome, reason code, detail); `explain` turns the
+refusals into next steps for the driver.
+"""
+
+from gateway.rules.access import is_abroad, service_access, service_available
+from gateway.rules.decision import Decision, Outcome, Reason
+from gateway.rules.evaluate import evaluate, visited_country
+from gateway.rules.explain import Explanation, explain, fod_retry_steps
+from gateway.rules.presence import offline_grace_s
+from gateway.rules.privacy import privacy_filter, remote_command_allowed
+
+__all__ = [
+    "Decision",
+    "Explanation",
+    "Outcome",
+    "Reason",
+    "evaluate",
+    "explain",
+    "fod_retry_steps",
+    "is_abroad",
+    "offline_grace_s",
+    "privacy_filter",
+    "remote_command_allowed",
+    "service_access",
+    "service_available",
+    "visited_country",
+]

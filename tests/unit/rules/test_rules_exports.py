@@ -1,0 +1,26 @@
+"""The public surface of gateway.rules stays small and deliberate."""
+
+from __future__ import annotations
+
+import gateway.rules
+
+
+def test_rules_exports_only_the_documented_names() -> None:
+    assert sorted(gateway.rules.__all__) == [
+        "Decision",
+        "Explanation",
+        "Outcome",
+        "Reason",
+        "evaluate",
+        "explain",
+        "fod_retry_steps",
+        "is_abroad",
+        "offline_grace_s",
+        "privacy_filter",
+        "remote_command_allowed",
+        "service_access",
+        "service_available",
+        "visited_country",
+    ]
+    for name in gateway.rules.__all__:
+        assert hasattr(gateway.rules, name)
