@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import secrets
 import shutil
@@ -79,6 +80,7 @@ def write_broker_files(
         acl_file=acl_file,
         data_dir=directory,
         max_packet_size=max_packet_size,
+        user=getpass.getuser(),
     )
     conf_file = directory / "mosquitto.conf"
     conf_file.write_text(conf)

@@ -3,18 +3,15 @@ SQLite in tmp_path, gRPC and HTTP on ephemeral ports."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
+from support import free_port
 
 from gateway.app import Gateway
 from gateway.config import load_config
-
-T = TypeVar("T")
 
 
 def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: object) -> object:
@@ -30,8 +27,6 @@ def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: object) -> objec
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    from conftest import free_port
-
     gw = Gateway(gateway_config(tmp_path, free_port()))  # type: ignore[arg-type]
     await gw.start()
     try:
@@ -44,17 +39,3 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
 async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
         yield ch
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10.0
-) -> T:
-    """Poll an asynchronous outcome produced by another process (broker, gateway)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.02)

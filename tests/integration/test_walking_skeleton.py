@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import grpc
 import pytest
-from conftest import eventually
+from support import eventually
 from vehicle_client import TestVehicle
 
 from gateway import topics
