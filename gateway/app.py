@@ -18,6 +18,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2
 
 from gateway import topics
+from gateway.api.explain import ExplainService
 from gateway.api.server import SERVICE_NAMES, build_server
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
@@ -30,6 +31,7 @@ from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
+from gateway.reference import ReferenceDataError, ReferenceStore
 from gateway.session.hub import EventHub
 from gateway.session.tracker import SessionTracker
 from gateway.store.sqlite import SqliteStore
@@ -37,6 +39,7 @@ from gateway.store.sqlite import SqliteStore
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 60.0
+PRESENCE_TICK_S = 1.0
 
 
 class GatewayStartError(Exception):
@@ -63,6 +66,8 @@ class Gateway:
                 max_packet_size=max(config.max_payload_bytes * 4, 256 * 1024),
             )
         self.tracker = SessionTracker()
+        self.reference: ReferenceStore | None = None
+        self.explain: ExplainService | None = None
         self.mqtt: MqttSession | None = None
         self.pipeline: Pipeline | None = None
         self.grpc_port = 0
@@ -76,6 +81,12 @@ class Gateway:
     # -- lifecycle --
     async def start(self) -> None:
         cfg = self.config
+        try:
+            # First: a bad data file must stop the start before anything else runs.
+            self.reference = reference = ReferenceStore.load(Path(cfg.reference_dir))
+        except ReferenceDataError as exc:
+            raise GatewayStartError(f"bad reference data in {cfg.reference_dir}:\n{exc}") from exc
+        log.info("reference data: %s", reference.current.summary())
         address = cfg.broker()
         username, password = address.username, address.password
         if self.broker is not None:
@@ -98,6 +109,7 @@ class Gateway:
             telemetry=self.fanout,
             metrics=self.metrics,
             clock=self.clock,
+            reference=reference,
             max_payload_bytes=cfg.max_payload_bytes,
             queue_batches=cfg.ingress_queue_batches,
             ack=ack,
@@ -133,8 +145,18 @@ class Gateway:
 
         vehicles = VehicleService(tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics)
         telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
+        self.explain = ExplainService(
+            session_of=self.tracker.get,
+            reference=reference,
+            reference_root=Path(cfg.reference_dir),
+            metrics=self.metrics,
+        )
         server, self.grpc_port = build_server(
-            listen=cfg.grpc_listen, vehicles=vehicles, telemetry=telemetry, health_servicer=self._health
+            listen=cfg.grpc_listen,
+            vehicles=vehicles,
+            telemetry=telemetry,
+            explain=self.explain,
+            health_servicer=self._health,
         )
         await server.start()
         self._grpc_server = server
@@ -155,6 +177,7 @@ class Gateway:
             asyncio.create_task(pipeline.run(), name="gateway.pipeline"),
             asyncio.create_task(self.mqtt.run(), name="gateway.mqtt-session"),
             asyncio.create_task(self._prune_loop(), name="gateway.event-pruning"),
+            asyncio.create_task(self._presence_loop(), name="gateway.presence-grace"),
         ]
         log.info(
             "gateway up: mqtt %s, grpc %s:%d, http %s:%d",
@@ -166,6 +189,21 @@ class Gateway:
             "mqtt": bool(self.mqtt and self.mqtt.connected) and not self._stopping,
             "store": self.store.is_open,
         }
+
+    def reload_reference(self) -> tuple[bool, str]:
+        """SIGHUP: swap in freshly validated data, or keep the old snapshot and say why."""
+        assert self.reference is not None
+        ok, message = self.reference.reload(Path(self.config.reference_dir))
+        self.metrics.reference_reloads.labels("ok" if ok else "kept_old").inc()
+        (log.info if ok else log.error)("reference data reload: %s", message)
+        return ok, message
+
+    async def _presence_loop(self) -> None:
+        """Wake the pipeline so grace periods (R20) run out even when no message arrives."""
+        while True:
+            await asyncio.sleep(PRESENCE_TICK_S)
+            if self.pipeline is not None and self.pipeline.has_pending_offline:
+                self.pipeline.on_batch(())
 
     async def _prune_loop(self) -> None:
         while True:

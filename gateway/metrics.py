@@ -103,6 +103,34 @@ class Metrics:
         self.grpc_stream_subscribers = Gauge(
             "gateway_grpc_stream_subscribers", "Open gRPC server streams", ["stream"], registry=r
         )
+        self.rule_decisions = Counter(
+            "gateway_rule_decisions_total",
+            "Rule decisions applied to traffic, by rule id and outcome",
+            ["rule", "outcome"],
+            registry=r,
+        )
+        self.privacy_withheld_records = Counter(
+            "gateway_privacy_withheld_records_total",
+            "Records whose location or personal fields were withheld by privacy mode (R22)",
+            registry=r,
+        )
+        self.bulk_deferrals = Counter(
+            "gateway_bulk_deferrals_total",
+            "Bulk transfers (e.g. FoD software activation) deferred on a paid bearer abroad (R20, R21)",
+            registry=r,
+        )
+        self.presence_grace_started = Counter(
+            "gateway_presence_grace_total",
+            "Lost connections given a grace period before offline (R20: 2G call gaps), by outcome",
+            ["outcome"],  # started, reconnected, expired
+            registry=r,
+        )
+        self.reference_reloads = Counter(
+            "gateway_reference_reloads_total",
+            "Reloads of sim_profiles/ and roaming/ data, by result",
+            ["result"],
+            registry=r,
+        )
         for kind in MESSAGE_KINDS:
             self.messages_received.labels(kind)
         for reason in REJECT_REASONS:

@@ -24,6 +24,8 @@ from gateway.decode import Decoded, Rejected, decode
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.metrics import Metrics
 from gateway.model import Bearer, VehicleSession
+from gateway.reference.store import ReferenceStore
+from gateway.rules import Outcome, offline_grace_s, privacy_filter
 from gateway.session.events import EventKind, SessionEvent
 from gateway.session.hub import EventHub
 from gateway.session.sequence import Arrival
@@ -61,6 +63,7 @@ class Pipeline:
         telemetry: TelemetryFanout,
         metrics: Metrics,
         clock: Clock,
+        reference: ReferenceStore,
         max_payload_bytes: int,
         queue_batches: int,
         ack: Callable[[Sequence[Message]], None],
@@ -69,6 +72,7 @@ class Pipeline:
     ) -> None:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
+        reference: sim_profiles/ and roaming/ data (service catalogue, presence grace).
         hub: wakes Watch streams. telemetry: egress to SubscribeTelemetry streams.
         max_payload_bytes: larger payloads are rejected (reason "oversize").
         queue_batches: batches buffered before reading from the broker pauses (backpressure).
@@ -81,6 +85,7 @@ class Pipeline:
         self._telemetry = telemetry
         self._m = metrics
         self._clock = clock
+        self._reference = reference
         self._max_payload = max_payload_bytes
         self._queue: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
         self._queue_limit = queue_batches
@@ -113,7 +118,7 @@ class Pipeline:
             batch = list(first)
             while not self._queue.empty() and len(batch) < 20_000:
                 batch.extend(self._queue.get_nowait())
-            if batch:
+            if batch or self._tracker.pending_offline:  # an empty batch is a tick: grace expiry
                 await self.process(batch)
             if self._closing and self._queue.empty():
                 return
@@ -134,6 +139,11 @@ class Pipeline:
         kinds: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
         stale: Counter[str] = Counter()
+        decisions: Counter[tuple[str, str]] = Counter()
+        for expired in self._tracker.expire(now):
+            self._m.presence_grace_started.labels("expired").inc()
+            dirty[expired.session.vin] = expired.session
+            events.extend((e, expired.session) for e in expired.events)
         for msg in batch:
             d = decode(msg.topic, msg.payload, self._max_payload)
             if isinstance(d, Rejected):
@@ -144,16 +154,19 @@ class Pipeline:
             if isinstance(d, Decoded):
                 env = d.envelope
                 body: str = env.WhichOneof("body") or ""
+                in_grace = body == "hello" and env.vin in self._tracker.pending_offline
                 t = self._tracker.apply(env, now)
+                if in_grace and env.vin not in self._tracker.pending_offline:
+                    self._m.presence_grace_started.labels("reconnected").inc()
                 if t.arrival is Arrival.DUPLICATE or t.arrival is Arrival.TOO_OLD:
                     stale[t.arrival.value] += 1
                     continue
                 if t.arrival is Arrival.LATE:
                     stale["late"] += 1
-                self._route_body(env, body, t, records)
+                self._route_body(env, body, t, records, decisions)
             else:
                 body = "will"
-                t = self._tracker.apply_will(d.vin, d.connection_id, now)
+                t = self._apply_will(d.vin, d.connection_id, now)
             kinds[body] += 1
             if t.dirty:
                 dirty[t.session.vin] = t.session
@@ -165,6 +178,27 @@ class Pipeline:
             self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
         self.processed += len(batch)
         self._update_metrics(len(batch), kinds, rejected, stale)
+        for (rule, outcome), count in decisions.items():
+            self._m.rule_decisions.labels(rule, outcome).inc(count)
+
+    def _apply_will(self, vin: str, connection_id: int, now: float) -> Tracked:
+        session = self._tracker.get(vin)
+        grace = 0.0
+        if session is not None:
+            # R20: a car on 2G whose data pauses for a call is not flapped offline.
+            grace = offline_grace_s(self._reference.current.presence, session.bearer, session.radio)
+        t = self._tracker.apply_will(vin, connection_id, now, grace)
+        if vin in self._tracker.pending_offline:
+            self._m.presence_grace_started.labels("started").inc()
+        return t
+
+    @property
+    def has_pending_offline(self) -> bool:
+        return bool(self._tracker.pending_offline)
+
+    def _is_personal(self, service: str) -> bool:
+        known = self._reference.current.service(service)
+        return True if known is None else known.personal_data  # unknown service: fail closed
 
     def _route_body(
         self,
@@ -172,12 +206,15 @@ class Pipeline:
         body: str,
         t: Tracked,
         records: list[telemetry_pb2.TelemetryRecord],
+        decisions: Counter[tuple[str, str]],
     ) -> None:
         session = t.session
         if body == "telemetry":
             batch = env.telemetry
             # R22: personal data (location) of a withheld service never leaves the gateway.
-            withhold = session.privacy.withholds(batch.service)
+            decision = privacy_filter(session, batch.service, self._is_personal(batch.service))
+            decisions[decision.rule, decision.outcome.value] += 1
+            withhold = decision.outcome is Outcome.REDACT
             for sample in batch.samples:
                 rec = telemetry_pb2.TelemetryRecord(
                     vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample
@@ -186,13 +223,17 @@ class Pipeline:
                 if withhold and sample.HasField("location"):
                     rec.sample.ClearField("location")
                     rec.location_withheld = True
+                    self._m.privacy_withheld_records.inc()
                 records.append(rec)
         elif body == "charging_session":
             cs = common_pb2.ChargingSession()
             cs.CopyFrom(env.charging_session)
-            if session.privacy.withholds(CHARGING_SERVICE):  # R22 over R28's location fields
+            decision = privacy_filter(session, CHARGING_SERVICE, True)  # R22 over R28's location
+            decisions[decision.rule, decision.outcome.value] += 1
+            if decision.outcome is Outcome.REDACT:
                 cs.ClearField("location")
                 cs.ClearField("location_name")
+                self._m.privacy_withheld_records.inc()
             t.events.append(
                 SessionEvent(
                     session.vin,

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
 from support import free_port
 
 from gateway.broker.managed import ManagedBroker

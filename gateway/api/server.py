@@ -6,13 +6,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway._gen.telematics.v1 import telemetry_pb2, telemetry_pb2_grpc, vehicles_pb2, vehicles_pb2_grpc
+from gateway._gen.telematics.v1 import (
+    explain_pb2,
+    explain_pb2_grpc,
+    telemetry_pb2,
+    telemetry_pb2_grpc,
+    vehicles_pb2,
+    vehicles_pb2_grpc,
+)
+from gateway.api.explain import ExplainService
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
 
 SERVICE_NAMES = (
     vehicles_pb2.DESCRIPTOR.services_by_name["VehicleService"].full_name,
     telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
+    explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name,
 )
 
 
@@ -21,12 +30,14 @@ def build_server(
     listen: str,
     vehicles: VehicleService,
     telemetry: TelemetryService,
+    explain: ExplainService,
     health_servicer: health.aio.HealthServicer,
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server and the bound port (useful when `listen` asks for port 0)."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     vehicles_pb2_grpc.add_VehicleServiceServicer_to_server(vehicles, server)
     telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(telemetry, server)
+    explain_pb2_grpc.add_ExplainServiceServicer_to_server(explain, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -64,6 +64,8 @@ class SessionTracker:
 
     def __init__(self, sessions: Iterable[VehicleSession] = ()) -> None:
         self.sessions: dict[str, VehicleSession] = {s.vin: s for s in sessions}
+        # vin -> (deadline, connection_id): a will arrived, the car stays online until then (R20)
+        self.pending_offline: dict[str, tuple[float, int]] = {}
         self.online_by_bearer: Counter[Bearer] = Counter(
             s.bearer for s in self.sessions.values() if s.presence is Presence.ONLINE
         )
@@ -147,6 +149,7 @@ class SessionTracker:
     def _apply_hello(
         self, s: VehicleSession, hello: uplink_pb2.Hello, now: float, result: Tracked
     ) -> None:
+        self.pending_offline.pop(s.vin, None)  # back within the grace period: never went away
         s.connection_id = hello.connection_id
         s.model = hello.model or s.model
         s.model_year = hello.model_year or s.model_year
@@ -159,8 +162,12 @@ class SessionTracker:
         s.offline_reason = OfflineReason.UNSPECIFIED
         result.events.append(SessionEvent(s.vin, now, EventKind.ONLINE, boot=hello.boot))
 
-    def apply_will(self, vin: str, connection_id: int, now: float) -> Tracked:
-        """The broker published the car's last will: the connection ended without DISCONNECT."""
+    def apply_will(self, vin: str, connection_id: int, now: float, grace_s: float = 0.0) -> Tracked:
+        """The broker published the car's last will: the connection ended without DISCONNECT.
+
+        grace_s > 0 (R20: on 2G data pauses during a phone call): the car stays online until
+        ``expire`` runs after the grace period, unless it reconnects first.
+        """
         s = self._session(vin)
         result = Tracked(Arrival.NEW, s)
         # A will from an older connection arrives after the car already reconnected (session
@@ -168,6 +175,24 @@ class SessionTracker:
         if s.presence is not Presence.ONLINE or connection_id != s.connection_id:
             result.arrival = Arrival.DUPLICATE
             return result
+        if grace_s > 0:
+            self.pending_offline[vin] = (now + grace_s, connection_id)
+            return result
+        return self._connection_lost(s, now, result)
+
+    def expire(self, now: float) -> list[Tracked]:
+        """Mark offline the cars whose grace period ran out without a reconnect."""
+        due = [vin for vin, (deadline, _) in self.pending_offline.items() if deadline <= now]
+        out = []
+        for vin in due:
+            _, connection_id = self.pending_offline.pop(vin)
+            s = self.sessions[vin]
+            if s.presence is Presence.ONLINE and s.connection_id == connection_id:
+                out.append(self._connection_lost(s, now, Tracked(Arrival.NEW, s)))
+        return out
+
+    def _connection_lost(self, s: VehicleSession, now: float, result: Tracked) -> Tracked:
+        vin = s.vin
         self._set_presence(s, Presence.OFFLINE, now)
         s.offline_reason = OfflineReason.CONNECTION_LOST
         result.dirty = True

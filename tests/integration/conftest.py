@@ -3,6 +3,7 @@ SQLite in tmp_path, gRPC and HTTP on ephemeral ports."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from support import free_port
 
 from gateway.app import Gateway
+from gateway.clock import ManualClock
 from gateway.config import load_config
 
 
@@ -39,3 +41,15 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
 async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
         yield ch
+
+
+@pytest.fixture
+async def clocked_gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, ManualClock]]:
+    """A gateway whose time moves only when the test says so."""
+    clock = ManualClock(start=time.time())
+    gw = Gateway(gateway_config(tmp_path, free_port()), clock=clock)  # type: ignore[arg-type]
+    await gw.start()
+    try:
+        yield gw, clock
+    finally:
+        await gw.stop()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from support import free_port
 
 pytestmark = pytest.mark.integration
 

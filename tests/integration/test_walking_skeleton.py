@@ -73,7 +73,8 @@ async def test_cut_connection_is_reported_offline_on_the_event_stream(
 ) -> None:
     stub = vehicles_pb2_grpc.VehicleServiceStub(channel)
     stream = stub.WatchVehicleEvents(vehicles_pb2.WatchVehicleEventsRequest(vin=VIN))
-    car = TestVehicle(VIN, mqtt_port(gateway))
+    # Embedded SIM: no presence grace (R20 gaps concern inserted SIMs and hotspots).
+    car = TestVehicle(VIN, mqtt_port(gateway), bearer=common_pb2.BEARER_EMBEDDED_SIM)
     await car.connect()
     online, = await asyncio.wait_for(take(stream, 1), 10)
     assert online.WhichOneof("kind") == "online" and online.online.boot
@@ -103,7 +104,7 @@ async def test_watch_resumed_from_a_cursor_gets_every_missed_event_once(
 ) -> None:
     stub = vehicles_pb2_grpc.VehicleServiceStub(channel)
     first = stub.WatchVehicleEvents(vehicles_pb2.WatchVehicleEventsRequest())
-    car = TestVehicle(VIN, mqtt_port(gateway))
+    car = TestVehicle(VIN, mqtt_port(gateway), bearer=common_pb2.BEARER_EMBEDDED_SIM)
     await car.connect()
     seen = await asyncio.wait_for(take(first, 1), 10)
     first.cancel()  # the backend disconnects ...

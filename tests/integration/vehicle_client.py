@@ -29,6 +29,7 @@ class TestVehicle:
         visited_country: str = "DE",
         roaming: bool = False,
         roaming_enabled: bool = False,
+        radio: int = common_pb2.RADIO_4G,
     ) -> None:
         self.vin = vin
         self.port = port
@@ -39,6 +40,7 @@ class TestVehicle:
         self.visited_country = visited_country
         self.roaming = roaming
         self.roaming_enabled = roaming_enabled
+        self.radio = radio
         self.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_OFF)
         self.sequence = 0
         self.connection_id = 0
@@ -50,7 +52,7 @@ class TestVehicle:
             vin=self.vin,
             sequence=self.sequence,
             bearer=self.bearer,  # type: ignore[arg-type]
-            radio=common_pb2.RADIO_4G,
+            radio=self.radio,  # type: ignore[arg-type]
             visited_country=self.visited_country,
             roaming=self.roaming,
             roaming_enabled=self.roaming_enabled,
@@ -117,8 +119,9 @@ class TestVehicle:
         assert self.client is not None
         sock = self.client._client.socket()
         if isinstance(sock, socket.socket):
+            # shutdown, not close: the old client's loop still owns the descriptor and closes it
+            # itself once it reads the end of the stream.
             sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
         self.client = None
 
     async def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Ingress: the MQTT 5 client the gateway receives vehicle traffic with."""

@@ -1,0 +1,106 @@
+"""The pipeline with fakes at its edges: ordering of commit and acknowledgement, redaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+from gateway.clock import ManualClock
+from gateway.egress.telemetry import TelemetryFanout
+from gateway.metrics import Metrics
+from gateway.model import VehicleSession
+from gateway.config import PROJECT_ROOT
+from gateway.pipeline import Message, Pipeline
+from gateway.reference import ReferenceStore
+from gateway.session.hub import EventHub
+from gateway.session.tracker import SessionTracker
+from gateway.store.base import PendingEvent, StoredEvent, StoreError
+
+VIN = "WP0ZZZ99ZJS300001"
+REFERENCE = ReferenceStore.load(PROJECT_ROOT)  # the shipped sim_profiles/ and roaming/ data
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    payload: bytes
+
+
+class FakeStore:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.commits: list[tuple[list[str], list[str]]] = []
+
+    async def commit_batch(
+        self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
+    ) -> list[StoredEvent]:
+        if self.fail:
+            raise StoreError("disk full")
+        self.commits.append(([v.vin for v in vehicles], [e.kind for e in events]))
+        return [StoredEvent(i + 1, e.vin, e.payload, e.kind) for i, e in enumerate(events)]
+
+
+def make(store: FakeStore) -> tuple[Pipeline, list[Sequence[Message]], TelemetryFanout]:
+    acked: list[Sequence[Message]] = []
+    fanout = TelemetryFanout(queue_size=10)
+    p = Pipeline(
+        tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout,  # type: ignore[arg-type]
+        metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096, queue_batches=4,
+        ack=acked.append, pause_reading=lambda: None, resume_reading=lambda: None,
+    )
+    return p, acked, fanout
+
+
+def hello(seq: int = 1, privacy: int = common_pb2.PRIVACY_MODE_OFF) -> Msg:
+    env = uplink_pb2.Envelope(vin=VIN, sequence=seq, bearer=common_pb2.BEARER_EMBEDDED_SIM)
+    env.privacy.mode = privacy  # type: ignore[assignment]
+    env.hello.connection_id = 1
+    return Msg(f"v1/vehicles/{VIN}/up", env.SerializeToString())
+
+
+def telemetry(seq: int, privacy: int) -> Msg:
+    env = uplink_pb2.Envelope(vin=VIN, sequence=seq, bearer=common_pb2.BEARER_EMBEDDED_SIM)
+    env.privacy.mode = privacy  # type: ignore[assignment]
+    env.telemetry.service = "car-finder"
+    env.telemetry.samples.add().location.latitude = 48.8
+    return Msg(f"v1/vehicles/{VIN}/up", env.SerializeToString())
+
+
+async def test_batch_is_acknowledged_after_its_commit() -> None:
+    store = FakeStore()
+    p, acked, _ = make(store)
+    await p.process([hello()])
+    assert store.commits == [([VIN], ["online"])] and len(acked) == 1
+
+
+async def test_batch_whose_commit_fails_is_not_acknowledged() -> None:
+    p, acked, _ = make(FakeStore(fail=True))
+    with pytest.raises(StoreError):
+        await p.process([hello()])
+    assert acked == []  # the broker keeps the messages and delivers them again
+
+
+async def test_rejected_messages_are_acknowledged_without_a_commit() -> None:
+    store = FakeStore()
+    p, acked, _ = make(store)
+    await p.process([Msg(f"v1/vehicles/{VIN}/up", b"\xff\xff")])
+    assert store.commits == [] and len(acked) == 1  # nothing to keep; redelivery would not help
+
+
+async def test_location_is_withheld_while_privacy_covers_all_services() -> None:
+    p, _, fanout = make(FakeStore())
+    sub = fanout.subscribe(frozenset())
+    await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_ALL_SERVICES)])
+    [record] = sub.queue.get_nowait().records
+    assert record.location_withheld and not record.sample.HasField("location")
+
+
+async def test_location_flows_while_privacy_is_off() -> None:
+    p, _, fanout = make(FakeStore())
+    sub = fanout.subscribe(frozenset())
+    await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
+    [record] = sub.queue.get_nowait().records
+    assert not record.location_withheld and record.sample.location.latitude == pytest.approx(48.8)
