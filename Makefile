@@ -12,12 +12,12 @@ run: setup
 
 test: setup
 	$(PY) scripts/gen_proto.py --check
-	$(PY) -m ruff check gateway tests load scripts
+	$(PY) -m ruff check gateway tests scripts $(wildcard load)
 	$(PY) -m mypy gateway
 	$(PY) -m pytest -q
 
 lint: setup
-	$(PY) -m ruff check gateway tests load scripts
+	$(PY) -m ruff check gateway tests scripts $(wildcard load)
 	$(PY) -m mypy gateway
 
 proto: setup

@@ -27,7 +27,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.http import build_http_app
-from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError
+from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
@@ -143,7 +143,10 @@ class Gateway:
             raise GatewayStartError(f"cannot connect to the MQTT broker at {address.display}: {exc}") from exc
         self.metrics.mqtt_connected.set(1)
 
-        vehicles = VehicleService(tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics)
+        vehicles = VehicleService(
+            tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics,
+            publish=self.publish_downlink,
+        )
         telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
         self.explain = ExplainService(
             session_of=self.tracker.get,
@@ -183,6 +186,13 @@ class Gateway:
             "gateway up: mqtt %s, grpc %s:%d, http %s:%d",
             address.display, cfg.grpc_listen.rpartition(":")[0], self.grpc_port, host, self.http_port,
         )
+
+    async def publish_downlink(self, topic: str, payload: bytes) -> None:
+        """QoS 1 to a car; raises MqttError when the broker refuses or the session is down."""
+        assert self.mqtt is not None
+        code = await self.mqtt.publish(topic, payload, qos=1)
+        if code >= 0x80:  # MQTT 5 reason codes below 0x80 are successes (0x10: no subscriber yet)
+            raise MqttError(f"broker refused the publish to {topic}: reason code {code:#x}")
 
     def readiness(self) -> dict[str, bool]:
         return {

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from gateway._gen.telematics.v1 import vehicles_pb2, vehicles_pb2_grpc
+from gateway import topics
+from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
 from gateway.api.errors import ApiError, invalid, not_found, stream, unary
 from gateway.convert import vehicle_to_proto
 from gateway.metrics import Metrics
-from gateway.model import is_valid_vin
+from gateway.model import Presence, is_valid_vin
+from gateway.rules import remote_command_allowed
 from gateway.session.hub import EventHub
 from gateway.session.tracker import SessionTracker
 from gateway.store.base import Store
@@ -42,8 +45,16 @@ def _untoken(token: str) -> str:
 
 class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
     def __init__(
-        self, *, tracker: SessionTracker, store: Store, hub: EventHub, metrics: Metrics
+        self,
+        *,
+        tracker: SessionTracker,
+        store: Store,
+        hub: EventHub,
+        metrics: Metrics,
+        publish: Callable[[str, bytes], Awaitable[None]],
     ) -> None:
+        """publish: QoS 1 to the broker; raises when the broker session is down."""
+        self._publish = publish
         self._tracker = tracker
         self._store = store
         self._hub = hub
@@ -102,3 +113,31 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
                 cursor = row.cursor
             if len(rows) < _REPLAY_CHUNK:
                 await self._hub.wait_beyond(seen)
+
+    @unary("SendRemoteCommand")
+    async def SendRemoteCommand(
+        self, request: vehicles_pb2.SendRemoteCommandRequest, context: grpc.aio.ServicerContext
+    ) -> vehicles_pb2.SendRemoteCommandResponse:
+        _check_vin(request.vin)
+        if not request.name:
+            raise invalid("name must not be empty")
+        session = self._tracker.get(request.vin)
+        if session is None:
+            raise not_found(f"vehicle {request.vin} has never connected")
+        decision = remote_command_allowed(session)  # R22: privacy mode refuses remote services
+        if not decision.allowed:
+            reason = f"{decision.rule} {decision.reason.value}: {decision.detail}"
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, reason)
+        if session.presence is not Presence.ONLINE:
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, f"vehicle {request.vin} is offline")
+        command_id = str(uuid.uuid4())
+        down = downlink_pb2.Downlink(vin=request.vin)
+        down.sent_at.GetCurrentTime()
+        down.remote_command.command_id = command_id
+        down.remote_command.name = request.name
+        down.remote_command.arguments.update(request.arguments)
+        try:
+            await self._publish(topics.downlink(request.vin), down.SerializeToString())
+        except Exception as exc:
+            raise ApiError(grpc.StatusCode.UNAVAILABLE, f"broker session unavailable: {exc}") from exc
+        return vehicles_pb2.SendRemoteCommandResponse(command_id=command_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,21 +27,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class RunningGateway:
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.grpc_port, self.http_port = free_port(), free_port()
         self.mqtt_port = free_port()
-        env = dict(
+        environ = dict(
             os.environ,
             GATEWAY_DATA_DIR=str(tmp_path / "data"),
             GATEWAY_MQTT_PORT=str(self.mqtt_port),
             GATEWAY_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}",
             GATEWAY_HTTP_LISTEN=f"127.0.0.1:{self.http_port}",
             PYTHONPATH=str(ROOT),
+            **(env or {}),
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", *args],
             cwd=ROOT,
-            env=env,
+            env=environ,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -122,3 +124,15 @@ def test_unreachable_broker_at_start_exits_non_zero_naming_the_url(tmp_path: Pat
     out, _ = gw.proc.communicate(timeout=30)
     assert gw.proc.returncode != 0
     assert f"mqtt://127.0.0.1:{port}" in out
+
+
+def test_corrupted_data_file_makes_run_exit_naming_the_file_and_field(tmp_path: Path) -> None:
+    data = tmp_path / "reference"
+    shutil.copytree(ROOT / "sim_profiles", data / "sim_profiles")
+    shutil.copytree(ROOT / "roaming", data / "roaming")
+    taycan = data / "sim_profiles" / "taycan.toml"
+    taycan.write_text(taycan.read_text().replace("model_year_from = ", "model_year_from = \"soon\" #", 1))
+    gw = RunningGateway(tmp_path, env={"GATEWAY_REFERENCE_DIR": str(data)})
+    out, _ = gw.proc.communicate(timeout=30)
+    assert gw.proc.returncode != 0
+    assert "taycan.toml" in out and "model_year_from" in out, out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import socket
@@ -11,7 +12,7 @@ from typing import Any
 import aiomqtt
 
 from gateway import topics
-from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+from gateway._gen.telematics.v1 import common_pb2, downlink_pb2, uplink_pb2
 
 
 class TestVehicle:
@@ -45,6 +46,8 @@ class TestVehicle:
         self.sequence = 0
         self.connection_id = 0
         self.client: aiomqtt.Client | None = None
+        self.downlinks: asyncio.Queue[downlink_pb2.Downlink] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
 
     def envelope(self) -> uplink_pb2.Envelope:
         self.sequence += 1
@@ -83,6 +86,19 @@ class TestVehicle:
         env.hello.state.lock = state.get("lock", common_pb2.LOCK_STATE_UNLOCKED)
         env.hello.state.charging_plug = state.get("plug", common_pb2.CHARGING_PLUG_DISCONNECTED)
         await self.publish(env)
+
+    async def listen(self) -> None:
+        """Subscribe to this car's downlink topic; messages land in ``self.downlinks``."""
+        assert self.client is not None
+        client = self.client
+        await client.subscribe(topics.downlink(self.vin), qos=1)
+
+        async def read() -> None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                async for message in client.messages:
+                    self.downlinks.put_nowait(downlink_pb2.Downlink.FromString(bytes(message.payload)))  # type: ignore[arg-type]
+
+        self._reader = asyncio.create_task(read(), name=f"test-vehicle[{self.vin}].downlink")
 
     async def publish(self, env: uplink_pb2.Envelope | bytes, *, topic: str = "", qos: int = 1) -> None:
         assert self.client is not None
@@ -125,6 +141,8 @@ class TestVehicle:
         self.client = None
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
         if self.client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self.client.__aexit__(None, None, None)

@@ -9,10 +9,10 @@ import pytest
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
 from gateway.clock import ManualClock
+from gateway.config import PROJECT_ROOT
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
-from gateway.config import PROJECT_ROOT
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceStore
 from gateway.session.hub import EventHub

@@ -27,6 +27,9 @@ if _version_not_supported:
 
 class VehicleServiceStub:
     """Errors:
+    SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
+    FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
+    the message names the reason), UNAVAILABLE (the broker session is down; retry).
     GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
@@ -55,10 +58,18 @@ class VehicleServiceStub:
                 request_serializer=telematics_dot_v1_dot_vehicles__pb2.WatchVehicleEventsRequest.SerializeToString,
                 response_deserializer=telematics_dot_v1_dot_vehicles__pb2.VehicleEvent.FromString,
                 _registered_method=True)
+        self.SendRemoteCommand = channel.unary_unary(
+                '/telematics.v1.VehicleService/SendRemoteCommand',
+                request_serializer=telematics_dot_v1_dot_vehicles__pb2.SendRemoteCommandRequest.SerializeToString,
+                response_deserializer=telematics_dot_v1_dot_vehicles__pb2.SendRemoteCommandResponse.FromString,
+                _registered_method=True)
 
 
 class VehicleServiceServicer:
     """Errors:
+    SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
+    FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
+    the message names the reason), UNAVAILABLE (the broker session is down; retry).
     GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
@@ -84,6 +95,12 @@ class VehicleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendRemoteCommand(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VehicleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +119,11 @@ def add_VehicleServiceServicer_to_server(servicer, server):
                     request_deserializer=telematics_dot_v1_dot_vehicles__pb2.WatchVehicleEventsRequest.FromString,
                     response_serializer=telematics_dot_v1_dot_vehicles__pb2.VehicleEvent.SerializeToString,
             ),
+            'SendRemoteCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendRemoteCommand,
+                    request_deserializer=telematics_dot_v1_dot_vehicles__pb2.SendRemoteCommandRequest.FromString,
+                    response_serializer=telematics_dot_v1_dot_vehicles__pb2.SendRemoteCommandResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'telematics.v1.VehicleService', rpc_method_handlers)
@@ -112,6 +134,9 @@ def add_VehicleServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class VehicleService:
     """Errors:
+    SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
+    FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
+    the message names the reason), UNAVAILABLE (the broker session is down; retry).
     GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
@@ -190,6 +215,33 @@ class VehicleService:
             '/telematics.v1.VehicleService/WatchVehicleEvents',
             telematics_dot_v1_dot_vehicles__pb2.WatchVehicleEventsRequest.SerializeToString,
             telematics_dot_v1_dot_vehicles__pb2.VehicleEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendRemoteCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/telematics.v1.VehicleService/SendRemoteCommand',
+            telematics_dot_v1_dot_vehicles__pb2.SendRemoteCommandRequest.SerializeToString,
+            telematics_dot_v1_dot_vehicles__pb2.SendRemoteCommandResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,6 +28,9 @@ GRPC_VERSION: str
 
 class VehicleServiceStub:
     """Errors:
+      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
+        FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
+        the message names the reason), UNAVAILABLE (the broker session is down; retry).
       GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
@@ -42,10 +45,14 @@ class VehicleServiceStub:
     GetVehicle: _grpc.UnaryUnaryMultiCallable[_vehicles_pb2.GetVehicleRequest, _vehicles_pb2.Vehicle]
     ListVehicles: _grpc.UnaryUnaryMultiCallable[_vehicles_pb2.ListVehiclesRequest, _vehicles_pb2.ListVehiclesResponse]
     WatchVehicleEvents: _grpc.UnaryStreamMultiCallable[_vehicles_pb2.WatchVehicleEventsRequest, _vehicles_pb2.VehicleEvent]
+    SendRemoteCommand: _grpc.UnaryUnaryMultiCallable[_vehicles_pb2.SendRemoteCommandRequest, _vehicles_pb2.SendRemoteCommandResponse]
 
 @_typing.type_check_only
 class VehicleServiceAsyncStub(VehicleServiceStub):
     """Errors:
+      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
+        FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
+        the message names the reason), UNAVAILABLE (the broker session is down; retry).
       GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
@@ -57,9 +64,13 @@ class VehicleServiceAsyncStub(VehicleServiceStub):
     GetVehicle: _aio.UnaryUnaryMultiCallable[_vehicles_pb2.GetVehicleRequest, _vehicles_pb2.Vehicle]  # type: ignore[assignment]
     ListVehicles: _aio.UnaryUnaryMultiCallable[_vehicles_pb2.ListVehiclesRequest, _vehicles_pb2.ListVehiclesResponse]  # type: ignore[assignment]
     WatchVehicleEvents: _aio.UnaryStreamMultiCallable[_vehicles_pb2.WatchVehicleEventsRequest, _vehicles_pb2.VehicleEvent]  # type: ignore[assignment]
+    SendRemoteCommand: _aio.UnaryUnaryMultiCallable[_vehicles_pb2.SendRemoteCommandRequest, _vehicles_pb2.SendRemoteCommandResponse]  # type: ignore[assignment]
 
 class VehicleServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors:
+      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
+        FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
+        the message names the reason), UNAVAILABLE (the broker session is down; retry).
       GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
@@ -87,5 +98,12 @@ class VehicleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _vehicles_pb2.WatchVehicleEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_vehicles_pb2.VehicleEvent], _abc.AsyncIterator[_vehicles_pb2.VehicleEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def SendRemoteCommand(
+        self,
+        request: _vehicles_pb2.SendRemoteCommandRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vehicles_pb2.SendRemoteCommandResponse, _abc.Awaitable[_vehicles_pb2.SendRemoteCommandResponse]]: ...
 
 def add_VehicleServiceServicer_to_server(servicer: VehicleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
