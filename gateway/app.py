@@ -90,7 +90,8 @@ class Gateway:
         address = cfg.broker()
         username, password = address.username, address.password
         if self.broker is not None:
-            creds = await self.broker.start()
+            # On the main thread (blocks ~50 ms once): the broker's death signal follows it.
+            creds = self.broker.start_sync()
             username, password = creds.username, creds.password
             log.info("managed mosquitto listening on %s (pid %s)", address.display, self.broker.pid)
         await self.store.open()

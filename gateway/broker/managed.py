@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import getpass
 import os
 import secrets
@@ -87,6 +89,17 @@ def write_broker_files(
     return conf_file, creds
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: Linux sends it SIGTERM when the gateway dies, even by
+    SIGKILL, so a crashed gateway never leaves its broker holding the port."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _port_open(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
         return True
@@ -159,6 +172,8 @@ class ManagedBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the terminal goes to the gateway, which stops us
+            # Death signals follow the forking *thread*: start_sync must run on the main thread.
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -170,9 +185,6 @@ class ManagedBroker:
             time.sleep(0.02)
         self.stop_sync()
         raise BrokerStartError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
-
-    async def start(self, timeout: float = 10.0) -> BrokerCredentials:
-        return await asyncio.to_thread(self.start_sync, timeout)
 
     def stop_sync(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None

@@ -20,7 +20,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from gateway.ingress import mqtt5_codec as codec
 from gateway.ingress.mqtt5_codec import ConnAck, InboundMessage, MalformedPacket, Will
@@ -137,23 +137,17 @@ class _Connection(asyncio.Protocol):
         self.connected = False
         self.closing = True
         if not self.cause_set:
-            lost = MqttConnectionLost(
-                f"connection to {self.where} lost: {exc}" if exc
-                else f"connection to {self.where} closed by the broker"
-            )  # fmt: skip
+            detail = f"lost: {exc}" if exc else "closed by the broker"
+            lost = MqttConnectionLost(f"connection to {self.where} {detail}")
             lost.__cause__ = exc
             self.set_cause(lost)
         cause = self.cause
         err = cause if isinstance(cause, MqttConnectionLost) else None
         if err is None:
             err = MqttConnectionLost(f"connection to {self.where} ended: {cause or 'disconnected'}")
-        futures: list[asyncio.Future[ConnAck] | asyncio.Future[int] | asyncio.Future[list[int]]
-                      | asyncio.Future[None]] = [self.connack]  # fmt: skip
-        futures += self.pubacks.values()
-        futures += self.subacks.values()
-        futures += self.slot_waiters
-        futures += self.drain_waiters
-        for fut in futures:
+        pending: list[asyncio.Future[Any]] = [self.connack, *self.pubacks.values()]
+        pending += [*self.subacks.values(), *self.slot_waiters, *self.drain_waiters]
+        for fut in pending:
             if not fut.done():
                 fut.set_exception(err)
         if self.keepalive_task is not None:
@@ -248,9 +242,8 @@ class _Connection(asyncio.Protocol):
             reason, props = codec.decode_disconnect(body)
             text = props.get(codec.REASON_STRING)
             detail = f": {text}" if isinstance(text, str) else ""
-            self.set_cause(MqttConnectionLost(
-                f"{self.where} sent DISCONNECT {codec.reason_name(reason)}{detail}", reason
-            ))  # fmt: skip
+            message = f"{self.where} sent DISCONNECT {codec.reason_name(reason)}{detail}"
+            self.set_cause(MqttConnectionLost(message, reason))
             self.close()
         else:
             raise MalformedPacket(f"unexpected packet type {kind}", 0x82)
@@ -282,9 +275,7 @@ class _Connection(asyncio.Protocol):
         while not self.closing:
             now = self.loop.time()
             if self.ping_sent_at and not self.reading_paused and now - self.ping_sent_at > interval:
-                self.abort(MqttConnectionLost(
-                    f"no PINGRESP from {self.where} within {interval:g}s", 0x8D
-                ))  # fmt: skip
+                self.abort(MqttConnectionLost(f"no PINGRESP from {self.where} within {interval:g}s", 0x8D))
                 return
             if now - self.last_write >= half:
                 self.send(codec.PINGREQ)
@@ -397,10 +388,14 @@ class Mqtt5Client:
         if self._topic_alias_maximum:
             props[codec.TOPIC_ALIAS_MAXIMUM] = self._topic_alias_maximum
         packet = codec.encode_connect(
-            client_id=self._client_id, keepalive_s=self._keepalive_s,
-            clean_start=self._clean_start, username=self._username, password=self._password,
-            will=self._will, properties=props,
-        )  # fmt: skip
+            client_id=self._client_id,
+            keepalive_s=self._keepalive_s,
+            clean_start=self._clean_start,
+            username=self._username,
+            password=self._password,
+            will=self._will,
+            properties=props,
+        )
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
@@ -416,8 +411,8 @@ class Mqtt5Client:
             conn.abort(error)
             raise error from exc
         except MqttConnectionLost as exc:
-            raise MqttConnectError(f"{self.address} ended the connection during CONNECT: {exc}",
-                                   exc.reason_code) from exc  # fmt: skip
+            message = f"{self.address} ended the connection during CONNECT: {exc}"
+            raise MqttConnectError(message, exc.reason_code) from exc
         except BaseException:
             conn.connack.cancel()
             conn.abort(MqttConnectError(f"connecting to {self.address} was cancelled"))
@@ -469,19 +464,19 @@ class Mqtt5Client:
         conn = self._conn
         if conn is None or not conn.connected:
             return
-        generation = conn.generation
-        inflight = conn.decoder.inflight
+        inflight = conn.decoder.inflight  # this connection's unacked QoS 1 messages, by packet id
         ids = []
         for msg in messages:
             packet_id = msg.packet_id
-            if msg.generation == generation and inflight.get(packet_id) is msg:
+            if inflight.get(packet_id) is msg:  # identity: right generation, not acked yet
                 del inflight[packet_id]
                 ids.append(packet_id)
         if ids:
             conn.send(codec.encode_pubacks(ids))
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
-                      timeout: float = 10.0) -> int:  # fmt: skip
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, timeout: float = 10.0
+    ) -> int:
         """QoS 1: send, wait for PUBACK, return its reason code (>= 0x80 is a refusal, e.g.
         0x87 not authorized). QoS 0: return 0 once written. Waits while the broker's receive
         maximum of QoS 1 messages are in flight. MqttConnectionLost if the connection ends."""

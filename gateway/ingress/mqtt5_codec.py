@@ -392,9 +392,14 @@ def encode_subscribe(packet_id: int, filters: Sequence[tuple[str, int]]) -> byte
 
 
 def encode_publish(
-    topic: str, payload: bytes, qos: int = 0, retain: bool = False, packet_id: int = 0,
-    dup: bool = False, properties: Properties | None = None,
-) -> bytes:  # fmt: skip
+    topic: str,
+    payload: bytes,
+    qos: int = 0,
+    retain: bool = False,
+    packet_id: int = 0,
+    dup: bool = False,
+    properties: Properties | None = None,
+) -> bytes:
     if qos not in (0, 1, 2):
         raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
     if qos and not 0 < packet_id <= 0xFFFF:
@@ -476,8 +481,15 @@ class StreamDecoder:
     them when it acknowledges. Inbound topic aliases are resolved (1..topic_alias_maximum).
     """
 
-    __slots__ = ("_need", "_pending", "_pending_len", "aliases", "generation", "inflight",
-                 "topic_alias_maximum")  # fmt: skip
+    __slots__ = (
+        "_need",
+        "_pending",
+        "_pending_len",
+        "aliases",
+        "generation",
+        "inflight",
+        "topic_alias_maximum",
+    )
 
     def __init__(self, generation: int = 0, topic_alias_maximum: int = 0) -> None:
         self.generation = generation

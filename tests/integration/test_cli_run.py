@@ -84,7 +84,7 @@ def running(tmp_path: Path) -> Iterator[RunningGateway]:
         yield gw
     finally:
         if gw.proc.poll() is None:
-            gw.stop(signal.SIGKILL)
+            gw.stop(signal.SIGTERM)
 
 
 def test_run_serves_health_readiness_and_metrics_over_http(running: RunningGateway) -> None:
@@ -136,3 +136,15 @@ def test_corrupted_data_file_makes_run_exit_naming_the_file_and_field(tmp_path: 
     out, _ = gw.proc.communicate(timeout=30)
     assert gw.proc.returncode != 0
     assert "taycan.toml" in out and "model_year_from" in out, out
+
+
+def test_managed_broker_does_not_outlive_a_gateway_killed_with_sigkill(running: RunningGateway) -> None:
+    running.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", running.mqtt_port), timeout=0.2).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the managed broker still listens after its gateway was killed")

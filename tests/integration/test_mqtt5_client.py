@@ -368,6 +368,30 @@ async def test_session_reconnects_after_broker_restart(broker: Broker) -> None:
         await session.publish("s/3", b"x")
 
 
+async def test_session_stop_while_the_broker_is_down(broker: Broker) -> None:
+    attempts: list[str] = []
+
+    def make_client() -> Mqtt5Client:
+        attempts.append("connect")
+        return _client(broker, client_id="stopper")
+
+    session = MqttSession(
+        make_client=make_client, subscriptions=[("x/#", 0)], backoff_base_s=0.05, backoff_max_s=0.2
+    )
+    await session.start()
+    supervisor = asyncio.create_task(session.run(), name="mqtt-session.supervise")
+    broker.stop()
+    await _until(lambda: len(attempts) >= 3)  # retrying with backoff
+    started = time.monotonic()
+    await session.stop()
+    await asyncio.wait_for(supervisor, 2)
+    assert time.monotonic() - started < 1.0
+    count = len(attempts)
+    broker.start()
+    await asyncio.sleep(0.5)
+    assert len(attempts) == count and not session.connected
+
+
 async def test_session_start_fails_fast_when_unreachable() -> None:
     port = _free_port()
     session = MqttSession(
