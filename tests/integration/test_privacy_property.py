@@ -17,9 +17,14 @@ from gateway.app import Gateway
 
 pytestmark = pytest.mark.integration
 
-PERSONAL = {"car-finder": True, "radio-plus": False, "x-unknown-service": True}  # unknown: fail closed
+# The service catalogue's personal_data flag; an unknown service fails closed.
+PERSONAL = {"car-finder": True, "radio-plus": False, "x-unknown-service": True}
 SERVICES = sorted(PERSONAL)
-MODES = [common_pb2.PRIVACY_MODE_OFF, common_pb2.PRIVACY_MODE_ALL_SERVICES, common_pb2.PRIVACY_MODE_PER_SERVICE]
+MODES = [
+    common_pb2.PRIVACY_MODE_OFF,
+    common_pb2.PRIVACY_MODE_ALL_SERVICES,
+    common_pb2.PRIVACY_MODE_PER_SERVICE,
+]
 _vins = itertools.count(1)
 
 step = st.one_of(
@@ -48,7 +53,7 @@ async def test_location_reaches_the_stream_only_when_privacy_allows_it(
         )
         before = len(gateway.fanout.subscribers)
         reader = asyncio.ensure_future(stream.read())  # starts the call
-        while len(gateway.fanout.subscribers) == before:
+        while len(gateway.fanout.subscribers) == before:  # noqa: ASYNC110 - peeking at another task
             await asyncio.sleep(0.01)
         car = TestVehicle(vin, gateway.config.mqtt_port, bearer=common_pb2.BEARER_INSERTED_SIM)
         await car.connect()
