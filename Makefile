@@ -24,7 +24,10 @@ proto: setup
 	$(PY) scripts/gen_proto.py
 
 bench: setup
-	$(PY) -m gateway bench
+	$(PY) -m load.bench
+
+bench-smoke: setup
+	$(PY) -m load.bench --smoke --out load/results/smoke
 
 clean:
 	rm -rf .venv data .mypy_cache .ruff_cache .pytest_cache

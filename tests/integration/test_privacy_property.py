@@ -48,12 +48,14 @@ async def test_location_reaches_the_stream_only_when_privacy_allows_it(
 ) -> None:
     vin = f"WP0ZZZ99ZPS{next(_vins):06d}"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
+        # Taken before the call (grpc.aio may start it at once); compared by identity, since the
+        # previous example's subscriber may be leaving while this one arrives.
+        before = list(gateway.fanout.subscribers)
         stream = telemetry_pb2_grpc.TelemetryServiceStub(ch).SubscribeTelemetry(
             telemetry_pb2.SubscribeTelemetryRequest()
         )
-        before = len(gateway.fanout.subscribers)
         reader = asyncio.ensure_future(stream.read())  # starts the call
-        while len(gateway.fanout.subscribers) == before:  # noqa: ASYNC110 - peeking at another task
+        while all(sub in before for sub in gateway.fanout.subscribers):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         car = TestVehicle(vin, gateway.config.mqtt_port, bearer=common_pb2.BEARER_INSERTED_SIM)
         await car.connect()

@@ -1,0 +1,265 @@
+"""Benchmark harness: ``python -m load.bench`` (see load/README.md).
+
+``--scenario steady`` (default) runs the SAME generated load (same fleet, message count and
+payloads) against three systems, interleaved, ``--repeat`` times: the reference sink
+(mosquitto_sub), the naive baseline (aiomqtt + one gRPC message per record) and the gateway,
+each with a fresh broker. ``connections``, ``reconnect_storm`` and ``restart_storm`` measure
+the gateway's presence tracking with many connections (load/storms.py).
+
+Output: a live tqdm bar, ``<out>/bench-<timestamp>.json``, ``<out>/latest.json`` and
+``<out>/latest.png``. Results are medians over the repeats with min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from load import report
+from load.fleet import Car, generate_fleet
+from load.generator import SCENARIOS, Generator, source_ips
+from load.harness import BenchBroker
+from load.stats import ProcWatch, safe_ratio, spread
+from load.systems import Sink, make_sink
+
+SYSTEMS = ("reference", "naive", "gateway")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    scenario: str = "steady"
+    cars: int = 1000
+    messages: int = 300_000
+    samples: int = 1
+    workers: int = 2
+    qos: int = 0
+    burst: int = 4
+    rate: float = 0.0
+    repeat: int = 3
+    seed: int = 1
+    naive_mode: str = "stream"
+    systems: tuple[str, ...] = SYSTEMS
+    concurrency: int = 64
+    stall_s: float = 20.0
+    unclean: bool = True
+    window_s: float = 10.0
+    smoke: bool = False
+
+
+_phase = 0
+
+
+def next_group() -> int:
+    """A fresh set of source addresses per phase (no port clashes with old TIME_WAITs)."""
+    global _phase
+    _phase += 1
+    return _phase
+
+
+def follow(sink: Sink, gen: Generator, start_at: float, expect: int, p: Params, label: str) -> tuple[
+        list[list[float]], list[dict[str, Any]]]:
+    """Progress until the sink has everything (or stalls); returns the series and the
+    generator's replies."""
+    series: list[list[float]] = []
+    replies: list[dict[str, Any]] | None = None
+    counts_records = sink.counts_records
+    last_change, last_seen = time.monotonic(), (-2, -2)
+    window: list[tuple[float, int]] = []
+    unit = "rec" if counts_records else "msg"
+    with tqdm(total=expect if counts_records else p.messages, desc=label, unit=unit, dynamic_ncols=True,
+              mininterval=0.2, leave=True, file=sys.stderr) as bar:
+        while True:
+            now = time.time()
+            got, sent = sink.received(), gen.sent
+            series.append([round(now - start_at, 3), sent, got])
+            shown = got if counts_records else sent
+            bar.update(max(0, shown) - bar.n)
+            window = [*window[-9:], (now, max(0, shown))]
+            if len(window) > 1 and window[-1][0] > window[0][0]:
+                rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+                bar.set_postfix_str(f"{rate:,.0f}/s sent={sent:,}")
+            if replies is None:
+                replies = gen.poll()
+            if sink.complete():
+                break
+            if (got, sent) != last_seen:
+                last_change, last_seen = time.monotonic(), (got, sent)
+            elif replies is not None and time.monotonic() - last_change > p.stall_s:
+                bar.write(f"{label}: stalled at {got:,} of {expect:,} for {p.stall_s:.0f}s")
+                break
+            time.sleep(0.1)
+    if replies is None:
+        replies = gen.wait(120)
+    return series, replies
+
+
+def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run_no: int) -> dict[str, Any]:
+    sink = make_sink(system, p.naive_mode)
+    expect_records = p.messages * p.samples
+    label = f"{system:>9} run {run_no + 1}/{p.repeat}"
+    with BenchBroker(workdir / f"broker-{system}-{run_no}") as broker:
+        gen = Generator(fleet, port=broker.port, workers=p.workers, ips=source_ips(p.workers, next_group()),
+                        seed=p.seed)
+        try:
+            sink.start(broker, workdir / f"{system}-{run_no}", p.messages + len(fleet), expect_records)
+            gen.start()
+            gen.run("connect", boot=True, concurrency=p.concurrency, timeout=300)
+            if gen.connected < len(fleet):
+                raise RuntimeError(f"only {gen.connected} of {len(fleet)} cars connected")
+            sink.wait_hellos(len(fleet))
+            broker_watch = ProcWatch(broker.pid)
+            broker_watch.begin()
+            sink.begin()
+            start_at = time.time() + 0.3
+            gen.send("steady", per_worker=gen.split_messages(p.messages), start_at=start_at,
+                     rate=p.rate / gen.workers, qos=p.qos, burst=p.burst, samples=p.samples)
+            series, replies = follow(sink, gen, start_at, expect_records, p, label)
+            broker_cpu = broker_watch.cpu()
+            result = sink.finish()
+        finally:
+            gen.close()
+            sink.close()
+    t0 = min(r["first_send"] for r in replies)
+    sent = sum(r["sent"] for r in replies)
+    send_s = max(r["last_send"] for r in replies) - t0
+    duration = result.get("end_at", math.nan) - t0 if result.get("complete") else math.nan
+    records = result.get("records", expect_records if result.get("complete") else 0)
+    out: dict[str, Any] = {
+        "system": system,
+        "run": run_no,
+        "complete": bool(result.get("complete")),
+        "sent": sent,
+        "generator_send_s": round(send_s, 4),
+        "generator_rate": round(sent / send_s) if send_s > 0 else None,
+        "duration_s": round(duration, 4),
+        "messages": p.messages,
+        "records": records if system != "reference" else None,
+        "messages_per_s": round(p.messages / duration, 1) if duration > 0 else math.nan,
+        "records_per_s": round(records / duration, 1) if duration > 0 and system != "reference" else None,
+        "cpu_s": round(result.get("cpu_s", math.nan), 3),
+        "cpu_s_per_100k": round(result.get("cpu_s", math.nan) / p.messages * 1e5, 3),
+        "broker_cpu_s": round(broker_cpu, 3),
+        "peak_rss_mib": round(result["peak_rss_kib"] / 1024, 1) if "peak_rss_kib" in result else None,
+        "series": series,
+    }
+    for key in ("latency", "rss_per_vehicle_kib", "gateway_metrics", "exit_code", "log_problems", "error",
+                "backend_cpu_s", "mqtt_messages", "grpc_messages", "mode"):
+        if key in result:
+            out[key] = result[key]
+    return out
+
+
+def summarize_steady(runs: list[dict[str, Any]], p: Params) -> tuple[dict[str, Any], dict[str, Any]]:
+    summary: dict[str, Any] = {}
+    for system in p.systems:
+        mine = [r for r in runs if r["system"] == system]
+        lat = [r.get("latency") or {} for r in mine]
+        summary[system] = {
+            "complete_runs": sum(1 for r in mine if r["complete"]),
+            "messages_per_s": spread([r["messages_per_s"] for r in mine]),
+            "records_per_s": spread([r["records_per_s"] for r in mine if r["records_per_s"] is not None]),
+            "latency_p50_ms": spread([x["p50_ms"] for x in lat if x]),
+            "latency_p99_ms": spread([x["p99_ms"] for x in lat if x]),
+            "latency_p999_ms": spread([x["p999_ms"] for x in lat if x]),
+            "cpu_s_per_100k": spread([r["cpu_s_per_100k"] for r in mine]),
+            "peak_rss_mib": spread([r["peak_rss_mib"] for r in mine if r["peak_rss_mib"] is not None]),
+            "generator_rate": spread([r["generator_rate"] or math.nan for r in mine]),
+        }
+        if system == "gateway":
+            per_vehicle = [r.get("rss_per_vehicle_kib", math.nan) for r in mine]
+            summary[system]["rss_per_vehicle_kib"] = spread(per_vehicle)
+    ratios: dict[str, Any] = {}
+    by = {(r["system"], r["run"]): r for r in runs}
+    for other in ("reference", "naive"):
+        if "gateway" in p.systems and other in p.systems:
+            ratios[f"gateway/{other}"] = spread([
+                safe_ratio(by[("gateway", i)]["messages_per_s"], by[(other, i)]["messages_per_s"])
+                for i in range(p.repeat)
+            ])
+    return summary, ratios
+
+
+def run_steady(p: Params, workdir: Path) -> dict[str, Any]:
+    fleet = generate_fleet(p.cars, p.seed)
+    runs: list[dict[str, Any]] = []
+    for run_no in range(p.repeat):
+        for system in p.systems:  # interleaved: drift on a shared machine hits every system alike
+            runs.append(run_steady_once(system, p, fleet, workdir, run_no))
+    summary, ratios = summarize_steady(runs, p)
+    return {"runs": runs, "summary": summary, "ratios": ratios}
+
+
+def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
+    ap = argparse.ArgumentParser(prog="python -m load.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", choices=SCENARIOS, default="steady")
+    ap.add_argument("--cars", type=int, help="steady: 1000; connections/storms: 15000")
+    ap.add_argument("--messages", type=int, default=300_000, help="steady: telemetry envelopes per run")
+    ap.add_argument("--samples", type=int, default=1, help="telemetry samples (records) per envelope")
+    ap.add_argument("--workers", type=int, help="generator processes (steady: 2; others: 4)")
+    ap.add_argument("--qos", type=int, choices=(0, 1), default=0, help="QoS of the telemetry publishes")
+    ap.add_argument("--burst", type=int, default=4, help="envelopes per car per socket write")
+    ap.add_argument("--rate", type=float, default=0.0, help="aggregate messages/s; 0 = as fast as possible")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--naive-mode", choices=("stream", "unary"), default="stream")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="steady: comma-separated subset")
+    ap.add_argument("--concurrency", type=int, default=64, help="connects in flight per worker")
+    ap.add_argument("--clean", action="store_true", help="connections: goodbye + DISCONNECT instead of drops")
+    ap.add_argument("--window", type=float, default=10.0, help="restart_storm: boots spread over seconds")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite (< 30 s)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    a = ap.parse_args(argv)
+    systems = tuple(s for s in a.systems.split(",") if s)
+    if set(systems) - set(SYSTEMS):
+        ap.error(f"--systems: choose from {', '.join(SYSTEMS)}")
+    steady = a.scenario == "steady"
+    p = Params(
+        scenario=a.scenario, cars=a.cars or (1000 if steady else 15_000), messages=a.messages,
+        samples=a.samples, workers=a.workers or (2 if steady else 4), qos=a.qos, burst=a.burst,
+        rate=a.rate, repeat=a.repeat, seed=a.seed, naive_mode=a.naive_mode, systems=systems,
+        concurrency=a.concurrency, unclean=not a.clean, window_s=a.window, smoke=a.smoke,
+    )
+    if a.smoke:
+        p = Params(**{**asdict(p), "cars": min(p.cars, 20), "messages": min(p.messages, 3000), "workers": 1,
+                      "repeat": 1, "window_s": min(p.window_s, 1.0), "stall_s": 8.0})
+    return p, a.out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p, out = parse_args(argv)
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        if p.scenario == "steady":
+            body = run_steady(p, Path(tmp))
+        else:
+            from load.storms import run_storms
+
+            body = run_storms(p, Path(tmp))
+    doc = {
+        "scenario": p.scenario,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "params": {**asdict(p), "systems": list(p.systems)},
+        "host": report.host_info(),
+        **body,
+    }
+    paths = report.write(doc, out)
+    print(report.text_summary(doc))
+    for path in paths:
+        print(f"wrote {path}")
+    runs = doc.get("runs", [])
+    return 0 if runs and all(r.get("complete") for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Benchmark output: the JSON document, the PNG (matplotlib Agg) and a text summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+COLORS = {"reference": "#7f7f7f", "naive": "#d62728", "gateway": "#1f77b4"}
+
+
+def host_info() -> dict[str, Any]:
+    mosquitto = ""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if os.access(binary, os.X_OK):
+        try:
+            run = subprocess.run([binary, "-h"], capture_output=True, text=True, timeout=5)
+            mosquitto = (run.stdout or run.stderr).splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            pass
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "mosquitto": mosquitto,
+    }
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf -> None, so the file is standard JSON."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write(doc: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    text = json.dumps(_clean(doc), indent=1, sort_keys=False)
+    paths = [out / f"bench-{stamp}.json", out / "latest.json"]
+    for path in paths:
+        path.write_text(text + "\n")
+    png = out / "latest.png"
+    if doc["scenario"] == "steady":
+        plot_steady(doc, png)
+    else:
+        plot_storms(doc, png)
+    return [*paths, png]
+
+
+def _median_run(runs: list[dict[str, Any]], system: str) -> dict[str, Any] | None:
+    mine = sorted((r for r in runs if r["system"] == system and r.get("complete")),
+                  key=lambda r: r["messages_per_s"])
+    return mine[len(mine) // 2] if mine else None
+
+
+def _rates(series: list[list[float]], col: int) -> tuple[list[float], list[float]]:
+    """Per-second rates over ~0.5 s windows of the 0.1 s samples."""
+    step = max(1, min(5, len(series) // 20))
+    ts, rs = [], []
+    for a, b in zip(series[::step], series[step::step], strict=False):
+        dt = b[0] - a[0]
+        if dt > 0 and b[0] > 0:
+            ts.append(b[0])
+            rs.append(max(0.0, (b[col] - a[col]) / dt))
+    return ts, rs
+
+
+def plot_steady(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs, summary, p = doc["runs"], doc["summary"], doc["params"]
+    fig, ((ax1, ax2), (ax3, ax4)) = plt.subplots(2, 2, figsize=(14, 9))
+    fig.suptitle(f"steady: {p['cars']:,} cars, {p['messages']:,} telemetry envelopes x{p['samples']}, "
+                 f"QoS {p['qos']}, medians of {p['repeat']} runs ({doc['host']['cpus']} CPUs)")
+    for system in p["systems"]:
+        run = _median_run(runs, system)
+        if run is None:
+            continue
+        if system == "reference":
+            ax1.hlines(run["messages_per_s"], 0, run["duration_s"], colors=COLORS[system],
+                       label="reference (mosquitto_sub, mean)")
+            continue
+        ts, rs = _rates(run["series"], 2)
+        ax1.plot(ts, rs, color=COLORS[system], label=f"{system} records/s at the backend")
+        if system == "gateway":
+            ts, rs = _rates(run["series"], 1)
+            ax1.plot(ts, rs, color="#2ca02c", ls="--", lw=1, label="generator send rate (gateway run)")
+    ax1.set(title="throughput over time (median run)", xlabel="s since start", ylabel="per second")
+    ax1.legend(fontsize=8)
+    for system in ("naive", "gateway"):
+        run = _median_run(runs, system)
+        hist = (run or {}).get("latency", {}).get("histogram")
+        if not hist:
+            continue
+        total = sum(hist["counts"]) or 1
+        acc, cdf = 0.0, []
+        for c in hist["counts"]:
+            acc += c
+            cdf.append(acc / total * 100)
+        lat = run["latency"] if run else {}
+        ax2.step(hist["edges_ms"][1:], cdf, where="post", color=COLORS[system],
+                 label=f"{system}: p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} ms")
+    ax2.set(title="end-to-end latency (sent_at -> backend), CDF", xlabel="ms (log)", ylabel="% of records",
+            xscale="log")
+    ax2.legend(fontsize=8)
+    _bars(ax3, summary, p["systems"], "messages_per_s", "messages/s (median, min-max)")
+    ratios = doc.get("ratios", {})
+    note = "  ".join(f"{k}: {v['median']:.2f}" for k, v in ratios.items() if v.get("median") is not None
+                     and not math.isnan(v["median"]))
+    ax3.set_xlabel(note)
+    _bars(ax4, summary, p["systems"], "cpu_s_per_100k", "CPU seconds per 100k messages (sink process)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _bars(ax: Any, summary: dict[str, Any], systems: list[str], key: str, title: str) -> None:
+    names, med, lo, hi = [], [], [], []
+    for s in systems:
+        v = summary.get(s, {}).get(key) or {}
+        m = v.get("median")
+        if m is None or (isinstance(m, float) and math.isnan(m)):
+            continue
+        names.append(s)
+        med.append(m)
+        lo.append(m - v["min"])
+        hi.append(v["max"] - m)
+    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=[COLORS.get(n, "#999") for n in names])
+    for i, m in enumerate(med):
+        ax.annotate(f"{m:,.0f}" if m >= 100 else f"{m:.2f}", (i, m), ha="center", va="bottom", fontsize=9)
+    ax.set_title(title)
+
+
+def plot_storms(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = doc["params"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
+    fig.suptitle(f"{doc['scenario']}: {p['cars']:,} cars, {p['workers']} generator processes, "
+                 f"medians of {p['repeat']} runs")
+    runs = doc["runs"]
+    if runs:
+        run = runs[len(runs) // 2]
+        series = run.get("series", [])
+        if series:
+            t = [s[0] for s in series]
+            ax1.plot(t, [s[1] for s in series], color="#2ca02c", label="connected (generator)")
+            ax1.plot(t, [s[2] for s in series], color=COLORS["gateway"], label="online (gateway /metrics)")
+            for name, at in run.get("marks", {}).items():
+                ax1.axvline(at, color="#999", ls=":", lw=1)
+                ax1.annotate(name, (at, 0), rotation=90, fontsize=7, va="bottom")
+    ax1.set(title="connections and presence over time (middle run)", xlabel="s", ylabel="vehicles")
+    ax1.legend(fontsize=8)
+    timings = doc.get("summary", {}).get("timings_s", {})
+    names = list(timings)
+    med = [timings[n]["median"] or 0 for n in names]
+    err = [[m - (timings[n]["min"] or m) for n, m in zip(names, med, strict=True)],
+           [(timings[n]["max"] or m) - m for n, m in zip(names, med, strict=True)]]
+    ax2.barh(names, med, xerr=err, capsize=4, color=COLORS["gateway"])
+    for i, m in enumerate(med):
+        ax2.annotate(f"{m:.2f}s", (m, i), va="center", fontsize=8)
+    ax2.set(title="timings (median, min-max)", xlabel="seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _fmt(v: dict[str, Any] | None, unit: str = "", digits: int = 0) -> str:
+    if not v or v.get("median") is None or (isinstance(v["median"], float) and math.isnan(v["median"])):
+        return "n/a"
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(v['median'])}{unit} [{f.format(v['min'])}-{f.format(v['max'])}]"
+
+
+def text_summary(doc: dict[str, Any]) -> str:
+    lines = [f"scenario {doc['scenario']}: median [min-max] over {doc['params']['repeat']} runs"]
+    if doc["scenario"] == "steady":
+        for system, s in doc["summary"].items():
+            lines.append(
+                f"  {system:>9}: {_fmt(s['messages_per_s'])} msg/s, records/s {_fmt(s['records_per_s'])}, "
+                f"latency p50/p99/p99.9 {_fmt(s['latency_p50_ms'], ' ms', 1)} / "
+                f"{_fmt(s['latency_p99_ms'], ' ms', 1)} / {_fmt(s['latency_p999_ms'], ' ms', 1)}, "
+                f"CPU {_fmt(s['cpu_s_per_100k'], ' s/100k', 2)}, "
+                f"peak RSS {_fmt(s['peak_rss_mib'], ' MiB', 1)}"
+            )
+            if "rss_per_vehicle_kib" in s:
+                rss = _fmt(s["rss_per_vehicle_kib"], " KiB", 1)
+                lines.append(f"             RSS per tracked vehicle {rss}")
+        for name, r in doc.get("ratios", {}).items():
+            lines.append(f"  ratio {name}: {_fmt(r, '', 3)}")
+    else:
+        for name, v in doc.get("summary", {}).get("timings_s", {}).items():
+            lines.append(f"  {name}: {_fmt(v, ' s', 2)}")
+        for name, v in doc.get("summary", {}).get("other", {}).items():
+            lines.append(f"  {name}: {_fmt(v, '', 2)}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""The benchmark harness end to end at tiny sizes: it runs, measures all three systems against
+the same load, and its numbers are sane (not a speed threshold). Plus the simulator's
+downlink answers, against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from gateway import topics
+from gateway._gen.telematics.v1 import downlink_pb2, uplink_pb2
+from gateway.broker.managed import ManagedBroker
+from load.fleet import generate_fleet
+from load.sim import SimCar, SimClock, Stats
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(out: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "load.bench", "--smoke", "--out", str(out), *args],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    doc: dict[str, Any] = json.loads((out / "latest.json").read_text())
+    assert (out / "latest.png").stat().st_size > 10_000
+    assert len(list(out.glob("bench-*.json"))) == 1
+    return doc
+
+
+def finite_positive(x: object) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.timeout(180)
+def test_smoke_benchmark_measures_all_three_systems_on_the_same_load(tmp_path: Path) -> None:
+    doc = run_bench(tmp_path)
+    p = doc["params"]
+    runs = {r["system"]: r for r in doc["runs"]}
+    assert set(runs) == {"reference", "naive", "gateway"}
+    for system, run in runs.items():
+        assert run["complete"], system
+        assert run["sent"] == p["messages"], system  # the same count went to each system
+        assert finite_positive(run["messages_per_s"]), system
+        assert finite_positive(run["duration_s"]), system
+        assert finite_positive(run["cpu_s_per_100k"]), system
+        assert run["series"], system
+    for system in ("naive", "gateway"):
+        run = runs[system]
+        assert run["records"] == p["messages"] * p["samples"], system
+        lat = run["latency"]
+        assert lat["count"] == run["records"]
+        assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["p999_ms"] <= lat["max_ms"], system
+        assert finite_positive(run["peak_rss_mib"])
+    gw = runs["gateway"]
+    assert gw["gateway_metrics"]["telemetry_received"] == p["messages"]
+    assert gw["gateway_metrics"]["rejected"] == 0
+    assert gw["gateway_metrics"]["vehicles_tracked"] == p["cars"]
+    assert gw["exit_code"] == 0
+    for name in ("gateway/reference", "gateway/naive"):
+        assert finite_positive(doc["ratios"][name]["median"]), name
+    assert doc["summary"]["gateway"]["complete_runs"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_smoke_reconnect_storm_settles_with_every_car_online(tmp_path: Path) -> None:
+    doc = run_bench(tmp_path, "--scenario", "reconnect_storm")
+    (run,) = doc["runs"]
+    cars = doc["params"]["cars"]
+    assert run["complete"]
+    assert run["online_after_settle"] == cars
+    assert (run["hellos"], run["wills"]) == (2 * cars, cars)
+    assert all(finite_positive(v) for v in run["timings_s"].values())
+    assert run["generator_errors"] == 0
+
+
+async def test_sim_car_answers_entitlement_sets_and_fod_commands(broker: ManagedBroker) -> None:
+    """The simulator's car acks an EntitlementSet and reports an FoD failure at rate 1.0."""
+    assert broker.credentials is not None
+    car = generate_fleet(1, seed=5)[0]
+    sim = SimCar(car, broker.port, SimClock(3600, 1), Stats(), random.Random(1), fod_failure_rate=1.0)
+    creds = broker.credentials
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-backend", username=creds.username,
+                              password=creds.password, protocol=aiomqtt.ProtocolVersion.V5) as backend:
+        await backend.subscribe(topics.uplink(car.vin), qos=1)
+        await sim.connect(boot=True, parked=True)
+        try:
+            down = downlink_pb2.Downlink(vin=car.vin)
+            down.entitlement_set.version = 7
+            down.entitlement_set.items.add(entitlement_id="ent-1", service_id="remote-services")
+            await backend.publish(topics.downlink(car.vin), down.SerializeToString(), qos=1)
+            fod = downlink_pb2.Downlink(vin=car.vin)
+            fod.fod_command.command_id, fod.fod_command.entitlement_id = "cmd-1", "ent-2"
+            fod.fod_command.action = uplink_pb2.FOD_ACTION_UNLOCK
+            await backend.publish(topics.downlink(car.vin), fod.SerializeToString(), qos=1)
+
+            bodies: dict[str, uplink_pb2.Envelope] = {}
+            async with asyncio.timeout(10):
+                async for message in backend.messages:
+                    env = uplink_pb2.Envelope.FromString(message.payload)
+                    bodies[env.WhichOneof("body") or ""] = env
+                    if {"entitlement_ack", "fod_result"} <= set(bodies):
+                        break
+        finally:
+            await sim.sleep_mode()
+    ack = bodies["entitlement_ack"].entitlement_ack
+    assert (ack.set_version, list(ack.entitlement_ids)) == (7, ["ent-1"])
+    result = bodies["fod_result"].fod_result
+    assert (result.command_id, result.entitlement_id, result.success) == ("cmd-1", "ent-2", False)
+    assert result.error
+    assert bodies["hello"].hello.boot
+    assert sim.stats.downlinks == {"entitlement_set": 1, "fod_command": 1}
