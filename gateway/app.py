@@ -112,7 +112,7 @@ class Gateway:
             clock=self.clock,
             reference=reference,
             max_payload_bytes=cfg.max_payload_bytes,
-            queue_batches=cfg.ingress_queue_batches,
+            queue_messages=cfg.ingress_queue_messages,
             ack=ack,
             pause_reading=lambda: holder[0].pause_reading(),
             resume_reading=lambda: holder[0].resume_reading(),

@@ -42,7 +42,8 @@ class Config:
     reference_dir: str = str(PROJECT_ROOT)
     # Ingress limits.
     max_payload_bytes: int = 64 * 1024
-    ingress_queue_batches: int = 256
+    # Messages read from the broker but not yet processed; above it reading pauses.
+    ingress_queue_messages: int = 50_000
     # Vehicle events kept for Watch resumption.
     event_retention: int = 1_000_000
     telemetry_subscriber_queue: int = 1024
@@ -157,5 +158,5 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"mqtt_port: {config.mqtt_port} is not a TCP port")
     if config.max_payload_bytes < 256:
         raise ConfigError("max_payload_bytes: must be at least 256")
-    if config.ingress_queue_batches < 1 or config.telemetry_subscriber_queue < 1:
+    if config.ingress_queue_messages < 1 or config.telemetry_subscriber_queue < 1:
         raise ConfigError("queue sizes must be at least 1")

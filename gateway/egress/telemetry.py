@@ -12,6 +12,10 @@ from collections.abc import Sequence
 
 from gateway._gen.telematics.v1 import telemetry_pb2
 
+# Records per gRPC message: large enough to amortize the per-message cost of gRPC, small enough
+# to stay far below a default client's 4 MB receive limit (a record is ~100-400 bytes).
+MAX_RECORDS_PER_MESSAGE = 1_000
+
 
 class TelemetrySubscriber:
     def __init__(self, services: frozenset[str], queue_size: int) -> None:
@@ -42,7 +46,8 @@ class TelemetryFanout:
         delivered = 0
         for sub in list(self.subscribers):
             mine = records if not sub.services else [r for r in records if sub.wants(r.service)]
-            if mine:
-                await sub.queue.put(telemetry_pb2.TelemetryRecords(records=mine))
-                delivered += 1
+            for start in range(0, len(mine), MAX_RECORDS_PER_MESSAGE):
+                chunk = mine[start : start + MAX_RECORDS_PER_MESSAGE]
+                await sub.queue.put(telemetry_pb2.TelemetryRecords(records=chunk))
+            delivered += bool(mine)
         return delivered

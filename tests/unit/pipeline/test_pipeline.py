@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ def make(store: FakeStore) -> tuple[Pipeline, list[Sequence[Message]], Telemetry
     fanout = TelemetryFanout(queue_size=10)
     p = Pipeline(
         tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout,  # type: ignore[arg-type]
-        metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096, queue_batches=4,
+        metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096, queue_messages=4,
         ack=acked.append, pause_reading=lambda: None, resume_reading=lambda: None,
     )
     return p, acked, fanout
@@ -104,3 +105,25 @@ async def test_location_flows_while_privacy_is_off() -> None:
     await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
     [record] = sub.queue.get_nowait().records
     assert not record.location_withheld and record.sample.location.latitude == pytest.approx(48.8)
+
+
+async def test_backpressure_pauses_reading_by_queued_messages_and_resumes_when_drained() -> None:
+    events: list[str] = []
+    p = Pipeline(
+        tracker=SessionTracker(), store=FakeStore(), hub=EventHub(),  # type: ignore[arg-type]
+        telemetry=TelemetryFanout(queue_size=10), metrics=Metrics(), clock=ManualClock(),
+        reference=REFERENCE, max_payload_bytes=4096, queue_messages=10,
+        ack=lambda _m: None, pause_reading=lambda: events.append("pause"),
+        resume_reading=lambda: events.append("resume"),
+    )
+    p.on_batch([hello(1)] * 6)
+    assert events == []
+    p.on_batch([hello(2)] * 6)  # 12 queued >= 10
+    assert events == ["pause"]
+    task = asyncio.create_task(p.run())
+    while p.processed < 12:  # noqa: ASYNC110 - stepping another task
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert events == ["pause", "resume"]
+    p.close()
+    await task
