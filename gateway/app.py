@@ -17,7 +17,8 @@ from typing import cast
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2
 
-from gateway import topics
+from gateway import rules, topics
+from gateway.api.entitlements import EngineExplainer, EntitlementService
 from gateway.api.explain import ExplainService
 from gateway.api.server import SERVICE_NAMES, build_server
 from gateway.api.telemetry import TelemetryService
@@ -26,10 +27,14 @@ from gateway.broker.managed import ManagedBroker
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
+from gateway.entitlements.engine import EntitlementEngine
+from gateway.entitlements.explain import generic_fod_retry_steps
+from gateway.entitlements.ledger_sqlite import SqliteLedger
 from gateway.http import build_http_app
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.metrics import Metrics
+from gateway.model import VehicleSession
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
 from gateway.session.hub import EventHub
@@ -53,6 +58,7 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.hub = EventHub()
+        self.entitlement_hub = EventHub()  # its own: outbox cursors are not vehicle-event cursors
         self.fanout = TelemetryFanout(queue_size=config.telemetry_subscriber_queue)
         data_dir = Path(config.data_dir)
         self.store = SqliteStore(path=data_dir / "gateway.db")
@@ -66,6 +72,8 @@ class Gateway:
                 max_packet_size=max(config.max_payload_bytes * 4, 256 * 1024),
             )
         self.tracker = SessionTracker()
+        self.ledger = SqliteLedger(path=data_dir / "entitlements.db")
+        self.entitlements: EntitlementEngine | None = None
         self.reference: ReferenceStore | None = None
         self.explain: ExplainService | None = None
         self.mqtt: MqttSession | None = None
@@ -97,6 +105,20 @@ class Gateway:
         await self.store.open()
         self.tracker = SessionTracker(await self.store.load_sessions())
         log.info("store open, %d vehicle sessions loaded", len(self.tracker.sessions))
+        await self.ledger.open()
+        self.entitlements = engine = EntitlementEngine(
+            ledger=self.ledger,
+            clock=self.clock,
+            metrics=self.metrics,
+            publish=self.publish_downlink,
+            session_of=lambda vin: self.tracker.get(vin),
+            hub=self.entitlement_hub,
+            service_available=lambda s, product: _offered(reference, s, product),
+            fod_retry_steps=lambda s, lang: _fod_retry_steps(reference, s, lang),
+            idle_s=cfg.fod_idle_s,
+            ack_timeout_s=cfg.entitlement_ack_timeout_s,
+        )
+        await engine.start()
 
         holder: list[MqttSession] = []
 
@@ -116,6 +138,7 @@ class Gateway:
             ack=ack,
             pause_reading=lambda: holder[0].pause_reading(),
             resume_reading=lambda: holder[0].resume_reading(),
+            entitlements=engine.on_vehicle_batch,
         )
 
         def make_client() -> Mqtt5Client:
@@ -154,12 +177,16 @@ class Gateway:
             reference=reference,
             reference_root=Path(cfg.reference_dir),
             metrics=self.metrics,
+            entitlements=EngineExplainer(engine=engine),
         )
         server, self.grpc_port = build_server(
             listen=cfg.grpc_listen,
             vehicles=vehicles,
             telemetry=telemetry,
             explain=self.explain,
+            entitlements=EntitlementService(
+                engine=engine, ledger=self.ledger, hub=self.entitlement_hub, metrics=self.metrics
+            ),
             health_servicer=self._health,
         )
         await server.start()
@@ -182,6 +209,7 @@ class Gateway:
             asyncio.create_task(self.mqtt.run(), name="gateway.mqtt-session"),
             asyncio.create_task(self._prune_loop(), name="gateway.event-pruning"),
             asyncio.create_task(self._presence_loop(), name="gateway.presence-grace"),
+            asyncio.create_task(engine.run(), name="gateway.entitlements"),
         ]
         log.info(
             "gateway up: mqtt %s, grpc %s:%d, http %s:%d",
@@ -198,7 +226,7 @@ class Gateway:
     def readiness(self) -> dict[str, bool]:
         return {
             "mqtt": bool(self.mqtt and self.mqtt.connected) and not self._stopping,
-            "store": self.store.is_open,
+            "store": self.store.is_open and self.ledger.is_open,
         }
 
     def reload_reference(self) -> tuple[bool, str]:
@@ -261,7 +289,27 @@ class Gateway:
             await self._grpc_server.stop(grace)  # type: ignore[attr-defined]
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        await self.ledger.close()
         await self.store.close()
         if self.broker is not None:
             await self.broker.stop()
         log.info("gateway stopped")
+
+
+def _offered(reference: ReferenceStore, session: VehicleSession, product: str) -> tuple[bool, str]:
+    """R12 hook of the entitlement engine: is the service offered where the car is? A product
+    the reference data does not list is not country-dependent and is not held back."""
+    ref = reference.current
+    service = ref.service(product)
+    if service is None:
+        return True, ""
+    decision = rules.service_available(rules.visited_country(ref, session), service)
+    return decision.allowed, decision.detail
+
+
+def _fod_retry_steps(reference: ReferenceStore, session: VehicleSession, lang: str) -> tuple[str, ...]:
+    """R18 hook: the model's steps from sim_profiles/, generic ones when no profile matches."""
+    profile = reference.current.profile_for(session.model, session.model_year)
+    if profile is None:
+        return generic_fod_retry_steps(session, lang)
+    return rules.fod_retry_steps(profile, "de" if lang == "de" else "en")

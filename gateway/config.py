@@ -48,6 +48,10 @@ class Config:
     event_retention: int = 1_000_000
     telemetry_subscriber_queue: int = 1024
     shutdown_grace_s: float = 10.0
+    # Entitlements: R17 idle wait before an FoD command; an entitlement set not acked in time
+    # is delivered again on the next boot (R13).
+    fod_idle_s: float = 600.0
+    entitlement_ack_timeout_s: float = 600.0
     log_level: str = "INFO"
 
     @property

@@ -139,3 +139,43 @@ class Metrics:
             self.vehicles_online.labels(bearer)
         for outcome in ("duplicate", "late", "too_old"):
             self.messages_stale.labels(outcome)
+        # -- entitlements (gateway/entitlements/engine.py) --
+        self.entitlements = Gauge(
+            "gateway_entitlements", "Live (not revoked) entitlements by state", ["state"], registry=r
+        )
+        self.entitlement_delivery_seconds = Histogram(
+            "gateway_entitlement_delivery_seconds",
+            "Services: boot while online -> entitlement set published to the car (R13)",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+            registry=r,
+        )
+        self.fod_unlock_seconds = Histogram(
+            "gateway_fod_unlock_seconds",
+            "FoD: R17 window eligible -> unlock confirmed by the car (R14, R17)",
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 24 * 3600),
+            registry=r,
+        )
+        self.entitlement_retries = Counter(
+            "gateway_entitlement_retries_total",
+            "FoD commands sent again after a failure (R18), by action (unlock, cancel)",
+            ["action"],
+            registry=r,
+        )
+        self.entitlement_billable = Counter(
+            "gateway_entitlement_billable_total", "BILLABLE events written to the outbox (R14)", registry=r
+        )
+        self.entitlement_events = Counter(
+            "gateway_entitlement_events_total", "Entitlement events written to the outbox, by kind",
+            ["kind"], registry=r,
+        )
+        self.entitlement_downlinks = Counter(
+            "gateway_entitlement_downlinks_total",
+            "Downlinks published by the entitlement engine, by kind (set, fod_command) and outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.entitlement_ack_timeouts = Counter(
+            "gateway_entitlement_ack_timeouts_total",
+            "Entitlement sets the car did not ack within the ack timeout (resent on the next boot)",
+            registry=r,
+        )

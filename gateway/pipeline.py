@@ -11,10 +11,11 @@ the replay window drops what was already applied.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
@@ -22,6 +23,7 @@ from gateway.clock import Clock
 from gateway.convert import event_to_proto
 from gateway.decode import Decoded, Rejected, decode
 from gateway.egress.telemetry import TelemetryFanout
+from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import Metrics
 from gateway.model import Bearer, VehicleSession
 from gateway.reference.store import ReferenceStore
@@ -70,6 +72,7 @@ class Pipeline:
         ack: Callable[[Sequence[Message]], None],
         pause_reading: Callable[[], None],
         resume_reading: Callable[[], None],
+        entitlements: Callable[[Sequence[VehicleUpdate]], Awaitable[None]] | None = None,
     ) -> None:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
@@ -94,6 +97,7 @@ class Pipeline:
         self._ack = ack
         self._pause = pause_reading
         self._resume = resume_reading
+        self._entitlements = entitlements
         self._paused = False
         self._closing = False
         self._received = {k: metrics.messages_received.labels(k) for k in _KINDS}
@@ -146,10 +150,12 @@ class Pipeline:
         rejected: Counter[str] = Counter()
         stale: Counter[str] = Counter()
         decisions: Counter[tuple[str, str]] = Counter()
+        updates: list[VehicleUpdate] = []
         for expired in self._tracker.expire(now):
             self._m.presence_grace_started.labels("expired").inc()
             dirty[expired.session.vin] = expired.session
             events.extend((e, expired.session) for e in expired.events)
+            updates.append(VehicleUpdate(copy.copy(expired.session)))
         for msg in batch:
             d = decode(msg.topic, msg.payload, self._max_payload)
             if isinstance(d, Rejected):
@@ -170,13 +176,33 @@ class Pipeline:
                 if t.arrival is Arrival.LATE:
                     stale["late"] += 1
                 self._route_body(env, body, t, records, decisions)
+                # Only what can move an entitlement: a change of presence, state, link or privacy
+                # (the tracker emitted an event) or the car's answers; plain telemetry cannot.
+                if t.events or body in ("entitlement_ack", "fod_result"):
+                    # A copy: the tracker changes sessions in place, and the R17 idle wait must
+                    # see every state in between (privacy on and off within one batch).
+                    updates.append(
+                        VehicleUpdate(
+                            copy.copy(t.session),
+                            booted_online=body == "hello" and env.hello.boot and t.arrival is Arrival.NEW,
+                            entitlement_ack=env.entitlement_ack if body == "entitlement_ack" else None,
+                            fod_result=env.fod_result if body == "fod_result" else None,
+                        )
+                    )
             else:
                 body = "will"
                 t = self._apply_will(d.vin, d.connection_id, now)
+                if t.events:
+                    updates.append(VehicleUpdate(copy.copy(t.session)))
             kinds[body] += 1
             if t.dirty:
                 dirty[t.session.vin] = t.session
             events.extend((e, t.session) for e in t.events)
+        if self._entitlements is not None and updates:
+            # Before the session commit: after a crash in between, the replay window has not
+            # seen these messages, so the broker's redelivery reaches the engine again (its
+            # handling is idempotent). The other order could drop an FoD result as a duplicate.
+            await self._entitlements(updates)
         await self._commit(dirty, events)
         self._ack(batch)
         if records:

@@ -7,6 +7,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway._gen.telematics.v1 import (
+    entitlements_pb2,
+    entitlements_pb2_grpc,
     explain_pb2,
     explain_pb2_grpc,
     telemetry_pb2,
@@ -14,6 +16,7 @@ from gateway._gen.telematics.v1 import (
     vehicles_pb2,
     vehicles_pb2_grpc,
 )
+from gateway.api.entitlements import EntitlementService
 from gateway.api.explain import ExplainService
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
@@ -22,6 +25,7 @@ SERVICE_NAMES = (
     vehicles_pb2.DESCRIPTOR.services_by_name["VehicleService"].full_name,
     telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
     explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name,
+    entitlements_pb2.DESCRIPTOR.services_by_name["EntitlementService"].full_name,
 )
 
 
@@ -31,6 +35,7 @@ def build_server(
     vehicles: VehicleService,
     telemetry: TelemetryService,
     explain: ExplainService,
+    entitlements: EntitlementService,
     health_servicer: health.aio.HealthServicer,
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server and the bound port (useful when `listen` asks for port 0)."""
@@ -38,6 +43,7 @@ def build_server(
     vehicles_pb2_grpc.add_VehicleServiceServicer_to_server(vehicles, server)
     telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(telemetry, server)
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(explain, server)
+    entitlements_pb2_grpc.add_EntitlementServiceServicer_to_server(entitlements, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -1,7 +1,9 @@
 """Entitlements: the pure domain core of grants, terms, FoD eligibility and the lifecycle.
 
-No I/O and no asyncio here: the engine that persists entitlements and talks to vehicles calls
-these functions with facts and a time.
+No I/O and no asyncio in what this package exports: the engine that persists entitlements and
+talks to vehicles calls these functions with facts and a time. The runtime is imported from its
+own modules: `engine` (EntitlementEngine, VehicleUpdate), `ledger` (the Ledger protocol) and
+`ledger_sqlite` (SqliteLedger).
 """
 
 from gateway.entitlements.eligibility import (

@@ -1,0 +1,312 @@
+"""SQLite ledger (WAL) for the embedded deployment: its own file, `entitlements.db`.
+
+Same pattern as gateway/store/sqlite.py: one dedicated thread owns the connection, WAL with
+synchronous=NORMAL survives a crash of the gateway process. Entitlements are kept whole as JSON
+(the order included), with the columns the queries need beside it; `order_id` is UNIQUE, the
+backstop behind idempotent grants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.entitlements.ledger import (
+    CommandRecord,
+    DuplicateOrder,
+    LedgerError,
+    OutboxEvent,
+    SetMark,
+    SetRecord,
+    VehicleSets,
+)
+from gateway.entitlements.ledger_sqlite_rows import (
+    COMMAND_COLUMNS,
+    REVOKED,
+    SCHEMA,
+    command_from_row,
+    entitlement_from_json,
+    put_command,
+    put_set,
+    write_entitlements,
+)
+from gateway.entitlements.types import Entitlement, LifecycleEvent
+
+T = TypeVar("T")
+
+class SqliteLedger:
+    def __init__(self, *, path: Path) -> None:
+        """path: the database file (`<data_dir>/entitlements.db`); its directory is created."""
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise LedgerError("ledger is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, db)
+        except sqlite3.IntegrityError as exc:  # the only constraints: entitlement id, order id
+            raise DuplicateOrder(f"sqlite {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise LedgerError(f"sqlite {self.path}: {exc}") from exc
+
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def tx(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._run(tx)
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            return db
+
+        loop = asyncio.get_running_loop()
+        try:
+            self._db = await loop.run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open sqlite database {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+        self._executor.shutdown(wait=True)
+
+    # -- entitlements and the outbox ------------------------------------------------------------
+
+    async def load_live(self) -> list[Entitlement]:
+        def load(db: sqlite3.Connection) -> list[Entitlement]:
+            rows = db.execute("SELECT data FROM entitlements WHERE state != ?", (REVOKED,))
+            return [entitlement_from_json(d) for (d,) in rows]
+
+        return await self._run(load)
+
+    async def create(self, entitlement: Entitlement, events: Sequence[LifecycleEvent]) -> list[OutboxEvent]:
+        return await self._transaction(lambda db: write_entitlements(db, [entitlement], events, insert=True))
+
+    async def save(
+        self,
+        entitlements: Sequence[Entitlement],
+        events: Sequence[LifecycleEvent],
+        *,
+        commands: Sequence[CommandRecord] = (),
+        sets: Sequence[SetRecord] = (),
+        published: Sequence[SetMark] = (),
+        acked: Sequence[SetMark] = (),
+    ) -> list[OutboxEvent]:
+        def save(db: sqlite3.Connection) -> list[OutboxEvent]:
+            written = write_entitlements(db, entitlements, events, insert=False)
+            for c in commands:
+                put_command(db, c)
+            for s in sets:
+                put_set(db, s)
+            for m in published:
+                db.execute(
+                    "UPDATE entitlement_sets SET published_at = COALESCE(published_at, ?)"
+                    " WHERE vin = ? AND version = ?",
+                    (m.at, m.vin, m.version),
+                )
+            for m in acked:
+                db.execute(
+                    "UPDATE entitlement_sets SET acked_at = COALESCE(acked_at, ?)"
+                    " WHERE vin = ? AND version = ?",
+                    (m.at, m.vin, m.version),
+                )
+            return written
+
+        return await self._transaction(save)
+
+    async def read_events(self, after: int, limit: int, vin: str = "") -> list[OutboxEvent]:
+        def read(db: sqlite3.Connection) -> list[OutboxEvent]:
+            sql = "SELECT cursor, vin, entitlement_id, kind, payload FROM entitlement_events WHERE cursor > ?"
+            args: tuple[Any, ...] = (after,)
+            if vin:
+                sql += " AND vin = ?"
+                args += (vin,)
+            rows = db.execute(sql + " ORDER BY cursor LIMIT ?", (*args, limit))
+            return [OutboxEvent(*row) for row in rows]
+
+        return await self._run(read)
+
+    async def find_by_order(self, order_id: str) -> Entitlement | None:
+        return await self._one("SELECT data FROM entitlements WHERE order_id = ?", order_id)
+
+    async def get(self, entitlement_id: str) -> Entitlement | None:
+        return await self._one("SELECT data FROM entitlements WHERE entitlement_id = ?", entitlement_id)
+
+    async def _one(self, sql: str, key: str) -> Entitlement | None:
+        def one(db: sqlite3.Connection) -> Entitlement | None:
+            row = db.execute(sql, (key,)).fetchone()
+            return None if row is None else entitlement_from_json(row[0])
+
+        return await self._run(one)
+
+    async def history(self, entitlement_id: str) -> list[tuple[float, str | None, str]]:
+        """(at, from_state, to_state) of every state change, oldest first (support, tests)."""
+
+        def read(db: sqlite3.Connection) -> list[tuple[float, str | None, str]]:
+            rows = db.execute(
+                "SELECT at, from_state, to_state FROM entitlement_history WHERE entitlement_id = ?"
+                " ORDER BY id",
+                (entitlement_id,),
+            )
+            return [(a, f, t) for a, f, t in rows]
+
+        return await self._run(read)
+
+    # -- owners and accounts (R3, R4) -----------------------------------------------------------
+
+    async def set_owner(self, vin: str, owner: str) -> None:
+        def put(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO vehicle_owners (vin, account) VALUES (?, ?)"
+                " ON CONFLICT(vin) DO UPDATE SET account = excluded.account",
+                (vin, owner),
+            )
+            # An account id is an e-mail address (R1): linking it again means it was registered
+            # again; the vehicles unlinked by the deletion stay unlinked.
+            db.execute("DELETE FROM deleted_accounts WHERE account = ?", (owner,))
+
+        await self._transaction(put)
+
+    async def get_owner(self, vin: str) -> str | None:
+        def get(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT account FROM vehicle_owners WHERE vin = ?", (vin,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(get)
+
+    async def owned_vins(self, account: str) -> list[str]:
+        def owned(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute("SELECT vin FROM vehicle_owners WHERE account = ? ORDER BY vin", (account,))
+            return [v for (v,) in rows]
+
+        return await self._run(owned)
+
+    async def delete_account(self, account: str, at: float) -> list[str]:
+        def delete(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute("SELECT vin FROM vehicle_owners WHERE account = ?", (account,))
+            vins = {v for (v,) in rows}
+            old = db.execute("SELECT vins FROM deleted_accounts WHERE account = ?", (account,)).fetchone()
+            if old is not None:
+                vins.update(json.loads(old[0]))
+            result = sorted(vins)
+            db.execute("DELETE FROM vehicle_owners WHERE account = ?", (account,))
+            db.execute(
+                "INSERT INTO deleted_accounts (account, deleted_at, vins) VALUES (?, ?, ?)"
+                " ON CONFLICT(account) DO UPDATE SET vins = excluded.vins",
+                (account, at, json.dumps(result)),
+            )
+            return result
+
+        return await self._transaction(delete)
+
+    # -- entitlement sets and FoD commands ------------------------------------------------------
+
+    async def record_set(self, record: SetRecord) -> None:
+        await self._transaction(lambda db: put_set(db, record))
+
+    async def get_set(self, vin: str, version: int) -> tuple[str, ...] | None:
+        def get(db: sqlite3.Connection) -> tuple[str, ...] | None:
+            row = db.execute(
+                "SELECT entitlement_ids FROM entitlement_sets WHERE vin = ? AND version = ?", (vin, version)
+            ).fetchone()
+            return None if row is None else tuple(json.loads(row[0]))
+
+        return await self._run(get)
+
+    async def load_sets(self) -> list[VehicleSets]:
+        def load(db: sqlite3.Connection) -> list[VehicleSets]:
+            out = []
+            for vin, recorded, published, acked in db.execute(
+                "SELECT vin, MAX(version),"
+                " MAX(CASE WHEN published_at IS NOT NULL THEN version END),"
+                " MAX(CASE WHEN acked_at IS NOT NULL THEN version END)"
+                " FROM entitlement_sets GROUP BY vin"
+            ).fetchall():
+                ids: frozenset[str] = frozenset()
+                published_at = None
+                if published is not None:
+                    ids_json, published_at = db.execute(
+                        "SELECT entitlement_ids, published_at FROM entitlement_sets"
+                        " WHERE vin = ? AND version = ?",
+                        (vin, published),
+                    ).fetchone()
+                    ids = frozenset(json.loads(ids_json))
+                out.append(
+                    VehicleSets(
+                        vin=vin,
+                        recorded=recorded,
+                        published=published or 0,
+                        published_ids=ids,
+                        published_at=published_at,
+                        acked=acked or 0,
+                    )
+                )
+            return out
+
+        return await self._run(load)
+
+    async def record_command(self, command: CommandRecord) -> None:
+        await self._transaction(lambda db: put_command(db, command))
+
+    async def get_command(self, command_id: str) -> CommandRecord | None:
+        def get(db: sqlite3.Connection) -> CommandRecord | None:
+            row = db.execute(
+                f"SELECT {COMMAND_COLUMNS} FROM fod_commands WHERE command_id = ?", (command_id,)
+            ).fetchone()
+            return None if row is None else command_from_row(row)
+
+        return await self._run(get)
+
+    async def latest_commands(self) -> list[CommandRecord]:
+        def latest(db: sqlite3.Connection) -> list[CommandRecord]:
+            rows = db.execute(
+                f"SELECT {COMMAND_COLUMNS} FROM fod_commands WHERE rowid IN ("
+                " SELECT MAX(c.rowid) FROM fod_commands c JOIN entitlements e USING (entitlement_id)"
+                " WHERE e.state != ? GROUP BY c.entitlement_id)",
+                (REVOKED,),
+            )
+            return [command_from_row(r) for r in rows]
+
+        return await self._run(latest)
+
+
+    # Last in the class: after it, `list` in annotations would name this method.
+    async def list(self, vin: str, include_ended: bool) -> builtins.list[Entitlement]:
+        def list_(db: sqlite3.Connection) -> builtins.list[Entitlement]:
+            sql = "SELECT data FROM entitlements WHERE vin = ?"
+            args: tuple[str, ...] = (vin,)
+            if not include_ended:
+                sql += " AND state != ?"
+                args += (REVOKED,)
+            rows = db.execute(sql + " ORDER BY rowid", args)
+            return [entitlement_from_json(d) for (d,) in rows]
+
+        return await self._run(list_)

@@ -1,0 +1,189 @@
+"""Rows of the SQLite ledger: the schema, the JSON form of an entitlement, and the writes that
+`SqliteLedger` runs inside its transactions (on its database thread)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from typing import Any
+
+from gateway.entitlements import wire
+from gateway.entitlements.ledger import CommandRecord, OutboxEvent, SetRecord
+from gateway.entitlements.types import (
+    Entitlement,
+    EntitlementKind,
+    EntitlementState,
+    FodAction,
+    GrantRequest,
+    LifecycleEvent,
+    PurchaserRole,
+)
+
+REVOKED = EntitlementState.REVOKED.value
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entitlements (
+    entitlement_id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL UNIQUE,        -- idempotency key of grants
+    vin TEXT NOT NULL,                    -- never changes (R8)
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    data TEXT NOT NULL                    -- the whole Entitlement as JSON, order included
+);
+CREATE INDEX IF NOT EXISTS entitlements_vin ON entitlements (vin);
+CREATE INDEX IF NOT EXISTS entitlements_state ON entitlements (state);
+CREATE TABLE IF NOT EXISTS entitlement_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    entitlement_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    from_state TEXT,                      -- NULL: created
+    to_state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entitlement_history_id ON entitlement_history (entitlement_id, id);
+CREATE TABLE IF NOT EXISTS entitlement_events (
+    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+    vin TEXT NOT NULL,
+    entitlement_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload BLOB NOT NULL                 -- telematics.v1.EntitlementEvent without cursor
+);
+CREATE INDEX IF NOT EXISTS entitlement_events_vin ON entitlement_events (vin, cursor);
+CREATE TABLE IF NOT EXISTS vehicle_owners (
+    vin TEXT PRIMARY KEY,
+    account TEXT NOT NULL                 -- the primary user (R3)
+);
+CREATE INDEX IF NOT EXISTS vehicle_owners_account ON vehicle_owners (account);
+CREATE TABLE IF NOT EXISTS deleted_accounts (
+    account TEXT PRIMARY KEY,
+    deleted_at REAL NOT NULL,
+    vins TEXT NOT NULL                    -- JSON list: the vehicles unlinked by the deletion (R4)
+);
+CREATE TABLE IF NOT EXISTS entitlement_sets (
+    vin TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    entitlement_ids TEXT NOT NULL,        -- JSON list
+    recorded_at REAL NOT NULL,
+    published_at REAL,
+    acked_at REAL,
+    PRIMARY KEY (vin, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fod_commands (
+    command_id TEXT PRIMARY KEY,
+    entitlement_id TEXT NOT NULL,
+    vin TEXT NOT NULL,
+    action TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    eligible_at REAL,
+    result_at REAL,
+    success INTEGER
+);
+CREATE INDEX IF NOT EXISTS fod_commands_entitlement ON fod_commands (entitlement_id);
+"""
+
+
+# -- codec -------------------------------------------------------------------------------------
+
+
+def entitlement_to_json(e: Entitlement) -> str:
+    return json.dumps(asdict(e), separators=(",", ":"), sort_keys=True)
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def entitlement_from_json(text: str) -> Entitlement:
+    data = json.loads(text)
+    req = _known(GrantRequest, data.pop("request"))
+    req["kind"] = EntitlementKind(req["kind"])
+    req["purchaser_role"] = PurchaserRole(req["purchaser_role"])
+    data = _known(Entitlement, data)
+    data["state"] = EntitlementState(data["state"])
+    return Entitlement(request=GrantRequest(**req), **data)
+
+
+def command_from_row(row: Sequence[Any]) -> CommandRecord:
+    cid, eid, vin, action, sent_at, eligible_at, result_at, success = row
+    return CommandRecord(
+        command_id=cid,
+        entitlement_id=eid,
+        vin=vin,
+        action=FodAction(action),
+        sent_at=sent_at,
+        eligible_at=eligible_at,
+        result_at=result_at,
+        success=None if success is None else bool(success),
+    )
+
+
+COMMAND_COLUMNS = "command_id, entitlement_id, vin, action, sent_at, eligible_at, result_at, success"
+
+
+def write_entitlements(
+    db: sqlite3.Connection,
+    entitlements: Sequence[Entitlement],
+    events: Sequence[LifecycleEvent],
+    *,
+    insert: bool,
+) -> list[OutboxEvent]:
+    for e in entitlements:
+        row = db.execute(
+            "SELECT state FROM entitlements WHERE entitlement_id = ?", (e.entitlement_id,)
+        ).fetchone()
+        if row is not None and insert:
+            raise sqlite3.IntegrityError(f"entitlement {e.entitlement_id} exists")
+        values = (e.entitlement_id, e.order_id, e.vin, e.state.value, e.updated_at, entitlement_to_json(e))
+        if row is None:
+            db.execute(
+                "INSERT INTO entitlements (entitlement_id, order_id, vin, state, updated_at, data)"
+                " VALUES (?,?,?,?,?,?)",
+                values,
+            )
+        else:
+            db.execute(
+                "UPDATE entitlements SET state = ?, updated_at = ?, data = ? WHERE entitlement_id = ?",
+                (e.state.value, e.updated_at, entitlement_to_json(e), e.entitlement_id),
+            )
+        if row is None or row[0] != e.state.value:
+            db.execute(
+                "INSERT INTO entitlement_history (entitlement_id, at, from_state, to_state) VALUES (?,?,?,?)",
+                (e.entitlement_id, e.updated_at, None if row is None else row[0], e.state.value),
+            )
+    written = []
+    for ev in events:
+        payload = wire.event_to_proto(ev).SerializeToString()
+        cur = db.execute(
+            "INSERT INTO entitlement_events (vin, entitlement_id, kind, payload) VALUES (?,?,?,?)",
+            (ev.vin, ev.entitlement_id, ev.kind.value, payload),
+        )
+        assert cur.lastrowid is not None
+        written.append(OutboxEvent(cur.lastrowid, ev.vin, ev.entitlement_id, ev.kind.value, payload))
+    return written
+
+
+def put_set(db: sqlite3.Connection, s: SetRecord) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO entitlement_sets (vin, version, entitlement_ids, recorded_at)"
+        " VALUES (?,?,?,?)",
+        (s.vin, s.version, json.dumps(list(s.entitlement_ids)), s.recorded_at),
+    )
+
+
+def put_command(db: sqlite3.Connection, c: CommandRecord) -> None:
+    db.execute(
+        f"INSERT INTO fod_commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(command_id) DO UPDATE SET result_at = excluded.result_at, success = excluded.success",
+        (
+            c.command_id,
+            c.entitlement_id,
+            c.vin,
+            c.action.value,
+            c.sent_at,
+            c.eligible_at,
+            c.result_at,
+            None if c.success is None else int(c.success),
+        ),
+    )

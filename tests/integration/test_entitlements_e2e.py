@@ -1,0 +1,165 @@
+"""The entitlement lifecycle end to end: a real broker, a test car answering downlinks, a real
+gRPC client, and the gateway's clock moved by the test (no sleeping through 10 minutes)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from support import eventually
+from vehicle_client import TestVehicle
+
+from gateway._gen.telematics.v1 import common_pb2, downlink_pb2, explain_pb2, explain_pb2_grpc, uplink_pb2
+from gateway._gen.telematics.v1 import entitlements_pb2 as pb
+from gateway._gen.telematics.v1 import entitlements_pb2_grpc as pb_grpc
+from gateway.app import Gateway
+from gateway.clock import ManualClock
+
+pytestmark = pytest.mark.integration
+
+VIN = "WP0ZZZ99ZJS600001"
+OWNER = "owner@example.com"
+OFF_LOCKED_UNPLUGGED = {
+    "power": common_pb2.POWER_STATE_OFF,
+    "lock": common_pb2.LOCK_STATE_LOCKED,
+    "plug": common_pb2.CHARGING_PLUG_DISCONNECTED,
+}
+
+
+async def stub_for(gw: Gateway) -> tuple[grpc.aio.Channel, pb_grpc.EntitlementServiceStub]:
+    ch = grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}")
+    return ch, pb_grpc.EntitlementServiceStub(ch)
+
+
+async def state_of(stub: pb_grpc.EntitlementServiceStub, eid: str) -> int:
+    return int((await stub.GetEntitlement(pb.GetEntitlementRequest(entitlement_id=eid))).state)
+
+
+async def watch_kinds(
+    stub: pb_grpc.EntitlementServiceStub, n: int, after: int = 0
+) -> list[pb.EntitlementEvent]:
+    call = stub.WatchEntitlementEvents(pb.WatchEntitlementEventsRequest(vin=VIN, after_cursor=after))
+    events = [await asyncio.wait_for(call.read(), 10) for _ in range(n)]
+    call.cancel()
+    return events
+
+
+async def no_downlink(car: TestVehicle, wait: float = 1.5) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(car.downlinks.get(), wait)
+
+
+def grant(order: str, product: str, kind: int) -> pb.GrantRequest:
+    return pb.GrantRequest(order_id=order, vin=VIN, product_id=product, kind=kind,  # type: ignore[arg-type]
+                           purchaser=OWNER, purchaser_role=pb.PURCHASER_ROLE_OWNER)
+
+
+async def test_service_waits_for_a_boot_while_online_then_is_delivered_and_active_after_the_ack(
+    clocked_gateway: tuple[Gateway, ManualClock],
+) -> None:
+    gw, _clock = clocked_gateway
+    ch, stub = await stub_for(gw)
+    await stub.SetVehicleOwner(pb.SetVehicleOwnerRequest(vin=VIN, owner=OWNER))
+    e = await stub.Grant(grant("order-svc-1", "remote-services", pb.ENTITLEMENT_KIND_SERVICE))  # car is off
+    assert e.state == pb.ENTITLEMENT_STATE_PENDING
+
+    car = TestVehicle(VIN, gw.config.mqtt_port)
+    await car.connect(boot=False)  # online, but no restart yet (R13)
+    await car.listen()
+    await no_downlink(car)
+    explained = await explain_pb2_grpc.ExplainServiceStub(ch).Explain(explain_pb2.ExplainRequest(vin=VIN))
+    assert [b.code for b in explained.entitlements[0].blockers] == ["restart_required"]
+    await car.close()
+
+    await car.connect(boot=True)  # the head unit restarted while online
+    await car.listen()
+    down: downlink_pb2.Downlink = await asyncio.wait_for(car.downlinks.get(), 10)
+    assert [i.entitlement_id for i in down.entitlement_set.items] == [e.entitlement_id]
+    await eventually(lambda: state_of(stub, e.entitlement_id), lambda s: s == pb.ENTITLEMENT_STATE_DELIVERED)
+    ack = car.envelope()
+    ack.entitlement_ack.set_version = down.entitlement_set.version
+    ack.entitlement_ack.entitlement_ids.append(e.entitlement_id)
+    await car.publish(ack)
+    await eventually(lambda: state_of(stub, e.entitlement_id), lambda s: s == pb.ENTITLEMENT_STATE_ACTIVE)
+    kinds = [ev.kind for ev in await watch_kinds(stub, 3)]
+    assert kinds == [pb.ENTITLEMENT_EVENT_KIND_GRANTED, pb.ENTITLEMENT_EVENT_KIND_DELIVERED,
+                     pb.ENTITLEMENT_EVENT_KIND_ACTIVE]
+    await car.close()
+    await ch.close()
+
+
+async def test_fod_unlocks_only_after_ten_idle_minutes_off_locked_unplugged_and_bills_once(
+    clocked_gateway: tuple[Gateway, ManualClock],
+) -> None:
+    gw, clock = clocked_gateway
+    ch, stub = await stub_for(gw)
+    await stub.SetVehicleOwner(pb.SetVehicleOwnerRequest(vin=VIN, owner=OWNER))
+    car = TestVehicle(VIN, gw.config.mqtt_port, bearer=common_pb2.BEARER_EMBEDDED_SIM)
+    await car.connect(power=common_pb2.POWER_STATE_OFF, lock=common_pb2.LOCK_STATE_LOCKED,
+                      plug=common_pb2.CHARGING_PLUG_CONNECTED)  # charging (R17 blocks)
+    await car.listen()
+    e = await stub.Grant(grant("order-fod-1", "sport-chrono", pb.ENTITLEMENT_KIND_FOD_UNLIMITED))
+    clock.advance(3600)
+    await no_downlink(car)  # an hour plugged in: nothing
+
+    await car.state(charging_plug=common_pb2.CHARGING_PLUG_DISCONNECTED)
+    await eventually(lambda: asyncio.sleep(0.05, gw.tracker.get(VIN)),
+                     lambda s: s is not None and s.state.charging_plug == 1)
+    clock.advance(300)
+    car.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_ALL_SERVICES)  # privacy on mid-wait
+    await car.state(lock=common_pb2.LOCK_STATE_LOCKED)
+    car.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_OFF)
+    await car.state(lock=common_pb2.LOCK_STATE_LOCKED)
+    await eventually(lambda: asyncio.sleep(0.05, gw.tracker.get(VIN)),
+                     lambda s: s is not None and s.last_sequence == car.sequence)
+    clock.advance(400)  # 700 s since unplugging, but only 400 s since privacy went off
+    await no_downlink(car)
+    clock.advance(201)  # 601 s since the wait restarted
+    down = await asyncio.wait_for(car.downlinks.get(), 10)
+    cmd = down.fod_command
+    assert cmd.action == uplink_pb2.FOD_ACTION_UNLOCK and cmd.entitlement_id == e.entitlement_id
+
+    for _ in range(2):  # the car's success, and a duplicate of it (QoS 1 redelivery)
+        result = car.envelope()
+        result.fod_result.command_id = cmd.command_id
+        result.fod_result.entitlement_id = e.entitlement_id
+        result.fod_result.action = uplink_pb2.FOD_ACTION_UNLOCK
+        result.fod_result.success = True
+        await car.publish(result)
+    await eventually(lambda: state_of(stub, e.entitlement_id), lambda s: s == pb.ENTITLEMENT_STATE_UNLOCKED)
+    events = await watch_kinds(stub, 3)
+    assert [ev.kind for ev in events] == [
+        pb.ENTITLEMENT_EVENT_KIND_GRANTED, pb.ENTITLEMENT_EVENT_KIND_UNLOCKED, pb.ENTITLEMENT_EVENT_KIND_BILLABLE,
+    ]
+    after = pb.WatchEntitlementEventsRequest(vin=VIN, after_cursor=events[-1].cursor)
+    call = stub.WatchEntitlementEvents(after)
+    with pytest.raises(TimeoutError):  # no second billable event
+        await asyncio.wait_for(call.read(), 1.5)
+    call.cancel()
+    await car.close()
+    await ch.close()
+
+
+async def test_the_same_grant_sent_100_times_concurrently_creates_one_entitlement(
+    clocked_gateway: tuple[Gateway, ManualClock],
+) -> None:
+    gw, _ = clocked_gateway
+    ch, stub = await stub_for(gw)
+    await stub.SetVehicleOwner(pb.SetVehicleOwnerRequest(vin=VIN, owner=OWNER))
+    request = grant("order-dup", "remote-services", pb.ENTITLEMENT_KIND_SERVICE)
+    request.booked_at.FromSeconds(1_767_225_600)
+    answers = await asyncio.gather(*(stub.Grant(request) for _ in range(100)))
+    assert len({a.entitlement_id for a in answers}) == 1
+    listed = await stub.ListEntitlements(pb.ListEntitlementsRequest(vin=VIN, include_ended=True))
+    assert len(listed.entitlements) == 1
+    other = grant("order-dup", "navigation-plus", pb.ENTITLEMENT_KIND_SERVICE)
+    with pytest.raises(grpc.aio.AioRpcError) as conflict:
+        await stub.Grant(other)
+    assert conflict.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    secondary = grant("order-2nd", "remote-services", pb.ENTITLEMENT_KIND_SERVICE)
+    secondary.purchaser_role = pb.PURCHASER_ROLE_SECONDARY_USER
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stub.Grant(secondary)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED  # R3
+    await ch.close()

@@ -1,0 +1,112 @@
+"""SqliteLedger: entitlements survive reopening, the outbox is written with the change or not
+at all, order ids are unique, owners and deleted accounts (R3, R4)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from engine_harness import OWNER, VIN, VIN2, at, order
+
+from gateway.entitlements import (
+    Entitlement,
+    EntitlementKind,
+    EntitlementState,
+    FodAction,
+    LifecycleEvent,
+    LifecycleEventKind,
+    grant,
+)
+from gateway.entitlements.ledger import CommandRecord, DuplicateOrder, SetMark, SetRecord
+from gateway.entitlements.ledger_sqlite import SqliteLedger
+
+NOW = at(2026, 3, 1, 10)
+
+
+def granted() -> tuple[Entitlement, list[LifecycleEvent]]:
+    return grant(order(EntitlementKind.FIXED_TERM, term_months=12, auto_renew=True), NOW, is_owner=True)
+
+
+async def open_ledger(path: Path) -> SqliteLedger:
+    ledger = SqliteLedger(path=path / "entitlements.db")
+    await ledger.open()
+    return ledger
+
+
+async def test_entitlement_round_trips_whole_through_a_reopen(tmp_path: Path) -> None:
+    ledger = await open_ledger(tmp_path)
+    e, events = granted()
+    e = replace(e, failures=2, last_failure_at=NOW + 1, billed_at=NOW + 2)
+    await ledger.create(e, events)
+    await ledger.close()
+    ledger = await open_ledger(tmp_path)
+    assert await ledger.load_live() == [e]
+    assert await ledger.find_by_order("order-1") == e
+    assert await ledger.get(e.entitlement_id) == e
+    await ledger.close()
+
+
+async def test_an_order_id_is_created_once(tmp_path: Path) -> None:
+    ledger = await open_ledger(tmp_path)
+    e, events = granted()
+    await ledger.create(e, events)
+    with pytest.raises(DuplicateOrder):
+        await ledger.create(e, events)
+    assert len(await ledger.read_events(0, 10)) == 1
+    await ledger.close()
+
+
+async def test_a_failed_save_writes_neither_the_change_nor_its_events(tmp_path: Path) -> None:
+    ledger = await open_ledger(tmp_path)
+    e, events = granted()
+    await ledger.create(e, events)
+    changed = replace(e, state=EntitlementState.DELIVERY_DUE)
+    ok = LifecycleEvent(LifecycleEventKind.RENEWED, changed.entitlement_id, VIN, "p", NOW)
+    internal = LifecycleEvent(LifecycleEventKind.DELIVERY_DUE, changed.entitlement_id, VIN, "p", NOW)
+    with pytest.raises(KeyError):  # internal kinds have no wire form: never in the outbox
+        await ledger.save([changed], [ok, internal])
+    assert (await ledger.get(changed.entitlement_id)) == e
+    assert len(await ledger.read_events(0, 10)) == 1
+    await ledger.close()
+
+
+async def test_outbox_cursors_increase_and_filter_by_vin(tmp_path: Path) -> None:
+    ledger = await open_ledger(tmp_path)
+    a, ea = granted()
+    b, eb = grant(order(order_id="o2", vin=VIN2), NOW, is_owner=True)
+    await ledger.create(a, ea)
+    await ledger.create(b, eb)
+    rows = await ledger.read_events(0, 10)
+    assert [r.cursor for r in rows] == [1, 2]
+    assert [r.vin for r in await ledger.read_events(0, 10, VIN2)] == [VIN2]
+    assert await ledger.read_events(2, 10) == []
+    await ledger.close()
+
+
+async def test_sets_and_commands_are_remembered(tmp_path: Path) -> None:
+    ledger = await open_ledger(tmp_path)
+    await ledger.record_set(SetRecord(VIN, 1, ("a", "b"), NOW))
+    await ledger.save([], [], sets=[SetRecord(VIN, 2, ("a",), NOW)], published=[SetMark(VIN, 2, NOW + 1)])
+    await ledger.save([], [], acked=[SetMark(VIN, 2, NOW + 2)])
+    assert await ledger.get_set(VIN, 1) == ("a", "b")
+    [sets] = await ledger.load_sets()
+    assert (sets.recorded, sets.published, sets.published_ids, sets.acked) == (2, 2, frozenset({"a"}), 2)
+    command = CommandRecord("c1", "e1", VIN, FodAction.UNLOCK, NOW, NOW - 600)
+    await ledger.record_command(command)
+    await ledger.record_command(replace(command, result_at=NOW + 5, success=True))
+    assert await ledger.get_command("c1") == replace(command, result_at=NOW + 5, success=True)
+    await ledger.close()
+
+
+async def test_deleting_an_account_unlinks_its_vehicles_once(tmp_path: Path) -> None:  # R4
+    ledger = await open_ledger(tmp_path)
+    await ledger.set_owner(VIN, OWNER)
+    await ledger.set_owner(VIN2, OWNER)
+    assert await ledger.owned_vins(OWNER) == [VIN, VIN2]
+    assert await ledger.delete_account(OWNER, NOW) == [VIN, VIN2]
+    assert await ledger.get_owner(VIN) is None
+    assert await ledger.delete_account(OWNER, NOW + 1) == [VIN, VIN2]  # same answer on a retry
+    await ledger.set_owner(VIN, OWNER)  # registered again with the same e-mail (R1)
+    assert await ledger.owned_vins(OWNER) == [VIN]
+    await ledger.close()
