@@ -130,7 +130,9 @@ async def test_fod_unlocks_only_after_ten_idle_minutes_off_locked_unplugged_and_
     await eventually(lambda: state_of(stub, e.entitlement_id), lambda s: s == pb.ENTITLEMENT_STATE_UNLOCKED)
     events = await watch_kinds(stub, 3)
     assert [ev.kind for ev in events] == [
-        pb.ENTITLEMENT_EVENT_KIND_GRANTED, pb.ENTITLEMENT_EVENT_KIND_UNLOCKED, pb.ENTITLEMENT_EVENT_KIND_BILLABLE,
+        pb.ENTITLEMENT_EVENT_KIND_GRANTED,
+        pb.ENTITLEMENT_EVENT_KIND_UNLOCKED,
+        pb.ENTITLEMENT_EVENT_KIND_BILLABLE,
     ]
     after = pb.WatchEntitlementEventsRequest(vin=VIN, after_cursor=events[-1].cursor)
     call = stub.WatchEntitlementEvents(after)
