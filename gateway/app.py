@@ -17,7 +17,7 @@ from typing import cast
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2
 
-from gateway import rules, topics
+from gateway import topics
 from gateway.api.entitlements import EngineExplainer, EntitlementService
 from gateway.api.explain import ExplainService
 from gateway.api.server import SERVICE_NAMES, build_server
@@ -28,13 +28,12 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
-from gateway.entitlements.explain import generic_fod_retry_steps
 from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.entitlements.reference_hooks import ReferenceHooks
 from gateway.http import build_http_app
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.metrics import Metrics
-from gateway.model import VehicleSession
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
 from gateway.session.hub import EventHub
@@ -106,6 +105,7 @@ class Gateway:
         self.tracker = SessionTracker(await self.store.load_sessions())
         log.info("store open, %d vehicle sessions loaded", len(self.tracker.sessions))
         await self.ledger.open()
+        hooks = ReferenceHooks(reference=reference, metrics=self.metrics)
         self.entitlements = engine = EntitlementEngine(
             ledger=self.ledger,
             clock=self.clock,
@@ -113,8 +113,9 @@ class Gateway:
             publish=self.publish_downlink,
             session_of=lambda vin: self.tracker.get(vin),
             hub=self.entitlement_hub,
-            service_available=lambda s, product: _offered(reference, s, product),
-            fod_retry_steps=lambda s, lang: _fod_retry_steps(reference, s, lang),
+            service_available=hooks.offered,
+            fod_retry_steps=hooks.fod_retry_steps,
+            link_good=hooks.link_good,
             idle_s=cfg.fod_idle_s,
             ack_timeout_s=cfg.entitlement_ack_timeout_s,
         )
@@ -295,21 +296,3 @@ class Gateway:
             await self.broker.stop()
         log.info("gateway stopped")
 
-
-def _offered(reference: ReferenceStore, session: VehicleSession, product: str) -> tuple[bool, str]:
-    """R12 hook of the entitlement engine: is the service offered where the car is? A product
-    the reference data does not list is not country-dependent and is not held back."""
-    ref = reference.current
-    service = ref.service(product)
-    if service is None:
-        return True, ""
-    decision = rules.service_available(rules.visited_country(ref, session), service)
-    return decision.allowed, decision.detail
-
-
-def _fod_retry_steps(reference: ReferenceStore, session: VehicleSession, lang: str) -> tuple[str, ...]:
-    """R18 hook: the model's steps from sim_profiles/, generic ones when no profile matches."""
-    profile = reference.current.profile_for(session.model, session.model_year)
-    if profile is None:
-        return generic_fod_retry_steps(session, lang)
-    return rules.fod_retry_steps(profile, "de" if lang == "de" else "en")
