@@ -1,19 +1,17 @@
 """SQLite ledger (WAL) for the embedded deployment: its own file, `entitlements.db`.
 
-Same pattern as gateway/store/sqlite.py: one dedicated thread owns the connection, WAL with
-synchronous=NORMAL survives a crash of the gateway process. Entitlements are kept whole as JSON
-(the order included), with the columns the queries need beside it; `order_id` is UNIQUE, the
-backstop behind idempotent grants.
+One dedicated thread owns the connection (gateway/store/sqlite_thread.py, shared with the
+vehicle store); WAL with synchronous=NORMAL survives a crash of the gateway process.
+Entitlements are kept whole as JSON (the order included), with the columns the queries need
+beside it; `order_id` is UNIQUE, the backstop behind idempotent grants.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +35,7 @@ from gateway.entitlements.ledger_sqlite_rows import (
     write_entitlements,
 )
 from gateway.entitlements.types import Entitlement, LifecycleEvent
+from gateway.store.sqlite_thread import SqliteThread
 
 T = TypeVar("T")
 
@@ -44,59 +43,31 @@ class SqliteLedger:
     def __init__(self, *, path: Path) -> None:
         """path: the database file (`<data_dir>/entitlements.db`); its directory is created."""
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
+        self._db = SqliteThread(path=path, schema=SCHEMA, name="sqlite-ledger")
 
     @property
     def is_open(self) -> bool:
-        return self._db is not None
+        return self._db.is_open
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
-            raise LedgerError("ledger is closed")
-        loop = asyncio.get_running_loop()
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, transaction: bool = False) -> T:
         try:
-            return await loop.run_in_executor(self._executor, fn, db)
+            return await (self._db.transaction(fn) if transaction else self._db.run(fn))
         except sqlite3.IntegrityError as exc:  # the only constraints: entitlement id, order id
             raise DuplicateOrder(f"sqlite {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise LedgerError(f"sqlite {self.path}: {exc}") from exc
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def tx(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return result
-
-        return await self._run(tx)
+        return await self._run(fn, transaction=True)
 
     async def open(self) -> None:
-        def connect() -> sqlite3.Connection:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
-            return db
-
-        loop = asyncio.get_running_loop()
         try:
-            self._db = await loop.run_in_executor(self._executor, connect)
+            await self._db.open()
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open sqlite database {self.path}: {exc}") from exc
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
-        self._executor.shutdown(wait=True)
+        await self._db.close()
 
     # -- entitlements and the outbox ------------------------------------------------------------
 

@@ -1,17 +1,9 @@
-"""SQLite store (WAL) for the embedded deployment.
-
-All database work runs on one dedicated thread: sqlite3 connections are not shared across
-threads and a single writer is what SQLite does best. WAL with synchronous=NORMAL survives a
-crash of the gateway process (the case "nothing lost" is about); only an OS crash or power loss
-may drop the last transactions.
-"""
+"""SQLite store for the embedded deployment (one thread, WAL: see sqlite_thread.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,6 +11,7 @@ from gateway._gen.telematics.v1 import vehicles_pb2
 from gateway.convert import vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store.base import PendingEvent, StoredEvent, StoreError
+from gateway.store.sqlite_thread import SqliteThread
 
 T = TypeVar("T")
 
@@ -52,44 +45,26 @@ class SqliteStore:
     def __init__(self, *, path: Path) -> None:
         """path: the database file; its directory is created when missing."""
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._db = SqliteThread(path=path, schema=SCHEMA, name="sqlite-store")
 
     @property
     def is_open(self) -> bool:
-        return self._db is not None
+        return self._db.is_open
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
-            raise StoreError("store is closed")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, db)
+            return await self._db.run(fn)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
 
     async def open(self) -> None:
-        def connect() -> sqlite3.Connection:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
-            return db
-
-        loop = asyncio.get_running_loop()
         try:
-            self._db = await loop.run_in_executor(self._executor, connect)
+            await self._db.open()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open sqlite database {self.path}: {exc}") from exc
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
-        self._executor.shutdown(wait=True)
+        await self._db.close()
 
     async def load_sessions(self) -> list[VehicleSession]:
         def load(db: sqlite3.Connection) -> list[VehicleSession]:
@@ -120,35 +95,32 @@ class SqliteStore:
 
         def commit(db: sqlite3.Connection) -> list[StoredEvent]:
             written: list[StoredEvent] = []
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT INTO vehicles (vin, snapshot, connection_id, seq_window) VALUES (?,?,?,?)"
-                    " ON CONFLICT(vin) DO UPDATE SET snapshot=excluded.snapshot,"
-                    " connection_id=excluded.connection_id, seq_window=excluded.seq_window",
-                    rows,
-                )
-                for e in events:
-                    if e.dedupe_key:
-                        cur = db.execute(
-                            "INSERT OR IGNORE INTO event_dedupe (vin, key) VALUES (?, ?)",
-                            (e.vin, e.dedupe_key),
-                        )
-                        if cur.rowcount == 0:
-                            continue
+            db.executemany(
+                "INSERT INTO vehicles (vin, snapshot, connection_id, seq_window) VALUES (?,?,?,?)"
+                " ON CONFLICT(vin) DO UPDATE SET snapshot=excluded.snapshot,"
+                " connection_id=excluded.connection_id, seq_window=excluded.seq_window",
+                rows,
+            )
+            for e in events:
+                if e.dedupe_key:
                     cur = db.execute(
-                        "INSERT INTO vehicle_events (vin, kind, payload) VALUES (?, ?, ?)",
-                        (e.vin, e.kind, e.payload),
+                        "INSERT OR IGNORE INTO event_dedupe (vin, key) VALUES (?, ?)",
+                        (e.vin, e.dedupe_key),
                     )
-                    assert cur.lastrowid is not None
-                    written.append(StoredEvent(cur.lastrowid, e.vin, e.payload, e.kind))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                    if cur.rowcount == 0:
+                        continue
+                cur = db.execute(
+                    "INSERT INTO vehicle_events (vin, kind, payload) VALUES (?, ?, ?)",
+                    (e.vin, e.kind, e.payload),
+                )
+                assert cur.lastrowid is not None
+                written.append(StoredEvent(cur.lastrowid, e.vin, e.payload, e.kind))
             return written
 
-        return await self._run(commit)
+        try:
+            return await self._db.transaction(commit)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite {self.path}: {exc}") from exc
 
     async def read_events(self, after: int, limit: int, vin: str = "") -> list[StoredEvent]:
         def read(db: sqlite3.Connection) -> list[StoredEvent]:

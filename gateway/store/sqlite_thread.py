@@ -1,0 +1,75 @@
+"""One SQLite connection owned by one thread, shared by the SQLite store and ledger.
+
+sqlite3 connections must not be shared across threads, and a single writer is what SQLite does
+best. WAL with synchronous=NORMAL survives a crash of the gateway process (what "nothing lost"
+is about); only an OS crash or power loss may drop the last transactions. sqlite3.Error passes
+through: each caller maps it to its own domain error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class SqliteClosed(sqlite3.Error):
+    """The connection is not open (before open, after close)."""
+
+
+class SqliteThread:
+    def __init__(self, *, path: Path, schema: str, name: str) -> None:
+        """path: the database file (its directory is created). schema: idempotent DDL run at
+        open. name: the thread's name prefix, for stack dumps."""
+        self.path = path
+        self._schema = schema
+        self._db: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(self._schema)
+            return db
+
+        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise SqliteClosed(f"{self.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT; any exception rolls back."""
+
+        def tx(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self.run(tx)
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+        self._executor.shutdown(wait=True)
