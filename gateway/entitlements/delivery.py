@@ -111,7 +111,10 @@ def command_due(
     """May an FoD command for `e` go out now? The caller has checked the R17 window.
 
     Not while the backoff after a failure runs (R18), and not while the previous command of
-    the same kind is unanswered, unless it went unanswered for `ack_timeout_s`.
+    the same kind is unanswered, unless it went unanswered for `ack_timeout_s` or a new R17
+    window opened after it was sent. The second case is a command lost with the link: a car
+    that went away and came back (which restarts the idle wait) cannot answer a command it
+    never received, and waiting out the ack timeout would delay the unlock by that much.
     """
     if e.state not in FOD_WORK:
         return False
@@ -119,5 +122,6 @@ def command_due(
     if at is not None and now < at:
         return False
     if last is not None and last.result_at is None and last.action is fod_action(e):
-        return now - last.sent_at >= ack_timeout_s
+        window_reopened = eligible_at is not None and eligible_at > last.sent_at
+        return window_reopened or now - last.sent_at >= ack_timeout_s
     return True

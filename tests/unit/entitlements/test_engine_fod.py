@@ -4,6 +4,9 @@ confirmation (R14), retried with backoff after a failure (R18), and revoked the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from engine_harness import VIN, Bench, at
 
 from gateway._gen.telematics.v1 import uplink_pb2
@@ -165,6 +168,26 @@ async def test_unanswered_command_is_sent_again_in_a_later_window(bench: Bench, 
     await bench.fod_result(first, success=True)  # the car did answer the first one
     await bench.fod_result(second, success=True)
     assert (await bench.outbox()).count("billable") == 1
+
+
+async def test_command_lost_with_the_link_is_sent_again_in_the_next_window_not_after_the_ack_timeout(
+    make_bench: Callable[..., Any], clock: ManualClock
+) -> None:
+    bench: Bench = await make_bench(idle_s=2 * MINUTE, ack_timeout_s=30 * MINUTE)
+    await bench.grant(FOD)
+    await bench.park()
+    clock.advance(2 * MINUTE)
+    await bench.engine.tick()
+    assert len(bench.commands()) == 1  # published as the car lost its link
+    await bench.go_offline()
+    clock.advance(MINUTE)
+    await bench.park()  # reconnected and parked again: the R17 wait restarts
+    clock.advance(MINUTE)
+    await bench.engine.tick()
+    assert len(bench.commands()) == 1  # the new window is not open yet
+    clock.advance(MINUTE + 1)
+    await bench.engine.tick()
+    assert len(bench.commands()) == 2  # the new window: sent again, not 30 minutes later
 
 
 async def test_command_is_sent_again_after_the_broker_was_down(bench: Bench, clock: ManualClock) -> None:
