@@ -6,10 +6,21 @@ cross a border (visited country/MCC/roaming change), toggles privacy mode, may l
 (unclean disconnect: the will fires) and reconnect, parks (power off, lock), plugs in and
 charges (a ChargingSession record with a unique session_id), and sleeps (Goodbye, DISCONNECT).
 It answers downlinks on v1/vehicles/{vin}/down: EntitlementSet -> EntitlementAck, FodCommand
--> FodResult (failing at ``--fod-failure-rate``), RemoteCommand -> CommandResult.
+-> FodResult, RemoteCommand -> CommandResult.
 
-    python -m load.sim --cars 100                  # own broker + gateway, checks its metrics
+With a gateway's gRPC address (always when the sim starts its own gateway), the day drives the
+entitlement lifecycles too: SetVehicleOwner for every car; Grant of a SERVICE (remote-services)
+and an FOD_UNLIMITED (sport-chrono) to a seeded share of the fleet, before or during the day.
+Every car ends its day with an evening at home: a boot (Hello boot=true) while online, a drive
+(for some with privacy on), a head-unit restart while online, then parked: power off, locked,
+unplugged, privacy off, online, until its services are acked and its FoDs unlocked (an FoD
+picked at ``--fod-failure-rate`` answers its first unlock with a failure, its retry with
+success). Then some cars say goodbye, some stay online, and one (inserted SIM, roaming off)
+ends abroad. ``--check`` compares the outcome through the gateway's gRPC APIs (load/sim_checks.py).
+
+    python -m load.sim --cars 30 --check          # own broker + gateway; metrics and outcome checks
     python -m load.sim --port 18830 --cars 100 --hours 24 --speed 1440   # a running broker
+    python -m load.sim --port 18830 --grpc 127.0.0.1:50051 --cars 30 --check   # running gateway
 """
 
 from __future__ import annotations
@@ -17,24 +28,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
+import os
 import random
 import socket
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import grpc
 
 from gateway import topics
 from gateway._gen.telematics.v1 import common_pb2, downlink_pb2, uplink_pb2
-from load.fleet import COUNTRIES, NEIGHBOURS, Car, generate_fleet
+from gateway._gen.telematics.v1 import entitlements_pb2 as ent
+from gateway._gen.telematics.v1 import entitlements_pb2_grpc as ent_grpc
+from load import sim_checks
+from load.fleet import COUNTRIES, INSERTED_SIM, NEIGHBOURS, Car, generate_fleet
 from load.payloads import header
+from load.sim_checks import FOD_PRODUCT, SERVICE_PRODUCT, CarRecord, CheckResult, GrantRecord, Sent
 
 CURRENCY = {"US": "USD", "CA": "CAD", "GB": "GBP", "CH": "CHF", "AU": "AUD", "CN": "CNY", "JP": "JPY",
             "PL": "PLN", "SE": "SEK"}
@@ -70,11 +89,30 @@ class Stats:
             self.errors.append(msg)
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a car does besides its random day (seeded by the simulator)."""
+
+    grant_at: float = 0.0  # share of the day (before the evening) when the owner buys; 0: at dawn
+    evening_privacy: bool = False  # drives with privacy on in the evening (R22 check)
+    stay_online: bool = False  # ends the day online instead of saying goodbye
+    abroad: str = ""  # ends the day in this country, roaming switched off (R21 Explain check)
+    settle_timeout_s: float = 150.0  # wall seconds parked for the lifecycles to finish
+
+
 class SimCar:
     def __init__(self, car: Car, port: int, clock: SimClock, stats: Stats, rng: random.Random,
-                 fod_failure_rate: float) -> None:
+                 fod_failure_rate: float = 0.0, record: CarRecord | None = None, plan: Plan = Plan(),
+                 api: ent_grpc.EntitlementServiceStub | None = None) -> None:
+        """fod_failure_rate: for FoD commands of entitlements the sim did not grant (a gateway
+        run by someone else), the chance of answering with a failure."""
         self.car, self.port, self.clock, self.stats, self.rng = car, port, clock, stats, rng
         self.fod_failure_rate = fod_failure_rate
+        self.record = record or CarRecord(car.vin, car.model, car.model_year, owner="")
+        self.plan, self.api = plan, api
+        self.granted = False
+        self.fod_answers: dict[str, bool] = {}  # command id -> success answered
+        self.progress = asyncio.Event()  # a downlink was answered
         self.seq = 0
         self.visited = car.home_country
         self.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_OFF)
@@ -183,28 +221,51 @@ class SimCar:
         self.stats.downlinks[body] += 1
         env = self.envelope()
         if body == "entitlement_set":
+            ids = [i.entitlement_id for i in down.entitlement_set.items]
             env.entitlement_ack.set_version = down.entitlement_set.version
-            env.entitlement_ack.entitlement_ids.extend(i.entitlement_id for i in down.entitlement_set.items)
+            env.entitlement_ack.entitlement_ids.extend(ids)
+            await self.send(env)
+            self.record.acked.update(ids)
         elif body == "fod_command":
             cmd = down.fod_command
-            ok = self.rng.random() >= self.fod_failure_rate
+            ok = self.fod_answer(cmd)
             r = env.fod_result
             r.command_id, r.entitlement_id, r.action = cmd.command_id, cmd.entitlement_id, cmd.action
             r.success = ok
             if not ok:
                 r.error = "installation failed: charging connection active"
-            self.stats.events["fod_success" if ok else "fod_failure"] += 1
+            await self.send(env)
         elif body == "remote_command":
             env.command_result.command_id = down.remote_command.command_id
             env.command_result.success = True
+            await self.send(env)
+        self.progress.set()
+
+    def fod_answer(self, cmd: downlink_pb2.FodCommand) -> bool:
+        """A granted FoD picked to fail answers its first command with a failure and every
+        later one with success; a repeated command (QoS 1 redelivery) gets the same answer.
+        Commands for FoDs the sim did not grant fail at ``fod_failure_rate``."""
+        known = self.fod_answers.get(cmd.command_id)
+        if known is not None:
+            return known
+        eid = cmd.entitlement_id
+        grant = next((g for g in self.record.grants if g.is_fod and g.entitlement_id == eid), None)
+        if grant is None:  # the command overtook the Grant call's answer
+            grant = next((g for g in self.record.grants if g.is_fod and not g.entitlement_id
+                          and g.product_id == cmd.function_id), None)
+        if grant is None:
+            ok = self.rng.random() >= self.fod_failure_rate
         else:
-            return
-        await self.send(env)
+            ok = not (grant.fails_first and not self.record.fod_failures[eid])
+        self.fod_answers[cmd.command_id] = ok
+        (self.record.fod_successes if ok else self.record.fod_failures)[eid] += 1
+        self.stats.events["fod_success" if ok else "fod_failure"] += 1
+        return ok
 
     # -- the day --
-    async def drive(self, minutes: int) -> None:
+    async def drive(self, minutes: int, *, may_cross: bool = True) -> None:
         heading = self.rng.uniform(0, 2 * math.pi)
-        crossing = self.rng.random() < 0.15 and self.car.home_country in NEIGHBOURS
+        crossing = may_cross and self.rng.random() < 0.15 and self.car.home_country in NEIGHBOURS
         for minute in range(minutes):
             if crossing and minute == minutes // 2:
                 self.visited = self.rng.choice(NEIGHBOURS[self.car.home_country])
@@ -225,6 +286,9 @@ class SimCar:
                 s.location.latitude, s.location.longitude = round(self.lat, 6), round(self.lon, 6)
                 s.location.heading_deg, s.location.speed_kmh = math.degrees(heading) % 360, speed
                 s.signals.add(name="soc_pct", number=float(self.rng.randint(10, 100)))
+            if self.client is not None:  # what the privacy check compares the records with
+                self.record.telemetry[env.sequence] = Sent(
+                    env.telemetry.service, self.privacy.mode, tuple(self.privacy.services), True)
             await self.send(env, qos=0)
             await self.clock.sleep(60)
 
@@ -262,9 +326,18 @@ class SimCar:
         await self.clock.sleep(min(seconds, max(0.0, end - self.clock.now())))
 
     async def day(self, hours: float) -> None:
-        end = self.clock.now() + hours * 3600
-        await self.rest(self.rng.uniform(5, 9) * 3600 * min(1.0, hours / 24), end)  # night: asleep
-        while self.clock.now() < end:
+        start = self.clock.now()
+        end = start + hours * 3600
+        evening = end - min(2 * 3600, hours * 3600 * 0.25)  # the last part: the lifecycle evening
+        grant_at = start + self.plan.grant_at * (evening - start)
+        if self.api is not None:
+            await sim_checks.set_owner(self.api, self.record)
+        if grant_at <= start:
+            await self.buy()
+        await self.rest(self.rng.uniform(5, 9) * 3600 * min(1.0, hours / 24), evening)  # night: asleep
+        while self.clock.now() < evening:
+            if self.clock.now() >= grant_at:
+                await self.buy()
             await self.connect(boot=True, parked=True)
             await self.state(power=common_pb2.POWER_STATE_ON, lock=common_pb2.LOCK_STATE_UNLOCKED)
             if self.rng.random() < 0.2:
@@ -275,33 +348,180 @@ class SimCar:
             self.visited = self.visited if self.rng.random() < 0.5 else self.car.home_country
             if self.electric and self.rng.random() < 0.6:
                 await self.charge()
-            await self.rest(self.rng.uniform(0.2, 1.0) * 3600, end)  # parked, online
+            await self.rest(self.rng.uniform(0.2, 1.0) * 3600, evening)  # parked, online
             if self.client is not None:
                 await self.sleep_mode()
-            await self.rest(self.rng.uniform(1, 6) * 3600, end)  # asleep
+            await self.rest(self.rng.uniform(1, 6) * 3600, evening)  # asleep
         if self.client is not None:
             await self.sleep_mode()
+        await self.buy()
+        await self.evening()
+
+    async def buy(self) -> None:
+        """The owner's orders (once): Grant of every planned product."""
+        if self.granted or self.api is None:
+            return
+        self.granted = True
+        for g in self.record.grants:
+            try:
+                await sim_checks.grant(self.api, self.record, g)
+                self.stats.events["granted"] += 1
+            except grpc.aio.AioRpcError as exc:
+                self.stats.error(f"{self.car.vin} Grant {g.product_id}: {exc.code().name} {exc.details()}")
+
+    async def restart(self) -> None:
+        """The head unit restarts while the car is online: the link closes, the car comes back
+        at once with Hello boot=true (R13: services appear after such a restart)."""
+        await self._close(clean=True)
+        await self.connect(boot=True, parked=False)
+        self.stats.events["restart_online"] += 1
+
+    async def evening(self) -> None:
+        """Home, a boot while online, a drive, a restart, then parked for the FoD window (R17)
+        until the lifecycles are done; then goodbye, or online (at home or abroad)."""
+        self.visited = self.car.home_country
+        await self.connect(boot=True, parked=True)
+        await self.state(power=common_pb2.POWER_STATE_ON, lock=common_pb2.LOCK_STATE_UNLOCKED)
+        if self.plan.evening_privacy:
+            mode = self.rng.choice(
+                (common_pb2.PRIVACY_MODE_ALL_SERVICES, common_pb2.PRIVACY_MODE_PER_SERVICE))
+            self.privacy = common_pb2.Privacy(mode=mode)
+            if mode == common_pb2.PRIVACY_MODE_PER_SERVICE:
+                self.privacy.services.append(self.rng.choice(SERVICES))
+            self.stats.events["privacy_toggle"] += 1
+            await self.state()
+        await self.drive(self.rng.randint(5, 20), may_cross=False)
+        await self.restart()
+        await self.drive(self.rng.randint(3, 10), may_cross=False)
+        self.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_OFF)
+        await self.state(power=common_pb2.POWER_STATE_OFF, lock=common_pb2.LOCK_STATE_LOCKED,
+                         charging_plug=common_pb2.CHARGING_PLUG_DISCONNECTED)
+        await self.settle()
+        if self.plan.abroad:
+            self.visited = self.plan.abroad  # header: visited country, MCC, roaming flag
+            await self.state()
+            self.record.abroad_roaming_off = self.plan.abroad
+        if self.plan.abroad or self.plan.stay_online:
+            self.record.ended_online = self.client is not None
+        else:
+            await self.sleep_mode()
+            self.record.ended_online = False
+
+    async def settle(self) -> None:
+        """Stay parked and online until every grant is acked or unlocked, or the timeout."""
+        if self.api is None or not self.record.grants:
+            return
+        deadline = time.monotonic() + self.plan.settle_timeout_s
+        while not self.record.settled() and time.monotonic() < deadline:
+            self.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.progress.wait(), 0.5)
+        if not self.record.settled():
+            self.stats.events["not_settled"] += 1
 
 
-async def simulate(
-    port: int, cars: int, hours: float, speed: float, seed: int, fod_failure_rate: float
-) -> Stats:
-    fleet = generate_fleet(cars, seed)
-    clock = SimClock(speed, hours)
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    cars: int = 100
+    hours: float = 24.0  # simulated hours
+    speed: float = 1440.0  # simulated seconds per real second
+    seed: int = 1
+    fod_failure_rate: float = 0.1  # share of FoDs whose first unlock fails (the retry succeeds)
+    grant_share: float = 0.5  # share of cars given a service, and (independently) an FoD
+    stay_online_share: float = 0.35
+    fod_idle_s: float = 2.0  # GATEWAY_FOD_IDLE_S of the gateway the sim starts (R17, default 600)
+    # GATEWAY_ENTITLEMENT_ACK_TIMEOUT_S (default 600): an FoD command published just as the car
+    # went to sleep is lost (no persistent session) and sent again only after this long.
+    ack_timeout_s: float = 20.0
+    settle_timeout_s: float = 150.0  # R18 backoff after a failure is 60 s (wall) in the gateway
+    check: bool = False
+
+
+@dataclass(slots=True)
+class SimRun:
+    stats: Stats
+    records: list[CarRecord]
+    result: CheckResult | None = None  # with --check and a gRPC address
+
+
+def plan_fleet(opts: SimOptions) -> tuple[list[Car], list[CarRecord], list[Plan]]:
+    """The seeded fleet, the owners' orders and each car's evening. One car that can take an
+    inserted SIM becomes the roaming check car: inserted SIM, roaming off, ends abroad."""
+    fleet = generate_fleet(opts.cars, opts.seed)
+    rng = random.Random(f"lifecycles:{opts.seed}")
+    roamer = next((i for i, c in enumerate(fleet) if c.model != "Taycan" and c.home_country in NEIGHBOURS),
+                  next((i for i, c in enumerate(fleet) if c.model != "Taycan"), -1))
+    records: list[CarRecord] = []
+    plans: list[Plan] = []
+    for i, car in enumerate(fleet):
+        abroad = ""
+        if i == roamer:
+            car = fleet[i] = dataclasses.replace(car, bearer=INSERTED_SIM, roaming_enabled=False)
+            abroad = NEIGHBOURS.get(car.home_country, ("DE" if car.home_country != "DE" else "AT",))[0]
+        rec = CarRecord(car.vin, car.model, car.model_year, owner=f"owner.{car.vin.lower()}@example.com",
+                        bearer=car.bearer)
+        if rng.random() < opts.grant_share or i == 0:
+            rec.grants.append(GrantRecord(SERVICE_PRODUCT, ent.ENTITLEMENT_KIND_SERVICE,
+                                          f"sim-{opts.seed}-{car.vin}-svc"))
+        if rng.random() < opts.grant_share or i == min(1, len(fleet) - 1):
+            rec.grants.append(GrantRecord(FOD_PRODUCT, ent.ENTITLEMENT_KIND_FOD_UNLIMITED,
+                                          f"sim-{opts.seed}-{car.vin}-fod",
+                                          fails_first=rng.random() < opts.fod_failure_rate))
+        records.append(rec)
+        plans.append(Plan(
+            grant_at=0.0 if rng.random() < 0.5 else rng.random(),
+            evening_privacy=rng.random() < 0.4,
+            stay_online=rng.random() < opts.stay_online_share,
+            abroad=abroad,
+            settle_timeout_s=opts.settle_timeout_s,
+        ))
+    fods = [g for rec in records for g in rec.grants if g.is_fod]
+    if opts.fod_failure_rate > 0 and fods and not any(g.fails_first for g in fods):
+        fods[0].fails_first = True  # the failure path is driven in every run with a rate > 0
+    return fleet, records, plans
+
+
+async def simulate(port: int, opts: SimOptions, grpc_target: str = "") -> SimRun:
+    """The day of the fleet against the broker on ``port``; with ``grpc_target`` the entitlement
+    lifecycles too, and with ``opts.check`` their outcome checked at the end."""
+    fleet, records, plans = plan_fleet(opts)
+    clock = SimClock(opts.speed, opts.hours)
     stats = Stats()
-    sims = [SimCar(c, port, clock, stats, random.Random(f"sim:{seed}:{c.vin}"), fod_failure_rate)
-            for c in fleet]
+    channel = grpc.aio.insecure_channel(grpc_target) if grpc_target else None
+    api = ent_grpc.EntitlementServiceStub(channel) if channel is not None else None
+    if api is None:
+        for rec in records:
+            rec.grants.clear()  # no gateway API: traffic only
+    sims = [SimCar(c, port, clock, stats, random.Random(f"sim:{opts.seed}:{c.vin}"), opts.fod_failure_rate,
+                   rec, plan, api)
+            for c, rec, plan in zip(fleet, records, plans, strict=True)]
+    tap = sim_checks.TelemetryTap(grpc_target) if grpc_target and opts.check else None
 
     async def guarded(sim: SimCar) -> None:
         try:
-            await sim.day(hours)
+            await sim.day(opts.hours)
         except Exception as exc:  # one car's failure is reported, the day goes on
             stats.error(f"{sim.car.vin}: {type(exc).__name__}: {exc}")
+            sim.record.ended_online = None
             await sim._close(clean=False)
 
-    await asyncio.gather(*(guarded(s) for s in sims))
-    stats.events["charging_sessions"] = sum(s.sessions for s in sims)
-    return stats
+    run = SimRun(stats, records)
+    try:
+        if tap is not None:
+            await tap.start()
+        await asyncio.gather(*(guarded(s) for s in sims))
+        stats.events["charging_sessions"] = sum(s.sessions for s in sims)
+        if tap is not None:
+            await tap.stop()
+            run.result = await sim_checks.run_checks(grpc_target, records, tap.records)
+            if tap.error:
+                run.result.miss(f"SubscribeTelemetry ended: {tap.error}")
+    finally:
+        for sim in sims:  # the cars that stayed online go now, after the checks
+            await sim._close(clean=True)
+        if channel is not None:
+            await channel.close()
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,39 +529,83 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=0,
                     help="broker port on 127.0.0.1; 0: start a broker and the gateway here")
-    ap.add_argument("--cars", type=int, default=100)
-    ap.add_argument("--hours", type=float, default=24.0, help="simulated hours")
-    ap.add_argument("--speed", type=float, default=1440.0, help="simulated seconds per real second")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--fod-failure-rate", type=float, default=0.1)
+    ap.add_argument("--grpc", default="", help="with --port: the running gateway's gRPC host:port")
+    d = SimOptions()
+    ap.add_argument("--cars", type=int, default=d.cars)
+    ap.add_argument("--hours", type=float, default=d.hours, help="simulated hours")
+    ap.add_argument("--speed", type=float, default=d.speed, help="simulated seconds per real second")
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--fod-failure-rate", type=float, default=d.fod_failure_rate,
+                    help="share of FoDs whose first unlock fails (the retry succeeds)")
+    ap.add_argument("--grant-share", type=float, default=d.grant_share)
+    ap.add_argument("--fod-idle-s", type=float, default=d.fod_idle_s,
+                    help="GATEWAY_FOD_IDLE_S for the gateway started here")
+    ap.add_argument("--ack-timeout-s", type=float, default=d.ack_timeout_s,
+                    help="GATEWAY_ENTITLEMENT_ACK_TIMEOUT_S for the gateway started here")
+    ap.add_argument("--settle-timeout", type=float, default=d.settle_timeout_s,
+                    help="wall seconds a parked car waits for its lifecycles")
+    ap.add_argument("--check", action="store_true",
+                    help="check the lifecycles' outcome through the gateway's gRPC APIs")
     a = ap.parse_args(argv)
+    if a.check and a.port and not a.grpc:
+        ap.error("--check with --port needs --grpc")
+    opts = SimOptions(cars=a.cars, hours=a.hours, speed=a.speed, seed=a.seed,
+                      fod_failure_rate=a.fod_failure_rate, grant_share=a.grant_share,
+                      fod_idle_s=a.fod_idle_s, ack_timeout_s=a.ack_timeout_s,
+                      settle_timeout_s=a.settle_timeout, check=a.check)
     started = time.monotonic()
     if a.port:
-        stats = asyncio.run(simulate(a.port, a.cars, a.hours, a.speed, a.seed, a.fod_failure_rate))
+        run = asyncio.run(simulate(a.port, opts, a.grpc))
         checks: dict[str, Any] = {}
     else:
-        stats, checks = with_gateway(a)
+        run, checks = with_gateway(opts)
+    stats = run.stats
     print(json.dumps({"cars": a.cars, "hours": a.hours, "wall_s": round(time.monotonic() - started, 1),
                       "sent": dict(stats.sent), "downlinks": dict(stats.downlinks),
-                      "events": dict(stats.events), "errors": stats.errors, "gateway": checks}, indent=1))
+                      "events": dict(stats.events), "errors": stats.errors, "gateway": checks,
+                      "outcome": run.result.as_dict() if run.result is not None else None}, indent=1))
     failed = [k for k, v in checks.items() if isinstance(v, dict) and not v.get("ok", True)]
+    if run.result is not None and not run.result.ok:
+        failed.append("outcome")
+        for m in run.result.mismatches:
+            print(f"MISMATCH {m}", file=sys.stderr)
+    for k in failed:
+        print(f"FAILED {k}", file=sys.stderr)
     return 0 if not stats.errors and not failed else 1
 
 
-def with_gateway(a: argparse.Namespace) -> tuple[Stats, dict[str, Any]]:
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """GATEWAY_* variables for the gateway subprocess started inside the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def with_gateway(opts: SimOptions) -> tuple[SimRun, dict[str, Any]]:
     """Run the day against a fresh broker and gateway; compare what the gateway counted."""
     from load.harness import BenchBroker, GatewayProcess, metric_sum
 
     with tempfile.TemporaryDirectory(prefix="sim-") as tmp, BenchBroker(Path(tmp) / "broker") as broker:
-        gw = GatewayProcess(Path(tmp) / "gateway", broker)
+        with _environ(GATEWAY_FOD_IDLE_S=str(opts.fod_idle_s),
+                      GATEWAY_ENTITLEMENT_ACK_TIMEOUT_S=str(opts.ack_timeout_s)):
+            gw = GatewayProcess(Path(tmp) / "gateway", broker)
         try:
             gw.wait_ready()
-            stats = asyncio.run(simulate(broker.port, a.cars, a.hours, a.speed, a.seed, a.fod_failure_rate))
+            run = asyncio.run(simulate(broker.port, opts, gw.grpc_target))
             time.sleep(1.0)
             m = gw.metrics()
         finally:
             gw.stop()
             problems = gw.log_problems()
+    stats = run.stats
 
     def same(kind: str, counted: float) -> dict[str, Any]:
         return {"sent": stats.sent[kind], "gateway": counted, "ok": counted == stats.sent[kind]}
@@ -353,13 +617,14 @@ def with_gateway(a: argparse.Namespace) -> tuple[Stats, dict[str, Any]]:
     }
     checks["charging_sessions_recorded"] = same(
         "charging_session", metric_sum(m, 'gateway_vehicle_events_total{kind="charging_session"}'))
-    checks["vehicles_tracked"] = {"cars": a.cars, "gateway": metric_sum(m, "gateway_vehicles_tracked"),
-                                  "ok": metric_sum(m, "gateway_vehicles_tracked") == a.cars}
+    checks["vehicles_tracked"] = {"cars": opts.cars, "gateway": metric_sum(m, "gateway_vehicles_tracked"),
+                                  "ok": metric_sum(m, "gateway_vehicles_tracked") == opts.cars}
     checks["online_at_end"] = metric_sum(m, "gateway_vehicles_online")
     checks["rejected"] = metric_sum(m, "gateway_messages_rejected_total")
     checks["wills"] = metric_sum(m, 'gateway_messages_received_total{kind="will"}')
+    checks["billable_metric"] = metric_sum(m, "gateway_entitlement_billable_total")
     checks["log_problems"] = problems
-    return stats, checks
+    return run, checks
 
 
 if __name__ == "__main__":
