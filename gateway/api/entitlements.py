@@ -19,7 +19,7 @@ from gateway.api.entitlement_convert import (
     explanations_to_proto,
     grant_request_from_proto,
 )
-from gateway.api.errors import ApiError, invalid, stream, unary
+from gateway.api.errors import ApiError, check_vin, invalid, stream, unary
 from gateway.convert import timestamp
 from gateway.entitlements import (
     CancelRefused,
@@ -30,9 +30,9 @@ from gateway.entitlements import (
     TransitionError,
 )
 from gateway.entitlements.engine import EntitlementEngine, NotFound
-from gateway.entitlements.ledger import Ledger, LedgerError
+from gateway.entitlements.ledger import Ledger, LedgerError, OutboxEvent
 from gateway.metrics import Metrics
-from gateway.model import VehicleSession, is_valid_vin
+from gateway.model import VehicleSession
 from gateway.session.hub import EventHub
 
 _REPLAY_CHUNK = 500
@@ -63,11 +63,6 @@ def _translated() -> Iterator[None]:
         raise ApiError(status_of(exc), exc.message) from exc
     except LedgerError as exc:
         raise ApiError(grpc.StatusCode.UNAVAILABLE, "the entitlement ledger is unavailable") from exc
-
-
-def _check_vin(vin: str) -> None:
-    if not is_valid_vin(vin):
-        raise invalid(f"vin {vin!r} is not 17 characters of A-Z/0-9 without I, O, Q")
 
 
 def _required(value: str, name: str) -> None:
@@ -127,7 +122,7 @@ class EntitlementService(entitlements_pb2_grpc.EntitlementServiceServicer):
     async def ListEntitlements(
         self, request: pb.ListEntitlementsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEntitlementsResponse:
-        _check_vin(request.vin)
+        check_vin(request.vin)
         with _translated():
             found = await self._engine.list(request.vin, request.include_ended)
         now = self._engine.now()
@@ -137,7 +132,7 @@ class EntitlementService(entitlements_pb2_grpc.EntitlementServiceServicer):
     async def SetVehicleOwner(
         self, request: pb.SetVehicleOwnerRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetVehicleOwnerResponse:
-        _check_vin(request.vin)
+        check_vin(request.vin)
         _required(request.owner, "owner")
         with _translated():
             await self._engine.set_owner(request.vin, request.owner)
@@ -157,21 +152,16 @@ class EntitlementService(entitlements_pb2_grpc.EntitlementServiceServicer):
         self, request: pb.WatchEntitlementEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.EntitlementEvent]:
         if request.vin:
-            _check_vin(request.vin)
-        cursor = request.after_cursor
-        while True:
-            # Taken before the read: anything committed after it raises hub.latest beyond it.
-            seen = self._hub.latest
-            # Always from the ledger: at-least-once, in cursor order, never a non-durable event.
+            check_vin(request.vin)
+
+        async def read(after: int) -> list[OutboxEvent]:
             with _translated():
-                rows = await self._ledger.read_events(cursor, _REPLAY_CHUNK, request.vin)
-            for row in rows:
-                event = pb.EntitlementEvent.FromString(row.payload)
-                event.cursor = row.cursor
-                yield event
-                cursor = row.cursor
-            if len(rows) < _REPLAY_CHUNK:
-                await self._hub.wait_beyond(seen)
+                return await self._ledger.read_events(after, _REPLAY_CHUNK, request.vin)
+
+        async for row in self._hub.follow(read, request.after_cursor, _REPLAY_CHUNK):
+            event = pb.EntitlementEvent.FromString(row.payload)
+            event.cursor = row.cursor
+            yield event
 
 
 class EngineExplainer:

@@ -12,6 +12,7 @@ from typing import Protocol, TypeVar
 import grpc
 
 from gateway.metrics import Metrics
+from gateway.model import is_valid_vin
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,11 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def check_vin(vin: str, field: str = "vin") -> None:
+    if not is_valid_vin(vin):
+        raise invalid(f"{field} {vin!r} is not 17 characters of A-Z/0-9 without I, O, Q")
 
 
 def invalid(message: str) -> ApiError:

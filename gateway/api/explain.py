@@ -13,9 +13,9 @@ from typing import Literal, Protocol
 import grpc
 
 from gateway._gen.telematics.v1 import explain_pb2, explain_pb2_grpc
-from gateway.api.errors import invalid, not_found, unary
+from gateway.api.errors import check_vin, invalid, not_found, unary
 from gateway.metrics import Metrics
-from gateway.model import VehicleSession, is_valid_vin
+from gateway.model import VehicleSession
 from gateway.reference.store import ReferenceStore
 from gateway.rules import Outcome, explain
 
@@ -58,8 +58,7 @@ class ExplainService(explain_pb2_grpc.ExplainServiceServicer):
     async def Explain(
         self, request: explain_pb2.ExplainRequest, context: grpc.aio.ServicerContext
     ) -> explain_pb2.ExplainResponse:
-        if not is_valid_vin(request.vin):
-            raise invalid(f"vin {request.vin!r} is not 17 characters of A-Z/0-9 without I, O, Q")
+        check_vin(request.vin)
         lang: Literal["en", "de"]
         if request.language in ("", "en"):
             lang = "en"

@@ -10,23 +10,18 @@ import grpc
 
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
-from gateway.api.errors import ApiError, invalid, not_found, stream, unary
+from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary
 from gateway.convert import vehicle_to_proto
 from gateway.metrics import Metrics
 from gateway.model import Presence, is_valid_vin
 from gateway.rules import remote_command_allowed
 from gateway.session.hub import EventHub
 from gateway.session.tracker import SessionTracker
-from gateway.store.base import Store
+from gateway.store.base import Store, StoredEvent
 
 _PAGE_DEFAULT = 100
 _PAGE_MAX = 1000
 _REPLAY_CHUNK = 500
-
-
-def _check_vin(vin: str) -> None:
-    if not is_valid_vin(vin):
-        raise invalid(f"vin {vin!r} is not 17 characters of A-Z/0-9 without I, O, Q")
 
 
 def _token(vin: str) -> str:
@@ -64,7 +59,7 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
     async def GetVehicle(
         self, request: vehicles_pb2.GetVehicleRequest, context: grpc.aio.ServicerContext
     ) -> vehicles_pb2.Vehicle:
-        _check_vin(request.vin)
+        check_vin(request.vin)
         session = self._tracker.get(request.vin)
         if session is None:
             raise not_found(f"vehicle {request.vin} has never connected")
@@ -93,7 +88,7 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         self, request: vehicles_pb2.WatchVehicleEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[vehicles_pb2.VehicleEvent]:
         if request.vin:
-            _check_vin(request.vin)
+            check_vin(request.vin)
         cursor = request.after_cursor
         first = await self._store.first_cursor()
         if cursor and first and cursor + 1 < first:
@@ -101,24 +96,20 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
                 grpc.StatusCode.OUT_OF_RANGE,
                 f"after_cursor {cursor} was pruned; the oldest retained event is {first}",
             )
-        while True:
-            # Taken before the read: anything committed after it raises hub.latest beyond it.
-            seen = self._hub.latest
-            # Always read from the store: at-least-once, in cursor order, never a non-durable event.
-            rows = await self._store.read_events(cursor, _REPLAY_CHUNK, request.vin)
-            for row in rows:
-                event = vehicles_pb2.VehicleEvent.FromString(row.payload)
-                event.cursor = row.cursor
-                yield event
-                cursor = row.cursor
-            if len(rows) < _REPLAY_CHUNK:
-                await self._hub.wait_beyond(seen)
+
+        def read(after: int) -> Awaitable[list[StoredEvent]]:
+            return self._store.read_events(after, _REPLAY_CHUNK, request.vin)
+
+        async for row in self._hub.follow(read, cursor, _REPLAY_CHUNK):
+            event = vehicles_pb2.VehicleEvent.FromString(row.payload)
+            event.cursor = row.cursor
+            yield event
 
     @unary("SendRemoteCommand")
     async def SendRemoteCommand(
         self, request: vehicles_pb2.SendRemoteCommandRequest, context: grpc.aio.ServicerContext
     ) -> vehicles_pb2.SendRemoteCommandResponse:
-        _check_vin(request.vin)
+        check_vin(request.vin)
         if not request.name:
             raise invalid("name must not be empty")
         session = self._tracker.get(request.vin)

@@ -1,9 +1,19 @@
 """Wakes Watch streams when new events are committed. Holds no events itself: readers always
-read from the store, so a stream can never see an event that is not durable."""
+read from the durable log, so a stream can never see an event that is not durable."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+
+class LogRow(Protocol):
+    @property
+    def cursor(self) -> int: ...
+
+
+Row = TypeVar("Row", bound=LogRow)
 
 
 class EventHub:
@@ -20,3 +30,21 @@ class EventHub:
     async def wait_beyond(self, cursor: int) -> None:
         while self.latest <= cursor:
             await self._changed.wait()
+
+    async def follow(
+        self, read: Callable[[int], Awaitable[Sequence[Row]]], after: int, chunk: int
+    ) -> AsyncIterator[Row]:
+        """Every row after `after`, in cursor order, then each new one as it is committed.
+
+        read(cursor) returns up to `chunk` rows after `cursor` from the durable log: at least
+        once, never a row that is not durable, resumable from any cursor a client saw.
+        """
+        cursor = after
+        while True:
+            seen = self.latest  # taken before the read: a later commit raises latest beyond it
+            rows = await read(cursor)
+            for row in rows:
+                yield row
+                cursor = row.cursor
+            if len(rows) < chunk:
+                await self.wait_beyond(seen)
