@@ -286,6 +286,11 @@ class Gateway:
         if self.mqtt is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mqtt.stop(), grace)
+        # Streams end after what they have (clients resume from their cursor), so stopping the
+        # server does not wait out the grace period for them.
+        self.hub.close()
+        self.entitlement_hub.close()
+        self.fanout.close()
         if self._grpc_server is not None:
             await self._grpc_server.stop(grace)  # type: ignore[attr-defined]
         if self._http_runner is not None:

@@ -30,7 +30,7 @@ class TelemetryService(telemetry_pb2_grpc.TelemetryServiceServicer):
             )
         sub = self._fanout.subscribe(frozenset(request.services))
         try:
-            while True:
-                yield await sub.queue.get()
+            while (records := await sub.get()) is not None:
+                yield records
         finally:
             self._fanout.unsubscribe(sub)

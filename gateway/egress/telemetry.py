@@ -20,7 +20,20 @@ MAX_RECORDS_PER_MESSAGE = 1_000
 class TelemetrySubscriber:
     def __init__(self, services: frozenset[str], queue_size: int) -> None:
         self.services = services
-        self.queue: asyncio.Queue[telemetry_pb2.TelemetryRecords] = asyncio.Queue(queue_size)
+        # Bounded by `slots`, not by the queue itself, so that close() can always append its end
+        # marker (None): the stream then ends after the records queued before it.
+        self.queue: asyncio.Queue[telemetry_pb2.TelemetryRecords | None] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(queue_size)
+
+    async def put(self, records: telemetry_pb2.TelemetryRecords) -> None:
+        await self.slots.acquire()  # full: the pipeline waits (backpressure), nothing is dropped
+        self.queue.put_nowait(records)
+
+    async def get(self) -> telemetry_pb2.TelemetryRecords | None:
+        item = await self.queue.get()
+        if item is not None:
+            self.slots.release()
+        return item
 
     def wants(self, service: str) -> bool:
         return not self.services or service in self.services
@@ -37,6 +50,11 @@ class TelemetryFanout:
         self.subscribers.append(sub)
         return sub
 
+    def close(self) -> None:
+        """Shutdown (ingest has stopped): each stream ends after the records queued for it."""
+        for sub in self.subscribers:
+            sub.queue.put_nowait(None)
+
     def unsubscribe(self, sub: TelemetrySubscriber) -> None:
         if sub in self.subscribers:
             self.subscribers.remove(sub)
@@ -48,6 +66,6 @@ class TelemetryFanout:
             mine = records if not sub.services else [r for r in records if sub.wants(r.service)]
             for start in range(0, len(mine), MAX_RECORDS_PER_MESSAGE):
                 chunk = mine[start : start + MAX_RECORDS_PER_MESSAGE]
-                await sub.queue.put(telemetry_pb2.TelemetryRecords(records=chunk))
+                await sub.put(telemetry_pb2.TelemetryRecords(records=chunk))
             delivered += bool(mine)
         return delivered

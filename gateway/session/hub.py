@@ -19,7 +19,14 @@ Row = TypeVar("Row", bound=LogRow)
 class EventHub:
     def __init__(self) -> None:
         self.latest = 0
+        self.closed = False
         self._changed = asyncio.Event()
+
+    def close(self) -> None:
+        """Shutdown: followers return after what they have read, so streams end cleanly and
+        clients reconnect with their cursor instead of waiting out the server's grace."""
+        self.closed = True
+        self._changed.set()
 
     def notify(self, cursor: int) -> None:
         if cursor > self.latest:
@@ -28,7 +35,7 @@ class EventHub:
             self._changed = asyncio.Event()
 
     async def wait_beyond(self, cursor: int) -> None:
-        while self.latest <= cursor:
+        while self.latest <= cursor and not self.closed:
             await self._changed.wait()
 
     async def follow(
@@ -47,4 +54,6 @@ class EventHub:
                 yield row
                 cursor = row.cursor
             if len(rows) < chunk:
+                if self.closed:
+                    return
                 await self.wait_beyond(seen)

@@ -148,3 +148,31 @@ def test_managed_broker_does_not_outlive_a_gateway_killed_with_sigkill(running: 
             return
         time.sleep(0.05)
     raise AssertionError("the managed broker still listens after its gateway was killed")
+
+
+def test_sigterm_with_open_streams_ends_them_and_exits_promptly(running: RunningGateway) -> None:
+    from gateway._gen.telematics.v1 import (
+        telemetry_pb2,
+        telemetry_pb2_grpc,
+        vehicles_pb2,
+        vehicles_pb2_grpc,
+    )
+
+    with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as ch:
+        watch = vehicles_pb2_grpc.VehicleServiceStub(ch).WatchVehicleEvents(
+            vehicles_pb2.WatchVehicleEventsRequest()
+        )
+        telemetry = telemetry_pb2_grpc.TelemetryServiceStub(ch).SubscribeTelemetry(
+            telemetry_pb2.SubscribeTelemetryRequest()
+        )
+        deadline = time.monotonic() + 10
+        watching = 'gateway_grpc_stream_subscribers{stream="WatchVehicleEvents"} 1.0'
+        while watching not in running.http("/metrics")[1]:
+            assert time.monotonic() < deadline, "streams did not open"
+            time.sleep(0.05)
+        started = time.monotonic()
+        code, out = running.stop(signal.SIGTERM)
+        elapsed = time.monotonic() - started
+        assert list(watch) == [] and list(telemetry) == []  # ended cleanly (status OK), not cut
+    assert code == 0, out
+    assert elapsed < 5, f"shutdown took {elapsed:.1f} s with open streams (grace is 10 s)"

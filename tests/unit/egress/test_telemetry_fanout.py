@@ -1,3 +1,5 @@
+import asyncio
+
 from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.egress.telemetry import MAX_RECORDS_PER_MESSAGE, TelemetryFanout
 
@@ -17,3 +19,26 @@ async def test_a_subscriber_gets_only_the_services_it_asked_for() -> None:
     await fanout.publish([telemetry_pb2.TelemetryRecord(service="charging"),
                           telemetry_pb2.TelemetryRecord(service="car-finder")])
     assert [r.service for r in sub.queue.get_nowait().records] == ["charging"]
+
+
+async def test_a_full_subscriber_makes_publish_wait_instead_of_dropping() -> None:
+    fanout = TelemetryFanout(queue_size=1)
+    sub = fanout.subscribe(frozenset())
+    await fanout.publish([telemetry_pb2.TelemetryRecord(sequence=1)])
+    second = asyncio.create_task(fanout.publish([telemetry_pb2.TelemetryRecord(sequence=2)]))
+    await asyncio.sleep(0.01)
+    assert not second.done()  # backpressure
+    first = await sub.get()
+    await asyncio.wait_for(second, 1)
+    later = await sub.get()
+    assert first is not None and later is not None
+    assert [first.records[0].sequence, later.records[0].sequence] == [1, 2]
+
+
+async def test_close_ends_a_stream_after_what_was_queued_even_when_full() -> None:
+    fanout = TelemetryFanout(queue_size=1)
+    sub = fanout.subscribe(frozenset())
+    await fanout.publish([telemetry_pb2.TelemetryRecord(sequence=1)])
+    fanout.close()
+    assert (await sub.get()) is not None
+    assert (await sub.get()) is None
