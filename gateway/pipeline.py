@@ -24,7 +24,7 @@ from gateway.convert import event_to_proto
 from gateway.decode import Decoded, Rejected, decode
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.vehicle import VehicleUpdate
-from gateway.metrics import Metrics
+from gateway.metrics import MESSAGE_KINDS, Metrics
 from gateway.model import Bearer, VehicleSession
 from gateway.reference.store import ReferenceStore
 from gateway.rules import Outcome, offline_grace_s, privacy_filter
@@ -100,7 +100,7 @@ class Pipeline:
         self._entitlements = entitlements
         self._paused = False
         self._closing = False
-        self._received = {k: metrics.messages_received.labels(k) for k in _KINDS}
+        self._received = {k: metrics.messages_received.labels(k) for k in MESSAGE_KINDS}
         self._rejected = metrics.messages_rejected
         self._log_budget = _LogBudget()
         self.processed = 0
@@ -113,10 +113,6 @@ class Pipeline:
             self._paused = True
             self._m.ingress_paused.inc()
             self._pause()
-
-    @property
-    def idle(self) -> bool:
-        return self._queue.empty()
 
     async def run(self) -> None:
         """Process batches until ``close`` was called and the queue is empty."""
@@ -315,10 +311,6 @@ class Pipeline:
         self._m.vehicles_tracked.set(len(self._tracker.sessions))
 
 
-_KINDS = (
-    "hello", "state_change", "telemetry", "charging_session", "entitlement_ack",
-    "fod_result", "command_result", "goodbye", "will",
-)
 
 
 class _LogBudget:

@@ -201,9 +201,3 @@ class ManagedBroker:
 
     async def stop(self, timeout: float = 10.0) -> None:
         await asyncio.to_thread(self.stop_sync, timeout)
-
-    def kill_sync(self) -> None:
-        """SIGKILL, for failure tests."""
-        if self._proc and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()

@@ -200,9 +200,6 @@ class SqliteLedger:
 
     # -- entitlement sets and FoD commands ------------------------------------------------------
 
-    async def record_set(self, record: SetRecord) -> None:
-        await self._transaction(lambda db: put_set(db, record))
-
     async def get_set(self, vin: str, version: int) -> tuple[str, ...] | None:
         def get(db: sqlite3.Connection) -> tuple[str, ...] | None:
             row = db.execute(
@@ -243,9 +240,6 @@ class SqliteLedger:
             return out
 
         return await self._run(load)
-
-    async def record_command(self, command: CommandRecord) -> None:
-        await self._transaction(lambda db: put_command(db, command))
 
     async def get_command(self, command_id: str) -> CommandRecord | None:
         def get(db: sqlite3.Connection) -> CommandRecord | None:

@@ -86,15 +86,15 @@ async def test_outbox_cursors_increase_and_filter_by_vin(tmp_path: Path) -> None
 
 async def test_sets_and_commands_are_remembered(tmp_path: Path) -> None:
     ledger = await open_ledger(tmp_path)
-    await ledger.record_set(SetRecord(VIN, 1, ("a", "b"), NOW))
+    await ledger.save([], [], sets=[SetRecord(VIN, 1, ("a", "b"), NOW)])
     await ledger.save([], [], sets=[SetRecord(VIN, 2, ("a",), NOW)], published=[SetMark(VIN, 2, NOW + 1)])
     await ledger.save([], [], acked=[SetMark(VIN, 2, NOW + 2)])
     assert await ledger.get_set(VIN, 1) == ("a", "b")
     [sets] = await ledger.load_sets()
     assert (sets.recorded, sets.published, sets.published_ids, sets.acked) == (2, 2, frozenset({"a"}), 2)
     command = CommandRecord("c1", "e1", VIN, FodAction.UNLOCK, NOW, NOW - 600)
-    await ledger.record_command(command)
-    await ledger.record_command(replace(command, result_at=NOW + 5, success=True))
+    await ledger.save([], [], commands=[command])
+    await ledger.save([], [], commands=[replace(command, result_at=NOW + 5, success=True)])
     assert await ledger.get_command("c1") == replace(command, result_at=NOW + 5, success=True)
     await ledger.close()
 
