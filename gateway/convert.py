@@ -38,6 +38,13 @@ def seconds(ts: Timestamp) -> float:
     return ts.seconds + ts.nanos / 1e9
 
 
+def privacy_from_proto(p: common_pb2.Privacy) -> Privacy:
+    """The service list counts only for per-service privacy. UNSPECIFIED is kept as it is:
+    Privacy.withholds fails closed on it (R22)."""
+    mode = PrivacyMode(p.mode)
+    return Privacy(mode, frozenset(p.services) if mode is PrivacyMode.PER_SERVICE else frozenset())
+
+
 def privacy_to_proto(p: Privacy) -> common_pb2.Privacy:
     return common_pb2.Privacy(mode=int(p.mode), services=sorted(p.services))  # type: ignore[arg-type]
 
@@ -77,7 +84,6 @@ def vehicle_to_proto(s: VehicleSession) -> vehicles_pb2.Vehicle:
 
 
 def vehicle_from_proto(v: vehicles_pb2.Vehicle, *, connection_id: int = 0, window: int = 0) -> VehicleSession:
-    mode = PrivacyMode(v.privacy.mode)
     return VehicleSession(
         vin=v.vin,
         model=v.model,
@@ -89,7 +95,7 @@ def vehicle_from_proto(v: vehicles_pb2.Vehicle, *, connection_id: int = 0, windo
         radio=Radio(v.radio),
         roaming=v.roaming,
         roaming_enabled=v.roaming_enabled,
-        privacy=Privacy(mode, frozenset(v.privacy.services)),
+        privacy=privacy_from_proto(v.privacy),
         state=VehicleState(
             power=PowerState(v.state.power),
             lock=LockState(v.state.lock),

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+from gateway.convert import privacy_from_proto
 from gateway.model import (
     Bearer,
     ChargingPlug,
@@ -20,8 +21,6 @@ from gateway.model import (
     OfflineReason,
     PowerState,
     Presence,
-    Privacy,
-    PrivacyMode,
     Radio,
     VehicleSession,
     VehicleState,
@@ -36,11 +35,6 @@ class Tracked:
     session: VehicleSession
     events: list[SessionEvent] = field(default_factory=list)
     dirty: bool = False
-
-
-def privacy_from_proto(p: common_pb2.Privacy) -> Privacy:
-    mode = PrivacyMode(p.mode)  # UNSPECIFIED stays: Privacy.withholds fails closed on it
-    return Privacy(mode, frozenset(p.services) if mode is PrivacyMode.PER_SERVICE else frozenset())
 
 
 def _merge_state(old: VehicleState, new: common_pb2.VehicleState, full: bool) -> VehicleState:
