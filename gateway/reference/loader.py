@@ -1,4 +1,5 @@
-"""Read `sim_profiles/` and `roaming/` (with the product catalogue) from disk into one validated `ReferenceData`.
+"""Read `sim_profiles/` and `roaming/` (with the product catalogue) from disk into one
+validated `ReferenceData`.
 
 Every problem found is collected (not just the first), each naming the file relative to the
 data root, the field path or TOML line, and the reason, e.g.
@@ -86,8 +87,13 @@ def load_reference(root: Path) -> ReferenceData:
         if fallback is not None:
             loader.check_service_ids(FALLBACK_FILE, fallback.services, known)
     if products is not None:
+        # Cross-check only against files that loaded cleanly: a broken profile would otherwise
+        # also be reported as an "unknown model family" of every product offered for it.
+        profiles_ok = not loader.problems_in(SIM_PROFILES_DIR + "/")
         loader.check_products(
-            products, set(catalogue.services) if catalogue is not None else None, profiles
+            products,
+            set(catalogue.services) if catalogue is not None else None,
+            profiles if profiles_ok else None,
         )
 
     if loader.problems:
@@ -205,7 +211,7 @@ class _Loader:
         self,
         catalogue: ProductCatalogue,
         services: set[str] | None,
-        profiles: Sequence[tuple[str, SimProfile]],
+        profiles: Sequence[tuple[str, SimProfile]] | None,
     ) -> None:
         """Each service product names a service of services.toml (R12, R22 follow it), and each
         offer names a model family of sim_profiles/ over years some profile of it covers."""
@@ -218,13 +224,15 @@ class _Loader:
                     f"unknown service id {product.service!r} (not in {SERVICES_FILE})",
                 ))
             for index, offer in enumerate(product.offered_for):
-                self._check_offer(f"{where}.offered_for[{index}]", offer, profiles)
+                if profiles is not None:
+                    self._check_offer(f"{where}.offered_for[{index}]", offer, profiles)
+
+    def problems_in(self, prefix: str) -> bool:
+        return any(p.file.startswith(prefix) for p in self.problems)
 
     def _check_offer(
         self, where: str, offer: ModelOffer, profiles: Sequence[tuple[str, SimProfile]]
     ) -> None:
-        if not profiles:
-            return  # sim_profiles/ itself is broken; that problem is reported already
         family = [p for _, p in profiles if p.model == offer.model]
         if not family:
             models = sorted({p.model for _, p in profiles})
