@@ -171,7 +171,7 @@ class Gateway:
 
         vehicles = VehicleService(
             tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics,
-            publish=self.publish_downlink,
+            publish=self.publish_downlink, reference=reference,
         )
         telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
         self.explain = ExplainService(
