@@ -114,6 +114,7 @@ class Gateway:
             session_of=lambda vin: self.tracker.get(vin),
             hub=self.entitlement_hub,
             service_available=hooks.offered,
+            offered_for_model=hooks.offered_for_model,
             fod_retry_steps=hooks.fod_retry_steps,
             link_good=hooks.link_good,
             idle_s=cfg.fod_idle_s,
@@ -170,7 +171,7 @@ class Gateway:
 
         vehicles = VehicleService(
             tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics,
-            publish=self.publish_downlink,
+            publish=self.publish_downlink, reference=reference,
         )
         telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
         self.explain = ExplainService(
@@ -186,7 +187,8 @@ class Gateway:
             telemetry=telemetry,
             explain=self.explain,
             entitlements=EntitlementService(
-                engine=engine, ledger=self.ledger, hub=self.entitlement_hub, metrics=self.metrics
+                engine=engine, ledger=self.ledger, hub=self.entitlement_hub, metrics=self.metrics,
+                reference=reference,
             ),
             health_servicer=self._health,
         )

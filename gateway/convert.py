@@ -23,6 +23,8 @@ from gateway.model import (
     VehicleSession,
     VehicleState,
 )
+from gateway.reference.schema import LinkingMethod, MenuPath
+from gateway.rules.linking import LinkingFacts
 from gateway.session.events import EventKind, SessionEvent
 
 
@@ -128,3 +130,30 @@ def event_to_proto(e: SessionEvent, session: VehicleSession) -> vehicles_pb2.Veh
         case EventKind.CHARGING_SESSION:
             out.charging_session.session.ParseFromString(e.charging_session)
     return out
+
+
+_LINKING_METHODS: dict[LinkingMethod, vehicles_pb2.LinkingMethod.ValueType] = {
+    "pairing_code": vehicles_pb2.LINKING_METHOD_PAIRING_CODE,
+    "account_id": vehicles_pb2.LINKING_METHOD_ACCOUNT_ID,
+}
+
+
+def _menu_to_proto(menu: MenuPath) -> vehicles_pb2.MenuPath:
+    return vehicles_pb2.MenuPath(
+        en=menu.en, de=menu.de, note_en=menu.note_en or "", note_de=menu.note_de or ""
+    )
+
+
+def account_linking_to_proto(facts: LinkingFacts | None) -> vehicles_pb2.AccountLinking:
+    """R5, R7. None (model unknown or without profile): method UNSPECIFIED, security code unset."""
+    if facts is None:
+        return vehicles_pb2.AccountLinking()
+    linking = vehicles_pb2.AccountLinking(
+        method=_LINKING_METHODS[facts.method],
+        menu=_menu_to_proto(facts.menu),
+        security_code_required=facts.security_code_required,
+    )
+    if facts.alternative_method is not None and facts.alternative_menu is not None:
+        linking.alternative_method = _LINKING_METHODS[facts.alternative_method]
+        linking.alternative_menu.CopyFrom(_menu_to_proto(facts.alternative_menu))
+    return linking

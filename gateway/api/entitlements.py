@@ -31,8 +31,11 @@ from gateway.entitlements import (
 )
 from gateway.entitlements.engine import EntitlementEngine, NotFound
 from gateway.entitlements.ledger import Ledger, LedgerError, OutboxEvent
+from gateway.entitlements.offer import ProductNotOffered, check_grant
+from gateway.entitlements.types import GrantRequest
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
+from gateway.reference.store import ReferenceStore
 from gateway.session.hub import EventHub
 
 _REPLAY_CHUNK = 500
@@ -47,6 +50,8 @@ def status_of(exc: EntitlementError) -> grpc.StatusCode:
             return grpc.StatusCode.PERMISSION_DENIED  # R3 (and R8)
         case OrderConflict():
             return grpc.StatusCode.ALREADY_EXISTS
+        case ProductNotOffered():
+            return grpc.StatusCode.FAILED_PRECONDITION  # not sold for the car's model
         case NotFound():
             return grpc.StatusCode.NOT_FOUND
         case CancelRefused() | TransitionError():
@@ -71,13 +76,23 @@ def _required(value: str, name: str) -> None:
 
 
 class EntitlementService(entitlements_pb2_grpc.EntitlementServiceServicer):
-    def __init__(self, *, engine: EntitlementEngine, ledger: Ledger, hub: EventHub, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        engine: EntitlementEngine,
+        ledger: Ledger,
+        hub: EventHub,
+        metrics: Metrics,
+        reference: ReferenceStore,
+    ) -> None:
         """
         engine: the entitlement engine (every change goes through it).
         ledger: read side of the outbox for WatchEntitlementEvents.
         hub: the engine's hub, woken when outbox events are committed.
         metrics: counts calls by method and status code.
+        reference: the product catalogue Grant checks orders against (current at each call).
         """
+        self._reference = reference
         self._engine = engine
         self._ledger = ledger
         self._hub = hub
@@ -87,8 +102,13 @@ class EntitlementService(entitlements_pb2_grpc.EntitlementServiceServicer):
     async def Grant(self, request: pb.GrantRequest, context: grpc.aio.ServicerContext) -> pb.Entitlement:
         with _translated():
             order, booked_at_given = grant_request_from_proto(request, self._engine.now())
-            e = await self._engine.grant(order, booked_at_given=booked_at_given)
+            e = await self._engine.grant(order, booked_at_given=booked_at_given, check=self._check_product)
         return entitlement_to_proto(e, self._engine.now())
+
+    def _check_product(self, order: GrantRequest, session: VehicleSession | None) -> None:
+        # Unknown product: INVALID_ARGUMENT; not sold for the car's known model:
+        # FAILED_PRECONDITION; model not known yet: accepted, checked again after the Hello.
+        check_grant(self._reference.current, order, session)
 
     @unary("Cancel")
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:

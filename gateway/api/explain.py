@@ -17,7 +17,7 @@ from gateway.api.errors import check_vin, invalid, not_found, unary
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.reference.store import ReferenceStore
-from gateway.rules import Outcome, explain
+from gateway.rules import Outcome, explain, linking_advice
 
 _OUTCOMES = {
     Outcome.ALLOW: explain_pb2.OUTCOME_ALLOW,
@@ -87,6 +87,9 @@ class ExplainService(explain_pb2_grpc.ExplainServiceServicer):
                 next_step=item.next_step,
                 support_contact=item.support_contact,
             )
+        resp.advice.add(  # R5, R7: the question support hears most
+            topic="account_linking", rules=["R5", "R7"], text=linking_advice(ref, session, lang)
+        )
         home = ref.country(session.home_country)
         resp.support_contact = home.support_contact or ""
         if self.entitlements is not None:

@@ -11,10 +11,11 @@ import grpc
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
 from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary
-from gateway.convert import vehicle_to_proto
+from gateway.convert import account_linking_to_proto, vehicle_to_proto
 from gateway.metrics import Metrics
-from gateway.model import Presence, is_valid_vin
-from gateway.rules import remote_command_allowed
+from gateway.model import Presence, VehicleSession, is_valid_vin
+from gateway.reference.store import ReferenceStore
+from gateway.rules import linking_facts, remote_command_allowed
 from gateway.session.hub import EventHub
 from gateway.session.tracker import SessionTracker
 from gateway.store.base import Store, StoredEvent
@@ -47,9 +48,12 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         hub: EventHub,
         metrics: Metrics,
         publish: Callable[[str, bytes], Awaitable[None]],
+        reference: ReferenceStore,
     ) -> None:
-        """publish: QoS 1 to the broker; raises when the broker session is down."""
+        """publish: QoS 1 to the broker; raises when the broker session is down.
+        reference: sim_profiles/ for the R5/R7 linking facts, read at answer time."""
         self._publish = publish
+        self._reference = reference
         self._tracker = tracker
         self._store = store
         self._hub = hub
@@ -63,7 +67,14 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         session = self._tracker.get(request.vin)
         if session is None:
             raise not_found(f"vehicle {request.vin} has never connected")
-        return vehicle_to_proto(session)
+        return self._answer(session)
+
+    def _answer(self, session: VehicleSession) -> vehicles_pb2.Vehicle:
+        # R5, R7: resolved from the current profiles, not stored with the session snapshot.
+        vehicle = vehicle_to_proto(session)
+        facts = linking_facts(self._reference.current, session)
+        vehicle.account_linking.CopyFrom(account_linking_to_proto(facts))
+        return vehicle
 
     @unary("ListVehicles")
     async def ListVehicles(
@@ -77,7 +88,7 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         vins = sorted(v for v in self._tracker.sessions if v > after)
         page = vins[:size]
         resp = vehicles_pb2.ListVehiclesResponse(
-            vehicles=[vehicle_to_proto(self._tracker.sessions[v]) for v in page]
+            vehicles=[self._answer(self._tracker.sessions[v]) for v in page]
         )
         if len(vins) > size:
             resp.next_page_token = _token(page[-1])

@@ -14,11 +14,17 @@ Backend calls return only once their change and its outbox events are committed.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from dataclasses import replace
 from typing import assert_never
 
 from gateway.entitlements import delivery, wire
-from gateway.entitlements.explain import EntitlementBlocker, explain_fod, explain_service
+from gateway.entitlements.explain import (
+    EntitlementBlocker,
+    explain_fod,
+    explain_service,
+    not_offered_for_model,
+)
 from gateway.entitlements.ledger import DuplicateOrder
 from gateway.entitlements.lifecycle import grant as grant_order
 from gateway.entitlements.runtime import Batch, EngineCore
@@ -28,10 +34,12 @@ from gateway.entitlements.types import (
     EntitlementError,
     EntitlementKind,
     EntitlementState,
+    FodAction,
     GrantRequest,
     Revoke,
 )
 from gateway.entitlements.vehicle import VehicleUpdate
+from gateway.model import VehicleSession
 
 __all__ = ["EntitlementEngine", "NotFound", "VehicleUpdate"]
 
@@ -76,12 +84,21 @@ class EntitlementEngine(EngineCore):
 
     # -- backend API ------------------------------------------------------------------------------
 
-    async def grant(self, request: GrantRequest, *, booked_at_given: bool = True) -> Entitlement:
+    async def grant(
+        self,
+        request: GrantRequest,
+        *,
+        booked_at_given: bool = True,
+        check: Callable[[GrantRequest, VehicleSession | None], None] | None = None,
+    ) -> Entitlement:
         """Grant an order, idempotently by order id (R3, R8). Durable when it returns.
 
         booked_at_given=False: the caller defaulted `booked_at` to now; a retry of a known order
         then takes the stored booking time instead of conflicting with it.
-        Raises InvalidGrant, PermissionRefused (R3) or OrderConflict.
+        check: validates a new order against the product catalogue with the car's current
+            session (offer.check_grant); not called for a retry of a known order, so a retry
+            still returns the entitlement granted first.
+        Raises InvalidGrant, PermissionRefused (R3), OrderConflict, or what `check` raises.
         """
         async with self._lock:
             existing = self._live.by_order(request.order_id) or await self._ledger.find_by_order(
@@ -89,6 +106,8 @@ class EntitlementEngine(EngineCore):
             )
             if existing is not None and not booked_at_given:
                 request = replace(request, booked_at=existing.booked_at)
+            if existing is None and check is not None:
+                check(request, self._session_of(request.vin))
             is_owner = existing is None and await self._ledger.get_owner(request.vin) == request.purchaser
             e, events = grant_order(request, self._clock.now(), is_owner=is_owner, existing=existing)
             if not events:
@@ -191,6 +210,10 @@ class EntitlementEngine(EngineCore):
                 )
                 if session is None:
                     blockers.insert(0, EntitlementBlocker("never_connected", "R17", _never_connected(lang)))
+            if session is not None and _waits_for_delivery(e):
+                offered, _reason = self._offered_for_model(session, e.product_id)
+                if not offered:
+                    blockers.insert(0, not_offered_for_model(e, session, lang))
             out.append((e, blockers))
         return out
 
@@ -206,6 +229,14 @@ class EntitlementEngine(EngineCore):
     async def list(self, vin: str, include_ended: bool) -> builtins.list[Entitlement]:
         """The VIN's entitlements in grant order; REVOKED ones only with include_ended."""
         return await self._ledger.list(vin, include_ended)
+
+
+def _waits_for_delivery(e: Entitlement) -> bool:
+    """Not in the car yet, and the catalogue's model check holds it back (runtime._on_boot and
+    _open_fod_windows): a pending service, or an FoD still to be unlocked."""
+    if e.kind.is_fod:
+        return delivery.fod_action(e) is FodAction.UNLOCK
+    return e.state is S.PENDING
 
 
 def _never_connected(lang: str) -> str:

@@ -101,6 +101,25 @@ def fod_blocker(blocker: Blocker, now: float, idle_s: float, lang: str) -> Entit
     return EntitlementBlocker(blocker.code.value, blocker.rules[0], text)
 
 
+def not_offered_for_model(e: Entitlement, session: VehicleSession, lang: str) -> EntitlementBlocker:
+    """The car's Hello showed a model the product is not sold for: it is never delivered (see
+    entitlements/offer.py). The rule is the product catalogue, not a numbered domain rule."""
+    model, year = session.model, session.model_year
+    return EntitlementBlocker(
+        "not_offered_for_model",
+        "catalogue",
+        _t(
+            lang,
+            f"{e.product_id} is not offered for the {model} of model year {year}, so it is not "
+            "delivered to this vehicle. Please contact your Porsche Partner about cancelling "
+            "the order.",
+            f"{e.product_id} wird für den {model} des Modelljahrs {year} nicht angeboten und "
+            "daher nicht an dieses Fahrzeug geliefert. Bitte wenden Sie sich wegen einer "
+            "Stornierung der Bestellung an Ihren Porsche Partner.",
+        ),
+    )
+
+
 def explain_service(
     e: Entitlement,
     session: VehicleSession | None,

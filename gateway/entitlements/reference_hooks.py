@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gateway import rules
 from gateway.entitlements.explain import generic_fod_retry_steps
+from gateway.entitlements.offer import offered_for_model
 from gateway.entitlements.vehicle import default_link_good
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
@@ -24,14 +25,18 @@ class ReferenceHooks:
         self._deferred: set[str] = set()  # VINs whose FoD activation is deferred right now
 
     def offered(self, session: VehicleSession, product: str) -> tuple[bool, str]:
-        """R12: is the service offered where the car is? A product the reference data does not
-        list is not country-dependent and is not held back."""
+        """R12: is the product's service offered where the car is? A product whose service the
+        reference data does not list is not country-dependent and is not held back."""
         ref = self._reference.current
-        service = ref.service(product)
+        service = ref.service_of_product(product)
         if service is None:
             return True, ""
         decision = rules.service_available(rules.visited_country(ref, session), service)
         return decision.allowed, decision.detail
+
+    def offered_for_model(self, session: VehicleSession, product: str) -> tuple[bool, str]:
+        """Is the product sold for the car's model and model year (roaming/products.toml)?"""
+        return offered_for_model(self._reference.current, product, session)
 
     def fod_retry_steps(self, session: VehicleSession, lang: str) -> tuple[str, ...]:
         """R18: the model's steps from sim_profiles/, generic ones when no profile matches."""

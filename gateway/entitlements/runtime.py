@@ -31,6 +31,7 @@ from gateway.entitlements.types import (
     Delivered,
     Entitlement,
     EntitlementState,
+    FodAction,
     FodResult,
     FodWindowOpen,
     LifecycleEvent,
@@ -79,6 +80,7 @@ class EngineCore:
         session_of: Callable[[str], VehicleSession | None],
         hub: EventHub,
         service_available: Callable[[VehicleSession, str], tuple[bool, str]] = lambda s, p: (True, ""),
+        offered_for_model: Callable[[VehicleSession, str], tuple[bool, str]] = lambda s, p: (True, ""),
         fod_retry_steps: Callable[[VehicleSession, str], tuple[str, ...]] = generic_fod_retry_steps,
         link_good: Callable[[VehicleSession], bool] = default_link_good,
         idle_s: float = 600.0,
@@ -94,6 +96,10 @@ class EngineCore:
         session_of: the current VehicleSession of a VIN, None when never seen.
         hub: wakes WatchEntitlementEvents streams; a hub of its own (cursors are the outbox's).
         service_available: R12 hook, (session, product_id) -> (offered here, reason).
+        offered_for_model: product catalogue hook, (session, product_id) -> (sold for the car's
+            model and model year, reason). A grant accepted before the car's model was known
+            stays undelivered when the model turns out not to be offered (explained as
+            `not_offered_for_model`).
         fod_retry_steps: R18 hook, (session, lang) -> the driver's steps for the car's model.
         link_good: R17 "good data connection" (default: online and not on 2G, R20).
         idle_s: R17 wait with every precondition met before an FoD command (default 10 min).
@@ -107,6 +113,7 @@ class EngineCore:
         self._session_of = session_of
         self._hub = hub
         self._available = service_available
+        self._offered_for_model = offered_for_model
         self._retry_steps = fod_retry_steps
         self._link_good = link_good
         self._ack_timeout_s = ack_timeout_s
@@ -176,6 +183,10 @@ class EngineCore:
         vin = session.vin
         for e in delivery.services(self._view_vin(batch, vin)):
             if e.state is S.PENDING:
+                ok, reason = self._offered_for_model(session, e.product_id)
+                if not ok:  # never delivered to this model; Explain says so
+                    log.info("%s for %s held back: %s", e.product_id, vin, reason)
+                    continue
                 ok, reason = self._available(session, e.product_id)
                 if not ok:  # R12: waits for a boot in a country that offers it
                     log.info("%s for %s held back: %s", e.product_id, vin, reason)
@@ -275,6 +286,9 @@ class EngineCore:
                 continue
             eligible_at = self._idle.eligible_at(vin)
             for e in waiting:
+                unlock = delivery.fod_action(e) is FodAction.UNLOCK
+                if unlock and not self._offered_for_model(session, e.product_id)[0]:
+                    continue  # not sold for this model: never unlocked (Explain says so)
                 last = self._commands.get(e.entitlement_id)
                 due = delivery.command_due(
                     e, last, now, eligible_at=eligible_at, ack_timeout_s=self._ack_timeout_s,

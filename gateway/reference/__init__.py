@@ -5,7 +5,7 @@ one immutable snapshot that a `ReferenceStore` swaps whole on reload.
 """
 
 from gateway.reference.loader import Problem, ReferenceDataError, load_reference
-from gateway.reference.schema import Country, PresenceGrace, Service, SimProfile
+from gateway.reference.schema import Country, PresenceGrace, Product, Service, SimProfile
 from gateway.reference.snapshot import ReferenceData
 from gateway.reference.store import ReferenceStore
 
@@ -13,6 +13,7 @@ __all__ = [
     "Country",
     "PresenceGrace",
     "Problem",
+    "Product",
     "ReferenceData",
     "ReferenceDataError",
     "ReferenceStore",

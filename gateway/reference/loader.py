@@ -1,4 +1,5 @@
-"""Read `sim_profiles/` and `roaming/` from disk into one validated `ReferenceData`.
+"""Read `sim_profiles/` and `roaming/` (with the product catalogue) from disk into one
+validated `ReferenceData`.
 
 Every problem found is collected (not just the first), each naming the file relative to the
 data root, the field path or TOML line, and the reason, e.g.
@@ -20,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gateway.reference.schema import (
     Country,
     FallbackCountry,
+    ModelOffer,
     PresenceGrace,
+    ProductCatalogue,
     ServiceCatalogue,
     SimProfile,
 )
@@ -33,6 +36,7 @@ COUNTRIES_DIR = "roaming/countries"
 SERVICES_FILE = "roaming/services.toml"
 FALLBACK_FILE = "roaming/fallback.toml"
 PRESENCE_FILE = "roaming/presence.toml"
+PRODUCTS_FILE = "roaming/products.toml"
 
 _TOML_POSITION = re.compile(r"^(?P<msg>.*?) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
@@ -72,6 +76,7 @@ def load_reference(root: Path) -> ReferenceData:
     countries = loader.load_dir(COUNTRIES_DIR, Country)
     fallback = loader.load_file(FALLBACK_FILE, FallbackCountry)
     presence = loader.load_file(PRESENCE_FILE, _PresenceFile)
+    products = loader.load_file(PRODUCTS_FILE, ProductCatalogue)
 
     loader.check_year_ranges(profiles)
     loader.check_countries(countries)
@@ -81,16 +86,27 @@ def load_reference(root: Path) -> ReferenceData:
             loader.check_service_ids(rel, country.services, known)
         if fallback is not None:
             loader.check_service_ids(FALLBACK_FILE, fallback.services, known)
+    if products is not None:
+        # Cross-check only against files that loaded cleanly: a broken profile would otherwise
+        # also be reported as an "unknown model family" of every product offered for it.
+        profiles_ok = not loader.problems_in(SIM_PROFILES_DIR + "/")
+        loader.check_products(
+            products,
+            set(catalogue.services) if catalogue is not None else None,
+            profiles if profiles_ok else None,
+        )
 
     if loader.problems:
         raise ReferenceDataError(loader.problems)
     assert catalogue is not None and fallback is not None and presence is not None
+    assert products is not None
     return ReferenceData.build(
         profiles=[profile for _, profile in profiles],
         countries=[country for _, country in countries],
         services=list(catalogue.services.values()),
         fallback=fallback,
         presence=presence.presence,
+        products=list(products.products.values()),
         digest=loader.digest.hexdigest(),
     )
 
@@ -190,6 +206,53 @@ class _Loader:
                     f"services[{index}]",
                     f"unknown service id {service_id!r} (not in {SERVICES_FILE})",
                 ))
+
+    def check_products(
+        self,
+        catalogue: ProductCatalogue,
+        services: set[str] | None,
+        profiles: Sequence[tuple[str, SimProfile]] | None,
+    ) -> None:
+        """Each service product names a service of services.toml (R12, R22 follow it), and each
+        offer names a model family of sim_profiles/ over years some profile of it covers."""
+        for key, product in catalogue.products.items():
+            where = f"products.{key}"
+            if product.service is not None and services is not None and product.service not in services:
+                self.problems.append(Problem(
+                    PRODUCTS_FILE,
+                    f"{where}.service",
+                    f"unknown service id {product.service!r} (not in {SERVICES_FILE})",
+                ))
+            for index, offer in enumerate(product.offered_for):
+                if profiles is not None:
+                    self._check_offer(f"{where}.offered_for[{index}]", offer, profiles)
+
+    def problems_in(self, prefix: str) -> bool:
+        return any(p.file.startswith(prefix) for p in self.problems)
+
+    def _check_offer(
+        self, where: str, offer: ModelOffer, profiles: Sequence[tuple[str, SimProfile]]
+    ) -> None:
+        family = [p for _, p in profiles if p.model == offer.model]
+        if not family:
+            models = sorted({p.model for _, p in profiles})
+            self.problems.append(Problem(
+                PRODUCTS_FILE,
+                f"{where}.model",
+                f"unknown model family {offer.model!r} (sim_profiles/ has {', '.join(models)})",
+            ))
+            return
+        upper = offer.model_year_to if offer.model_year_to is not None else 10_000
+        if not any(
+            p.model_year_from <= upper
+            and offer.model_year_from <= (p.model_year_to if p.model_year_to is not None else 10_000)
+            for p in family
+        ):
+            self.problems.append(Problem(
+                PRODUCTS_FILE,
+                f"{where}.model_year_from",
+                f"{offer.label()} is covered by no sim profile of the {offer.model}",
+            ))
 
 
 def _overlap(a: SimProfile, b: SimProfile) -> bool:

@@ -36,7 +36,11 @@ __all__ = [
     "LocalizedText",
     "MenuPath",
     "Menus",
+    "ModelOffer",
     "PresenceGrace",
+    "Product",
+    "ProductCatalogue",
+    "ProductKind",
     "RadioKey",
     "Service",
     "ServiceCatalogue",
@@ -64,6 +68,12 @@ def _service_id(value: str) -> str:
     return value
 
 
+def _product_id(value: str) -> str:
+    if _SERVICE_ID.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not a product id (lower-case words joined by '-')")
+    return value
+
+
 def _bearer(value: object) -> Bearer:
     # Data files name bearers in snake case ("embedded_sim"); the enum is gateway.model.Bearer.
     if isinstance(value, Bearer):
@@ -87,6 +97,7 @@ def _unique(values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 Email = Annotated[StrictStr, AfterValidator(_email)]
 ServiceId = Annotated[StrictStr, AfterValidator(_service_id)]
+ProductId = Annotated[StrictStr, AfterValidator(_product_id)]
 BearerName = Annotated[Bearer, BeforeValidator(_bearer)]
 ModelYear = Annotated[StrictInt, Field(ge=1990, le=2100)]
 Mcc = Annotated[StrictInt, Field(ge=200, le=799)]  # ITU-T E.212: 2xx Europe .. 7xx S. America
@@ -254,6 +265,82 @@ class ServiceCatalogue(_Frozen):
             if key != service.id:
                 raise ValueError(f"services.{key}: id {service.id!r} differs from the table key")
         return self
+
+
+ProductKind = Literal["service", "fod"]
+
+
+class ModelOffer(_Frozen):
+    """One model family over a model-year range that a product is offered for."""
+
+    model: NonEmpty  # a `model` of sim_profiles/ (the loader cross-checks it)
+    model_year_from: ModelYear
+    model_year_to: ModelYear | None = None  # open end
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ModelOffer:
+        if self.model_year_to is not None and self.model_year_to < self.model_year_from:
+            raise ValueError("model_year_to is before model_year_from")
+        return self
+
+    def covers(self, model: str, model_year: int) -> bool:
+        if self.model.casefold() != model.strip().casefold():
+            return False
+        upper = self.model_year_to if self.model_year_to is not None else model_year
+        return self.model_year_from <= model_year <= upper
+
+    def label(self) -> str:
+        end = "" if self.model_year_to is None else str(self.model_year_to)
+        return f"{self.model} MY{self.model_year_from}-{end}"
+
+
+class Product(_Frozen):
+    """One entry of `roaming/products.toml`: what the store may sell; `id` is the table key.
+
+    A service product belongs to a service of `roaming/services.toml` (R12 country availability
+    and R22 privacy follow that service); a Function on Demand is unlocked in the car (R14-R17).
+    """
+
+    id: ProductId
+    kind: ProductKind
+    name_en: NonEmpty
+    name_de: NonEmpty
+    service: ServiceId | None = None  # kind = "service" only; the loader checks it exists
+    offered_for: Annotated[tuple[ModelOffer, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _service_exactly_for_services(self) -> Product:
+        if (self.kind == "service") != (self.service is not None):
+            raise ValueError('service must be given exactly when kind = "service"')
+        return self
+
+    def name(self, lang: Literal["en", "de"]) -> str:
+        return self.name_en if lang == "en" else self.name_de
+
+    def offered(self, model: str, model_year: int) -> bool:
+        """Is it sold for this model family (case-insensitive) and model year?"""
+        return any(offer.covers(model, model_year) for offer in self.offered_for)
+
+    def offers_label(self) -> str:
+        return ", ".join(offer.label() for offer in self.offered_for)
+
+
+class ProductCatalogue(_Frozen):
+    """`roaming/products.toml`: `[products.<id>]` tables, in catalogue order."""
+
+    products: Annotated[Mapping[ProductId, Product], Field(min_length=1)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ids_from_keys(cls, data: object) -> object:
+        # The id is the table key; it is copied in so a Product knows its own id.
+        if isinstance(data, dict) and isinstance(data.get("products"), dict):
+            products = {
+                key: {"id": key, **value} if isinstance(value, dict) else value
+                for key, value in data["products"].items()
+            }
+            return {**data, "products": products}
+        return data
 
 
 class Country(_Frozen):

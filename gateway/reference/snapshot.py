@@ -6,7 +6,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gateway.reference.schema import Country, FallbackCountry, PresenceGrace, Service, SimProfile
+from gateway.reference.schema import (
+    Country,
+    FallbackCountry,
+    PresenceGrace,
+    Product,
+    Service,
+    SimProfile,
+)
 
 __all__ = ["ReferenceData"]
 
@@ -20,6 +27,7 @@ class ReferenceData:
     services: Mapping[str, Service]  # by id, in catalogue order
     fallback: FallbackCountry  # R30: any country not on the support list
     presence: PresenceGrace  # R20
+    products: Mapping[str, Product]  # what Grant may sell, by id, in catalogue order
     digest: str  # sha256 over every file read; equal digests mean equal data
     _by_mcc: Mapping[int, Country]
 
@@ -32,12 +40,14 @@ class ReferenceData:
         services: Iterable[Service],
         fallback: FallbackCountry,
         presence: PresenceGrace,
+        products: Iterable[Product],
         digest: str,
     ) -> ReferenceData:
         """Index already cross-checked data (the loader guarantees unique ISO codes and MCCs).
 
         profiles: every SIM profile. countries: every listed country. services: the catalogue.
         fallback: R30 defaults. presence: R20 grace table. digest: identity of the source files.
+        products: the product catalogue (cross-checked against services and profiles).
         """
         by_iso = {c.iso: c for c in countries}
         return cls(
@@ -46,6 +56,7 @@ class ReferenceData:
             services=MappingProxyType({s.id: s for s in services}),
             fallback=fallback,
             presence=presence,
+            products=MappingProxyType({p.id: p for p in products}),
             digest=digest,
             _by_mcc=MappingProxyType({mcc: c for c in by_iso.values() for mcc in c.mccs}),
         )
@@ -71,8 +82,20 @@ class ReferenceData:
     def service(self, service_id: str) -> Service | None:
         return self.services.get(service_id)
 
+    def product(self, product_id: str) -> Product | None:
+        return self.products.get(product_id)
+
+    def service_of_product(self, product_id: str) -> Service | None:
+        """The service a product is delivered as (R12, R22): the product's `service`, or the
+        service of the same id for an id the catalogue does not list."""
+        product = self.products.get(product_id)
+        if product is not None:
+            return self.services.get(product.service) if product.service is not None else None
+        return self.services.get(product_id)
+
     def summary(self) -> str:
         return (
             f"{len(self.profiles)} sim profiles, {len(self.countries)} countries, "
-            f"{len(self.services)} services, digest {self.digest[:12]}"
+            f"{len(self.services)} services, {len(self.products)} products, "
+            f"digest {self.digest[:12]}"
         )

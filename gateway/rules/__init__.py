@@ -8,18 +8,22 @@ from gateway.rules.access import is_abroad, service_access, service_available
 from gateway.rules.decision import Decision, Outcome, Reason
 from gateway.rules.evaluate import evaluate, visited_country
 from gateway.rules.explain import Explanation, explain, fod_retry_steps
+from gateway.rules.linking import LinkingFacts, linking_advice, linking_facts
 from gateway.rules.presence import offline_grace_s
 from gateway.rules.privacy import privacy_filter, remote_command_allowed
 
 __all__ = [
     "Decision",
     "Explanation",
+    "LinkingFacts",
     "Outcome",
     "Reason",
     "evaluate",
     "explain",
     "fod_retry_steps",
     "is_abroad",
+    "linking_advice",
+    "linking_facts",
     "offline_grace_s",
     "privacy_filter",
     "remote_command_allowed",

@@ -20,9 +20,13 @@ from gateway.clock import ManualClock
 from gateway.entitlements.engine import EntitlementEngine
 from gateway.entitlements.ledger_sqlite import SqliteLedger
 from gateway.metrics import Metrics
+from gateway.model import VehicleSession
+from gateway.reference import ReferenceStore
 from gateway.session.hub import EventHub
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 VIN = "WP0ZZZ99ZTS392124"
 OWNER = "owner@example.com"
@@ -41,6 +45,7 @@ class Api:
     stub: entitlements_pb2_grpc.EntitlementServiceStub
     clock: ManualClock
     metrics: Metrics
+    sessions: dict[str, VehicleSession]  # what the engine knows of each car (empty: never connected)
 
 
 @pytest.fixture
@@ -54,13 +59,16 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async def publish(topic: str, payload: bytes) -> None:
         pass
 
+    sessions: dict[str, VehicleSession] = {}
     engine = EntitlementEngine(
-        ledger=ledger, clock=clock, metrics=metrics, publish=publish, session_of=lambda vin: None, hub=hub
+        ledger=ledger, clock=clock, metrics=metrics, publish=publish, session_of=sessions.get, hub=hub
     )
     await engine.start()
     server = grpc.aio.server()
+    reference = ReferenceStore.load(REPO)  # the shipped product catalogue
     entitlements_pb2_grpc.add_EntitlementServiceServicer_to_server(
-        EntitlementService(engine=engine, ledger=ledger, hub=hub, metrics=metrics), server
+        EntitlementService(engine=engine, ledger=ledger, hub=hub, metrics=metrics, reference=reference),
+        server,
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -68,7 +76,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = entitlements_pb2_grpc.EntitlementServiceStub(channel)
             await stub.SetVehicleOwner(pb.SetVehicleOwnerRequest(vin=VIN, owner=OWNER))
-            yield Api(stub, clock, metrics)
+            yield Api(stub, clock, metrics, sessions)
     finally:
         await server.stop(None)
         await ledger.close()
@@ -78,7 +86,7 @@ def grant(order_id: str = "order-1", **changes: object) -> pb.GrantRequest:
     fields: dict[str, object] = {
         "order_id": order_id,
         "vin": VIN,
-        "product_id": "svc.remote_services",
+        "product_id": "remote-services",
         "kind": pb.ENTITLEMENT_KIND_SERVICE,
         "purchaser": OWNER,
         "purchaser_role": pb.PURCHASER_ROLE_OWNER,
@@ -100,7 +108,7 @@ async def test_grant_is_idempotent_by_order_id(api: Api) -> None:
     again = await api.stub.Grant(grant())
     assert first.entitlement_id == again.entitlement_id
     assert first.state == pb.ENTITLEMENT_STATE_PENDING and first.remaining_term_seconds == -1
-    changed = grant(product_id="svc.other")
+    changed = grant(product_id="navigation-plus")
     assert await code_of(api.stub.Grant(changed)) is grpc.StatusCode.ALREADY_EXISTS
 
 
@@ -123,6 +131,47 @@ async def test_grant_refusals_have_their_status_codes(api: Api) -> None:
     assert await code_of(api.stub.Grant(stranger)) is grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_grant_of_an_unknown_product_is_invalid_argument_and_stores_nothing(api: Api) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.stub.Grant(grant(product_id="no-such-product-xyz"))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown product_id 'no-such-product-xyz'" in (err.value.details() or "")
+    listed = await api.stub.ListEntitlements(pb.ListEntitlementsRequest(vin=VIN, include_ended=True))
+    assert list(listed.entitlements) == []
+
+
+async def test_grant_whose_kind_does_not_fit_the_product_is_invalid_argument(api: Api) -> None:
+    fod_as_service = grant(product_id="porsche-innodrive", kind=pb.ENTITLEMENT_KIND_SERVICE)
+    assert await code_of(api.stub.Grant(fod_as_service)) is grpc.StatusCode.INVALID_ARGUMENT
+    service_as_fod = grant(product_id="remote-services", kind=pb.ENTITLEMENT_KIND_FOD_MONTHLY)
+    assert await code_of(api.stub.Grant(service_as_fod)) is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_grant_not_offered_for_the_cars_model_is_failed_precondition_naming_the_model(
+    api: Api,
+) -> None:
+    api.sessions[VIN] = VehicleSession(VIN, model="Macan", model_year=2017)
+    pirm = grant(product_id="porsche-intelligent-range-manager", kind=pb.ENTITLEMENT_KIND_FOD_UNLIMITED)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.stub.Grant(pirm)
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    details = err.value.details() or ""
+    assert "not offered for the Macan of model year 2017" in details and "Taycan MY2020-" in details
+    offered = await api.stub.Grant(grant("order-2", product_id="apple-carplay",
+                                         kind=pb.ENTITLEMENT_KIND_FOD_UNLIMITED))
+    assert offered.state == pb.ENTITLEMENT_STATE_PENDING
+
+
+async def test_grant_for_a_car_whose_model_is_not_known_yet_is_accepted(api: Api) -> None:
+    # R1: cars are sold before delivery; the model is checked again once the car's Hello tells it.
+    pirm = grant(product_id="porsche-intelligent-range-manager", kind=pb.ENTITLEMENT_KIND_FOD_UNLIMITED)
+    e = await api.stub.Grant(pirm)
+    assert e.state == pb.ENTITLEMENT_STATE_PENDING
+    api.sessions[VIN] = VehicleSession(VIN, model="Macan", model_year=2017)
+    again = await api.stub.Grant(pirm)  # a retry of the accepted order stays idempotent
+    assert again.entitlement_id == e.entitlement_id
+
+
 async def test_remaining_term_is_in_the_response(api: Api) -> None:  # R11
     e = await api.stub.Grant(grant(kind=pb.ENTITLEMENT_KIND_FIXED_TERM, term_months=1))
     assert e.remaining_term_seconds == 31 * DAY and e.term_end.seconds == BOOKED + 31 * DAY
@@ -132,7 +181,8 @@ async def test_remaining_term_is_in_the_response(api: Api) -> None:  # R11
 
 
 async def test_withdrawal_after_the_period_is_a_failed_precondition_that_says_why(api: Api) -> None:
-    e = await api.stub.Grant(grant(kind=pb.ENTITLEMENT_KIND_FOD_UNLIMITED, product_id="fod.led"))
+    pdls = "porsche-dynamic-light-system-plus"
+    e = await api.stub.Grant(grant(kind=pb.ENTITLEMENT_KIND_FOD_UNLIMITED, product_id=pdls))
     api.clock.advance(15 * DAY)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await api.stub.Cancel(pb.CancelRequest(entitlement_id=e.entitlement_id))
@@ -141,7 +191,8 @@ async def test_withdrawal_after_the_period_is_a_failed_precondition_that_says_wh
 
 
 async def test_cancel_states_the_effective_end_and_rule(api: Api) -> None:
-    e = await api.stub.Grant(grant(kind=pb.ENTITLEMENT_KIND_FOD_MONTHLY, product_id="fod.acc"))
+    acc = "adaptive-cruise-control"
+    e = await api.stub.Grant(grant(kind=pb.ENTITLEMENT_KIND_FOD_MONTHLY, product_id=acc))
     resp = await api.stub.Cancel(pb.CancelRequest(entitlement_id=e.entitlement_id))
     assert resp.rule == "R16"
     assert resp.effective_end.seconds == datetime(2026, 4, 1, tzinfo=UTC).timestamp()
@@ -189,7 +240,7 @@ async def next_events(stream: AsyncIterator[pb.EntitlementEvent], n: int) -> lis
 
 async def test_watch_resumed_from_a_cursor_sees_every_event_once(api: Api) -> None:
     first = await api.stub.Grant(grant("o1"))
-    await api.stub.Grant(grant("o2", product_id="svc.b"))
+    await api.stub.Grant(grant("o2", product_id="car-finder"))
     call = api.stub.WatchEntitlementEvents(pb.WatchEntitlementEventsRequest())
     seen = await next_events(aiter(call), 2)
     call.cancel()
@@ -198,7 +249,7 @@ async def test_watch_resumed_from_a_cursor_sees_every_event_once(api: Api) -> No
 
     # While nobody watches: a cancel (CANCELLED + REVOKED) and a new grant.
     await api.stub.Cancel(pb.CancelRequest(entitlement_id=first.entitlement_id))
-    await api.stub.Grant(grant("o3", product_id="svc.c"))
+    await api.stub.Grant(grant("o3", product_id="navigation-plus"))
 
     resumed = api.stub.WatchEntitlementEvents(pb.WatchEntitlementEventsRequest(after_cursor=seen[-1].cursor))
     stream = aiter(resumed)
@@ -211,7 +262,7 @@ async def test_watch_resumed_from_a_cursor_sees_every_event_once(api: Api) -> No
     cursors = [e.cursor for e in seen + missed]
     assert cursors == sorted(set(cursors))  # strictly increasing: nothing twice, nothing skipped
 
-    await api.stub.Grant(grant("o4", product_id="svc.d"))  # a live event wakes the stream
+    await api.stub.Grant(grant("o4", product_id="radio-plus"))  # a live event wakes the stream
     [live] = await next_events(stream, 1)
     assert live.kind == pb.ENTITLEMENT_EVENT_KIND_GRANTED and live.cursor == cursors[-1] + 1
     resumed.cancel()

@@ -10,6 +10,7 @@ def test_reference_exports_only_the_documented_names() -> None:
         "Country",
         "PresenceGrace",
         "Problem",
+        "Product",
         "ReferenceData",
         "ReferenceDataError",
         "ReferenceStore",

@@ -241,6 +241,7 @@ class GrantRequest(_message.Message):
     """idempotency key"""
     vin: _builtins.str
     product_id: _builtins.str
+    """an id of the product catalogue (roaming/products.toml)"""
     kind: Global___EntitlementKind.ValueType
     purchaser: _builtins.str
     purchaser_role: Global___PurchaserRole.ValueType

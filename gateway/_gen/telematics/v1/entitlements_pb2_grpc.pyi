@@ -28,10 +28,19 @@ GRPC_VERSION: str
 
 class EntitlementServiceStub:
     """Errors:
-      Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term),
+      Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
+        in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
+        service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
+        FAILED_PRECONDITION (the product is not offered for the car's model family and model
+        year; the message names the model and what the product is offered for),
         PERMISSION_DENIED (purchaser is not the vehicle's owner, R3),
         ALREADY_EXISTS (same order_id with different content). The same order twice returns the
-        same entitlement. An acknowledged grant is durable.
+        same entitlement (a retry is not checked against the catalogue again). An acknowledged
+        grant is durable.
+        Model not known yet (the car never sent a Hello; cars are sold before delivery, R1): the
+        grant is accepted and checked again when the Hello tells the model. A product not
+        offered for it is then never delivered (service stays PENDING, FoD never unlocked nor
+        billed) and Explain shows the blocker "not_offered_for_model"; the backend may Revoke.
       Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
         why), the response states the effective end.
       Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).
@@ -55,10 +64,19 @@ class EntitlementServiceStub:
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
     """Errors:
-      Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term),
+      Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
+        in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
+        service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
+        FAILED_PRECONDITION (the product is not offered for the car's model family and model
+        year; the message names the model and what the product is offered for),
         PERMISSION_DENIED (purchaser is not the vehicle's owner, R3),
         ALREADY_EXISTS (same order_id with different content). The same order twice returns the
-        same entitlement. An acknowledged grant is durable.
+        same entitlement (a retry is not checked against the catalogue again). An acknowledged
+        grant is durable.
+        Model not known yet (the car never sent a Hello; cars are sold before delivery, R1): the
+        grant is accepted and checked again when the Hello tells the model. A product not
+        offered for it is then never delivered (service stays PENDING, FoD never unlocked nor
+        billed) and Explain shows the blocker "not_offered_for_model"; the backend may Revoke.
       Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
         why), the response states the effective end.
       Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).
@@ -78,10 +96,19 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors:
-      Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term),
+      Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
+        in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
+        service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
+        FAILED_PRECONDITION (the product is not offered for the car's model family and model
+        year; the message names the model and what the product is offered for),
         PERMISSION_DENIED (purchaser is not the vehicle's owner, R3),
         ALREADY_EXISTS (same order_id with different content). The same order twice returns the
-        same entitlement. An acknowledged grant is durable.
+        same entitlement (a retry is not checked against the catalogue again). An acknowledged
+        grant is durable.
+        Model not known yet (the car never sent a Hello; cars are sold before delivery, R1): the
+        grant is accepted and checked again when the Hello tells the model. A product not
+        offered for it is then never delivered (service stays PENDING, FoD never unlocked nor
+        billed) and Explain shows the blocker "not_offered_for_model"; the backend may Revoke.
       Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
         why), the response states the effective end.
       Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).

@@ -24,29 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btelematics/v1/explain.proto\x12\rtelematics.v1\"\x9e\x01\n\x08\x44\x65\x63ision\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\'\n\x07outcome\x18\x02 \x01(\x0e\x32\x16.telematics.v1.Outcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x11\n\tnext_step\x18\x06 \x01(\t\x12\x17\n\x0fsupport_contact\x18\x07 \x01(\t\"}\n\x16\x45ntitlementExplanation\x12\x16\n\x0e\x65ntitlement_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12(\n\x08\x62lockers\x18\x04 \x03(\x0b\x32\x16.telematics.v1.Blocker\"8\n\x07\x42locker\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x11\n\tnext_step\x18\x03 \x01(\t\"/\n\x0e\x45xplainRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\xdc\x01\n\x0f\x45xplainResponse\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmodel_year\x18\x03 \x01(\r\x12\x17\n\x0fvisited_country\x18\x04 \x01(\t\x12*\n\tdecisions\x18\x05 \x03(\x0b\x32\x17.telematics.v1.Decision\x12;\n\x0c\x65ntitlements\x18\x06 \x03(\x0b\x32%.telematics.v1.EntitlementExplanation\x12\x17\n\x0fsupport_contact\x18\x07 \x01(\t\"\x1c\n\x1aReloadReferenceDataRequest\"@\n\x1bReloadReferenceDataResponse\x12\x10\n\x08reloaded\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t*n\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_ALLOW\x10\x01\x12\x10\n\x0cOUTCOME_DENY\x10\x02\x12\x11\n\rOUTCOME_DEFER\x10\x03\x12\x12\n\x0eOUTCOME_REDACT\x10\x04\x32\xc8\x01\n\x0e\x45xplainService\x12H\n\x07\x45xplain\x12\x1d.telematics.v1.ExplainRequest\x1a\x1e.telematics.v1.ExplainResponse\x12l\n\x13ReloadReferenceData\x12).telematics.v1.ReloadReferenceDataRequest\x1a*.telematics.v1.ReloadReferenceDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btelematics/v1/explain.proto\x12\rtelematics.v1\"\x9e\x01\n\x08\x44\x65\x63ision\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\'\n\x07outcome\x18\x02 \x01(\x0e\x32\x16.telematics.v1.Outcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x11\n\tnext_step\x18\x06 \x01(\t\x12\x17\n\x0fsupport_contact\x18\x07 \x01(\t\"}\n\x16\x45ntitlementExplanation\x12\x16\n\x0e\x65ntitlement_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12(\n\x08\x62lockers\x18\x04 \x03(\x0b\x32\x16.telematics.v1.Blocker\"8\n\x07\x42locker\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x11\n\tnext_step\x18\x03 \x01(\t\"4\n\x06\x41\x64vice\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05rules\x18\x02 \x03(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"/\n\x0e\x45xplainRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\x83\x02\n\x0f\x45xplainResponse\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmodel_year\x18\x03 \x01(\r\x12\x17\n\x0fvisited_country\x18\x04 \x01(\t\x12*\n\tdecisions\x18\x05 \x03(\x0b\x32\x17.telematics.v1.Decision\x12;\n\x0c\x65ntitlements\x18\x06 \x03(\x0b\x32%.telematics.v1.EntitlementExplanation\x12\x17\n\x0fsupport_contact\x18\x07 \x01(\t\x12%\n\x06\x61\x64vice\x18\x08 \x03(\x0b\x32\x15.telematics.v1.Advice\"\x1c\n\x1aReloadReferenceDataRequest\"@\n\x1bReloadReferenceDataResponse\x12\x10\n\x08reloaded\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t*n\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_ALLOW\x10\x01\x12\x10\n\x0cOUTCOME_DENY\x10\x02\x12\x11\n\rOUTCOME_DEFER\x10\x03\x12\x12\n\x0eOUTCOME_REDACT\x10\x04\x32\xc8\x01\n\x0e\x45xplainService\x12H\n\x07\x45xplain\x12\x1d.telematics.v1.ExplainRequest\x1a\x1e.telematics.v1.ExplainResponse\x12l\n\x13ReloadReferenceData\x12).telematics.v1.ReloadReferenceDataRequest\x1a*.telematics.v1.ReloadReferenceDataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'telematics.v1.explain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=760
-  _globals['_OUTCOME']._serialized_end=870
+  _globals['_OUTCOME']._serialized_start=853
+  _globals['_OUTCOME']._serialized_end=963
   _globals['_DECISION']._serialized_start=47
   _globals['_DECISION']._serialized_end=205
   _globals['_ENTITLEMENTEXPLANATION']._serialized_start=207
   _globals['_ENTITLEMENTEXPLANATION']._serialized_end=332
   _globals['_BLOCKER']._serialized_start=334
   _globals['_BLOCKER']._serialized_end=390
-  _globals['_EXPLAINREQUEST']._serialized_start=392
-  _globals['_EXPLAINREQUEST']._serialized_end=439
-  _globals['_EXPLAINRESPONSE']._serialized_start=442
-  _globals['_EXPLAINRESPONSE']._serialized_end=662
-  _globals['_RELOADREFERENCEDATAREQUEST']._serialized_start=664
-  _globals['_RELOADREFERENCEDATAREQUEST']._serialized_end=692
-  _globals['_RELOADREFERENCEDATARESPONSE']._serialized_start=694
-  _globals['_RELOADREFERENCEDATARESPONSE']._serialized_end=758
-  _globals['_EXPLAINSERVICE']._serialized_start=873
-  _globals['_EXPLAINSERVICE']._serialized_end=1073
+  _globals['_ADVICE']._serialized_start=392
+  _globals['_ADVICE']._serialized_end=444
+  _globals['_EXPLAINREQUEST']._serialized_start=446
+  _globals['_EXPLAINREQUEST']._serialized_end=493
+  _globals['_EXPLAINRESPONSE']._serialized_start=496
+  _globals['_EXPLAINRESPONSE']._serialized_end=755
+  _globals['_RELOADREFERENCEDATAREQUEST']._serialized_start=757
+  _globals['_RELOADREFERENCEDATAREQUEST']._serialized_end=785
+  _globals['_RELOADREFERENCEDATARESPONSE']._serialized_start=787
+  _globals['_RELOADREFERENCEDATARESPONSE']._serialized_end=851
+  _globals['_EXPLAINSERVICE']._serialized_start=966
+  _globals['_EXPLAINSERVICE']._serialized_end=1166
 # @@protoc_insertion_point(module_scope)

@@ -135,7 +135,10 @@ class Blocker(_message.Message):
     code: _builtins.str
     """machine-readable, e.g. "charging_cable_connected" """
     rule: _builtins.str
-    """"R13", "R17", "R18", ..."""
+    """"R13", "R17", "R18", ...; "catalogue" for `not_offered_for_model`: the product is not sold
+    for the model the car's Hello showed (granted before the model was known); it is never
+    delivered to this car, the backend may Revoke it.
+    """
     next_step: _builtins.str
     """plain words in the requested language"""
     def __init__(
@@ -152,6 +155,40 @@ class Blocker(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Blocker: _TypeAlias = Blocker  # noqa: Y015
+
+@_typing.final
+class Advice(_message.Message):
+    """Information the driver asks support for, not a refusal: e.g. how to link the account to
+    the car (topic "account_linking", rules R5 and R7).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    """machine-readable, e.g. "account_linking" """
+    text: _builtins.str
+    """plain words in the requested language"""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """e.g. ["R5", "R7"]"""
+
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        rules: _abc.Iterable[_builtins.str] | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules", "text", b"text", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Advice: _TypeAlias = Advice  # noqa: Y015
 
 @_typing.final
 class ExplainRequest(_message.Message):
@@ -187,6 +224,7 @@ class ExplainResponse(_message.Message):
     DECISIONS_FIELD_NUMBER: _builtins.int
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
     SUPPORT_CONTACT_FIELD_NUMBER: _builtins.int
+    ADVICE_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
     model: _builtins.str
     model_year: _builtins.int
@@ -198,6 +236,10 @@ class ExplainResponse(_message.Message):
 
     @_builtins.property
     def entitlements(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntitlementExplanation]: ...
+    @_builtins.property
+    def advice(self) -> _containers.RepeatedCompositeFieldContainer[Global___Advice]:
+        """always holds "account_linking" (R5, R7)"""
+
     def __init__(
         self,
         *,
@@ -208,10 +250,11 @@ class ExplainResponse(_message.Message):
         decisions: _abc.Iterable[Global___Decision] | None = ...,
         entitlements: _abc.Iterable[Global___EntitlementExplanation] | None = ...,
         support_contact: _builtins.str = ...,
+        advice: _abc.Iterable[Global___Advice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "entitlements", b"entitlements", "model", b"model", "model_year", b"model_year", "support_contact", b"support_contact", "vin", b"vin", "visited_country", b"visited_country"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advice", b"advice", "decisions", b"decisions", "entitlements", b"entitlements", "model", b"model", "model_year", b"model_year", "support_contact", b"support_contact", "vin", b"vin", "visited_country", b"visited_country"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

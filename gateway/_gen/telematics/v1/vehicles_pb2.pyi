@@ -61,6 +61,116 @@ OFFLINE_REASON_CONNECTION_LOST: OfflineReason.ValueType  # 2
 OFFLINE_REASON_NEVER_SEEN: OfflineReason.ValueType  # 3
 Global___OfflineReason: _TypeAlias = OfflineReason  # noqa: Y015
 
+class _LinkingMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LinkingMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LinkingMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINKING_METHOD_UNSPECIFIED: _LinkingMethod.ValueType  # 0
+    """not known: the car has not told its model and model year,"""
+    LINKING_METHOD_PAIRING_CODE: _LinkingMethod.ValueType  # 1
+    """or sim_profiles/ has no profile for them (never a guess)
+    the 8-digit pairing code shown in My Porsche, typed into
+    """
+    LINKING_METHOD_ACCOUNT_ID: _LinkingMethod.ValueType  # 2
+    """the head unit
+    the account id (e-mail address) typed into the head unit
+    """
+
+class LinkingMethod(_LinkingMethod, metaclass=_LinkingMethodEnumTypeWrapper):
+    """R5: how an account (Porsche ID) is linked to the car."""
+
+LINKING_METHOD_UNSPECIFIED: LinkingMethod.ValueType  # 0
+"""not known: the car has not told its model and model year,"""
+LINKING_METHOD_PAIRING_CODE: LinkingMethod.ValueType  # 1
+"""or sim_profiles/ has no profile for them (never a guess)
+the 8-digit pairing code shown in My Porsche, typed into
+"""
+LINKING_METHOD_ACCOUNT_ID: LinkingMethod.ValueType  # 2
+"""the head unit
+the account id (e-mail address) typed into the head unit
+"""
+Global___LinkingMethod: _TypeAlias = LinkingMethod  # noqa: Y015
+
+@_typing.final
+class MenuPath(_message.Message):
+    """A head-unit menu path in both languages, verbatim from sim_profiles/."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EN_FIELD_NUMBER: _builtins.int
+    DE_FIELD_NUMBER: _builtins.int
+    NOTE_EN_FIELD_NUMBER: _builtins.int
+    NOTE_DE_FIELD_NUMBER: _builtins.int
+    en: _builtins.str
+    de: _builtins.str
+    note_en: _builtins.str
+    """e.g. where the pairing code is shown; may be empty"""
+    note_de: _builtins.str
+    def __init__(
+        self,
+        *,
+        en: _builtins.str = ...,
+        de: _builtins.str = ...,
+        note_en: _builtins.str = ...,
+        note_de: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["de", b"de", "en", b"en", "note_de", b"note_de", "note_en", b"note_en"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MenuPath: _TypeAlias = MenuPath  # noqa: Y015
+
+@_typing.final
+class AccountLinking(_message.Message):
+    """R5, R7: the linking facts of the car's profile (sim_profiles/, by model and model year),
+    resolved when the answer is built (a data reload shows at once; never stored).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    MENU_FIELD_NUMBER: _builtins.int
+    ALTERNATIVE_METHOD_FIELD_NUMBER: _builtins.int
+    ALTERNATIVE_MENU_FIELD_NUMBER: _builtins.int
+    SECURITY_CODE_REQUIRED_FIELD_NUMBER: _builtins.int
+    method: Global___LinkingMethod.ValueType
+    alternative_method: Global___LinkingMethod.ValueType
+    """R5 ambiguity kept as data: for model years the source disagrees on (MY2021 of 911,
+    Cayenne, Panamera) the other method that may apply, and its menu. UNSPECIFIED otherwise.
+    """
+    security_code_required: _builtins.bool
+    """R7: a security code is needed to log the account into the car (country-dependent).
+    Unset when the method is UNSPECIFIED.
+    """
+    @_builtins.property
+    def menu(self) -> Global___MenuPath:
+        """where the code or the account id is entered"""
+
+    @_builtins.property
+    def alternative_menu(self) -> Global___MenuPath: ...
+    def __init__(
+        self,
+        *,
+        method: Global___LinkingMethod.ValueType = ...,
+        menu: Global___MenuPath | None = ...,
+        alternative_method: Global___LinkingMethod.ValueType = ...,
+        alternative_menu: Global___MenuPath | None = ...,
+        security_code_required: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_security_code_required", b"_security_code_required", "alternative_menu", b"alternative_menu", "menu", b"menu", "security_code_required", b"security_code_required"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_security_code_required", b"_security_code_required", "alternative_menu", b"alternative_menu", "alternative_method", b"alternative_method", "menu", b"menu", "method", b"method", "security_code_required", b"security_code_required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__security_code_required: _TypeAlias = _typing.Literal["security_code_required"]  # noqa: Y015
+    _WhichOneofArgType__security_code_required: _TypeAlias = _typing.Literal["_security_code_required", b"_security_code_required"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__security_code_required) -> _WhichOneofReturnType__security_code_required | None: ...
+
+Global___AccountLinking: _TypeAlias = AccountLinking  # noqa: Y015
+
 @_typing.final
 class Vehicle(_message.Message):
     """The gateway's view of one vehicle's session."""
@@ -86,6 +196,7 @@ class Vehicle(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     SOFTWARE_VERSION_FIELD_NUMBER: _builtins.int
     LAST_BOOT_AT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_LINKING_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
     model: _builtins.str
     model_year: _builtins.int
@@ -110,6 +221,10 @@ class Vehicle(_message.Message):
     def last_seen_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_boot_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def account_linking(self) -> Global___AccountLinking:
+        """R5, R7: filled by GetVehicle and ListVehicles only (not in WatchVehicleEvents snapshots)."""
+
     def __init__(
         self,
         *,
@@ -132,10 +247,11 @@ class Vehicle(_message.Message):
         last_sequence: _builtins.int = ...,
         software_version: _builtins.str = ...,
         last_boot_at: _timestamp_pb2.Timestamp | None = ...,
+        account_linking: Global___AccountLinking | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_boot_at", b"last_boot_at", "last_seen_at", b"last_seen_at", "presence_changed_at", b"presence_changed_at", "privacy", b"privacy", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_linking", b"account_linking", "last_boot_at", b"last_boot_at", "last_seen_at", b"last_seen_at", "presence_changed_at", b"presence_changed_at", "privacy", b"privacy", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bearer", b"bearer", "home_country", b"home_country", "last_boot_at", b"last_boot_at", "last_seen_at", b"last_seen_at", "last_sequence", b"last_sequence", "model", b"model", "model_year", b"model_year", "offline_reason", b"offline_reason", "presence", b"presence", "presence_changed_at", b"presence_changed_at", "privacy", b"privacy", "radio", b"radio", "roaming", b"roaming", "roaming_enabled", b"roaming_enabled", "software_version", b"software_version", "state", b"state", "vin", b"vin", "visited_country", b"visited_country", "visited_mcc", b"visited_mcc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_linking", b"account_linking", "bearer", b"bearer", "home_country", b"home_country", "last_boot_at", b"last_boot_at", "last_seen_at", b"last_seen_at", "last_sequence", b"last_sequence", "model", b"model", "model_year", b"model_year", "offline_reason", b"offline_reason", "presence", b"presence", "presence_changed_at", b"presence_changed_at", "privacy", b"privacy", "radio", b"radio", "roaming", b"roaming", "roaming_enabled", b"roaming_enabled", "software_version", b"software_version", "state", b"state", "vin", b"vin", "visited_country", b"visited_country", "visited_mcc", b"visited_mcc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

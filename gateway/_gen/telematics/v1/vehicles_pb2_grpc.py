@@ -30,7 +30,9 @@ class VehicleServiceStub:
     SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
     FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
     the message names the reason), UNAVAILABLE (the broker session is down; retry).
-    GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
+    GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
+    `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
+    or model year is unknown or has no profile.
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
     every retained event after `after_cursor`, then follows live events, in cursor order.
@@ -70,7 +72,9 @@ class VehicleServiceServicer:
     SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
     FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
     the message names the reason), UNAVAILABLE (the broker session is down; retry).
-    GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
+    GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
+    `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
+    or model year is unknown or has no profile.
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
     every retained event after `after_cursor`, then follows live events, in cursor order.
@@ -137,7 +141,9 @@ class VehicleService:
     SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
     FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
     the message names the reason), UNAVAILABLE (the broker session is down; retry).
-    GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
+    GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
+    `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
+    or model year is unknown or has no profile.
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
     every retained event after `after_cursor`, then follows live events, in cursor order.

@@ -31,7 +31,9 @@ class VehicleServiceStub:
       SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
         FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
         the message names the reason), UNAVAILABLE (the broker session is down; retry).
-      GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
+      GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
+        `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
+        or model year is unknown or has no profile.
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
         every retained event after `after_cursor`, then follows live events, in cursor order.
@@ -53,7 +55,9 @@ class VehicleServiceAsyncStub(VehicleServiceStub):
       SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
         FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
         the message names the reason), UNAVAILABLE (the broker session is down; retry).
-      GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
+      GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
+        `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
+        or model year is unknown or has no profile.
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
         every retained event after `after_cursor`, then follows live events, in cursor order.
@@ -71,7 +75,9 @@ class VehicleServiceServicer(metaclass=_abc_1.ABCMeta):
       SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
         FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
         the message names the reason), UNAVAILABLE (the broker session is down; retry).
-      GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen).
+      GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
+        `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
+        or model year is unknown or has no profile.
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
         every retained event after `after_cursor`, then follows live events, in cursor order.
