@@ -165,7 +165,6 @@ def _action(decision: Decision, ctx: _Context) -> str:
             )
         case (
             Reason.PRIVACY_OFF
-            | Reason.NOT_PERSONAL
             | Reason.SERVICE_NOT_WITHHELD
             | Reason.HOME_NETWORK
             | Reason.ROAMING_FEE_FREE

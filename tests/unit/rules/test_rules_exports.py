@@ -11,6 +11,7 @@ def test_rules_exports_only_the_documented_names() -> None:
         "Explanation",
         "Outcome",
         "Reason",
+        "TelemetryRedaction",
         "evaluate",
         "explain",
         "fod_retry_steps",
@@ -20,7 +21,10 @@ def test_rules_exports_only_the_documented_names() -> None:
         "remote_command_allowed",
         "service_access",
         "service_available",
+        "strictest_privacy",
+        "telemetry_redaction",
         "visited_country",
+        "withholds_visited_country",
     ]
     for name in gateway.rules.__all__:
         assert hasattr(gateway.rules, name)
