@@ -20,7 +20,7 @@ from typing import Protocol
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import Clock
-from gateway.convert import event_to_proto, privacy_from_proto
+from gateway.convert import egress_event, event_to_proto, privacy_from_proto
 from gateway.decode import Decoded, Rejected, decode
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.vehicle import VehicleUpdate
@@ -200,7 +200,11 @@ class Pipeline:
             kinds[body] += 1
             if t.dirty:
                 dirty[t.session.vin] = t.session
-            events.extend((e, t.session) for e in t.events)
+            # R22: judged now, with the privacy of the moment (the session changes in place
+            # within the batch); the commit judges again with the later setting.
+            events.extend(
+                (v, t.session) for e in t.events if (v := egress_event(e, t.session)) is not None
+            )
         if self._entitlements is not None and updates:
             # Before the session commit: after a crash in between, the replay window has not
             # seen these messages, so the broker's redelivery reaches the engine again (its

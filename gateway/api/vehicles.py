@@ -11,7 +11,7 @@ import grpc
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
 from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary
-from gateway.convert import vehicle_to_proto
+from gateway.convert import vehicle_to_api
 from gateway.metrics import Metrics
 from gateway.model import Presence, is_valid_vin
 from gateway.rules import remote_command_allowed
@@ -63,7 +63,7 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         session = self._tracker.get(request.vin)
         if session is None:
             raise not_found(f"vehicle {request.vin} has never connected")
-        return vehicle_to_proto(session)
+        return vehicle_to_api(session)
 
     @unary("ListVehicles")
     async def ListVehicles(
@@ -77,7 +77,7 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         vins = sorted(v for v in self._tracker.sessions if v > after)
         page = vins[:size]
         resp = vehicles_pb2.ListVehiclesResponse(
-            vehicles=[vehicle_to_proto(self._tracker.sessions[v]) for v in page]
+            vehicles=[vehicle_to_api(self._tracker.sessions[v]) for v in page]
         )
         if len(vins) > size:
             resp.next_page_token = _token(page[-1])

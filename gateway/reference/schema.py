@@ -50,12 +50,13 @@ _SIGNAL_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
 # R22: names of a position or of something derived from it. A signal named like this can never
 # be declared public, so a data-file slip cannot release a location under privacy mode. Whole
 # words (split at "." and "_") plus unambiguous fragments ("geohash", "gps_fix").
-_LOCATION_WORDS = frozenset(
-    "lat latitude lon lng long longitude alt altitude gps gnss geo geohash pos position location"
-    " loc coord coords coordinates address street city zip postcode postal place poi route"
-    " destination dest heading bearing mcc mnc country region cell cellid wifi ssid bssid"
-    " trip odometer".split()
-)
+_LOCATION_WORDS = frozenset({
+    "lat", "latitude", "lon", "lng", "long", "longitude", "alt", "altitude", "gps", "gnss", "geo",
+    "geohash", "pos", "position", "location", "loc", "coord", "coords", "coordinates", "address",
+    "street", "city", "zip", "postcode", "postal", "place", "poi", "route", "destination", "dest",
+    "heading", "bearing", "mcc", "mnc", "country", "region", "cell", "cellid", "wifi", "ssid",
+    "bssid", "trip", "odometer",
+})
 _LOCATION_FRAGMENTS = ("geo", "gps", "gnss", "latitude", "longitude", "location", "position",
                        "coord", "address")
 

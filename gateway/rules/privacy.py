@@ -26,12 +26,14 @@ from gateway.model import Privacy, PrivacyMode, VehicleSession
 from gateway.rules.decision import Decision, Outcome, Reason
 
 __all__ = [
+    "NETWORK_LOCATION_FIELDS",
     "REMOTE_SERVICES",
     "TelemetryRedaction",
     "privacy_filter",
     "remote_command_allowed",
     "strictest_privacy",
     "telemetry_redaction",
+    "withheld_vehicle_fields",
     "withholds_visited_country",
 ]
 
@@ -103,11 +105,23 @@ def telemetry_redaction(
     return TelemetryRedaction(privacy_filter(privacy, service), frozenset(public_signals))
 
 
+# The vehicle fields that are a (coarse) location: the country and the MCC of the network.
+NETWORK_LOCATION_FIELDS = frozenset({"visited_country", "visited_mcc"})
+
+
 def withholds_visited_country(privacy: Privacy) -> bool:
     """R22: the visited country and MCC (a coarse network location) stay inside the gateway
     while privacy covers all services or the car never stated its setting (fail closed).
-    Per-service privacy names services; the country belongs to none of them."""
+    Per-service privacy names services; the country belongs to none of them. The roaming flag
+    (abroad or not, one bit that names no place) still flows: backends need it to explain why
+    a service is unavailable."""
     return privacy.mode in (PrivacyMode.ALL_SERVICES, PrivacyMode.UNSPECIFIED)
+
+
+def withheld_vehicle_fields(privacy: Privacy) -> frozenset[str]:
+    """The `telematics.v1.Vehicle` fields (and the names in a state change) that backend
+    outputs omit under `privacy` (R22)."""
+    return NETWORK_LOCATION_FIELDS if withholds_visited_country(privacy) else frozenset()
 
 
 def strictest_privacy(*settings: Privacy) -> Privacy:
