@@ -7,6 +7,8 @@ contract type is versioned already, so it doubles as the snapshot format.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway._gen.telematics.v1 import common_pb2, vehicles_pb2
@@ -25,6 +27,7 @@ from gateway.model import (
 )
 from gateway.reference.schema import LinkingMethod, MenuPath
 from gateway.rules.linking import LinkingFacts
+from gateway.rules.privacy import withheld_vehicle_fields
 from gateway.session.events import EventKind, SessionEvent
 
 
@@ -85,6 +88,41 @@ def vehicle_to_proto(s: VehicleSession) -> vehicles_pb2.Vehicle:
     return v
 
 
+def vehicle_to_api(s: VehicleSession) -> vehicles_pb2.Vehicle:
+    """The session as backends see it (GetVehicle, ListVehicles, the events' snapshot).
+
+    R22: while privacy covers all services or is unstated, the visited country and MCC (a
+    coarse network location) are omitted; the stored snapshot (``vehicle_to_proto``) keeps
+    them, since the roaming rules need them after a restart.
+    """
+    v = vehicle_to_proto(s)
+    hidden = withheld_vehicle_fields(s.privacy)
+    if "visited_country" in hidden:
+        v.ClearField("visited_country")
+    if "visited_mcc" in hidden:
+        v.ClearField("visited_mcc")
+    return v
+
+
+def visible_changes(e: SessionEvent, session: VehicleSession) -> tuple[str, ...]:
+    """The changed field names a backend may see under the session's privacy (R22: that the
+    car crossed a border, and when, is a location too)."""
+    hidden = withheld_vehicle_fields(session.privacy)
+    return tuple(name for name in e.changed if name not in hidden)
+
+
+def egress_event(e: SessionEvent, session: VehicleSession) -> SessionEvent | None:
+    """The event as it may go to the event log, judged by the privacy at the event's time
+    (`session` as the event left it); None when nothing of it may be told (R22: a state change
+    that was only a new visited country/MCC)."""
+    if e.kind is not EventKind.STATE_CHANGED:
+        return e
+    visible = visible_changes(e, session)
+    if visible == e.changed:
+        return e
+    return replace(e, changed=visible) if visible else None
+
+
 def vehicle_from_proto(v: vehicles_pb2.Vehicle, *, connection_id: int = 0, window: int = 0) -> VehicleSession:
     return VehicleSession(
         vin=v.vin,
@@ -117,8 +155,8 @@ def vehicle_from_proto(v: vehicles_pb2.Vehicle, *, connection_id: int = 0, windo
 
 
 def event_to_proto(e: SessionEvent, session: VehicleSession) -> vehicles_pb2.VehicleEvent:
-    """The event without its cursor (the store assigns it)."""
-    out = vehicles_pb2.VehicleEvent(vin=e.vin, vehicle=vehicle_to_proto(session))
+    """The event without its cursor (the store assigns it), as backends may see it (R22)."""
+    out = vehicles_pb2.VehicleEvent(vin=e.vin, vehicle=vehicle_to_api(session))
     out.at.CopyFrom(timestamp(e.at))
     match e.kind:
         case EventKind.ONLINE:
@@ -126,7 +164,7 @@ def event_to_proto(e: SessionEvent, session: VehicleSession) -> vehicles_pb2.Veh
         case EventKind.OFFLINE:
             out.offline.reason = int(e.offline_reason)  # type: ignore[assignment]
         case EventKind.STATE_CHANGED:
-            out.state_changed.changed.extend(e.changed)
+            out.state_changed.changed.extend(visible_changes(e, session))
         case EventKind.CHARGING_SESSION:
             out.charging_session.session.ParseFromString(e.charging_session)
     return out

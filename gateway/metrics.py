@@ -114,6 +114,11 @@ class Metrics:
             "Records whose location or personal fields were withheld by privacy mode (R22)",
             registry=r,
         )
+        self.privacy_withheld_signals = Counter(
+            "gateway_privacy_withheld_signals_total",
+            "Telemetry signals withheld by privacy mode: not declared public for their service (R22)",
+            registry=r,
+        )
         self.bulk_deferrals = Counter(
             "gateway_bulk_deferrals_total",
             "Bulk transfers (e.g. FoD software activation) deferred on a paid bearer abroad (R20, R21)",

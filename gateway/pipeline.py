@@ -20,14 +20,21 @@ from typing import Protocol
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import Clock
-from gateway.convert import event_to_proto
+from gateway.convert import egress_event, event_to_proto, privacy_from_proto
 from gateway.decode import Decoded, Rejected, decode
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
 from gateway.model import Bearer, VehicleSession
 from gateway.reference.store import ReferenceStore
-from gateway.rules import Outcome, offline_grace_s, privacy_filter
+from gateway.rules import (
+    Outcome,
+    TelemetryRedaction,
+    offline_grace_s,
+    privacy_filter,
+    strictest_privacy,
+    telemetry_redaction,
+)
 from gateway.session.events import EventKind, SessionEvent
 from gateway.session.hub import EventHub
 from gateway.session.sequence import Arrival
@@ -193,7 +200,11 @@ class Pipeline:
             kinds[body] += 1
             if t.dirty:
                 dirty[t.session.vin] = t.session
-            events.extend((e, t.session) for e in t.events)
+            # R22: judged now, with the privacy of the moment (the session changes in place
+            # within the batch); the commit judges again with the later setting.
+            events.extend(
+                (v, t.session) for e in t.events if (v := egress_event(e, t.session)) is not None
+            )
         if self._entitlements is not None and updates:
             # Before the session commit: after a crash in between, the replay window has not
             # seen these messages, so the broker's redelivery reaches the engine again (its
@@ -224,9 +235,9 @@ class Pipeline:
     def has_pending_offline(self) -> bool:
         return bool(self._tracker.pending_offline)
 
-    def _is_personal(self, service: str) -> bool:
+    def _public_signals(self, service: str) -> tuple[str, ...]:
         known = self._reference.current.service(service)
-        return True if known is None else known.personal_data  # unknown service: fail closed
+        return () if known is None else known.public_signals  # unknown service: nothing public
 
     def _route_body(
         self,
@@ -237,26 +248,29 @@ class Pipeline:
         decisions: Counter[tuple[str, str]],
     ) -> None:
         session = t.session
+        # R22: the envelope's own header is the car's setting when it sent it; a late envelope
+        # (sequence below the highest) did not update the session, whose current setting may be
+        # stricter. Judged by the stricter of both: fail closed.
+        privacy = strictest_privacy(privacy_from_proto(env.privacy), session.privacy)
         if body == "telemetry":
             batch = env.telemetry
-            # R22: personal data (location) of a withheld service never leaves the gateway.
-            decision = privacy_filter(session, batch.service, self._is_personal(batch.service))
+            # R22: a location is personal whatever the service; so may be any signal the
+            # catalogue does not declare public. The rule decides, this applies it.
+            redaction = telemetry_redaction(privacy, batch.service, self._public_signals(batch.service))
+            decision = redaction.decision
             decisions[decision.rule, decision.outcome.value] += 1
-            withhold = decision.outcome is Outcome.REDACT
             for sample in batch.samples:
                 rec = telemetry_pb2.TelemetryRecord(
                     vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample
                 )
                 rec.sent_at.CopyFrom(env.sent_at)
-                if withhold and sample.HasField("location"):
-                    rec.sample.ClearField("location")
-                    rec.location_withheld = True
-                    self._m.privacy_withheld_records.inc()
+                if redaction.withholds:
+                    self._redact(rec, redaction)
                 records.append(rec)
         elif body == "charging_session":
             cs = common_pb2.ChargingSession()
             cs.CopyFrom(env.charging_session)
-            decision = privacy_filter(session, CHARGING_SERVICE, True)  # R22 over R28's location
+            decision = privacy_filter(privacy, CHARGING_SERVICE)  # R22 over R28's location
             decisions[decision.rule, decision.outcome.value] += 1
             if decision.outcome is Outcome.REDACT:
                 cs.ClearField("location")
@@ -271,6 +285,24 @@ class Pipeline:
                     dedupe_key=f"charging:{cs.session_id}",
                 )
             )
+
+    def _redact(self, rec: telemetry_pb2.TelemetryRecord, redaction: TelemetryRedaction) -> None:
+        sample = rec.sample
+        withheld = False
+        if sample.HasField("location"):
+            sample.ClearField("location")
+            rec.location_withheld = True
+            withheld = True
+        kept = [s for s in sample.signals if redaction.keeps_signal(s.name)]
+        dropped = len(sample.signals) - len(kept)
+        if dropped:
+            del sample.signals[:]
+            sample.signals.extend(kept)
+            rec.signals_withheld = dropped
+            self._m.privacy_withheld_signals.inc(dropped)
+            withheld = True
+        if withheld:
+            self._m.privacy_withheld_records.inc()
 
     async def _commit(
         self,

@@ -65,7 +65,7 @@ class Sent:
 
     @property
     def withheld(self) -> bool:
-        """R22 as the car asked for it (every simulated service carries personal data)."""
+        """R22 as the car asked for it: the location of every service privacy covers is withheld."""
         if self.privacy_mode == common_pb2.PRIVACY_MODE_ALL_SERVICES:
             return True
         per_service = self.privacy_mode == common_pb2.PRIVACY_MODE_PER_SERVICE

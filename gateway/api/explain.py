@@ -17,7 +17,7 @@ from gateway.api.errors import check_vin, invalid, not_found, unary
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.reference.store import ReferenceStore
-from gateway.rules import Outcome, explain, linking_advice
+from gateway.rules import Outcome, explain, linking_advice, withholds_visited_country
 
 _OUTCOMES = {
     Outcome.ALLOW: explain_pb2.OUTCOME_ALLOW,
@@ -74,7 +74,10 @@ class ExplainService(explain_pb2_grpc.ExplainServiceServicer):
             vin=session.vin,
             model=session.model,
             model_year=session.model_year,
-            visited_country=session.visited_country,
+            # R22: the visited country is a coarse location; not told while privacy covers all.
+            visited_country=(
+                "" if withholds_visited_country(session.privacy) else session.visited_country
+            ),
         )
         for item in explain(ref, session, lang):
             d = item.decision

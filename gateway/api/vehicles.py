@@ -11,7 +11,7 @@ import grpc
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
 from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary
-from gateway.convert import account_linking_to_proto, vehicle_to_proto
+from gateway.convert import account_linking_to_proto, vehicle_to_api
 from gateway.metrics import Metrics
 from gateway.model import Presence, VehicleSession, is_valid_vin
 from gateway.reference.store import ReferenceStore
@@ -71,7 +71,7 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
 
     def _answer(self, session: VehicleSession) -> vehicles_pb2.Vehicle:
         # R5, R7: resolved from the current profiles, not stored with the session snapshot.
-        vehicle = vehicle_to_proto(session)
+        vehicle = vehicle_to_api(session)
         facts = linking_facts(self._reference.current, session)
         vehicle.account_linking.CopyFrom(account_linking_to_proto(facts))
         return vehicle

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from gateway.entitlements.eligibility import Blocker, BlockerCode
 from gateway.entitlements.types import Entitlement, EntitlementState
 from gateway.model import Presence, VehicleSession
+from gateway.rules.privacy import withholds_visited_country
 
 S = EntitlementState
 
@@ -147,17 +148,22 @@ def explain_service(
             ok, reason = available
             if not ok:
                 country = session.visited_country if session is not None else ""
+                # R22: while privacy withholds the visited country, the text does not name it
+                # (nor the rule's detail, which does).
+                hidden = session is None or withholds_visited_country(session.privacy)
+                where_en = "" if hidden else f" ({country or 'unknown'}: {reason})"
+                where_de = "" if hidden else f" ({country or 'unbekannt'}: {reason})"
                 blockers.append(
                     EntitlementBlocker(
                         "unavailable_in_country",
                         "R12",
                         _t(
                             lang,
-                            f"{e.product_id} is not offered in the country the vehicle is in "
-                            f"({country or 'unknown'}: {reason}). It is delivered after a restart "
+                            f"{e.product_id} is not offered in the country the vehicle is in"
+                            f"{where_en}. It is delivered after a restart "
                             "in a country where it is offered.",
-                            f"{e.product_id} wird im aktuellen Land des Fahrzeugs nicht angeboten "
-                            f"({country or 'unbekannt'}: {reason}). Der Dienst wird nach einem "
+                            f"{e.product_id} wird im aktuellen Land des Fahrzeugs nicht angeboten"
+                            f"{where_de}. Der Dienst wird nach einem "
                             "Neustart in einem Land geliefert, in dem er angeboten wird.",
                         ),
                     )

@@ -43,6 +43,7 @@ from gateway.entitlements.types import (
 from gateway.entitlements.vehicle import VehicleUpdate, default_link_good, is_online
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
+from gateway.rules.privacy import withholds_visited_country
 from gateway.session.hub import EventHub
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,10 @@ class EngineCore:
                     continue
                 ok, reason = self._available(session, e.product_id)
                 if not ok:  # R12: waits for a boot in a country that offers it
+                    # R22: the reason names the visited country; not logged while privacy
+                    # withholds it (a log line leaves the gateway too).
+                    if withholds_visited_country(session.privacy):
+                        reason = "not offered in the visited country (withheld: privacy mode)"
                     log.info("%s for %s held back: %s", e.product_id, vin, reason)
                     continue
             if e.state in (S.PENDING, S.DELIVERY_DUE, S.DELIVERED, S.REVOKE_PENDING):

@@ -50,6 +50,19 @@ __all__ = [
 # Deliberately simple (no e-mail-validator dependency): one "@", a dotted domain, no spaces.
 _EMAIL = re.compile(r"[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 _SERVICE_ID = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+_SIGNAL_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+# R22: names of a position or of something derived from it. A signal named like this can never
+# be declared public, so a data-file slip cannot release a location under privacy mode. Whole
+# words (split at "." and "_") plus unambiguous fragments ("geohash", "gps_fix").
+_LOCATION_WORDS = frozenset({
+    "lat", "latitude", "lon", "lng", "long", "longitude", "alt", "altitude", "gps", "gnss", "geo",
+    "geohash", "pos", "position", "location", "loc", "coord", "coords", "coordinates", "address",
+    "street", "city", "zip", "postcode", "postal", "place", "poi", "route", "destination", "dest",
+    "heading", "bearing", "mcc", "mnc", "country", "region", "cell", "cellid", "wifi", "ssid",
+    "bssid", "trip", "odometer",
+})
+_LOCATION_FRAGMENTS = ("geo", "gps", "gnss", "latitude", "longitude", "location", "position",
+                       "coord", "address")
 
 
 class _Frozen(BaseModel):
@@ -71,6 +84,15 @@ def _service_id(value: str) -> str:
 def _product_id(value: str) -> str:
     if _SERVICE_ID.fullmatch(value) is None:
         raise ValueError(f"{value!r} is not a product id (lower-case words joined by '-')")
+    return value
+
+
+def _public_signal(value: str) -> str:
+    if _SIGNAL_NAME.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not a signal name (lower-case words joined by '.' or '_')")
+    words = set(re.split(r"[._]", value))
+    if words & _LOCATION_WORDS or any(f in value for f in _LOCATION_FRAGMENTS):
+        raise ValueError(f"{value!r} looks like a location; a location is never public (R22)")
     return value
 
 
@@ -98,6 +120,7 @@ def _unique(values: tuple[Any, ...]) -> tuple[Any, ...]:
 Email = Annotated[StrictStr, AfterValidator(_email)]
 ServiceId = Annotated[StrictStr, AfterValidator(_service_id)]
 ProductId = Annotated[StrictStr, AfterValidator(_product_id)]
+PublicSignal = Annotated[StrictStr, AfterValidator(_public_signal)]
 BearerName = Annotated[Bearer, BeforeValidator(_bearer)]
 ModelYear = Annotated[StrictInt, Field(ge=1990, le=2100)]
 Mcc = Annotated[StrictInt, Field(ge=200, le=799)]  # ITU-T E.212: 2xx Europe .. 7xx S. America
@@ -235,7 +258,10 @@ class Service(_Frozen):
     id: ServiceId
     name_en: NonEmpty
     name_de: NonEmpty
-    personal_data: StrictBool  # R22: location or other personal data flows with it
+    # R22: the signal names of this service that carry nothing personal: the only signals that
+    # pass while privacy mode covers the service (an allowlist; fail closed). A location is
+    # personal whatever the service, so no flag exempts a service from privacy mode.
+    public_signals: Annotated[tuple[PublicSignal, ...], AfterValidator(_unique)] = ()
     bulk: StrictBool  # R20, R21: large transfers, deferred on paid bearers abroad
 
     def name(self, lang: Literal["en", "de"]) -> str:

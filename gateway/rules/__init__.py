@@ -10,7 +10,14 @@ from gateway.rules.evaluate import evaluate, visited_country
 from gateway.rules.explain import Explanation, explain, fod_retry_steps
 from gateway.rules.linking import LinkingFacts, linking_advice, linking_facts
 from gateway.rules.presence import offline_grace_s
-from gateway.rules.privacy import privacy_filter, remote_command_allowed
+from gateway.rules.privacy import (
+    TelemetryRedaction,
+    privacy_filter,
+    remote_command_allowed,
+    strictest_privacy,
+    telemetry_redaction,
+    withholds_visited_country,
+)
 
 __all__ = [
     "Decision",
@@ -18,6 +25,7 @@ __all__ = [
     "LinkingFacts",
     "Outcome",
     "Reason",
+    "TelemetryRedaction",
     "evaluate",
     "explain",
     "fod_retry_steps",
@@ -29,5 +37,8 @@ __all__ = [
     "remote_command_allowed",
     "service_access",
     "service_available",
+    "strictest_privacy",
+    "telemetry_redaction",
     "visited_country",
+    "withholds_visited_country",
 ]

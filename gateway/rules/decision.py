@@ -20,7 +20,6 @@ class Reason(enum.StrEnum):
 
     # R22 privacy
     PRIVACY_OFF = "privacy_off"
-    NOT_PERSONAL = "not_personal"
     SERVICE_NOT_WITHHELD = "service_not_withheld"
     PRIVACY_ALL_SERVICES = "privacy_all_services"
     PRIVACY_SERVICE_WITHHELD = "privacy_service_withheld"

@@ -40,7 +40,8 @@ def decide_service(
     profile: SimProfile, country: Country, session: VehicleSession, service: Service
 ) -> Decision:
     """The first refusal among R12 (country), R19-R21/R25 (bearer, roaming) wins; if the
-    service may flow, R22 privacy may still redact it; otherwise the access decision stands.
+    service may flow, R22 privacy may still redact it (the location of every service);
+    otherwise the access decision stands.
     """
     available = service_available(country, service)
     if not available.allowed:
@@ -48,7 +49,7 @@ def decide_service(
     access = service_access(profile, country, session, service)
     if not access.allowed:
         return access
-    privacy = privacy_filter(session, service.id, service.personal_data)
+    privacy = privacy_filter(session.privacy, service.id)
     return access if privacy.allowed else privacy
 
 

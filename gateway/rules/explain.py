@@ -6,7 +6,7 @@ a text is exactly as right as the data behind it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, assert_never
 
 from gateway.model import Bearer, VehicleSession
@@ -14,6 +14,7 @@ from gateway.reference.schema import Country, MenuPath, SimProfile
 from gateway.reference.snapshot import ReferenceData
 from gateway.rules.decision import Decision, Outcome, Reason
 from gateway.rules.evaluate import evaluate, visited_country
+from gateway.rules.privacy import withholds_visited_country
 
 __all__ = ["Explanation", "Lang", "explain", "fod_retry_steps"]
 
@@ -31,7 +32,8 @@ def explain(ref: ReferenceData, session: VehicleSession, lang: Lang) -> list[Exp
     """Explain each decision of `evaluate` that is not a plain ALLOW, in `lang`.
 
     The contact is the one of the car's home country, the account's country (R2, R30); a home
-    country not on the support list means the dealer.
+    country not on the support list means the dealer. R22: while privacy withholds the visited
+    country, neither the texts nor the decisions' details name it.
     """
     profile = ref.profile_for(session.model, session.model_year)
     ctx = _Context(
@@ -41,12 +43,33 @@ def explain(ref: ReferenceData, session: VehicleSession, lang: Lang) -> list[Exp
         profile=profile,
         country=visited_country(ref, session),
         contact=_contact(ref.country(session.home_country), lang),
+        place_hidden=withholds_visited_country(session.privacy),
     )
     return [
-        Explanation(decision=d, next_step=_next_step(d, ctx), support_contact=ctx.contact)
+        Explanation(
+            decision=_without_place(d) if ctx.place_hidden else d,
+            next_step=_next_step(d, ctx),
+            support_contact=ctx.contact,
+        )
         for d in evaluate(ref, session)
         if d.outcome is not Outcome.ALLOW
     ]
+
+
+# Reasons whose detail (gateway/rules/access.py) names the visited country.
+_PLACE_REASONS = frozenset({
+    Reason.SERVICE_OFFERED, Reason.SERVICE_UNAVAILABLE_IN_COUNTRY, Reason.ROAMING_DISABLED,
+    Reason.ROAMING_FEE_FREE, Reason.ROAMING_ALLOWED, Reason.PAID_BEARER_BULK,
+    Reason.IDENTITY_VERIFICATION_REQUIRED,
+})
+
+
+def _without_place(d: Decision) -> Decision:
+    # R22: the reason code stays (what blocks, machine-readable); the country does not.
+    if d.reason not in _PLACE_REASONS:
+        return d
+    what = d.reason.value.replace("_", " ")
+    return replace(d, detail=f"{what} (visited country withheld: privacy mode, R22)")
 
 
 def fod_retry_steps(profile: SimProfile, lang: Lang) -> tuple[str, ...]:
@@ -62,9 +85,15 @@ class _Context:
     profile: SimProfile | None
     country: Country
     contact: str
+    place_hidden: bool = False  # R22: privacy withholds the visited country
 
     def t(self, en: str, de: str) -> str:
         return en if self.lang == "en" else de
+
+    def country_name(self) -> str:
+        if self.place_hidden:
+            return self.t("the car's current country", "dem aktuellen Land des Fahrzeugs")
+        return self.country.name(self.lang)
 
     def service_name(self, decision: Decision) -> str:
         service = self.ref.service(decision.service or "")
@@ -117,7 +146,7 @@ def _action(decision: Decision, ctx: _Context) -> str:
                 f"roamt. Über {via} könnten im Ausland Roamingkosten entstehen.",
             )
         case Reason.IDENTITY_VERIFICATION_REQUIRED:
-            country = ctx.country.name(ctx.lang)
+            country = ctx.country_name()
             return ctx.t(
                 f"In {country} telecom law requires your identity to be verified with an official "
                 "ID document before the integrated SIM can be used: online by video ident or at "
@@ -165,7 +194,6 @@ def _action(decision: Decision, ctx: _Context) -> str:
             )
         case (
             Reason.PRIVACY_OFF
-            | Reason.NOT_PERSONAL
             | Reason.SERVICE_NOT_WITHHELD
             | Reason.HOME_NETWORK
             | Reason.ROAMING_FEE_FREE
@@ -212,14 +240,14 @@ def _bearer_not_supported(ctx: _Context) -> str:
 
 def _unavailable(decision: Decision, ctx: _Context) -> str:
     # R12, R30: availability follows local partners; an unlisted country gets reduced services.
-    name, country = ctx.service_name(decision), ctx.country.name(ctx.lang)
+    name, country = ctx.service_name(decision), ctx.country_name()
     text = ctx.t(
         f"{name} is not offered in {country}; the Porsche Connect Store shows which services "
         "are available in which country.",
         f"{name} wird in {country} nicht angeboten; welche Dienste in welchem Land verfügbar "
         "sind, zeigt der Porsche Connect Store.",
     )
-    if ctx.country.is_fallback:
+    if ctx.country.is_fallback and not ctx.place_hidden:  # R22: "not on the list" narrows it
         text += ctx.t(
             " This country is not on the support list, so Porsche Connect works with reduced "
             "functions there; your Porsche Partner can help.",

@@ -128,25 +128,25 @@ def test_country_lookup_ignores_case_and_spaces(ref: ReferenceData) -> None:
 
 
 SERVICES = {
-    # id: (personal_data R22, bulk R20/R21)
-    "remote-services": (True, False),
-    "car-finder": (True, False),
-    "navigation-plus": (True, False),
-    "charging": (True, False),
-    "radio-plus": (False, False),
-    "voice-pilot": (True, False),
-    "software-update": (False, True),
-    "fod-activation": (False, True),
+    # id: (public_signals R22, bulk R20/R21)
+    "remote-services": (("soc_pct", "range_km", "lock_state"), False),
+    "car-finder": ((), False),
+    "navigation-plus": ((), False),
+    "charging": (("soc_pct", "charge_power_kw"), False),
+    "radio-plus": (("volume_pct",), False),
+    "voice-pilot": ((), False),
+    "software-update": (("download_pct",), True),
+    "fod-activation": ((), True),
 }
 
 
 @pytest.mark.parametrize("service_id", sorted(SERVICES))
-def test_service_catalogue_flags_personal_data_and_bulk(
+def test_service_catalogue_lists_public_signals_and_bulk(
     ref: ReferenceData, service_id: str
 ) -> None:
     service = ref.service(service_id)
     assert service is not None
-    assert (service.personal_data, service.bulk) == SERVICES[service_id]
+    assert (service.public_signals, service.bulk) == SERVICES[service_id]
 
 
 def test_unknown_service_id_is_none(ref: ReferenceData) -> None:

@@ -204,3 +204,25 @@ def test_every_problem_is_reported_not_just_the_first(data_copy: Path) -> None:
 def test_missing_directory_is_named(data_copy: Path) -> None:
     (data_copy / "sim_profiles").rename(data_copy / "profiles_elsewhere")
     assert "sim_profiles: cannot list directory" in _error(data_copy)
+
+
+@pytest.mark.parametrize(
+    "name", ["gps.lat", "latitude", "geohash", "address_text", "nav.destination", "visited_mcc"]
+)
+def test_a_location_signal_can_never_be_declared_public(data_copy: Path, name: str) -> None:
+    # R22: the allowlist is what passes under privacy mode; a position must never be on it.
+    _edit(data_copy, "roaming/services.toml", 'public_signals = ["volume_pct"]',
+          f'public_signals = ["volume_pct", "{name}"]')
+    assert (
+        f"roaming/services.toml: services.radio-plus.public_signals[1]: {name!r} "
+        "looks like a location; a location is never public (R22)" in _error(data_copy)
+    )
+
+
+def test_personal_data_flag_is_gone_so_no_service_is_exempt_from_privacy(data_copy: Path) -> None:
+    # R22: a location is personal whatever the service; the old flag must not come back quietly.
+    _edit(data_copy, "roaming/services.toml", 'public_signals = ["volume_pct"]',
+          "personal_data = false")
+    assert "roaming/services.toml: services.radio-plus.personal_data: unknown field" in _error(
+        data_copy
+    )

@@ -32,7 +32,7 @@ def test_services_missing_in_the_visited_country_are_denied_there(
     assert reasons["remote-services"] is Reason.ROAMING_ALLOWED
 
 
-def test_privacy_redacts_personal_services_and_refuses_remote_commands(
+def test_privacy_redacts_every_service_and_refuses_remote_commands(
     ref: ReferenceData, make_session: SessionFactory
 ) -> None:
     session = make_session(privacy=Privacy(mode=PrivacyMode.ALL_SERVICES))
@@ -40,7 +40,8 @@ def test_privacy_redacts_personal_services_and_refuses_remote_commands(
     outcomes = {(d.service, d.reason) for d in decisions}
     assert ("car-finder", Reason.PRIVACY_ALL_SERVICES) in outcomes
     assert ("remote-services", Reason.PRIVACY_REMOTE_COMMANDS) in outcomes
-    assert ("radio-plus", Reason.HOME_NETWORK) in outcomes  # nothing personal in it
+    # R22: its location is personal too, whatever the service carries.
+    assert ("radio-plus", Reason.PRIVACY_ALL_SERVICES) in outcomes
 
 
 def test_refusal_wins_over_privacy(ref: ReferenceData, make_session: SessionFactory) -> None:

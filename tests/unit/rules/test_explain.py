@@ -152,3 +152,43 @@ def test_fod_retry_steps_in_both_languages(ref: ReferenceData) -> None:
     assert profile is not None
     assert fod_retry_steps(profile, "en")[2] == "Wait about 10 minutes."  # R18
     assert fod_retry_steps(profile, "de")[2] == "Warten Sie ca. 10 Minuten."
+
+
+def _abroad_in_privacy(make_session: SessionFactory, mode: PrivacyMode, iso: str) -> VehicleSession:
+    # Abroad on an inserted SIM with roaming off, identity not verified: every place-naming text.
+    return make_session(
+        visited_country=iso, visited_mcc=0, roaming=True, bearer=Bearer.INSERTED_SIM,
+        roaming_enabled=False, privacy=Privacy(mode=mode),
+        state=VehicleState(identity_verified=False),
+    )
+
+
+PLACES = {
+    "RU": ("RU", "Russia", "Russland"),
+    "ES": ("ES", "Spain", "Spanien"),
+    "CN": ("CN", "China", "China"),
+    "ZZ": ("ZZ", "not on the support list", "nicht in der Support-Liste"),
+}
+
+
+@pytest.mark.parametrize("mode", [PrivacyMode.ALL_SERVICES, PrivacyMode.UNSPECIFIED])
+@pytest.mark.parametrize("iso", sorted(PLACES))
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_explain_never_names_the_visited_country_while_privacy_withholds_it(
+    ref: ReferenceData, make_session: SessionFactory, mode: PrivacyMode, iso: str, lang: Lang
+) -> None:
+    session = _abroad_in_privacy(make_session, mode, iso)
+    explanations = explain(ref, session, lang)
+    assert explanations
+    for e in explanations:
+        for word in PLACES[iso]:
+            assert word not in e.next_step, (e.decision.reason, e.next_step)
+            assert word not in e.decision.detail, (e.decision.reason, e.decision.detail)
+
+
+def test_explain_names_the_visited_country_while_privacy_is_off(
+    ref: ReferenceData, make_session: SessionFactory
+) -> None:
+    session = _abroad_in_privacy(make_session, PrivacyMode.OFF, "RU")
+    texts = [e.next_step + e.decision.detail for e in explain(ref, session, "en")]
+    assert any("Russia" in t for t in texts)

@@ -12,6 +12,7 @@ def test_rules_exports_only_the_documented_names() -> None:
         "LinkingFacts",
         "Outcome",
         "Reason",
+        "TelemetryRedaction",
         "evaluate",
         "explain",
         "fod_retry_steps",
@@ -23,7 +24,10 @@ def test_rules_exports_only_the_documented_names() -> None:
         "remote_command_allowed",
         "service_access",
         "service_available",
+        "strictest_privacy",
+        "telemetry_redaction",
         "visited_country",
+        "withholds_visited_country",
     ]
     for name in gateway.rules.__all__:
         assert hasattr(gateway.rules, name)

@@ -229,6 +229,9 @@ class ExplainResponse(_message.Message):
     model: _builtins.str
     model_year: _builtins.int
     visited_country: _builtins.str
+    """R22: empty while the car's privacy mode covers all services or is unstated; the decisions'
+    details and next steps then do not name the country either.
+    """
     support_contact: _builtins.str
     @_builtins.property
     def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Decision]:

@@ -30,19 +30,26 @@ class TelemetryRecord(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     SAMPLE_FIELD_NUMBER: _builtins.int
     LOCATION_WITHHELD_FIELD_NUMBER: _builtins.int
+    SIGNALS_WITHHELD_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
     sequence: _builtins.int
     """the envelope's sequence"""
     service: _builtins.str
     location_withheld: _builtins.bool
-    """true when the rules removed the location (R22)"""
+    """true when the sample carried a location and privacy removed it"""
+    signals_withheld: _builtins.int
+    """how many signals of the sample privacy removed (R22)"""
     @_builtins.property
     def sent_at(self) -> _timestamp_pb2.Timestamp:
         """when the car sent it"""
 
     @_builtins.property
     def sample(self) -> _uplink_pb2.TelemetrySample:
-        """location cleared when privacy holds it back"""
+        """R22: while the car's privacy mode covers the service (all services, per service listing
+        it, or a setting the car never stated), the location is cleared whatever the service, and
+        so is every signal the service catalogue does not declare public (roaming/services.toml
+        `public_signals`): a signal may carry a position or something derived from it.
+        """
 
     def __init__(
         self,
@@ -53,10 +60,11 @@ class TelemetryRecord(_message.Message):
         service: _builtins.str = ...,
         sample: _uplink_pb2.TelemetrySample | None = ...,
         location_withheld: _builtins.bool = ...,
+        signals_withheld: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sample", b"sample", "sent_at", b"sent_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_withheld", b"location_withheld", "sample", b"sample", "sent_at", b"sent_at", "sequence", b"sequence", "service", b"service", "vin", b"vin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_withheld", b"location_withheld", "sample", b"sample", "sent_at", b"sent_at", "sequence", b"sequence", "service", b"service", "signals_withheld", b"signals_withheld", "vin", b"vin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -202,6 +202,9 @@ class Vehicle(_message.Message):
     model_year: _builtins.int
     home_country: _builtins.str
     visited_country: _builtins.str
+    """R22: a coarse network location. Empty / 0 while the car's privacy mode covers all
+    services or the car has not stated it; the gateway still uses them for the roaming rules.
+    """
     visited_mcc: _builtins.int
     bearer: _common_pb2.Bearer.ValueType
     radio: _common_pb2.Radio.ValueType
@@ -355,7 +358,10 @@ class VehicleStateChanged(_message.Message):
     CHANGED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def changed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Names of the fields that changed, e.g. "state.lock", "bearer", "visited_country", "privacy"."""
+        """Names of the fields that changed, e.g. "state.lock", "bearer", "visited_country", "privacy".
+        R22: "visited_country" and "visited_mcc" are left out while privacy covers all services or
+        is unstated; a change of nothing else is not an event at all.
+        """
 
     def __init__(
         self,
@@ -373,7 +379,9 @@ Global___VehicleStateChanged: _TypeAlias = VehicleStateChanged  # noqa: Y015
 @_typing.final
 class ChargingSessionRecorded(_message.Message):
     """R28: every public charging session, carried from the car to the backend without loss.
-    Location fields are cleared when the car was in privacy mode (R22).
+    Location fields are cleared when the car's privacy mode covered the "charging" service
+    (all services, per service listing it, or unstated), judged by the stricter of the setting
+    the record was sent under and the car's setting when it arrived (R22).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

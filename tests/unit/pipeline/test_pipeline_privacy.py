@@ -1,0 +1,290 @@
+"""R22 at the pipeline: what leaves the gateway (telemetry records, the event log) while the
+car's privacy mode covers it. Real SQLite store; the telemetry fan-out is the real one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2, vehicles_pb2
+from gateway.clock import ManualClock
+from gateway.config import PROJECT_ROOT
+from gateway.convert import vehicle_to_api
+from gateway.egress.telemetry import TelemetryFanout, TelemetrySubscriber
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.reference import ReferenceStore
+from gateway.session.hub import EventHub
+from gateway.session.tracker import SessionTracker
+from gateway.store.sqlite import SqliteStore
+
+VIN = "WP0ZZZ99ZJS300002"
+REFERENCE = ReferenceStore.load(PROJECT_ROOT)  # the shipped catalogue: radio-plus et al.
+OFF = common_pb2.PRIVACY_MODE_OFF
+ALL = common_pb2.PRIVACY_MODE_ALL_SERVICES
+PER_SERVICE = common_pb2.PRIVACY_MODE_PER_SERVICE
+UNSPECIFIED = common_pb2.PRIVACY_MODE_UNSPECIFIED
+EVERY_SERVICE = ["remote-services", "car-finder", "navigation-plus", "charging", "radio-plus",
+                 "voice-pilot", "software-update", "fod-activation", "x-unknown-service"]
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    payload: bytes
+
+
+@dataclass
+class Rig:
+    pipeline: Pipeline
+    store: SqliteStore
+    fanout: TelemetryFanout
+    tracker: SessionTracker
+    metrics: Metrics
+
+    async def send(self, *envelopes: uplink_pb2.Envelope) -> None:
+        await self.pipeline.process(
+            [Msg(f"v1/vehicles/{e.vin}/up", e.SerializeToString()) for e in envelopes]
+        )
+
+    async def events(self) -> list[vehicles_pb2.VehicleEvent]:
+        out = []
+        for stored in await self.store.read_events(0, 1000):
+            ev = vehicles_pb2.VehicleEvent()
+            ev.ParseFromString(stored.payload)
+            out.append(ev)
+        return out
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    store = SqliteStore(path=tmp_path / "gateway.db")
+    await store.open()
+    fanout = TelemetryFanout(queue_size=100)
+    tracker = SessionTracker()
+    metrics = Metrics()
+    pipeline = Pipeline(
+        tracker=tracker, store=store, hub=EventHub(), telemetry=fanout, metrics=metrics,
+        clock=ManualClock(), reference=REFERENCE, max_payload_bytes=65536, queue_messages=100,
+        ack=lambda _m: None, pause_reading=lambda: None, resume_reading=lambda: None,
+    )
+    yield Rig(pipeline, store, fanout, tracker, metrics)
+    await store.close()
+
+
+def envelope(
+    seq: int, mode: int = OFF, services: tuple[str, ...] = (), country: str = "DE", mcc: int = 262
+) -> uplink_pb2.Envelope:
+    env = uplink_pb2.Envelope(
+        vin=VIN, sequence=seq, bearer=common_pb2.BEARER_EMBEDDED_SIM, visited_country=country,
+        visited_mcc=mcc, roaming=country != "DE",
+    )
+    env.privacy.mode = mode  # type: ignore[assignment]  # protobuf stubs type enums as a NewType
+    env.privacy.services.extend(services)
+    return env
+
+
+def header(
+    seq: int, mode: int = OFF, services: tuple[str, ...] = (), country: str = "DE", mcc: int = 262
+) -> uplink_pb2.Envelope:
+    """A state change: it carries the header (privacy, country) and changes nothing else."""
+    env = envelope(seq, mode, services, country, mcc)
+    env.state_change.state.lock = common_pb2.LOCK_STATE_LOCKED
+    return env
+
+
+def hello(seq: int = 1, mode: int = OFF, country: str = "DE", mcc: int = 262) -> uplink_pb2.Envelope:
+    env = envelope(seq, mode, country=country, mcc=mcc)
+    env.hello.connection_id = 1
+    env.hello.model, env.hello.model_year, env.hello.home_country = "Taycan", 2022, "DE"
+    return env
+
+
+def telemetry(
+    seq: int, service: str, mode: int, services: tuple[str, ...] = (),
+    signals: tuple[tuple[str, float | str], ...] = (),
+) -> uplink_pb2.Envelope:
+    env = envelope(seq, mode, services)
+    env.telemetry.service = service
+    sample = env.telemetry.samples.add()
+    sample.location.latitude, sample.location.longitude = 48.834, 9.152
+    for name, value in signals:
+        if isinstance(value, str):
+            sample.signals.add(name=name, text=value)
+        else:
+            sample.signals.add(name=name, number=value)
+    return env
+
+
+def charging(seq: int, mode: int, services: tuple[str, ...] = ()) -> uplink_pb2.Envelope:
+    env = envelope(seq, mode, services)
+    cs = env.charging_session
+    cs.session_id, cs.location_name, cs.energy_kwh = f"cs-{seq}", "Porscheplatz 1, Stuttgart", 42.0
+    cs.location.latitude, cs.location.longitude = 48.834, 9.152
+    return env
+
+
+def records(sub: TelemetrySubscriber) -> list[telemetry_pb2.TelemetryRecord]:
+    out: list[telemetry_pb2.TelemetryRecord] = []
+    while not sub.queue.empty():
+        batch = sub.queue.get_nowait()
+        assert batch is not None
+        out.extend(batch.records)
+    return out
+
+
+@pytest.mark.parametrize("service", EVERY_SERVICE)
+@pytest.mark.parametrize("mode", [ALL, UNSPECIFIED])
+async def test_location_is_withheld_for_every_service_in_all_services_privacy(
+    rig: Rig, service: str, mode: int
+) -> None:
+    # The report: radio-plus (personal_data=false in the catalogue) leaked its position.
+    sub = rig.fanout.subscribe(frozenset())
+    await rig.send(hello(1, mode), telemetry(2, service, mode))
+    [rec] = records(sub)
+    assert not rec.sample.HasField("location") and rec.location_withheld
+
+
+@pytest.mark.parametrize("service", EVERY_SERVICE)
+async def test_location_is_withheld_for_a_service_listed_in_per_service_privacy(
+    rig: Rig, service: str
+) -> None:
+    sub = rig.fanout.subscribe(frozenset())
+    await rig.send(hello(1), telemetry(2, service, PER_SERVICE, (service,)),
+                   telemetry(3, service, PER_SERVICE, ("some-other-service",)))
+    listed, unlisted = records(sub)
+    assert not listed.sample.HasField("location") and listed.location_withheld
+    assert unlisted.sample.HasField("location") and not unlisted.location_withheld
+
+
+async def test_signals_not_declared_public_are_withheld_and_counted_in_privacy_mode(
+    rig: Rig,
+) -> None:
+    sub = rig.fanout.subscribe(frozenset())
+    signals = (("volume_pct", 40.0), ("gps.lat", 48.834), ("geohash", "u0wt8"),
+               ("station", "SWR3 Stuttgart"))
+    await rig.send(hello(1), telemetry(2, "radio-plus", ALL, signals=signals),
+                   telemetry(3, "x-unknown-service", ALL, signals=signals))
+    radio, unknown = records(sub)
+    # radio-plus declares volume_pct public (roaming/services.toml); nothing else passes.
+    assert [s.name for s in radio.sample.signals] == ["volume_pct"]
+    assert radio.signals_withheld == 3
+    assert list(unknown.sample.signals) == [] and unknown.signals_withheld == 4  # fail closed
+    assert rig.metrics.privacy_withheld_signals._value.get() == 7
+
+
+async def test_every_signal_flows_while_privacy_is_off(rig: Rig) -> None:
+    sub = rig.fanout.subscribe(frozenset())
+    await rig.send(hello(1), telemetry(2, "radio-plus", OFF, signals=(("gps.lat", 48.834),)))
+    [rec] = records(sub)
+    assert [s.name for s in rec.sample.signals] == ["gps.lat"] and rec.signals_withheld == 0
+    assert rec.sample.HasField("location")
+
+
+async def test_late_telemetry_sent_in_privacy_is_withheld_although_privacy_is_off_now(
+    rig: Rig,
+) -> None:
+    # R22: the late envelope's own header says privacy was on when the car sent it.
+    sub = rig.fanout.subscribe(frozenset())
+    await rig.send(hello(1), header(5, OFF))
+    await rig.send(telemetry(3, "car-finder", ALL, signals=(("gps.lat", 48.834),)))
+    [rec] = records(sub)
+    assert not rec.sample.HasField("location") and rec.location_withheld
+    assert list(rec.sample.signals) == []
+
+
+async def test_late_telemetry_is_withheld_when_privacy_is_on_now(rig: Rig) -> None:
+    # The car has switched privacy on since: the stricter setting judges (fail closed).
+    sub = rig.fanout.subscribe(frozenset())
+    await rig.send(hello(1), header(5, ALL))
+    await rig.send(telemetry(3, "radio-plus", OFF))
+    [rec] = records(sub)
+    assert not rec.sample.HasField("location") and rec.location_withheld
+
+
+@pytest.mark.parametrize(
+    ("mode", "listed"), [(ALL, ()), (UNSPECIFIED, ()), (PER_SERVICE, ("charging",))]
+)
+async def test_charging_record_location_is_withheld_while_privacy_covers_charging(
+    rig: Rig, mode: int, listed: tuple[str, ...]
+) -> None:
+    await rig.send(hello(1), charging(2, mode, listed))
+    [rec] = [e.charging_session.session for e in await rig.events() if e.HasField("charging_session")]
+    assert not rec.HasField("location") and rec.location_name == ""
+    assert rec.energy_kwh == 42.0  # R28: the record itself is carried
+
+
+async def test_charging_record_location_flows_when_per_service_privacy_omits_charging(
+    rig: Rig,
+) -> None:
+    await rig.send(hello(1), charging(2, PER_SERVICE, ("car-finder",)))
+    [rec] = [e.charging_session.session for e in await rig.events() if e.HasField("charging_session")]
+    assert rec.HasField("location") and rec.location_name
+
+
+async def test_late_charging_record_sent_in_privacy_is_withheld_although_privacy_is_off_now(
+    rig: Rig,
+) -> None:
+    await rig.send(hello(1), header(5, OFF))
+    await rig.send(charging(3, ALL))
+    [rec] = [e.charging_session.session for e in await rig.events() if e.HasField("charging_session")]
+    assert not rec.HasField("location") and rec.location_name == ""
+
+
+async def test_late_charging_record_is_withheld_when_privacy_is_on_now(rig: Rig) -> None:
+    await rig.send(hello(1), header(5, PER_SERVICE, ("charging",)))
+    await rig.send(charging(3, OFF))
+    [rec] = [e.charging_session.session for e in await rig.events() if e.HasField("charging_session")]
+    assert not rec.HasField("location") and rec.location_name == ""
+
+
+@pytest.mark.parametrize("mode", [ALL, UNSPECIFIED])
+async def test_events_never_carry_the_visited_country_in_all_services_privacy(
+    rig: Rig, mode: int
+) -> None:
+    await rig.send(hello(1, mode, country="AT", mcc=232), header(2, mode, country="CH", mcc=228))
+    await rig.send(header(3, mode, country="IT", mcc=222))  # only a border crossing
+    events = await rig.events()
+    assert events  # the ONLINE event at least
+    for ev in events:
+        assert (ev.vehicle.visited_country, ev.vehicle.visited_mcc) == ("", 0)
+        assert not {"visited_country", "visited_mcc"} & set(ev.state_changed.changed)
+    # The last crossing was the only change: no event tells of it at all.
+    assert [ev.WhichOneof("kind") for ev in events] == ["online", "state_changed"]
+    assert list(events[-1].state_changed.changed) == ["state.lock"]
+    # Inside, the gateway still knows where the car is (R12, R21 need it).
+    session = rig.tracker.get(VIN)
+    assert session is not None and session.visited_country == "IT"
+
+
+async def test_events_carry_the_visited_country_while_privacy_is_off(rig: Rig) -> None:
+    await rig.send(hello(1, OFF, country="AT", mcc=232), header(2, OFF, country="CH", mcc=228))
+    last = (await rig.events())[-1]
+    assert (last.vehicle.visited_country, last.vehicle.visited_mcc) == ("CH", 228)
+    assert "visited_country" in last.state_changed.changed
+
+
+async def test_border_crossed_in_privacy_is_not_told_when_privacy_ends_in_the_same_batch(
+    rig: Rig,
+) -> None:
+    # Judged with the setting at the event's time: the crossing happened in privacy mode.
+    await rig.send(hello(1, ALL, country="AT"), header(2, ALL, country="CH"), header(3, OFF, country="CH"))
+    for ev in await rig.events():
+        assert "visited_country" not in ev.state_changed.changed
+
+
+@pytest.mark.parametrize(
+    ("mode", "hidden"), [(ALL, True), (UNSPECIFIED, True), (PER_SERVICE, False), (OFF, False)]
+)
+async def test_vehicle_snapshot_for_backends_omits_the_visited_country_in_privacy(
+    rig: Rig, mode: int, hidden: bool
+) -> None:
+    await rig.send(hello(1, mode, country="AT", mcc=232))
+    session = rig.tracker.get(VIN)
+    assert session is not None
+    v = vehicle_to_api(session)
+    assert (v.visited_country, v.visited_mcc) == (("", 0) if hidden else ("AT", 232))
+    assert v.roaming  # one bit, names no place: backends need it to explain unavailability
