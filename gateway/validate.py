@@ -210,7 +210,7 @@ def _telemetry(env: uplink_pb2.Envelope, now: float) -> None:
 
 def _signal(path: str, sig: uplink_pb2.Signal) -> None:
     if len(sig.name) > MAX_SIGNAL_NAME or not _is_signal_name(sig.name):
-        detail = f"{path}.name: not a signal name (a letter, then A-Z a-z 0-9 _ . -; at most {MAX_SIGNAL_NAME})"
+        detail = f"{path}.name: not a signal name (letter, then A-Z a-z 0-9 _ . -; at most {MAX_SIGNAL_NAME})"
         raise Invalid("bad_signal", detail)
     kind = sig.WhichOneof("value")
     if kind is None:
