@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway import decode as decode_module
 from gateway import validate
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+from gateway.config import PROJECT_ROOT
 from gateway.decode import Decoded, DecodedWill, Rejected, decode
 from gateway.metrics import REJECT_REASONS
 from load import payloads
@@ -509,3 +513,11 @@ def test_load_generator_payloads_are_all_decoded() -> None:
         ):
             result = decode(f"v1/vehicles/{car.vin}/up", raw, 65_536, now=now)
             assert isinstance(result, Decoded), result
+
+
+def test_every_reject_reason_is_a_known_label_and_documented_in_the_readme() -> None:
+    sources = (Path(validate.__file__).read_text(), Path(decode_module.__file__).read_text())
+    used = {m for src in sources for m in re.findall(r'(?:Invalid|Rejected)\(\s*"([a-z_]+)"', src)}
+    assert used and used <= set(REJECT_REASONS)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert [r for r in REJECT_REASONS if f"`{r}`" not in readme] == []
