@@ -2,6 +2,8 @@
 
 Every refusal is a ``Rejected`` value with a bounded reason (a metric label) and a clear detail
 for the log. Nothing here raises on bad input: a bad message must never stop the pipeline.
+The range of every field is checked too (``gateway.validate``): an envelope with one value out of
+range is rejected whole, before the session tracker, so the car's replay window is untouched.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from gateway import topics
+from gateway import topics, validate
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
 from gateway.model import is_valid_vin
 
@@ -42,7 +44,8 @@ class DecodedWill:
     connection_id: int
 
 
-def decode(topic: str, payload: bytes, max_bytes: int) -> Decoded | DecodedWill | Rejected:
+def decode(topic: str, payload: bytes, max_bytes: int, *, now: float) -> Decoded | DecodedWill | Rejected:
+    """``now``: the gateway's clock (unix seconds), the reference for the car's timestamps."""
     parsed = topics.parse(topic)
     if parsed is None:
         return Rejected("bad_topic", f"topic {topic!r} is not a vehicle uplink topic")
@@ -68,6 +71,9 @@ def decode(topic: str, payload: bytes, max_bytes: int) -> Decoded | DecodedWill 
     bad = _unknown_enum(env, body)
     if bad:
         return Rejected("unknown_enum", bad, vin)
+    invalid = validate.check(env, body, now)
+    if invalid is not None:
+        return Rejected(invalid.reason, invalid.detail, vin)
     return Decoded(vin, env)
 
 

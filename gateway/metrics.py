@@ -30,6 +30,15 @@ REJECT_REASONS = (
     "unknown_enum",
     "missing_body",
     "sequence_missing",
+    # field ranges (gateway/validate.py; README "MQTT topics" -> Validation)
+    "bad_timestamp",
+    "bad_location",
+    "bad_signal",
+    "bad_charging_session",
+    "bad_country",
+    "bad_model_year",
+    "bad_string",
+    "too_many_items",
 )
 
 BEARERS = ("embedded_sim", "inserted_sim", "wifi_hotspot", "unspecified")

@@ -160,7 +160,7 @@ class Pipeline:
             events.extend((e, expired.session) for e in expired.events)
             updates.append(VehicleUpdate(copy.copy(expired.session)))
         for msg in batch:
-            d = decode(msg.topic, msg.payload, self._max_payload)
+            d = decode(msg.topic, msg.payload, self._max_payload, now=now)
             if isinstance(d, Rejected):
                 rejected[d.reason] += 1
                 if self._log_budget.allow():

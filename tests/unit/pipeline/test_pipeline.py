@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import ManualClock
 from gateway.config import PROJECT_ROOT
 from gateway.egress.telemetry import TelemetryFanout
@@ -70,6 +70,11 @@ def telemetry(seq: int, privacy: int) -> Msg:
     return Msg(f"v1/vehicles/{VIN}/up", env.SerializeToString())
 
 
+def records(batch: telemetry_pb2.TelemetryRecords | None) -> list[telemetry_pb2.TelemetryRecord]:
+    assert batch is not None
+    return list(batch.records)
+
+
 async def test_batch_is_acknowledged_after_its_commit() -> None:
     store = FakeStore()
     p, acked, _ = make(store)
@@ -95,7 +100,7 @@ async def test_location_is_withheld_while_privacy_covers_all_services() -> None:
     p, _, fanout = make(FakeStore())
     sub = fanout.subscribe(frozenset())
     await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_ALL_SERVICES)])
-    [record] = sub.queue.get_nowait().records
+    [record] = records(sub.queue.get_nowait())
     assert record.location_withheld and not record.sample.HasField("location")
 
 
@@ -103,7 +108,7 @@ async def test_location_flows_while_privacy_is_off() -> None:
     p, _, fanout = make(FakeStore())
     sub = fanout.subscribe(frozenset())
     await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
-    [record] = sub.queue.get_nowait().records
+    [record] = records(sub.queue.get_nowait())
     assert not record.location_withheld and record.sample.location.latitude == pytest.approx(48.8)
 
 
@@ -127,3 +132,27 @@ async def test_backpressure_pauses_reading_by_queued_messages_and_resumes_when_d
     assert events == ["pause", "resume"]
     p.close()
     await task
+
+
+async def test_rejected_envelope_leaves_the_replay_window_so_the_cars_next_message_is_served() -> None:
+    tracker = SessionTracker()
+    metrics = Metrics()
+    fanout = TelemetryFanout(queue_size=10)
+    p = Pipeline(
+        tracker=tracker, store=FakeStore(), hub=EventHub(), telemetry=fanout,  # type: ignore[arg-type]
+        metrics=metrics, clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096, queue_messages=4,
+        ack=lambda _m: None, pause_reading=lambda: None, resume_reading=lambda: None,
+    )
+    sub = fanout.subscribe(frozenset())
+    bad = uplink_pb2.Envelope.FromString(telemetry(2, common_pb2.PRIVACY_MODE_OFF).payload)
+    bad.telemetry.samples[0].location.latitude = float("nan")
+    await p.process([hello(1), Msg(f"v1/vehicles/{VIN}/up", bad.SerializeToString())])
+    sample = metrics.registry.get_sample_value
+    assert sample("gateway_messages_rejected_total", {"reason": "bad_location"}) == 1
+    assert sub.queue.empty()  # nothing of the rejected envelope was forwarded
+    session = tracker.get(VIN)
+    assert session is not None and session.last_sequence == 1  # its sequence was never seen
+    # The same sequence, now valid, is new to the replay window: served, not dropped as a repeat.
+    await p.process([telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
+    [record] = records(sub.queue.get_nowait())
+    assert record.sequence == 2 and record.sample.location.latitude == pytest.approx(48.8)

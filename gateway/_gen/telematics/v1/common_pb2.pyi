@@ -163,7 +163,10 @@ class Privacy(_message.Message):
     mode: Global___PrivacyMode.ValueType
     @_builtins.property
     def services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """With PRIVACY_MODE_PER_SERVICE: the service ids whose personal data is held back."""
+        """With PRIVACY_MODE_PER_SERVICE: the service ids whose personal data is held back.
+        Uplink: at most 64 [too_many_items], each a service id (1..64 characters, lower-case words
+        of a-z0-9 joined by '-') [bad_string].
+        """
 
     def __init__(
         self,
@@ -217,6 +220,8 @@ Global___VehicleState: _TypeAlias = VehicleState  # noqa: Y015
 
 @_typing.final
 class Location(_message.Message):
+    """Uplink ranges [bad_location]: every value finite (no NaN, no infinity)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LATITUDE_FIELD_NUMBER: _builtins.int
@@ -224,9 +229,13 @@ class Location(_message.Message):
     HEADING_DEG_FIELD_NUMBER: _builtins.int
     SPEED_KMH_FIELD_NUMBER: _builtins.int
     latitude: _builtins.float
+    """-90..90 degrees"""
     longitude: _builtins.float
+    """-180..180 degrees"""
     heading_deg: _builtins.float
+    """0..360 degrees"""
     speed_kmh: _builtins.float
+    """0..500"""
     def __init__(
         self,
         *,
@@ -245,7 +254,9 @@ Global___Location: _TypeAlias = Location  # noqa: Y015
 
 @_typing.final
 class ChargingSession(_message.Message):
-    """One public charging session of the current charging contract (R28)."""
+    """One public charging session of the current charging contract (R28).
+    Uplink ranges (reasons in brackets, see uplink.proto's Envelope for the timestamp rule).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -259,18 +270,27 @@ class ChargingSession(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     POWER_CLASS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
-    """unique per vehicle; the idempotency key"""
+    """Unique per vehicle; the idempotency key. Required: 1..128 printable ASCII, no spaces
+    [bad_string].
+    """
     location_name: _builtins.str
-    """personal data: held back in privacy mode"""
+    """Personal data: held back in privacy mode. At most 256 characters [bad_string]."""
     energy_kwh: _builtins.float
+    """finite, 0..1,000 [bad_charging_session]"""
     cost_minor: _builtins.int
-    """in minor units of currency (cents)"""
+    """In minor units of currency (cents): 0..10,000,000,000 [bad_charging_session]."""
     currency: _builtins.str
-    """ISO 4217"""
+    """ISO 4217: three upper-case letters; may be empty only when cost_minor is 0
+    [bad_charging_session].
+    """
     power_class: _builtins.str
-    """station power class, e.g. "AC22", "DC150" """
+    """Station power class, e.g. "AC22", "DC150"; at most 32 characters [bad_string]."""
     @_builtins.property
-    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """Both required and valid timestamps [bad_timestamp]; started_at <= ended_at and at most
+        7 days apart [bad_charging_session].
+        """
+
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

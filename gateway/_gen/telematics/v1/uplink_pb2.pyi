@@ -44,6 +44,17 @@ Global___FodAction: _TypeAlias = FodAction  # noqa: Y015
 class Envelope(_message.Message):
     """Every uplink message. The header fields describe the car's link and privacy at send time,
     so that each message can be judged on its own (no cross-message state needed).
+
+    Valid ranges: each field's comment states its range. An envelope with any field out of range
+    is rejected whole (nothing of it is forwarded, stored or applied; its sequence is not
+    consumed) and counted in gateway_messages_rejected_total{reason}; the reason per field is
+    given in brackets. See README "MQTT topics" -> Validation.
+    Timestamps [bad_timestamp], wherever they appear: a valid google.protobuf.Timestamp (seconds
+    within 0001-01-01..9999-12-31, nanos 0..999,999,999), not before 2000-01-01T00:00:00Z and at
+    most 1 hour ahead of the gateway's clock (the allowed clock skew). There is no bound into the
+    past beyond 2000: a car may send data it buffered while offline.
+    Ids [bad_string] (session, command, entitlement ids): 1..128 printable ASCII, no spaces.
+    Service ids [bad_string]: 1..64 characters, lower-case words of a-z0-9 joined by '-'.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -67,25 +78,38 @@ class Envelope(_message.Message):
     COMMAND_RESULT_FIELD_NUMBER: _builtins.int
     GOODBYE_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
-    """must equal the VIN in the topic"""
+    """must equal the VIN in the topic [vin_mismatch]"""
     sequence: _builtins.int
     """Increases by one per message for the car's whole life (persisted in the car). Messages at
     or below the highest sequence seen never change state; exact repeats are dropped.
+    >= 1 [sequence_missing].
     """
     bearer: _common_pb2.Bearer.ValueType
+    """a known value [unknown_enum]"""
     radio: _common_pb2.Radio.ValueType
+    """a known value [unknown_enum]"""
     visited_country: _builtins.str
-    """ISO 3166-1 alpha-2 of the network the car is on"""
+    """ISO 3166-1 alpha-2 of the network the car is on: two upper-case letters, or empty when not
+    known [bad_country].
+    """
     visited_mcc: _builtins.int
-    """mobile country code of that network, 0 = unknown"""
+    """Mobile country code of that network: 0 = unknown, else 200..799 (ITU-T E.212 geographic
+    codes) [bad_country].
+    """
     roaming: _builtins.bool
     """the car is on a network outside its home country"""
     roaming_enabled: _builtins.bool
     """the head unit's roaming switch (R21)"""
     @_builtins.property
-    def sent_at(self) -> _timestamp_pb2.Timestamp: ...
+    def sent_at(self) -> _timestamp_pb2.Timestamp:
+        """When the car sent it. Optional (a car whose clock is not set yet sends none); when present,
+        a timestamp as above [bad_timestamp].
+        """
+
     @_builtins.property
-    def privacy(self) -> _common_pb2.Privacy: ...
+    def privacy(self) -> _common_pb2.Privacy:
+        """see common.proto"""
+
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -156,14 +180,16 @@ class Hello(_message.Message):
     the next restart while online). False for a mere reconnect.
     """
     model: _builtins.str
-    """model family, e.g. "911", "Taycan", "Macan" """
+    """Model family, e.g. "911", "Taycan", "Macan"; at most 32 characters [bad_string]."""
     model_year: _builtins.int
+    """0 = not reported, else 1990..(the gateway's current year + 2) [bad_model_year]."""
     home_country: _builtins.str
-    """ISO 3166-1 alpha-2 of the home network"""
+    """ISO 3166-1 alpha-2 of the home network: two upper-case letters or empty [bad_country]."""
     software_version: _builtins.str
+    """at most 64 characters [bad_string]"""
     @_builtins.property
     def state(self) -> _common_pb2.VehicleState:
-        """full state at connect"""
+        """full state at connect; known enum values"""
 
     def __init__(
         self,
@@ -208,6 +234,10 @@ Global___StateChange: _TypeAlias = StateChange  # noqa: Y015
 
 @_typing.final
 class Signal(_message.Message):
+    """All rules [bad_signal]: name 1..64 characters, a letter first, then A-Z a-z 0-9 _ . -;
+    exactly one value is set; number finite (no NaN, no infinity); text at most 256 characters.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -244,13 +274,17 @@ class TelemetrySample(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     SIGNALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sampled_at(self) -> _timestamp_pb2.Timestamp: ...
+    def sampled_at(self) -> _timestamp_pb2.Timestamp:
+        """Optional (absent: the envelope's sent_at); when present, a timestamp as on Envelope."""
+
     @_builtins.property
     def location(self) -> _common_pb2.Location:
         """personal data: held back in privacy mode (R22)"""
 
     @_builtins.property
-    def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signal]: ...
+    def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signal]:
+        """at most 256 per sample [too_many_items]"""
+
     def __init__(
         self,
         *,
@@ -273,9 +307,13 @@ class TelemetryBatch(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
     service: _builtins.str
-    """The service this data feeds (for per-service privacy), e.g. "remote-services"."""
+    """The service this data feeds (for per-service privacy), e.g. "remote-services". Required,
+    a service id [bad_string].
+    """
     @_builtins.property
-    def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___TelemetrySample]: ...
+    def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___TelemetrySample]:
+        """at most 1,000 per batch [too_many_items]"""
+
     def __init__(
         self,
         *,
@@ -300,7 +338,9 @@ class EntitlementAck(_message.Message):
     ENTITLEMENT_IDS_FIELD_NUMBER: _builtins.int
     set_version: _builtins.int
     @_builtins.property
-    def entitlement_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def entitlement_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most 256 [too_many_items], each an id [bad_string]. Empty: the whole set."""
+
     def __init__(
         self,
         *,
@@ -327,10 +367,14 @@ class FodResult(_message.Message):
     SUCCESS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
+    """required, an id [bad_string]"""
     entitlement_id: _builtins.str
+    """an id or empty [bad_string]"""
     action: Global___FodAction.ValueType
+    """a known value [unknown_enum]"""
     success: _builtins.bool
     error: _builtins.str
+    """at most 1,024 characters [bad_string]"""
     def __init__(
         self,
         *,
@@ -356,8 +400,10 @@ class CommandResult(_message.Message):
     SUCCESS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
+    """required, an id [bad_string]"""
     success: _builtins.bool
     error: _builtins.str
+    """at most 1,024 characters [bad_string]"""
     def __init__(
         self,
         *,
@@ -381,6 +427,7 @@ class Goodbye(_message.Message):
 
     REASON_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
+    """at most 256 characters [bad_string]"""
     def __init__(
         self,
         *,
@@ -405,7 +452,9 @@ class LastWill(_message.Message):
     VIN_FIELD_NUMBER: _builtins.int
     CONNECTION_ID_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
+    """must equal the VIN in the topic [vin_mismatch]"""
     connection_id: _builtins.int
+    """any value; the Hello's of the same connection"""
     def __init__(
         self,
         *,

@@ -1,0 +1,98 @@
+"""End to end: values out of range are rejected whole with their own reason, nothing of them
+reaches a backend, and the car's next valid message is served (real Mosquitto, real gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import aiohttp
+import grpc
+import pytest
+from support import eventually
+from vehicle_client import TestVehicle
+
+from gateway._gen.telematics.v1 import (
+    common_pb2,
+    telemetry_pb2,
+    telemetry_pb2_grpc,
+    uplink_pb2,
+    vehicles_pb2,
+    vehicles_pb2_grpc,
+)
+from gateway.app import Gateway
+
+pytestmark = pytest.mark.integration
+
+VIN = "WP0ZZZ99ZJS700001"
+
+
+async def rejected(gw: Gateway, reason: str) -> float:
+    """gateway_messages_rejected_total{reason} as an SRE reads it, from /metrics."""
+    name = f'gateway_messages_rejected_total{{reason="{reason}"}}'
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gw.http_port}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not exported")
+
+
+def charging(car: TestVehicle, session_id: str, energy_kwh: float) -> uplink_pb2.Envelope:
+    env = car.envelope()
+    cs = env.charging_session
+    now = int(time.time())
+    cs.session_id = session_id
+    cs.started_at.seconds, cs.ended_at.seconds = now - 3600, now - 60
+    cs.location.latitude, cs.location.longitude = 48.78, 9.18
+    cs.energy_kwh, cs.cost_minor, cs.currency, cs.power_class = energy_kwh, 1_990, "EUR", "DC150"
+    return env
+
+
+async def test_nan_coordinates_and_negative_energy_are_rejected_and_the_next_message_is_served(
+    gateway: Gateway, channel: grpc.aio.Channel
+) -> None:
+    before = list(gateway.fanout.subscribers)
+    records = telemetry_pb2_grpc.TelemetryServiceStub(channel).SubscribeTelemetry(
+        telemetry_pb2.SubscribeTelemetryRequest()
+    )
+    first_records = asyncio.ensure_future(records.read())  # starts the call
+    while all(sub in before for sub in gateway.fanout.subscribers):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    events = vehicles_pb2_grpc.VehicleServiceStub(channel).WatchVehicleEvents(
+        vehicles_pb2.WatchVehicleEventsRequest(vin=VIN)
+    )
+    car = TestVehicle(VIN, gateway.config.mqtt_port, bearer=common_pb2.BEARER_EMBEDDED_SIM)
+    await car.connect()
+    online = await asyncio.wait_for(events.read(), 10)
+    assert isinstance(online, vehicles_pb2.VehicleEvent) and online.WhichOneof("kind") == "online"
+
+    nan = car.envelope()
+    nan.telemetry.service = "car-finder"
+    sample = nan.telemetry.samples.add()
+    sample.location.latitude, sample.location.longitude = math.nan, 9.18
+    await car.publish(nan)
+    await car.publish(charging(car, "session-negative", -12.5))
+    # The sentinels: the car's next valid messages.
+    await car.publish(charging(car, "session-valid", 12.5))
+    await car.telemetry("car-finder", lat=48.78, lon=9.18)
+    sentinel = car.sequence
+
+    # Nothing of the rejected envelopes reached either stream: the first item on each is a sentinel.
+    batch = await asyncio.wait_for(first_records, 10)
+    assert isinstance(batch, telemetry_pb2.TelemetryRecords)
+    assert [(r.vin, r.sequence) for r in batch.records] == [(VIN, sentinel)]
+    assert batch.records[0].sample.location.latitude == pytest.approx(48.78)
+    recorded = await asyncio.wait_for(events.read(), 10)
+    assert isinstance(recorded, vehicles_pb2.VehicleEvent)
+    assert recorded.WhichOneof("kind") == "charging_session"
+    assert recorded.charging_session.session.session_id == "session-valid"
+    assert recorded.vehicle.last_sequence == sentinel - 1  # the rejected sequences changed nothing
+
+    # Counted with their own reasons (the counters move in the same batch as the sentinels).
+    await eventually(lambda: rejected(gateway, "bad_location"), lambda n: n == 1)
+    await eventually(lambda: rejected(gateway, "bad_charging_session"), lambda n: n == 1)
+    records.cancel()
+    events.cancel()
+    await car.close()
