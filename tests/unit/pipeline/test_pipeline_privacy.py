@@ -124,6 +124,10 @@ def charging(seq: int, mode: int, services: tuple[str, ...] = ()) -> uplink_pb2.
     cs = env.charging_session
     cs.session_id, cs.location_name, cs.energy_kwh = f"cs-{seq}", "Porscheplatz 1, Stuttgart", 42.0
     cs.location.latitude, cs.location.longitude = 48.834, 9.152
+    # A valid session (gateway/validate.py): it ended an hour before the rig's clock starts.
+    start = int(ManualClock().now()) - 7_200
+    cs.started_at.seconds, cs.ended_at.seconds = start, start + 3_600
+    cs.currency = "EUR"
     return env
 
 
