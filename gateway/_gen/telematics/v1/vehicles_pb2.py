@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gateway._gen.telematics.v1 import common_pb2 as telematics_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctelematics/v1/vehicles.proto\x12\rtelematics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1atelematics/v1/common.proto\"\xf7\x04\n\x07Vehicle\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmodel_year\x18\x03 \x01(\r\x12\x14\n\x0chome_country\x18\x04 \x01(\t\x12\x17\n\x0fvisited_country\x18\x05 \x01(\t\x12\x13\n\x0bvisited_mcc\x18\x06 \x01(\r\x12%\n\x06\x62\x65\x61rer\x18\x07 \x01(\x0e\x32\x15.telematics.v1.Bearer\x12#\n\x05radio\x18\x08 \x01(\x0e\x32\x14.telematics.v1.Radio\x12\x0f\n\x07roaming\x18\t \x01(\x08\x12\x17\n\x0froaming_enabled\x18\n \x01(\x08\x12\'\n\x07privacy\x18\x0b \x01(\x0b\x32\x16.telematics.v1.Privacy\x12*\n\x05state\x18\x0c \x01(\x0b\x32\x1b.telematics.v1.VehicleState\x12)\n\x08presence\x18\r \x01(\x0e\x32\x17.telematics.v1.Presence\x12\x34\n\x0eoffline_reason\x18\x0e \x01(\x0e\x32\x1c.telematics.v1.OfflineReason\x12\x37\n\x13presence_changed_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x11 \x01(\x04\x12\x18\n\x10software_version\x18\x12 \x01(\t\x12\x30\n\x0clast_boot_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe7\x02\n\x0cVehicleEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x0b\n\x03vin\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06online\x18\n \x01(\x0b\x32\x1c.telematics.v1.VehicleOnlineH\x00\x12\x30\n\x07offline\x18\x0b \x01(\x0b\x32\x1d.telematics.v1.VehicleOfflineH\x00\x12;\n\rstate_changed\x18\x0c \x01(\x0b\x32\".telematics.v1.VehicleStateChangedH\x00\x12\x42\n\x10\x63harging_session\x18\r \x01(\x0b\x32&.telematics.v1.ChargingSessionRecordedH\x00\x12\'\n\x07vehicle\x18\x14 \x01(\x0b\x32\x16.telematics.v1.VehicleB\x06\n\x04kind\"\x1d\n\rVehicleOnline\x12\x0c\n\x04\x62oot\x18\x01 \x01(\x08\">\n\x0eVehicleOffline\x12,\n\x06reason\x18\x01 \x01(\x0e\x32\x1c.telematics.v1.OfflineReason\"&\n\x13VehicleStateChanged\x12\x0f\n\x07\x63hanged\x18\x01 \x03(\t\"J\n\x17\x43hargingSessionRecorded\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.telematics.v1.ChargingSession\" \n\x11GetVehicleRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\"<\n\x13ListVehiclesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x14ListVehiclesResponse\x12(\n\x08vehicles\x18\x01 \x03(\x0b\x32\x16.telematics.v1.Vehicle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x19WatchVehicleEventsRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\x04\x12\x0b\n\x03vin\x18\x02 \x01(\t\"\xb2\x01\n\x18SendRemoteCommandRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12I\n\targuments\x18\x03 \x03(\x0b\x32\x36.telematics.v1.SendRemoteCommandRequest.ArgumentsEntry\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x19SendRemoteCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t*O\n\x08Presence\x12\x18\n\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPRESENCE_ONLINE\x10\x01\x12\x14\n\x10PRESENCE_OFFLINE\x10\x02*\x8e\x01\n\rOfflineReason\x12\x1e\n\x1aOFFLINE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16OFFLINE_REASON_GOODBYE\x10\x01\x12\"\n\x1eOFFLINE_REASON_CONNECTION_LOST\x10\x02\x12\x1d\n\x19OFFLINE_REASON_NEVER_SEEN\x10\x03\x32\xf8\x02\n\x0eVehicleService\x12\x46\n\nGetVehicle\x12 .telematics.v1.GetVehicleRequest\x1a\x16.telematics.v1.Vehicle\x12W\n\x0cListVehicles\x12\".telematics.v1.ListVehiclesRequest\x1a#.telematics.v1.ListVehiclesResponse\x12]\n\x12WatchVehicleEvents\x12(.telematics.v1.WatchVehicleEventsRequest\x1a\x1b.telematics.v1.VehicleEvent0\x01\x12\x66\n\x11SendRemoteCommand\x12\'.telematics.v1.SendRemoteCommandRequest\x1a(.telematics.v1.SendRemoteCommandResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctelematics/v1/vehicles.proto\x12\rtelematics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1atelematics/v1/common.proto\"\xad\x05\n\x07Vehicle\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmodel_year\x18\x03 \x01(\r\x12\x14\n\x0chome_country\x18\x04 \x01(\t\x12\x17\n\x0fvisited_country\x18\x05 \x01(\t\x12\x13\n\x0bvisited_mcc\x18\x06 \x01(\r\x12%\n\x06\x62\x65\x61rer\x18\x07 \x01(\x0e\x32\x15.telematics.v1.Bearer\x12#\n\x05radio\x18\x08 \x01(\x0e\x32\x14.telematics.v1.Radio\x12\x0f\n\x07roaming\x18\t \x01(\x08\x12\x17\n\x0froaming_enabled\x18\n \x01(\x08\x12\'\n\x07privacy\x18\x0b \x01(\x0b\x32\x16.telematics.v1.Privacy\x12*\n\x05state\x18\x0c \x01(\x0b\x32\x1b.telematics.v1.VehicleState\x12)\n\x08presence\x18\r \x01(\x0e\x32\x17.telematics.v1.Presence\x12\x34\n\x0eoffline_reason\x18\x0e \x01(\x0e\x32\x1c.telematics.v1.OfflineReason\x12\x37\n\x13presence_changed_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x11 \x01(\x04\x12\x18\n\x10software_version\x18\x12 \x01(\t\x12\x30\n\x0clast_boot_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esequence_epoch\x18\x14 \x01(\x06\x12\x1c\n\x14heartbeat_interval_s\x18\x15 \x01(\r\"\xe7\x02\n\x0cVehicleEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x0b\n\x03vin\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06online\x18\n \x01(\x0b\x32\x1c.telematics.v1.VehicleOnlineH\x00\x12\x30\n\x07offline\x18\x0b \x01(\x0b\x32\x1d.telematics.v1.VehicleOfflineH\x00\x12;\n\rstate_changed\x18\x0c \x01(\x0b\x32\".telematics.v1.VehicleStateChangedH\x00\x12\x42\n\x10\x63harging_session\x18\r \x01(\x0b\x32&.telematics.v1.ChargingSessionRecordedH\x00\x12\'\n\x07vehicle\x18\x14 \x01(\x0b\x32\x16.telematics.v1.VehicleB\x06\n\x04kind\"\x1d\n\rVehicleOnline\x12\x0c\n\x04\x62oot\x18\x01 \x01(\x08\">\n\x0eVehicleOffline\x12,\n\x06reason\x18\x01 \x01(\x0e\x32\x1c.telematics.v1.OfflineReason\"&\n\x13VehicleStateChanged\x12\x0f\n\x07\x63hanged\x18\x01 \x03(\t\"J\n\x17\x43hargingSessionRecorded\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.telematics.v1.ChargingSession\" \n\x11GetVehicleRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\"<\n\x13ListVehiclesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x14ListVehiclesResponse\x12(\n\x08vehicles\x18\x01 \x03(\x0b\x32\x16.telematics.v1.Vehicle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x19WatchVehicleEventsRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\x04\x12\x0b\n\x03vin\x18\x02 \x01(\t\"\xb2\x01\n\x18SendRemoteCommandRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12I\n\targuments\x18\x03 \x03(\x0b\x32\x36.telematics.v1.SendRemoteCommandRequest.ArgumentsEntry\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x19SendRemoteCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t*O\n\x08Presence\x12\x18\n\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPRESENCE_ONLINE\x10\x01\x12\x14\n\x10PRESENCE_OFFLINE\x10\x02*\xaa\x01\n\rOfflineReason\x12\x1e\n\x1aOFFLINE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16OFFLINE_REASON_GOODBYE\x10\x01\x12\"\n\x1eOFFLINE_REASON_CONNECTION_LOST\x10\x02\x12\x1d\n\x19OFFLINE_REASON_NEVER_SEEN\x10\x03\x12\x1a\n\x16OFFLINE_REASON_TIMEOUT\x10\x04\x32\xf8\x02\n\x0eVehicleService\x12\x46\n\nGetVehicle\x12 .telematics.v1.GetVehicleRequest\x1a\x16.telematics.v1.Vehicle\x12W\n\x0cListVehicles\x12\".telematics.v1.ListVehiclesRequest\x1a#.telematics.v1.ListVehiclesResponse\x12]\n\x12WatchVehicleEvents\x12(.telematics.v1.WatchVehicleEventsRequest\x1a\x1b.telematics.v1.VehicleEvent0\x01\x12\x66\n\x11SendRemoteCommand\x12\'.telematics.v1.SendRemoteCommandRequest\x1a(.telematics.v1.SendRemoteCommandResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,36 +35,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._loaded_options = None
   _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_options = b'8\001'
-  _globals['_PRESENCE']._serialized_start=1796
-  _globals['_PRESENCE']._serialized_end=1875
-  _globals['_OFFLINEREASON']._serialized_start=1878
-  _globals['_OFFLINEREASON']._serialized_end=2020
+  _globals['_PRESENCE']._serialized_start=1850
+  _globals['_PRESENCE']._serialized_end=1929
+  _globals['_OFFLINEREASON']._serialized_start=1932
+  _globals['_OFFLINEREASON']._serialized_end=2102
   _globals['_VEHICLE']._serialized_start=109
-  _globals['_VEHICLE']._serialized_end=740
-  _globals['_VEHICLEEVENT']._serialized_start=743
-  _globals['_VEHICLEEVENT']._serialized_end=1102
-  _globals['_VEHICLEONLINE']._serialized_start=1104
-  _globals['_VEHICLEONLINE']._serialized_end=1133
-  _globals['_VEHICLEOFFLINE']._serialized_start=1135
-  _globals['_VEHICLEOFFLINE']._serialized_end=1197
-  _globals['_VEHICLESTATECHANGED']._serialized_start=1199
-  _globals['_VEHICLESTATECHANGED']._serialized_end=1237
-  _globals['_CHARGINGSESSIONRECORDED']._serialized_start=1239
-  _globals['_CHARGINGSESSIONRECORDED']._serialized_end=1313
-  _globals['_GETVEHICLEREQUEST']._serialized_start=1315
-  _globals['_GETVEHICLEREQUEST']._serialized_end=1347
-  _globals['_LISTVEHICLESREQUEST']._serialized_start=1349
-  _globals['_LISTVEHICLESREQUEST']._serialized_end=1409
-  _globals['_LISTVEHICLESRESPONSE']._serialized_start=1411
-  _globals['_LISTVEHICLESRESPONSE']._serialized_end=1500
-  _globals['_WATCHVEHICLEEVENTSREQUEST']._serialized_start=1502
-  _globals['_WATCHVEHICLEEVENTSREQUEST']._serialized_end=1564
-  _globals['_SENDREMOTECOMMANDREQUEST']._serialized_start=1567
-  _globals['_SENDREMOTECOMMANDREQUEST']._serialized_end=1745
-  _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_start=1697
-  _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_end=1745
-  _globals['_SENDREMOTECOMMANDRESPONSE']._serialized_start=1747
-  _globals['_SENDREMOTECOMMANDRESPONSE']._serialized_end=1794
-  _globals['_VEHICLESERVICE']._serialized_start=2023
-  _globals['_VEHICLESERVICE']._serialized_end=2399
+  _globals['_VEHICLE']._serialized_end=794
+  _globals['_VEHICLEEVENT']._serialized_start=797
+  _globals['_VEHICLEEVENT']._serialized_end=1156
+  _globals['_VEHICLEONLINE']._serialized_start=1158
+  _globals['_VEHICLEONLINE']._serialized_end=1187
+  _globals['_VEHICLEOFFLINE']._serialized_start=1189
+  _globals['_VEHICLEOFFLINE']._serialized_end=1251
+  _globals['_VEHICLESTATECHANGED']._serialized_start=1253
+  _globals['_VEHICLESTATECHANGED']._serialized_end=1291
+  _globals['_CHARGINGSESSIONRECORDED']._serialized_start=1293
+  _globals['_CHARGINGSESSIONRECORDED']._serialized_end=1367
+  _globals['_GETVEHICLEREQUEST']._serialized_start=1369
+  _globals['_GETVEHICLEREQUEST']._serialized_end=1401
+  _globals['_LISTVEHICLESREQUEST']._serialized_start=1403
+  _globals['_LISTVEHICLESREQUEST']._serialized_end=1463
+  _globals['_LISTVEHICLESRESPONSE']._serialized_start=1465
+  _globals['_LISTVEHICLESRESPONSE']._serialized_end=1554
+  _globals['_WATCHVEHICLEEVENTSREQUEST']._serialized_start=1556
+  _globals['_WATCHVEHICLEEVENTSREQUEST']._serialized_end=1618
+  _globals['_SENDREMOTECOMMANDREQUEST']._serialized_start=1621
+  _globals['_SENDREMOTECOMMANDREQUEST']._serialized_end=1799
+  _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_start=1751
+  _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_end=1799
+  _globals['_SENDREMOTECOMMANDRESPONSE']._serialized_start=1801
+  _globals['_SENDREMOTECOMMANDRESPONSE']._serialized_end=1848
+  _globals['_VEHICLESERVICE']._serialized_start=2105
+  _globals['_VEHICLESERVICE']._serialized_end=2481
 # @@protoc_insertion_point(module_scope)
