@@ -56,6 +56,12 @@ def _state_diff(old: VehicleState, new: VehicleState) -> list[str]:
     return [f"state.{n}" for n in names if getattr(old, n) != getattr(new, n)]
 
 
+def _sequence_state(s: VehicleSession) -> tuple[int, ...]:
+    """What the store keeps of the sequence spaces (not the in-memory jump candidates)."""
+    return (s.sequence_epoch, s.last_sequence, s.seen_window, s.previous_epoch,
+            s.previous_last_sequence, s.previous_seen_window)
+
+
 class SessionTracker:
     """Owns the in-memory sessions (the hot cache); the store holds their durable copy."""
 
@@ -123,13 +129,12 @@ class SessionTracker:
     def apply(self, env: uplink_pb2.Envelope, now: float) -> Tracked:
         s = self._session(env.vin)
         body = env.WhichOneof("body")
-        before = (s.sequence_epoch, s.last_sequence, s.seen_window, s.previous_last_sequence, s.previous_seen_window)
+        before = _sequence_state(s)
         arrival = self._classify(s, env, body == "hello")
         result = Tracked(arrival, s)
         if arrival is not Arrival.NEW:
             # A late first arrival is recorded in the window: keep that across a restart.
-            after = (s.sequence_epoch, s.last_sequence, s.seen_window, s.previous_last_sequence, s.previous_seen_window)
-            result.dirty = after != before
+            result.dirty = _sequence_state(s) != before
             return result
         s.last_seen_at = now
         result.dirty = True
