@@ -30,7 +30,8 @@ OTHER_VIN = "WP0ZZZ99ZJS600002"
 
 async def vehicle(gw: Gateway, vin: str = VIN) -> vehicles_pb2.Vehicle:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
-        return await vehicles_pb2_grpc.VehicleServiceStub(ch).GetVehicle(vehicles_pb2.GetVehicleRequest(vin=vin))
+        stub = vehicles_pb2_grpc.VehicleServiceStub(ch)
+        return await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin=vin))
 
 
 async def events_of(gw: Gateway, vin: str = VIN) -> list[vehicles_pb2.VehicleEvent]:
@@ -76,7 +77,8 @@ async def test_car_that_goes_silent_without_a_will_goes_offline_with_reason_time
     offline = (await events_of(gw))[-1]
     assert offline.offline.reason == vehicles_pb2.OFFLINE_REASON_TIMEOUT
     v = await vehicle(gw)
-    assert (v.presence, v.offline_reason) == (vehicles_pb2.PRESENCE_OFFLINE, vehicles_pb2.OFFLINE_REASON_TIMEOUT)
+    assert v.presence == vehicles_pb2.PRESENCE_OFFLINE
+    assert v.offline_reason == vehicles_pb2.OFFLINE_REASON_TIMEOUT
     assert await send_command(gw) is grpc.StatusCode.FAILED_PRECONDITION
     assert gw.metrics.registry.get_sample_value("gateway_presence_timeouts_total") == 1
 
