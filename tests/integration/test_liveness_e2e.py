@@ -31,7 +31,8 @@ OTHER_VIN = "WP0ZZZ99ZJS600002"
 async def vehicle(gw: Gateway, vin: str = VIN) -> vehicles_pb2.Vehicle:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
         stub = vehicles_pb2_grpc.VehicleServiceStub(ch)
-        return await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin=vin))
+        v: vehicles_pb2.Vehicle = await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin=vin))
+        return v
 
 
 async def events_of(gw: Gateway, vin: str = VIN) -> list[vehicles_pb2.VehicleEvent]:
