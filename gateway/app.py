@@ -102,7 +102,7 @@ class Gateway:
             username, password = creds.username, creds.password
             log.info("managed mosquitto listening on %s (pid %s)", address.display, self.broker.pid)
         await self.store.open()
-        self.tracker = SessionTracker(await self.store.load_sessions())
+        self.tracker = SessionTracker(await self.store.load_sessions(), restored_at=self.clock.now())
         log.info("store open, %d vehicle sessions loaded", len(self.tracker.sessions))
         await self.ledger.open()
         hooks = ReferenceHooks(reference=reference, metrics=self.metrics)
@@ -141,6 +141,7 @@ class Gateway:
             pause_reading=lambda: holder[0].pause_reading(),
             resume_reading=lambda: holder[0].resume_reading(),
             entitlements=engine.on_vehicle_batch,
+            heartbeat_default_s=cfg.heartbeat_default_s,
         )
 
         def make_client() -> Mqtt5Client:
@@ -241,10 +242,11 @@ class Gateway:
         return ok, message
 
     async def _presence_loop(self) -> None:
-        """Wake the pipeline so grace periods (R20) run out even when no message arrives."""
+        """Wake the pipeline so grace periods (R20) and liveness timeouts run out even when no
+        message arrives (the clock decides what is due: tests move a ManualClock)."""
         while True:
             await asyncio.sleep(PRESENCE_TICK_S)
-            if self.pipeline is not None and self.pipeline.has_pending_offline:
+            if self.pipeline is not None and self.pipeline.presence_due():
                 self.pipeline.on_batch(())
 
     async def _prune_loop(self) -> None:

@@ -52,6 +52,10 @@ class Config:
     # is delivered again on the next boot (R13).
     fod_idle_s: float = 600.0
     entitlement_ack_timeout_s: float = 600.0
+    # Liveness: the heartbeat interval assumed for a car whose Hello announces none (cars of
+    # the contract before heartbeats). Silent for 3 intervals plus the R20 presence grace, a
+    # car is reported offline (reason TIMEOUT); its next envelope brings it back.
+    heartbeat_default_s: float = 120.0
     log_level: str = "INFO"
 
     @property
@@ -164,3 +168,5 @@ def _validate(config: Config) -> None:
         raise ConfigError("max_payload_bytes: must be at least 256")
     if config.ingress_queue_messages < 1 or config.telemetry_subscriber_queue < 1:
         raise ConfigError("queue sizes must be at least 1")
+    if config.heartbeat_default_s <= 0:
+        raise ConfigError("heartbeat_default_s: must be more than 0 seconds")

@@ -7,7 +7,7 @@ contract type is versioned already, so it doubles as the snapshot format.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -78,6 +78,8 @@ def vehicle_to_proto(s: VehicleSession) -> vehicles_pb2.Vehicle:
         offline_reason=int(s.offline_reason),  # type: ignore[arg-type]
         last_sequence=s.last_sequence,
         software_version=s.software_version,
+        sequence_epoch=s.sequence_epoch,
+        heartbeat_interval_s=s.heartbeat_interval_s,
     )
     if s.presence_changed_at:
         v.presence_changed_at.CopyFrom(timestamp(s.presence_changed_at))
@@ -123,7 +125,20 @@ def egress_event(e: SessionEvent, session: VehicleSession) -> SessionEvent | Non
     return replace(e, changed=visible) if visible else None
 
 
-def vehicle_from_proto(v: vehicles_pb2.Vehicle, *, connection_id: int = 0, window: int = 0) -> VehicleSession:
+@dataclass(frozen=True, slots=True)
+class SequenceExtra:
+    """The parts of a session's sequence state that are not in telematics.v1.Vehicle (the
+    store keeps them beside the snapshot): the replay window and the replaced space."""
+
+    window: int = 0
+    previous_epoch: int = 0
+    previous_last: int = 0
+    previous_window: int = 0
+
+
+def vehicle_from_proto(
+    v: vehicles_pb2.Vehicle, *, connection_id: int = 0, sequence: SequenceExtra = SequenceExtra()
+) -> VehicleSession:
     return VehicleSession(
         vin=v.vin,
         model=v.model,
@@ -147,10 +162,15 @@ def vehicle_from_proto(v: vehicles_pb2.Vehicle, *, connection_id: int = 0, windo
         presence_changed_at=seconds(v.presence_changed_at),
         last_seen_at=seconds(v.last_seen_at),
         last_boot_at=seconds(v.last_boot_at),
+        sequence_epoch=v.sequence_epoch,
         last_sequence=v.last_sequence,
-        seen_window=window,
+        seen_window=sequence.window,
+        previous_epoch=sequence.previous_epoch,
+        previous_last_sequence=sequence.previous_last,
+        previous_seen_window=sequence.previous_window,
         connection_id=connection_id,
         software_version=v.software_version,
+        heartbeat_interval_s=v.heartbeat_interval_s,
     )
 
 

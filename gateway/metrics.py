@@ -18,6 +18,7 @@ MESSAGE_KINDS = (
     "fod_result",
     "command_result",
     "goodbye",
+    "heartbeat",
     "will",
 )
 
@@ -39,7 +40,11 @@ REJECT_REASONS = (
     "bad_model_year",
     "bad_string",
     "too_many_items",
+    "sequence_jump",  # more than MAX_JUMP ahead of the car's highest sequence (session/sequence.py)
 )
+
+# gateway_messages_stale_total{outcome}: see gateway/session/sequence.py Arrival.
+STALE_OUTCOMES = ("duplicate", "late", "too_old", "other_epoch")
 
 BEARERS = ("embedded_sim", "inserted_sim", "wifi_hotspot", "unspecified")
 
@@ -62,8 +67,11 @@ class Metrics:
         )
         self.messages_stale = Counter(
             "gateway_messages_stale_total",
-            "Uplink messages at or below the vehicle's last sequence, by outcome",
-            ["outcome"],  # duplicate (dropped), late (data kept, state untouched), too_old
+            "Uplink messages that change no state: at or below the vehicle's last sequence, or of"
+            " a sequence epoch not current, by outcome",
+            # duplicate (dropped), late (data kept, state untouched), too_old (dropped),
+            # other_epoch (an epoch without a Hello: data kept, state untouched)
+            ["outcome"],
             registry=r,
         )
         self.vehicles_online = Gauge(
@@ -139,6 +147,12 @@ class Metrics:
             ["outcome"],  # started, reconnected, expired
             registry=r,
         )
+        self.presence_timeouts = Counter(
+            "gateway_presence_timeouts_total",
+            "Online vehicles reported offline because they sent nothing within their liveness"
+            " timeout (3 heartbeat intervals plus the R20 presence grace)",
+            registry=r,
+        )
         self.reference_reloads = Counter(
             "gateway_reference_reloads_total",
             "Reloads of sim_profiles/ and roaming/ data, by result",
@@ -151,7 +165,7 @@ class Metrics:
             self.messages_rejected.labels(reason)
         for bearer in BEARERS:
             self.vehicles_online.labels(bearer)
-        for outcome in ("duplicate", "late", "too_old"):
+        for outcome in STALE_OUTCOMES:
             self.messages_stale.labels(outcome)
         # -- entitlements (gateway/entitlements/engine.py) --
         self.entitlements = Gauge(

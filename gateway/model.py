@@ -70,6 +70,7 @@ class OfflineReason(enum.IntEnum):
     GOODBYE = 1
     CONNECTION_LOST = 2
     NEVER_SEEN = 3
+    TIMEOUT = 4  # no envelope within the liveness timeout (gateway/session/liveness.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +120,20 @@ class VehicleSession:
     presence_changed_at: float = 0.0  # unix seconds
     last_seen_at: float = 0.0
     last_boot_at: float = 0.0
+    # The car's current sequence space (gateway/session/sequence.py): its epoch (0: the car
+    # predates epochs), the highest sequence seen in it and the replay window.
+    sequence_epoch: int = 0
     last_sequence: int = 0
     # Bit i set: sequence (last_sequence - 1 - i) was seen. Detects duplicates of late messages.
     seen_window: int = 0
+    # The space the current one replaced (a head-unit reset): redeliveries from before it are
+    # still told apart.
+    previous_epoch: int = 0
+    previous_last_sequence: int = 0
+    previous_seen_window: int = 0
+    # In memory only: a refused sequence jump waiting for the next envelope to confirm it.
+    jump_candidate: int = 0
+    previous_jump_candidate: int = 0
     connection_id: int = 0
     software_version: str = ""
+    heartbeat_interval_s: int = 0  # announced in the Hello; 0 = none (config default applies)

@@ -37,7 +37,8 @@ from gateway.rules import (
 )
 from gateway.session.events import EventKind, SessionEvent
 from gateway.session.hub import EventHub
-from gateway.session.sequence import Arrival
+from gateway.session.liveness import liveness_timeout_s
+from gateway.session.sequence import MAX_JUMP, Arrival
 from gateway.session.tracker import SessionTracker, Tracked
 from gateway.store.base import PendingEvent, Store
 
@@ -80,6 +81,7 @@ class Pipeline:
         pause_reading: Callable[[], None],
         resume_reading: Callable[[], None],
         entitlements: Callable[[Sequence[VehicleUpdate]], Awaitable[None]] | None = None,
+        heartbeat_default_s: float = 120.0,
     ) -> None:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
@@ -89,6 +91,7 @@ class Pipeline:
         queue_messages: messages buffered before reading from the broker pauses (backpressure).
         ack: acknowledges QoS 1 messages once their batch is committed.
         pause_reading, resume_reading: stop and restart reading from the broker socket.
+        heartbeat_default_s: the heartbeat interval of a car whose Hello announces none.
         """
         self._tracker = tracker
         self._store = store
@@ -105,6 +108,7 @@ class Pipeline:
         self._pause = pause_reading
         self._resume = resume_reading
         self._entitlements = entitlements
+        self._heartbeat_default_s = heartbeat_default_s
         self._paused = False
         self._closing = False
         self._received = {k: metrics.messages_received.labels(k) for k in MESSAGE_KINDS}
@@ -131,7 +135,8 @@ class Pipeline:
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.extend(self._queue.get_nowait())
             self._queued -= len(batch)
-            if batch or self._tracker.pending_offline:  # an empty batch is a tick: grace expiry
+            # An empty batch is a tick: grace periods and liveness timeouts run out.
+            if batch or self._tracker.has_deadlines:
                 await self.process(batch)
             if self._closing and self._queue.empty():
                 return
@@ -169,15 +174,25 @@ class Pipeline:
             if isinstance(d, Decoded):
                 env = d.envelope
                 body: str = env.WhichOneof("body") or ""
-                in_grace = body == "hello" and env.vin in self._tracker.pending_offline
+                in_grace = env.vin in self._tracker.pending_offline
                 t = self._tracker.apply(env, now)
                 if in_grace and env.vin not in self._tracker.pending_offline:
                     self._m.presence_grace_started.labels("reconnected").inc()
+                if t.dirty:
+                    dirty[t.session.vin] = t.session  # also a late arrival's mark in the window
+                if t.arrival is Arrival.JUMP:
+                    rejected["sequence_jump"] += 1
+                    if self._log_budget.allow():
+                        log.warning(
+                            "rejected uplink on %s: sequence_jump: %d is more than %d above the"
+                            " highest sequence of its epoch", msg.topic, env.sequence, MAX_JUMP,
+                        )
+                    continue
                 if t.arrival is Arrival.DUPLICATE or t.arrival is Arrival.TOO_OLD:
                     stale[t.arrival.value] += 1
                     continue
-                if t.arrival is Arrival.LATE:
-                    stale["late"] += 1
+                if t.arrival is Arrival.LATE or t.arrival is Arrival.OTHER_EPOCH:
+                    stale[t.arrival.value] += 1
                 self._route_body(env, body, t, records, decisions)
                 # Only what can move an entitlement: a change of presence, state, link or privacy
                 # (the tracker emitted an event) or the car's answers; plain telemetry cannot.
@@ -205,6 +220,12 @@ class Pipeline:
             events.extend(
                 (v, t.session) for e in t.events if (v := egress_event(e, t.session)) is not None
             )
+        # After the batch: a car whose message is in it has spoken and is not timed out.
+        for silent in self._tracker.expire_silent(now, self._liveness_timeout_s):
+            self._m.presence_timeouts.inc()
+            dirty[silent.session.vin] = silent.session
+            events.extend((e, silent.session) for e in silent.events)
+            updates.append(VehicleUpdate(copy.copy(silent.session)))
         if self._entitlements is not None and updates:
             # Before the session commit: after a crash in between, the replay window has not
             # seen these messages, so the broker's redelivery reaches the engine again (its
@@ -231,9 +252,14 @@ class Pipeline:
             self._m.presence_grace_started.labels("started").inc()
         return t
 
-    @property
-    def has_pending_offline(self) -> bool:
-        return bool(self._tracker.pending_offline)
+    def _liveness_timeout_s(self, session: VehicleSession) -> float:
+        # R20: the presence grace of the car's bearer and radio on top of its missed heartbeats.
+        grace = offline_grace_s(self._reference.current.presence, session.bearer, session.radio)
+        return liveness_timeout_s(session.heartbeat_interval_s, self._heartbeat_default_s, grace)
+
+    def presence_due(self) -> bool:
+        """A grace period or a liveness timeout may have run out: worth a tick."""
+        return self._tracker.due(self._clock.now())
 
     def _public_signals(self, service: str) -> tuple[str, ...]:
         known = self._reference.current.service(service)

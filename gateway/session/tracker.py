@@ -1,15 +1,17 @@
 """Apply decoded uplink messages to vehicle sessions.
 
-Presence comes from the birth message (Hello), the goodbye and the MQTT last will; everything
-else updates the link, privacy and physical state carried by the envelope. Only envelopes with
-a sequence above every earlier one change state (see sequence.py): an out-of-order or repeated
+Presence comes from the birth message (Hello), the goodbye, the MQTT last will and the
+car's silence (liveness.py: reason TIMEOUT); any new envelope proves the car is connected, so
+it brings an offline car back online. Everything else updates the link, privacy and physical
+state carried by the envelope. Only envelopes with a sequence above every earlier one of the
+car's current sequence epoch change state (see sequence.py): an out-of-order or repeated
 message never regresses a session.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
@@ -26,7 +28,8 @@ from gateway.model import (
     VehicleState,
 )
 from gateway.session.events import EventKind, SessionEvent
-from gateway.session.sequence import Arrival, classify
+from gateway.session.liveness import LivenessSchedule
+from gateway.session.sequence import Arrival, Space, classify_epoch
 
 
 @dataclass(slots=True)
@@ -53,16 +56,40 @@ def _state_diff(old: VehicleState, new: VehicleState) -> list[str]:
     return [f"state.{n}" for n in names if getattr(old, n) != getattr(new, n)]
 
 
+def _sequence_state(s: VehicleSession) -> tuple[int, ...]:
+    """What the store keeps of the sequence spaces (not the in-memory jump candidates)."""
+    return (s.sequence_epoch, s.last_sequence, s.seen_window, s.previous_epoch,
+            s.previous_last_sequence, s.previous_seen_window)
+
+
 class SessionTracker:
     """Owns the in-memory sessions (the hot cache); the store holds their durable copy."""
 
-    def __init__(self, sessions: Iterable[VehicleSession] = ()) -> None:
+    def __init__(self, sessions: Iterable[VehicleSession] = (), *, restored_at: float = 0.0) -> None:
+        """sessions: loaded from the store at `restored_at` (the gateway's start). A restored
+        online car is timed out from its last envelope, but never sooner than one timeout
+        after the start: messages the broker queued while the gateway was down are still to
+        come, and must not flap every car offline and online again."""
         self.sessions: dict[str, VehicleSession] = {s.vin: s for s in sessions}
         # vin -> (deadline, connection_id): a will arrived, the car stays online until then (R20)
         self.pending_offline: dict[str, tuple[float, int]] = {}
         self.online_by_bearer: Counter[Bearer] = Counter(
             s.bearer for s in self.sessions.values() if s.presence is Presence.ONLINE
         )
+        self._restored_at = restored_at
+        self.liveness = LivenessSchedule()
+        for s in self.sessions.values():
+            if s.presence is Presence.ONLINE:
+                self.liveness.watch(s.vin, restored_at)
+
+    @property
+    def has_deadlines(self) -> bool:
+        """Something may change with time alone (a grace period or a liveness timeout)."""
+        return bool(self.pending_offline) or bool(self.liveness)
+
+    def due(self, now: float) -> bool:
+        """A grace period or a liveness check is due: the pipeline should tick."""
+        return self.liveness.due(now) or any(d <= now for d, _ in self.pending_offline.values())
 
     def get(self, vin: str) -> VehicleSession | None:
         return self.sessions.get(vin)
@@ -78,34 +105,64 @@ class SessionTracker:
             self.online_by_bearer[s.bearer] -= 1
         if presence is Presence.ONLINE:
             self.online_by_bearer[s.bearer] += 1
+            self.liveness.watch(s.vin, now)
         s.presence = presence
         s.presence_changed_at = now
 
+    def _classify(self, s: VehicleSession, env: uplink_pb2.Envelope, hello: bool) -> Arrival:
+        current = Space(s.sequence_epoch, s.last_sequence, s.seen_window, s.jump_candidate)
+        previous = Space(
+            s.previous_epoch, s.previous_last_sequence, s.previous_seen_window, s.previous_jump_candidate
+        )
+        arrival, current, previous = classify_epoch(
+            current, previous, env.sequence_epoch, env.sequence, hello=hello
+        )
+        s.sequence_epoch, s.last_sequence, s.seen_window, s.jump_candidate = (
+            current.epoch, current.last, current.window, current.jump,
+        )
+        s.previous_epoch, s.previous_last_sequence, s.previous_seen_window = (
+            previous.epoch, previous.last, previous.window,
+        )
+        s.previous_jump_candidate = previous.jump
+        return arrival
+
     def apply(self, env: uplink_pb2.Envelope, now: float) -> Tracked:
         s = self._session(env.vin)
-        arrival, s.last_sequence, s.seen_window = classify(s.last_sequence, s.seen_window, env.sequence)
+        body = env.WhichOneof("body")
+        before = _sequence_state(s)
+        arrival = self._classify(s, env, body == "hello")
         result = Tracked(arrival, s)
         if arrival is not Arrival.NEW:
+            # A late first arrival is recorded in the window: keep that across a restart.
+            result.dirty = _sequence_state(s) != before
             return result
         s.last_seen_at = now
         result.dirty = True
+        # Any new envelope proves the car is connected now (it can only publish while it is):
+        # a grace period ends, and a car marked offline by silence (TIMEOUT) or by a will it
+        # published itself comes back (README "MQTT topics", presence).
+        self.pending_offline.pop(s.vin, None)
         changed = self._apply_header(s, env)
-        body = env.WhichOneof("body")
         if body == "hello":
             self._apply_hello(s, env.hello, now, result)
             return result  # the ONLINE event carries the whole session; no separate change event
+        if s.presence is not Presence.ONLINE and body != "goodbye":
+            self._set_presence(s, Presence.ONLINE, now)
+            s.offline_reason = OfflineReason.UNSPECIFIED
+            result.events.append(SessionEvent(s.vin, now, EventKind.ONLINE, boot=False))
         if body == "state_change":
             new_state = _merge_state(s.state, env.state_change.state, full=False)
             changed += _state_diff(s.state, new_state)
             s.state = new_state
-        elif body == "goodbye" and s.presence is Presence.ONLINE:
+        if changed:
+            # After a revival's ONLINE event, before a goodbye's OFFLINE event.
+            result.events.append(SessionEvent(s.vin, now, EventKind.STATE_CHANGED, changed=tuple(changed)))
+        if body == "goodbye" and s.presence is Presence.ONLINE:
             self._set_presence(s, Presence.OFFLINE, now)
             s.offline_reason = OfflineReason.GOODBYE
             result.events.append(
                 SessionEvent(s.vin, now, EventKind.OFFLINE, offline_reason=OfflineReason.GOODBYE)
             )
-        if changed:
-            result.events.insert(0, SessionEvent(s.vin, now, EventKind.STATE_CHANGED, changed=tuple(changed)))
         return result
 
     def _apply_header(self, s: VehicleSession, env: uplink_pb2.Envelope) -> list[str]:
@@ -149,6 +206,7 @@ class SessionTracker:
         s.model_year = hello.model_year or s.model_year
         s.home_country = hello.home_country or s.home_country
         s.software_version = hello.software_version or s.software_version
+        s.heartbeat_interval_s = hello.heartbeat_interval_s
         s.state = _merge_state(s.state, hello.state, full=True)
         if hello.boot:
             s.last_boot_at = now  # R13: services are delivered after a boot while online
@@ -185,12 +243,29 @@ class SessionTracker:
                 out.append(self._connection_lost(s, now, Tracked(Arrival.NEW, s)))
         return out
 
+    def expire_silent(self, now: float, timeout_of: Callable[[VehicleSession], float]) -> list[Tracked]:
+        """Mark offline (TIMEOUT) the online cars silent for longer than ``timeout_of(car)``."""
+        out = []
+        for vin in self.liveness.pop_due(now):
+            s = self.sessions.get(vin)
+            if s is None or s.presence is not Presence.ONLINE:
+                continue  # went offline otherwise; the next time it comes online re-arms it
+            deadline = max(s.last_seen_at, self._restored_at) + timeout_of(s)
+            if deadline > now:
+                self.liveness.watch(vin, deadline)
+                continue
+            self.pending_offline.pop(vin, None)
+            out.append(self._went_offline(s, now, OfflineReason.TIMEOUT, Tracked(Arrival.NEW, s)))
+        return out
+
     def _connection_lost(self, s: VehicleSession, now: float, result: Tracked) -> Tracked:
-        vin = s.vin
+        return self._went_offline(s, now, OfflineReason.CONNECTION_LOST, result)
+
+    def _went_offline(
+        self, s: VehicleSession, now: float, reason: OfflineReason, result: Tracked
+    ) -> Tracked:
         self._set_presence(s, Presence.OFFLINE, now)
-        s.offline_reason = OfflineReason.CONNECTION_LOST
+        s.offline_reason = reason
         result.dirty = True
-        result.events.append(
-            SessionEvent(vin, now, EventKind.OFFLINE, offline_reason=OfflineReason.CONNECTION_LOST)
-        )
+        result.events.append(SessionEvent(s.vin, now, EventKind.OFFLINE, offline_reason=reason))
         return result

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway._gen.telematics.v1 import vehicles_pb2
-from gateway.convert import vehicle_from_proto, vehicle_to_proto
+from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store.base import PendingEvent, StoredEvent, StoreError
 from gateway.store.sqlite_thread import SqliteThread
@@ -20,7 +20,10 @@ CREATE TABLE IF NOT EXISTS vehicles (
     vin TEXT PRIMARY KEY,
     snapshot BLOB NOT NULL,          -- telematics.v1.Vehicle
     connection_id BLOB NOT NULL,     -- 8 bytes, big endian (SQLite integers are signed)
-    seq_window BLOB NOT NULL         -- 8 bytes, the replay window of gateway/session/sequence.py
+    -- The replay window of gateway/session/sequence.py (8 bytes, big endian), then the
+    -- sequence space the current epoch replaced: epoch, last sequence, window (8 bytes each).
+    -- Rows written before epochs existed hold the window alone.
+    seq_window BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS vehicle_events (
     cursor INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -39,6 +42,20 @@ CREATE TABLE IF NOT EXISTS event_dedupe (
 
 def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
+
+
+def _sequence_blob(s: VehicleSession) -> bytes:
+    if not s.previous_last_sequence:
+        return _u64(s.seen_window)
+    return b"".join(
+        _u64(v) for v in (s.seen_window, s.previous_epoch, s.previous_last_sequence, s.previous_seen_window)
+    )
+
+
+def _sequence_extra(blob: bytes) -> SequenceExtra:
+    words = [int.from_bytes(blob[i : i + 8], "big") for i in range(0, len(blob) - 7, 8)]
+    words += [0] * (4 - len(words))
+    return SequenceExtra(*words[:4])
 
 
 class SqliteStore:
@@ -77,7 +94,7 @@ class SqliteStore:
                     vehicle_from_proto(
                         v,
                         connection_id=int.from_bytes(conn_id, "big"),
-                        window=int.from_bytes(window, "big"),
+                        sequence=_sequence_extra(window),
                     )
                 )
             return out
@@ -89,7 +106,7 @@ class SqliteStore:
     ) -> list[StoredEvent]:
         # Serialize on the event loop: sessions are mutated there and must be read there.
         rows = [
-            (s.vin, vehicle_to_proto(s).SerializeToString(), _u64(s.connection_id), _u64(s.seen_window))
+            (s.vin, vehicle_to_proto(s).SerializeToString(), _u64(s.connection_id), _sequence_blob(s))
             for s in vehicles
         ]
 

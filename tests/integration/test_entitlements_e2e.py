@@ -96,6 +96,9 @@ async def test_fod_unlocks_only_after_ten_idle_minutes_off_locked_unplugged_and_
     ch, stub = await stub_for(gw)
     await stub.SetVehicleOwner(pb.SetVehicleOwnerRequest(vin=VIN, owner=OWNER))
     car = TestVehicle(VIN, gw.config.mqtt_port, bearer=common_pb2.BEARER_EMBEDDED_SIM)
+    # The test moves the clock by an hour without a message: the car announces heartbeats
+    # that rare, so liveness keeps it online (a real parked car would send heartbeats).
+    car.heartbeat_interval_s = 3600
     await car.connect(power=common_pb2.POWER_STATE_OFF, lock=common_pb2.LOCK_STATE_LOCKED,
                       plug=common_pb2.CHARGING_PLUG_CONNECTED)  # charging (R17 blocks)
     await car.listen()

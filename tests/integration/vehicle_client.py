@@ -44,6 +44,9 @@ class TestVehicle:
         self.radio = radio
         self.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_OFF)
         self.sequence = 0
+        # The head-unit install's sequence epoch, sent on every envelope (0: the old contract).
+        self.sequence_epoch = 0
+        self.heartbeat_interval_s = 0  # announced in the Hello; 0: none
         self.connection_id = 0
         self.client: aiomqtt.Client | None = None
         self.downlinks: asyncio.Queue[downlink_pb2.Downlink] = asyncio.Queue()
@@ -54,6 +57,7 @@ class TestVehicle:
         env = uplink_pb2.Envelope(
             vin=self.vin,
             sequence=self.sequence,
+            sequence_epoch=self.sequence_epoch,
             bearer=self.bearer,  # type: ignore[arg-type]
             radio=self.radio,  # type: ignore[arg-type]
             visited_country=self.visited_country,
@@ -64,7 +68,13 @@ class TestVehicle:
         env.sent_at.FromNanoseconds(time.time_ns())
         return env
 
-    async def connect(self, *, boot: bool = True, **state: Any) -> None:
+    def reset_head_unit(self) -> None:
+        """A replaced or factory-reset head unit: a new sequence epoch, counting from 1 again."""
+        self.sequence_epoch = random.getrandbits(64) or 1
+        self.sequence = 0
+
+    async def connect(self, *, boot: bool = True, with_will: bool = True, **state: Any) -> None:
+        """with_will=False: a client that sets no MQTT will (as mosquitto_pub does)."""
         self.connection_id = random.getrandbits(64)
         will = uplink_pb2.LastWill(vin=self.vin, connection_id=self.connection_id)
         self.client = aiomqtt.Client(
@@ -72,7 +82,7 @@ class TestVehicle:
             self.port,
             identifier=self.vin,
             protocol=aiomqtt.ProtocolVersion.V5,
-            will=aiomqtt.Will(topics.will(self.vin), will.SerializeToString(), qos=1),
+            will=aiomqtt.Will(topics.will(self.vin), will.SerializeToString(), qos=1) if with_will else None,
             keepalive=30,
         )
         await self.client.__aenter__()
@@ -85,6 +95,7 @@ class TestVehicle:
         env.hello.state.power = state.get("power", common_pb2.POWER_STATE_ON)
         env.hello.state.lock = state.get("lock", common_pb2.LOCK_STATE_UNLOCKED)
         env.hello.state.charging_plug = state.get("plug", common_pb2.CHARGING_PLUG_DISCONNECTED)
+        env.hello.heartbeat_interval_s = self.heartbeat_interval_s
         await self.publish(env)
 
     async def listen(self) -> None:
@@ -96,7 +107,7 @@ class TestVehicle:
         async def read() -> None:
             with contextlib.suppress(aiomqtt.MqttError):
                 async for message in client.messages:
-                    self.downlinks.put_nowait(downlink_pb2.Downlink.FromString(bytes(message.payload)))  # type: ignore[arg-type]
+                    self.downlinks.put_nowait(downlink_pb2.Downlink.FromString(bytes(message.payload)))
 
         self._reader = asyncio.create_task(read(), name=f"test-vehicle[{self.vin}].downlink")
 
@@ -121,6 +132,25 @@ class TestVehicle:
             sample.location.longitude = lon
             sample.signals.add(name="speed_kmh", number=50.0)
         await self.publish(env)
+
+    async def charging_session(self, session_id: str, *, energy_kwh: float = 20.0) -> None:
+        env = self.envelope()
+        cs = env.charging_session
+        cs.session_id = session_id
+        cs.energy_kwh = energy_kwh
+        cs.currency = "EUR"
+        cs.power_class = "DC150"
+        await self.publish(env)
+
+    async def heartbeat(self) -> None:
+        env = self.envelope()
+        env.heartbeat.SetInParent()
+        await self.publish(env)
+
+    async def publish_own_will(self) -> None:
+        """Publish the LastWill of the current connection on the will topic while connected."""
+        will = uplink_pb2.LastWill(vin=self.vin, connection_id=self.connection_id)
+        await self.publish(will.SerializeToString(), topic=topics.will(self.vin))
 
     async def goodbye(self) -> None:
         env = self.envelope()

@@ -42,3 +42,9 @@ def test_bad_number_in_the_environment_names_the_variable() -> None:
 def test_bad_listen_address_is_an_error() -> None:
     with pytest.raises(ConfigError, match="grpc_listen"):
         load_config(env={"GATEWAY_GRPC_LISTEN": "nowhere"})
+
+
+def test_heartbeat_default_is_settable_and_must_be_positive() -> None:
+    assert load_config(env={"GATEWAY_HEARTBEAT_DEFAULT_S": "45"}).heartbeat_default_s == 45.0
+    with pytest.raises(ConfigError, match="heartbeat_default_s"):
+        load_config(env={"GATEWAY_HEARTBEAT_DEFAULT_S": "0"})

@@ -123,3 +123,141 @@ def test_bearer_change_while_online_moves_the_online_count() -> None:
     t.apply(env, 2.0)
     assert t.online_by_bearer[Bearer.INSERTED_SIM] == 0
     assert t.online_by_bearer[Bearer.WIFI_HOTSPOT] == 1
+
+
+# -- sequence epochs: neither a far-ahead number nor a head-unit reset freezes a car --
+
+EPOCH, NEW_EPOCH = 0xA1, 0xB2
+
+
+def with_epoch(env: uplink_pb2.Envelope, epoch: int) -> uplink_pb2.Envelope:
+    env.sequence_epoch = epoch
+    return env
+
+
+def test_far_ahead_sequence_is_refused_and_later_state_changes_still_apply() -> None:
+    t = SessionTracker()
+    t.apply(with_epoch(hello(1), EPOCH), 1.0)
+    far = t.apply(with_epoch(lock(9223372036854775808, common_pb2.LOCK_STATE_LOCKED), EPOCH), 2.0)
+    assert far.arrival is Arrival.JUMP and not far.events
+    assert far.session.state.lock is LockState.UNLOCKED and far.session.last_sequence == 1
+    r = t.apply(with_epoch(lock(2, common_pb2.LOCK_STATE_LOCKED), EPOCH), 3.0)
+    assert r.arrival is Arrival.NEW and r.session.state.lock is LockState.LOCKED
+
+
+def test_far_ahead_sequence_of_a_car_without_epoch_does_not_freeze_it_either() -> None:
+    t = SessionTracker()
+    t.apply(hello(1), 1.0)
+    assert t.apply(lock(2**63, common_pb2.LOCK_STATE_LOCKED), 2.0).arrival is Arrival.JUMP
+    assert t.apply(lock(2, common_pb2.LOCK_STATE_LOCKED), 3.0).session.state.lock is LockState.LOCKED
+
+
+def test_head_unit_reset_with_a_new_epoch_counts_from_one_again() -> None:
+    t = SessionTracker()
+    t.apply(with_epoch(hello(5000, conn=1), EPOCH), 1.0)
+    t.apply(with_epoch(lock(5001, common_pb2.LOCK_STATE_LOCKED), EPOCH), 2.0)
+    r = t.apply(with_epoch(hello(1, conn=2), NEW_EPOCH), 3.0)  # the new head unit
+    assert r.arrival is Arrival.NEW and r.session.sequence_epoch == NEW_EPOCH
+    assert r.session.last_sequence == 1 and r.session.state.lock is LockState.UNLOCKED
+    r = t.apply(with_epoch(lock(2, common_pb2.LOCK_STATE_LOCKED), NEW_EPOCH), 4.0)
+    assert r.arrival is Arrival.NEW and r.session.state.lock is LockState.LOCKED
+
+
+def test_redelivery_from_before_the_reset_does_not_regress_the_new_install() -> None:
+    t = SessionTracker()
+    t.apply(with_epoch(hello(5000, conn=1), EPOCH), 1.0)
+    t.apply(with_epoch(hello(1, conn=2), NEW_EPOCH), 2.0)
+    t.apply(with_epoch(lock(2, common_pb2.LOCK_STATE_LOCKED), NEW_EPOCH), 3.0)
+    old = t.apply(with_epoch(lock(5001, common_pb2.LOCK_STATE_UNLOCKED), EPOCH), 4.0)
+    assert old.arrival is Arrival.LATE and not old.events
+    assert old.session.state.lock is LockState.LOCKED and old.session.sequence_epoch == NEW_EPOCH
+    again = t.apply(with_epoch(lock(5001, common_pb2.LOCK_STATE_UNLOCKED), EPOCH), 5.0)
+    assert again.arrival is Arrival.DUPLICATE
+
+
+# -- liveness: a car that goes silent goes offline (reason TIMEOUT) --
+
+def timeout_60(_s: object) -> float:
+    return 60.0
+
+
+def heartbeat(seq: int) -> uplink_pb2.Envelope:
+    env = uplink_pb2.Envelope(vin=VIN, sequence=seq, bearer=common_pb2.BEARER_INSERTED_SIM,
+                              visited_country="AT", roaming=True)
+    env.heartbeat.SetInParent()
+    return env
+
+
+def test_silent_car_goes_offline_with_reason_timeout() -> None:
+    t = SessionTracker()
+    t.apply(hello(1), 100.0)
+    assert t.expire_silent(159.0, timeout_60) == []
+    assert t.due(161.0)
+    [r] = t.expire_silent(161.0, timeout_60)
+    assert r.session.presence is Presence.OFFLINE and r.session.offline_reason is OfflineReason.TIMEOUT
+    assert [(e.kind, e.offline_reason) for e in r.events] == [(EventKind.OFFLINE, OfflineReason.TIMEOUT)]
+    assert t.online_by_bearer[Bearer.INSERTED_SIM] == 0
+
+
+def test_heartbeats_keep_a_car_online() -> None:
+    t = SessionTracker()
+    t.apply(hello(1), 100.0)
+    t.apply(heartbeat(2), 150.0)
+    assert t.expire_silent(200.0, timeout_60) == []
+    assert t.sessions[VIN].presence is Presence.ONLINE
+    assert [r.session.offline_reason for r in t.expire_silent(211.0, timeout_60)] == [OfflineReason.TIMEOUT]
+
+
+def test_the_hello_announces_the_heartbeat_interval() -> None:
+    t = SessionTracker()
+    env = hello(1)
+    env.hello.heartbeat_interval_s = 30
+    assert t.apply(env, 1.0).session.heartbeat_interval_s == 30
+
+
+def test_any_new_envelope_brings_a_timed_out_car_back_online() -> None:
+    t = SessionTracker()
+    t.apply(hello(1), 100.0)
+    t.expire_silent(200.0, timeout_60)
+    r = t.apply(lock(2, common_pb2.LOCK_STATE_LOCKED), 201.0)
+    assert r.session.presence is Presence.ONLINE and r.session.offline_reason is OfflineReason.UNSPECIFIED
+    assert [e.kind for e in r.events] == [EventKind.ONLINE, EventKind.STATE_CHANGED]
+    assert not r.events[0].boot and t.online_by_bearer[Bearer.INSERTED_SIM] == 1
+
+
+def test_restored_online_car_is_timed_out_from_the_restart_not_before() -> None:
+    t0 = SessionTracker()
+    t0.apply(hello(1), 100.0)
+    restored = SessionTracker([t0.sessions[VIN]], restored_at=1000.0)  # silent since 100
+    assert restored.expire_silent(1059.0, timeout_60) == []  # queued messages may still come
+    [r] = restored.expire_silent(1061.0, timeout_60)
+    assert r.session.offline_reason is OfflineReason.TIMEOUT
+
+
+def test_offline_car_is_not_timed_out_again() -> None:
+    t = SessionTracker()
+    t.apply(hello(1), 100.0)
+    env = lock(2, common_pb2.LOCK_STATE_LOCKED)
+    env.ClearField("state_change")
+    env.goodbye.reason = "ignition off"
+    t.apply(env, 110.0)
+    assert t.expire_silent(1000.0, timeout_60) == [] and not t.due(1000.0)
+
+
+# -- a will the car publishes itself on its own will topic (README "MQTT topics") --
+
+def test_a_will_the_car_sent_itself_holds_only_until_its_next_envelope() -> None:
+    t = SessionTracker()
+    t.apply(hello(1, conn=5), 1.0)
+    assert t.apply_will(VIN, 5, 2.0).session.presence is Presence.OFFLINE
+    r = t.apply(lock(2, common_pb2.LOCK_STATE_LOCKED), 3.0)
+    assert r.session.presence is Presence.ONLINE and r.session.connection_id == 5
+    assert [e.kind for e in r.events] == [EventKind.ONLINE, EventKind.STATE_CHANGED]
+
+
+def test_an_envelope_within_the_grace_period_cancels_the_pending_offline() -> None:
+    t = SessionTracker()
+    t.apply(hello(1, conn=5), 1.0)
+    t.apply_will(VIN, 5, 2.0, grace_s=120.0)
+    t.apply(heartbeat(2), 3.0)
+    assert t.expire(500.0) == [] and t.sessions[VIN].presence is Presence.ONLINE

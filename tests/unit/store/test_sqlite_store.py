@@ -60,3 +60,22 @@ async def test_vin_filter_reads_only_that_vehicles_events(tmp_path: Path) -> Non
     await store.commit_batch([], [PendingEvent(VIN, "online", b"a"), PendingEvent(other, "online", b"b")])
     assert [e.vin for e in await store.read_events(0, 10, other)] == [other]
     await store.close()
+
+
+async def test_sequence_epochs_and_heartbeat_interval_survive_reopening_the_store(tmp_path: Path) -> None:
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    s = VehicleSession(vin=VIN, sequence_epoch=2**64 - 1, last_sequence=3, seen_window=0b101,
+                       previous_epoch=7, previous_last_sequence=5001, previous_seen_window=1 << 63,
+                       heartbeat_interval_s=30)
+    await store.commit_batch([s], [])
+    await store.close()
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    [loaded] = await store.load_sessions()
+    await store.close()
+    assert (loaded.sequence_epoch, loaded.last_sequence, loaded.seen_window) == (2**64 - 1, 3, 0b101)
+    assert (loaded.previous_epoch, loaded.previous_last_sequence, loaded.previous_seen_window) == (
+        7, 5001, 1 << 63,
+    )
+    assert loaded.heartbeat_interval_s == 30

@@ -26,35 +26,37 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gateway._gen.telematics.v1 import common_pb2 as telematics_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atelematics/v1/uplink.proto\x12\rtelematics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1atelematics/v1/common.proto\"\xc3\x05\n\x08\x45nvelope\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06\x62\x65\x61rer\x18\x04 \x01(\x0e\x32\x15.telematics.v1.Bearer\x12#\n\x05radio\x18\x05 \x01(\x0e\x32\x14.telematics.v1.Radio\x12\x17\n\x0fvisited_country\x18\x06 \x01(\t\x12\x13\n\x0bvisited_mcc\x18\x07 \x01(\r\x12\x0f\n\x07roaming\x18\x08 \x01(\x08\x12\x17\n\x0froaming_enabled\x18\t \x01(\x08\x12\'\n\x07privacy\x18\n \x01(\x0b\x32\x16.telematics.v1.Privacy\x12%\n\x05hello\x18\x14 \x01(\x0b\x32\x14.telematics.v1.HelloH\x00\x12\x32\n\x0cstate_change\x18\x15 \x01(\x0b\x32\x1a.telematics.v1.StateChangeH\x00\x12\x32\n\ttelemetry\x18\x16 \x01(\x0b\x32\x1d.telematics.v1.TelemetryBatchH\x00\x12:\n\x10\x63harging_session\x18\x17 \x01(\x0b\x32\x1e.telematics.v1.ChargingSessionH\x00\x12\x38\n\x0f\x65ntitlement_ack\x18\x18 \x01(\x0b\x32\x1d.telematics.v1.EntitlementAckH\x00\x12.\n\nfod_result\x18\x19 \x01(\x0b\x32\x18.telematics.v1.FodResultH\x00\x12\x36\n\x0e\x63ommand_result\x18\x1a \x01(\x0b\x32\x1c.telematics.v1.CommandResultH\x00\x12)\n\x07goodbye\x18\x1b \x01(\x0b\x32\x16.telematics.v1.GoodbyeH\x00\x42\x06\n\x04\x62ody\"\xab\x01\n\x05Hello\x12\x15\n\rconnection_id\x18\x01 \x01(\x06\x12\x0c\n\x04\x62oot\x18\x02 \x01(\x08\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_year\x18\x04 \x01(\r\x12\x14\n\x0chome_country\x18\x05 \x01(\t\x12\x18\n\x10software_version\x18\x06 \x01(\t\x12*\n\x05state\x18\x07 \x01(\x0b\x32\x1b.telematics.v1.VehicleState\"9\n\x0bStateChange\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.telematics.v1.VehicleState\"Q\n\x06Signal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x06number\x18\x02 \x01(\x01H\x00\x12\x0e\n\x04\x66lag\x18\x03 \x01(\x08H\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x42\x07\n\x05value\"\x94\x01\n\x0fTelemetrySample\x12.\n\nsampled_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08location\x18\x02 \x01(\x0b\x32\x17.telematics.v1.Location\x12&\n\x07signals\x18\x03 \x03(\x0b\x32\x15.telematics.v1.Signal\"R\n\x0eTelemetryBatch\x12\x0f\n\x07service\x18\x01 \x01(\t\x12/\n\x07samples\x18\x02 \x03(\x0b\x32\x1e.telematics.v1.TelemetrySample\">\n\x0e\x45ntitlementAck\x12\x13\n\x0bset_version\x18\x01 \x01(\x04\x12\x17\n\x0f\x65ntitlement_ids\x18\x02 \x03(\t\"\x81\x01\n\tFodResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65ntitlement_id\x18\x02 \x01(\t\x12(\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x18.telematics.v1.FodAction\x12\x0f\n\x07success\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"C\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\".\n\x08LastWill\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\x06*U\n\tFodAction\x12\x1a\n\x16\x46OD_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46OD_ACTION_UNLOCK\x10\x01\x12\x15\n\x11\x46OD_ACTION_REVOKE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atelematics/v1/uplink.proto\x12\rtelematics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1atelematics/v1/common.proto\"\x8a\x06\n\x08\x45nvelope\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06\x62\x65\x61rer\x18\x04 \x01(\x0e\x32\x15.telematics.v1.Bearer\x12#\n\x05radio\x18\x05 \x01(\x0e\x32\x14.telematics.v1.Radio\x12\x17\n\x0fvisited_country\x18\x06 \x01(\t\x12\x13\n\x0bvisited_mcc\x18\x07 \x01(\r\x12\x0f\n\x07roaming\x18\x08 \x01(\x08\x12\x17\n\x0froaming_enabled\x18\t \x01(\x08\x12\'\n\x07privacy\x18\n \x01(\x0b\x32\x16.telematics.v1.Privacy\x12\x16\n\x0esequence_epoch\x18\x0b \x01(\x06\x12%\n\x05hello\x18\x14 \x01(\x0b\x32\x14.telematics.v1.HelloH\x00\x12\x32\n\x0cstate_change\x18\x15 \x01(\x0b\x32\x1a.telematics.v1.StateChangeH\x00\x12\x32\n\ttelemetry\x18\x16 \x01(\x0b\x32\x1d.telematics.v1.TelemetryBatchH\x00\x12:\n\x10\x63harging_session\x18\x17 \x01(\x0b\x32\x1e.telematics.v1.ChargingSessionH\x00\x12\x38\n\x0f\x65ntitlement_ack\x18\x18 \x01(\x0b\x32\x1d.telematics.v1.EntitlementAckH\x00\x12.\n\nfod_result\x18\x19 \x01(\x0b\x32\x18.telematics.v1.FodResultH\x00\x12\x36\n\x0e\x63ommand_result\x18\x1a \x01(\x0b\x32\x1c.telematics.v1.CommandResultH\x00\x12)\n\x07goodbye\x18\x1b \x01(\x0b\x32\x16.telematics.v1.GoodbyeH\x00\x12-\n\theartbeat\x18\x1c \x01(\x0b\x32\x18.telematics.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xc9\x01\n\x05Hello\x12\x15\n\rconnection_id\x18\x01 \x01(\x06\x12\x0c\n\x04\x62oot\x18\x02 \x01(\x08\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_year\x18\x04 \x01(\r\x12\x14\n\x0chome_country\x18\x05 \x01(\t\x12\x18\n\x10software_version\x18\x06 \x01(\t\x12*\n\x05state\x18\x07 \x01(\x0b\x32\x1b.telematics.v1.VehicleState\x12\x1c\n\x14heartbeat_interval_s\x18\x08 \x01(\r\"9\n\x0bStateChange\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.telematics.v1.VehicleState\"Q\n\x06Signal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x06number\x18\x02 \x01(\x01H\x00\x12\x0e\n\x04\x66lag\x18\x03 \x01(\x08H\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x42\x07\n\x05value\"\x94\x01\n\x0fTelemetrySample\x12.\n\nsampled_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08location\x18\x02 \x01(\x0b\x32\x17.telematics.v1.Location\x12&\n\x07signals\x18\x03 \x03(\x0b\x32\x15.telematics.v1.Signal\"R\n\x0eTelemetryBatch\x12\x0f\n\x07service\x18\x01 \x01(\t\x12/\n\x07samples\x18\x02 \x03(\x0b\x32\x1e.telematics.v1.TelemetrySample\">\n\x0e\x45ntitlementAck\x12\x13\n\x0bset_version\x18\x01 \x01(\x04\x12\x17\n\x0f\x65ntitlement_ids\x18\x02 \x03(\t\"\x81\x01\n\tFodResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65ntitlement_id\x18\x02 \x01(\t\x12(\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x18.telematics.v1.FodAction\x12\x0f\n\x07success\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"C\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x0b\n\tHeartbeat\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\".\n\x08LastWill\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\x06*U\n\tFodAction\x12\x1a\n\x16\x46OD_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46OD_ACTION_UNLOCK\x10\x01\x12\x15\n\x11\x46OD_ACTION_REVOKE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'telematics.v1.uplink_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FODACTION']._serialized_start=1707
-  _globals['_FODACTION']._serialized_end=1792
+  _globals['_FODACTION']._serialized_start=1821
+  _globals['_FODACTION']._serialized_end=1906
   _globals['_ENVELOPE']._serialized_start=107
-  _globals['_ENVELOPE']._serialized_end=814
-  _globals['_HELLO']._serialized_start=817
-  _globals['_HELLO']._serialized_end=988
-  _globals['_STATECHANGE']._serialized_start=990
-  _globals['_STATECHANGE']._serialized_end=1047
-  _globals['_SIGNAL']._serialized_start=1049
-  _globals['_SIGNAL']._serialized_end=1130
-  _globals['_TELEMETRYSAMPLE']._serialized_start=1133
-  _globals['_TELEMETRYSAMPLE']._serialized_end=1281
-  _globals['_TELEMETRYBATCH']._serialized_start=1283
-  _globals['_TELEMETRYBATCH']._serialized_end=1365
-  _globals['_ENTITLEMENTACK']._serialized_start=1367
-  _globals['_ENTITLEMENTACK']._serialized_end=1429
-  _globals['_FODRESULT']._serialized_start=1432
-  _globals['_FODRESULT']._serialized_end=1561
-  _globals['_COMMANDRESULT']._serialized_start=1563
-  _globals['_COMMANDRESULT']._serialized_end=1630
-  _globals['_GOODBYE']._serialized_start=1632
-  _globals['_GOODBYE']._serialized_end=1657
-  _globals['_LASTWILL']._serialized_start=1659
-  _globals['_LASTWILL']._serialized_end=1705
+  _globals['_ENVELOPE']._serialized_end=885
+  _globals['_HELLO']._serialized_start=888
+  _globals['_HELLO']._serialized_end=1089
+  _globals['_STATECHANGE']._serialized_start=1091
+  _globals['_STATECHANGE']._serialized_end=1148
+  _globals['_SIGNAL']._serialized_start=1150
+  _globals['_SIGNAL']._serialized_end=1231
+  _globals['_TELEMETRYSAMPLE']._serialized_start=1234
+  _globals['_TELEMETRYSAMPLE']._serialized_end=1382
+  _globals['_TELEMETRYBATCH']._serialized_start=1384
+  _globals['_TELEMETRYBATCH']._serialized_end=1466
+  _globals['_ENTITLEMENTACK']._serialized_start=1468
+  _globals['_ENTITLEMENTACK']._serialized_end=1530
+  _globals['_FODRESULT']._serialized_start=1533
+  _globals['_FODRESULT']._serialized_end=1662
+  _globals['_COMMANDRESULT']._serialized_start=1664
+  _globals['_COMMANDRESULT']._serialized_end=1731
+  _globals['_HEARTBEAT']._serialized_start=1733
+  _globals['_HEARTBEAT']._serialized_end=1744
+  _globals['_GOODBYE']._serialized_start=1746
+  _globals['_GOODBYE']._serialized_end=1771
+  _globals['_LASTWILL']._serialized_start=1773
+  _globals['_LASTWILL']._serialized_end=1819
 # @@protoc_insertion_point(module_scope)

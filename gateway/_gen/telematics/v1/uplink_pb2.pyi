@@ -69,6 +69,7 @@ class Envelope(_message.Message):
     ROAMING_FIELD_NUMBER: _builtins.int
     ROAMING_ENABLED_FIELD_NUMBER: _builtins.int
     PRIVACY_FIELD_NUMBER: _builtins.int
+    SEQUENCE_EPOCH_FIELD_NUMBER: _builtins.int
     HELLO_FIELD_NUMBER: _builtins.int
     STATE_CHANGE_FIELD_NUMBER: _builtins.int
     TELEMETRY_FIELD_NUMBER: _builtins.int
@@ -77,11 +78,16 @@ class Envelope(_message.Message):
     FOD_RESULT_FIELD_NUMBER: _builtins.int
     COMMAND_RESULT_FIELD_NUMBER: _builtins.int
     GOODBYE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
     """must equal the VIN in the topic [vin_mismatch]"""
     sequence: _builtins.int
-    """Increases by one per message for the car's whole life (persisted in the car). Messages at
-    or below the highest sequence seen never change state; exact repeats are dropped.
+    """Increases by one per message within the car's sequence epoch (persisted in the car with
+    the epoch). Messages at or below the highest sequence seen in the epoch never change
+    state; exact repeats are dropped. A sequence more than 1,000,000 above the highest seen
+    in its epoch is refused (gateway_messages_rejected_total{reason="sequence_jump"}: not
+    applied, not remembered as the highest), unless the very next envelope of the epoch
+    continues from it (then the car's counter really moved and the gateway follows).
     >= 1 [sequence_missing].
     """
     bearer: _common_pb2.Bearer.ValueType
@@ -100,6 +106,18 @@ class Envelope(_message.Message):
     """the car is on a network outside its home country"""
     roaming_enabled: _builtins.bool
     """the head unit's roaming switch (R21)"""
+    sequence_epoch: _builtins.int
+    """The sequence space `sequence` counts in: a random non-zero number drawn once per head-unit
+    install (first start, replacement, factory reset, or whenever the car cannot trust its
+    persisted counter), stored next to the counter and sent on every envelope. A Hello with
+    an epoch other than the current one starts a new sequence space (its sequence may be 1
+    again). Envelopes of the epoch it replaced (e.g. QoS 1 redeliveries from before a reset)
+    are judged against that epoch's own replay window: repeats are dropped, first arrivals
+    deliver their data but never change state, and they never switch the car back; only a
+    new Hello of that epoch does. Other envelopes of an epoch without a Hello deliver their
+    data without changing state (stale outcome "other_epoch") until its Hello arrives.
+    0 = the car predates epochs (one sequence space for the car's life, as before).
+    """
     @_builtins.property
     def sent_at(self) -> _timestamp_pb2.Timestamp:
         """When the car sent it. Optional (a car whose clock is not set yet sends none); when present,
@@ -126,6 +144,8 @@ class Envelope(_message.Message):
     def command_result(self) -> Global___CommandResult: ...
     @_builtins.property
     def goodbye(self) -> Global___Goodbye: ...
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat: ...
     def __init__(
         self,
         *,
@@ -139,6 +159,7 @@ class Envelope(_message.Message):
         roaming: _builtins.bool = ...,
         roaming_enabled: _builtins.bool = ...,
         privacy: _common_pb2.Privacy | None = ...,
+        sequence_epoch: _builtins.int = ...,
         hello: Global___Hello | None = ...,
         state_change: Global___StateChange | None = ...,
         telemetry: Global___TelemetryBatch | None = ...,
@@ -147,12 +168,13 @@ class Envelope(_message.Message):
         fod_result: Global___FodResult | None = ...,
         command_result: Global___CommandResult | None = ...,
         goodbye: Global___Goodbye | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "charging_session", b"charging_session", "command_result", b"command_result", "entitlement_ack", b"entitlement_ack", "fod_result", b"fod_result", "goodbye", b"goodbye", "hello", b"hello", "privacy", b"privacy", "sent_at", b"sent_at", "state_change", b"state_change", "telemetry", b"telemetry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "charging_session", b"charging_session", "command_result", b"command_result", "entitlement_ack", b"entitlement_ack", "fod_result", b"fod_result", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "hello", b"hello", "privacy", b"privacy", "sent_at", b"sent_at", "state_change", b"state_change", "telemetry", b"telemetry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bearer", b"bearer", "body", b"body", "charging_session", b"charging_session", "command_result", b"command_result", "entitlement_ack", b"entitlement_ack", "fod_result", b"fod_result", "goodbye", b"goodbye", "hello", b"hello", "privacy", b"privacy", "radio", b"radio", "roaming", b"roaming", "roaming_enabled", b"roaming_enabled", "sent_at", b"sent_at", "sequence", b"sequence", "state_change", b"state_change", "telemetry", b"telemetry", "vin", b"vin", "visited_country", b"visited_country", "visited_mcc", b"visited_mcc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bearer", b"bearer", "body", b"body", "charging_session", b"charging_session", "command_result", b"command_result", "entitlement_ack", b"entitlement_ack", "fod_result", b"fod_result", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "hello", b"hello", "privacy", b"privacy", "radio", b"radio", "roaming", b"roaming", "roaming_enabled", b"roaming_enabled", "sent_at", b"sent_at", "sequence", b"sequence", "sequence_epoch", b"sequence_epoch", "state_change", b"state_change", "telemetry", b"telemetry", "vin", b"vin", "visited_country", b"visited_country", "visited_mcc", b"visited_mcc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "state_change", "telemetry", "charging_session", "entitlement_ack", "fod_result", "command_result", "goodbye"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "state_change", "telemetry", "charging_session", "entitlement_ack", "fod_result", "command_result", "goodbye", "heartbeat"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -171,6 +193,7 @@ class Hello(_message.Message):
     HOME_COUNTRY_FIELD_NUMBER: _builtins.int
     SOFTWARE_VERSION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
     connection_id: _builtins.int
     """Random per MQTT connection; the last will of that connection carries the same id, so a
     stale will from an older connection cannot mark a reconnected car offline.
@@ -187,6 +210,13 @@ class Hello(_message.Message):
     """ISO 3166-1 alpha-2 of the home network: two upper-case letters or empty [bad_country]."""
     software_version: _builtins.str
     """at most 64 characters [bad_string]"""
+    heartbeat_interval_s: _builtins.int
+    """Liveness: the car promises an envelope at least this often while connected (a Heartbeat
+    when it has nothing else to send). Silent for longer than 3 intervals plus the presence
+    grace of its bearer and radio (R20, roaming/presence.toml), the car is reported offline
+    with reason TIMEOUT; any later envelope brings it back online. 0 = not announced: the
+    gateway assumes its `heartbeat_default_s` setting. Values above 3600 count as 3600.
+    """
     @_builtins.property
     def state(self) -> _common_pb2.VehicleState:
         """full state at connect; known enum values"""
@@ -201,10 +231,11 @@ class Hello(_message.Message):
         home_country: _builtins.str = ...,
         software_version: _builtins.str = ...,
         state: _common_pb2.VehicleState | None = ...,
+        heartbeat_interval_s: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "connection_id", b"connection_id", "home_country", b"home_country", "model", b"model", "model_year", b"model_year", "software_version", b"software_version", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "connection_id", b"connection_id", "heartbeat_interval_s", b"heartbeat_interval_s", "home_country", b"home_country", "model", b"model", "model_year", b"model_year", "software_version", b"software_version", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -420,6 +451,25 @@ class CommandResult(_message.Message):
 Global___CommandResult: _TypeAlias = CommandResult  # noqa: Y015
 
 @_typing.final
+class Heartbeat(_message.Message):
+    """Nothing to say but "still here" (see Hello.heartbeat_interval_s). QoS 0 or 1; it carries
+    the header like every envelope, so link and privacy stay current too.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
 class Goodbye(_message.Message):
     """A clean goodbye before an orderly MQTT DISCONNECT."""
 
@@ -444,7 +494,9 @@ Global___Goodbye: _TypeAlias = Goodbye  # noqa: Y015
 @_typing.final
 class LastWill(_message.Message):
     """The MQTT last will (topic v1/vehicles/{vin}/will), published by the broker when the
-    connection ends without DISCONNECT.
+    connection ends without DISCONNECT. The car needs write access to its will topic (the broker
+    drops a will it may not publish), so it can also publish this itself: that marks only this
+    car offline (the ACL keeps it to its own VIN), and its next envelope brings it back online.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

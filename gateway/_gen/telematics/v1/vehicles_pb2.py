@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gateway._gen.telematics.v1 import common_pb2 as telematics_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctelematics/v1/vehicles.proto\x12\rtelematics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1atelematics/v1/common.proto\"D\n\x08MenuPath\x12\n\n\x02\x65n\x18\x01 \x01(\t\x12\n\n\x02\x64\x65\x18\x02 \x01(\t\x12\x0f\n\x07note_en\x18\x03 \x01(\t\x12\x0f\n\x07note_de\x18\x04 \x01(\t\"\x92\x02\n\x0e\x41\x63\x63ountLinking\x12,\n\x06method\x18\x01 \x01(\x0e\x32\x1c.telematics.v1.LinkingMethod\x12%\n\x04menu\x18\x02 \x01(\x0b\x32\x17.telematics.v1.MenuPath\x12\x38\n\x12\x61lternative_method\x18\x03 \x01(\x0e\x32\x1c.telematics.v1.LinkingMethod\x12\x31\n\x10\x61lternative_menu\x18\x04 \x01(\x0b\x32\x17.telematics.v1.MenuPath\x12#\n\x16security_code_required\x18\x05 \x01(\x08H\x00\x88\x01\x01\x42\x19\n\x17_security_code_required\"\xaf\x05\n\x07Vehicle\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmodel_year\x18\x03 \x01(\r\x12\x14\n\x0chome_country\x18\x04 \x01(\t\x12\x17\n\x0fvisited_country\x18\x05 \x01(\t\x12\x13\n\x0bvisited_mcc\x18\x06 \x01(\r\x12%\n\x06\x62\x65\x61rer\x18\x07 \x01(\x0e\x32\x15.telematics.v1.Bearer\x12#\n\x05radio\x18\x08 \x01(\x0e\x32\x14.telematics.v1.Radio\x12\x0f\n\x07roaming\x18\t \x01(\x08\x12\x17\n\x0froaming_enabled\x18\n \x01(\x08\x12\'\n\x07privacy\x18\x0b \x01(\x0b\x32\x16.telematics.v1.Privacy\x12*\n\x05state\x18\x0c \x01(\x0b\x32\x1b.telematics.v1.VehicleState\x12)\n\x08presence\x18\r \x01(\x0e\x32\x17.telematics.v1.Presence\x12\x34\n\x0eoffline_reason\x18\x0e \x01(\x0e\x32\x1c.telematics.v1.OfflineReason\x12\x37\n\x13presence_changed_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x11 \x01(\x04\x12\x18\n\x10software_version\x18\x12 \x01(\t\x12\x30\n\x0clast_boot_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0f\x61\x63\x63ount_linking\x18\x14 \x01(\x0b\x32\x1d.telematics.v1.AccountLinking\"\xe7\x02\n\x0cVehicleEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x0b\n\x03vin\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06online\x18\n \x01(\x0b\x32\x1c.telematics.v1.VehicleOnlineH\x00\x12\x30\n\x07offline\x18\x0b \x01(\x0b\x32\x1d.telematics.v1.VehicleOfflineH\x00\x12;\n\rstate_changed\x18\x0c \x01(\x0b\x32\".telematics.v1.VehicleStateChangedH\x00\x12\x42\n\x10\x63harging_session\x18\r \x01(\x0b\x32&.telematics.v1.ChargingSessionRecordedH\x00\x12\'\n\x07vehicle\x18\x14 \x01(\x0b\x32\x16.telematics.v1.VehicleB\x06\n\x04kind\"\x1d\n\rVehicleOnline\x12\x0c\n\x04\x62oot\x18\x01 \x01(\x08\">\n\x0eVehicleOffline\x12,\n\x06reason\x18\x01 \x01(\x0e\x32\x1c.telematics.v1.OfflineReason\"&\n\x13VehicleStateChanged\x12\x0f\n\x07\x63hanged\x18\x01 \x03(\t\"J\n\x17\x43hargingSessionRecorded\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.telematics.v1.ChargingSession\" \n\x11GetVehicleRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\"<\n\x13ListVehiclesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x14ListVehiclesResponse\x12(\n\x08vehicles\x18\x01 \x03(\x0b\x32\x16.telematics.v1.Vehicle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x19WatchVehicleEventsRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\x04\x12\x0b\n\x03vin\x18\x02 \x01(\t\"\xb2\x01\n\x18SendRemoteCommandRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12I\n\targuments\x18\x03 \x03(\x0b\x32\x36.telematics.v1.SendRemoteCommandRequest.ArgumentsEntry\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x19SendRemoteCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t*O\n\x08Presence\x12\x18\n\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPRESENCE_ONLINE\x10\x01\x12\x14\n\x10PRESENCE_OFFLINE\x10\x02*\x8e\x01\n\rOfflineReason\x12\x1e\n\x1aOFFLINE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16OFFLINE_REASON_GOODBYE\x10\x01\x12\"\n\x1eOFFLINE_REASON_CONNECTION_LOST\x10\x02\x12\x1d\n\x19OFFLINE_REASON_NEVER_SEEN\x10\x03*o\n\rLinkingMethod\x12\x1e\n\x1aLINKING_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1bLINKING_METHOD_PAIRING_CODE\x10\x01\x12\x1d\n\x19LINKING_METHOD_ACCOUNT_ID\x10\x02\x32\xf8\x02\n\x0eVehicleService\x12\x46\n\nGetVehicle\x12 .telematics.v1.GetVehicleRequest\x1a\x16.telematics.v1.Vehicle\x12W\n\x0cListVehicles\x12\".telematics.v1.ListVehiclesRequest\x1a#.telematics.v1.ListVehiclesResponse\x12]\n\x12WatchVehicleEvents\x12(.telematics.v1.WatchVehicleEventsRequest\x1a\x1b.telematics.v1.VehicleEvent0\x01\x12\x66\n\x11SendRemoteCommand\x12\'.telematics.v1.SendRemoteCommandRequest\x1a(.telematics.v1.SendRemoteCommandResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctelematics/v1/vehicles.proto\x12\rtelematics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1atelematics/v1/common.proto\"D\n\x08MenuPath\x12\n\n\x02\x65n\x18\x01 \x01(\t\x12\n\n\x02\x64\x65\x18\x02 \x01(\t\x12\x0f\n\x07note_en\x18\x03 \x01(\t\x12\x0f\n\x07note_de\x18\x04 \x01(\t\"\x92\x02\n\x0e\x41\x63\x63ountLinking\x12,\n\x06method\x18\x01 \x01(\x0e\x32\x1c.telematics.v1.LinkingMethod\x12%\n\x04menu\x18\x02 \x01(\x0b\x32\x17.telematics.v1.MenuPath\x12\x38\n\x12\x61lternative_method\x18\x03 \x01(\x0e\x32\x1c.telematics.v1.LinkingMethod\x12\x31\n\x10\x61lternative_menu\x18\x04 \x01(\x0b\x32\x17.telematics.v1.MenuPath\x12#\n\x16security_code_required\x18\x05 \x01(\x08H\x00\x88\x01\x01\x42\x19\n\x17_security_code_required\"\xe5\x05\n\x07Vehicle\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmodel_year\x18\x03 \x01(\r\x12\x14\n\x0chome_country\x18\x04 \x01(\t\x12\x17\n\x0fvisited_country\x18\x05 \x01(\t\x12\x13\n\x0bvisited_mcc\x18\x06 \x01(\r\x12%\n\x06\x62\x65\x61rer\x18\x07 \x01(\x0e\x32\x15.telematics.v1.Bearer\x12#\n\x05radio\x18\x08 \x01(\x0e\x32\x14.telematics.v1.Radio\x12\x0f\n\x07roaming\x18\t \x01(\x08\x12\x17\n\x0froaming_enabled\x18\n \x01(\x08\x12\'\n\x07privacy\x18\x0b \x01(\x0b\x32\x16.telematics.v1.Privacy\x12*\n\x05state\x18\x0c \x01(\x0b\x32\x1b.telematics.v1.VehicleState\x12)\n\x08presence\x18\r \x01(\x0e\x32\x17.telematics.v1.Presence\x12\x34\n\x0eoffline_reason\x18\x0e \x01(\x0e\x32\x1c.telematics.v1.OfflineReason\x12\x37\n\x13presence_changed_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x11 \x01(\x04\x12\x18\n\x10software_version\x18\x12 \x01(\t\x12\x30\n\x0clast_boot_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esequence_epoch\x18\x14 \x01(\x06\x12\x1c\n\x14heartbeat_interval_s\x18\x15 \x01(\r\x12\x36\n\x0f\x61\x63\x63ount_linking\x18\x16 \x01(\x0b\x32\x1d.telematics.v1.AccountLinking\"\xe7\x02\n\x0cVehicleEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\x0b\n\x03vin\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06online\x18\n \x01(\x0b\x32\x1c.telematics.v1.VehicleOnlineH\x00\x12\x30\n\x07offline\x18\x0b \x01(\x0b\x32\x1d.telematics.v1.VehicleOfflineH\x00\x12;\n\rstate_changed\x18\x0c \x01(\x0b\x32\".telematics.v1.VehicleStateChangedH\x00\x12\x42\n\x10\x63harging_session\x18\r \x01(\x0b\x32&.telematics.v1.ChargingSessionRecordedH\x00\x12\'\n\x07vehicle\x18\x14 \x01(\x0b\x32\x16.telematics.v1.VehicleB\x06\n\x04kind\"\x1d\n\rVehicleOnline\x12\x0c\n\x04\x62oot\x18\x01 \x01(\x08\">\n\x0eVehicleOffline\x12,\n\x06reason\x18\x01 \x01(\x0e\x32\x1c.telematics.v1.OfflineReason\"&\n\x13VehicleStateChanged\x12\x0f\n\x07\x63hanged\x18\x01 \x03(\t\"J\n\x17\x43hargingSessionRecorded\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.telematics.v1.ChargingSession\" \n\x11GetVehicleRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\"<\n\x13ListVehiclesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x14ListVehiclesResponse\x12(\n\x08vehicles\x18\x01 \x03(\x0b\x32\x16.telematics.v1.Vehicle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x19WatchVehicleEventsRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\x04\x12\x0b\n\x03vin\x18\x02 \x01(\t\"\xb2\x01\n\x18SendRemoteCommandRequest\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12I\n\targuments\x18\x03 \x03(\x0b\x32\x36.telematics.v1.SendRemoteCommandRequest.ArgumentsEntry\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x19SendRemoteCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t*O\n\x08Presence\x12\x18\n\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPRESENCE_ONLINE\x10\x01\x12\x14\n\x10PRESENCE_OFFLINE\x10\x02*\xaa\x01\n\rOfflineReason\x12\x1e\n\x1aOFFLINE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16OFFLINE_REASON_GOODBYE\x10\x01\x12\"\n\x1eOFFLINE_REASON_CONNECTION_LOST\x10\x02\x12\x1d\n\x19OFFLINE_REASON_NEVER_SEEN\x10\x03\x12\x1a\n\x16OFFLINE_REASON_TIMEOUT\x10\x04*o\n\rLinkingMethod\x12\x1e\n\x1aLINKING_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1bLINKING_METHOD_PAIRING_CODE\x10\x01\x12\x1d\n\x19LINKING_METHOD_ACCOUNT_ID\x10\x02\x32\xf8\x02\n\x0eVehicleService\x12\x46\n\nGetVehicle\x12 .telematics.v1.GetVehicleRequest\x1a\x16.telematics.v1.Vehicle\x12W\n\x0cListVehicles\x12\".telematics.v1.ListVehiclesRequest\x1a#.telematics.v1.ListVehiclesResponse\x12]\n\x12WatchVehicleEvents\x12(.telematics.v1.WatchVehicleEventsRequest\x1a\x1b.telematics.v1.VehicleEvent0\x01\x12\x66\n\x11SendRemoteCommand\x12\'.telematics.v1.SendRemoteCommandRequest\x1a(.telematics.v1.SendRemoteCommandResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,42 +35,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._loaded_options = None
   _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_options = b'8\001'
-  _globals['_PRESENCE']._serialized_start=2199
-  _globals['_PRESENCE']._serialized_end=2278
-  _globals['_OFFLINEREASON']._serialized_start=2281
-  _globals['_OFFLINEREASON']._serialized_end=2423
-  _globals['_LINKINGMETHOD']._serialized_start=2425
-  _globals['_LINKINGMETHOD']._serialized_end=2536
+  _globals['_PRESENCE']._serialized_start=2253
+  _globals['_PRESENCE']._serialized_end=2332
+  _globals['_OFFLINEREASON']._serialized_start=2335
+  _globals['_OFFLINEREASON']._serialized_end=2505
+  _globals['_LINKINGMETHOD']._serialized_start=2507
+  _globals['_LINKINGMETHOD']._serialized_end=2618
   _globals['_MENUPATH']._serialized_start=108
   _globals['_MENUPATH']._serialized_end=176
   _globals['_ACCOUNTLINKING']._serialized_start=179
   _globals['_ACCOUNTLINKING']._serialized_end=453
   _globals['_VEHICLE']._serialized_start=456
-  _globals['_VEHICLE']._serialized_end=1143
-  _globals['_VEHICLEEVENT']._serialized_start=1146
-  _globals['_VEHICLEEVENT']._serialized_end=1505
-  _globals['_VEHICLEONLINE']._serialized_start=1507
-  _globals['_VEHICLEONLINE']._serialized_end=1536
-  _globals['_VEHICLEOFFLINE']._serialized_start=1538
-  _globals['_VEHICLEOFFLINE']._serialized_end=1600
-  _globals['_VEHICLESTATECHANGED']._serialized_start=1602
-  _globals['_VEHICLESTATECHANGED']._serialized_end=1640
-  _globals['_CHARGINGSESSIONRECORDED']._serialized_start=1642
-  _globals['_CHARGINGSESSIONRECORDED']._serialized_end=1716
-  _globals['_GETVEHICLEREQUEST']._serialized_start=1718
-  _globals['_GETVEHICLEREQUEST']._serialized_end=1750
-  _globals['_LISTVEHICLESREQUEST']._serialized_start=1752
-  _globals['_LISTVEHICLESREQUEST']._serialized_end=1812
-  _globals['_LISTVEHICLESRESPONSE']._serialized_start=1814
-  _globals['_LISTVEHICLESRESPONSE']._serialized_end=1903
-  _globals['_WATCHVEHICLEEVENTSREQUEST']._serialized_start=1905
-  _globals['_WATCHVEHICLEEVENTSREQUEST']._serialized_end=1967
-  _globals['_SENDREMOTECOMMANDREQUEST']._serialized_start=1970
-  _globals['_SENDREMOTECOMMANDREQUEST']._serialized_end=2148
-  _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_start=2100
-  _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_end=2148
-  _globals['_SENDREMOTECOMMANDRESPONSE']._serialized_start=2150
-  _globals['_SENDREMOTECOMMANDRESPONSE']._serialized_end=2197
-  _globals['_VEHICLESERVICE']._serialized_start=2539
-  _globals['_VEHICLESERVICE']._serialized_end=2915
+  _globals['_VEHICLE']._serialized_end=1197
+  _globals['_VEHICLEEVENT']._serialized_start=1200
+  _globals['_VEHICLEEVENT']._serialized_end=1559
+  _globals['_VEHICLEONLINE']._serialized_start=1561
+  _globals['_VEHICLEONLINE']._serialized_end=1590
+  _globals['_VEHICLEOFFLINE']._serialized_start=1592
+  _globals['_VEHICLEOFFLINE']._serialized_end=1654
+  _globals['_VEHICLESTATECHANGED']._serialized_start=1656
+  _globals['_VEHICLESTATECHANGED']._serialized_end=1694
+  _globals['_CHARGINGSESSIONRECORDED']._serialized_start=1696
+  _globals['_CHARGINGSESSIONRECORDED']._serialized_end=1770
+  _globals['_GETVEHICLEREQUEST']._serialized_start=1772
+  _globals['_GETVEHICLEREQUEST']._serialized_end=1804
+  _globals['_LISTVEHICLESREQUEST']._serialized_start=1806
+  _globals['_LISTVEHICLESREQUEST']._serialized_end=1866
+  _globals['_LISTVEHICLESRESPONSE']._serialized_start=1868
+  _globals['_LISTVEHICLESRESPONSE']._serialized_end=1957
+  _globals['_WATCHVEHICLEEVENTSREQUEST']._serialized_start=1959
+  _globals['_WATCHVEHICLEEVENTSREQUEST']._serialized_end=2021
+  _globals['_SENDREMOTECOMMANDREQUEST']._serialized_start=2024
+  _globals['_SENDREMOTECOMMANDREQUEST']._serialized_end=2202
+  _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_start=2154
+  _globals['_SENDREMOTECOMMANDREQUEST_ARGUMENTSENTRY']._serialized_end=2202
+  _globals['_SENDREMOTECOMMANDRESPONSE']._serialized_start=2204
+  _globals['_SENDREMOTECOMMANDRESPONSE']._serialized_end=2251
+  _globals['_VEHICLESERVICE']._serialized_start=2621
+  _globals['_VEHICLESERVICE']._serialized_end=2997
 # @@protoc_insertion_point(module_scope)

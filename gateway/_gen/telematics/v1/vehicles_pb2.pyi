@@ -50,6 +50,10 @@ class _OfflineReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Offline
     OFFLINE_REASON_CONNECTION_LOST: _OfflineReason.ValueType  # 2
     """the broker published the car's last will"""
     OFFLINE_REASON_NEVER_SEEN: _OfflineReason.ValueType  # 3
+    OFFLINE_REASON_TIMEOUT: _OfflineReason.ValueType  # 4
+    """No envelope for longer than 3 heartbeat intervals plus the presence grace (R20): a car
+    whose connection ended without a will (or whose will was lost) does not stay online.
+    """
 
 class OfflineReason(_OfflineReason, metaclass=_OfflineReasonEnumTypeWrapper): ...
 
@@ -59,6 +63,10 @@ OFFLINE_REASON_GOODBYE: OfflineReason.ValueType  # 1
 OFFLINE_REASON_CONNECTION_LOST: OfflineReason.ValueType  # 2
 """the broker published the car's last will"""
 OFFLINE_REASON_NEVER_SEEN: OfflineReason.ValueType  # 3
+OFFLINE_REASON_TIMEOUT: OfflineReason.ValueType  # 4
+"""No envelope for longer than 3 heartbeat intervals plus the presence grace (R20): a car
+whose connection ended without a will (or whose will was lost) does not stay online.
+"""
 Global___OfflineReason: _TypeAlias = OfflineReason  # noqa: Y015
 
 class _LinkingMethod:
@@ -196,6 +204,8 @@ class Vehicle(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     SOFTWARE_VERSION_FIELD_NUMBER: _builtins.int
     LAST_BOOT_AT_FIELD_NUMBER: _builtins.int
+    SEQUENCE_EPOCH_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
     ACCOUNT_LINKING_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
     model: _builtins.str
@@ -214,6 +224,14 @@ class Vehicle(_message.Message):
     offline_reason: Global___OfflineReason.ValueType
     last_sequence: _builtins.int
     software_version: _builtins.str
+    sequence_epoch: _builtins.int
+    """The head unit's sequence epoch (Envelope.sequence_epoch); 0 for cars that predate epochs.
+    A change means a new head-unit install (replacement or reset).
+    """
+    heartbeat_interval_s: _builtins.int
+    """The heartbeat interval the car announced in its last Hello; 0 = none (the gateway's
+    heartbeat_default_s applies).
+    """
     @_builtins.property
     def privacy(self) -> _common_pb2.Privacy: ...
     @_builtins.property
@@ -250,11 +268,13 @@ class Vehicle(_message.Message):
         last_sequence: _builtins.int = ...,
         software_version: _builtins.str = ...,
         last_boot_at: _timestamp_pb2.Timestamp | None = ...,
+        sequence_epoch: _builtins.int = ...,
+        heartbeat_interval_s: _builtins.int = ...,
         account_linking: Global___AccountLinking | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account_linking", b"account_linking", "last_boot_at", b"last_boot_at", "last_seen_at", b"last_seen_at", "presence_changed_at", b"presence_changed_at", "privacy", b"privacy", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_linking", b"account_linking", "bearer", b"bearer", "home_country", b"home_country", "last_boot_at", b"last_boot_at", "last_seen_at", b"last_seen_at", "last_sequence", b"last_sequence", "model", b"model", "model_year", b"model_year", "offline_reason", b"offline_reason", "presence", b"presence", "presence_changed_at", b"presence_changed_at", "privacy", b"privacy", "radio", b"radio", "roaming", b"roaming", "roaming_enabled", b"roaming_enabled", "software_version", b"software_version", "state", b"state", "vin", b"vin", "visited_country", b"visited_country", "visited_mcc", b"visited_mcc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_linking", b"account_linking", "bearer", b"bearer", "heartbeat_interval_s", b"heartbeat_interval_s", "home_country", b"home_country", "last_boot_at", b"last_boot_at", "last_seen_at", b"last_seen_at", "last_sequence", b"last_sequence", "model", b"model", "model_year", b"model_year", "offline_reason", b"offline_reason", "presence", b"presence", "presence_changed_at", b"presence_changed_at", "privacy", b"privacy", "radio", b"radio", "roaming", b"roaming", "roaming_enabled", b"roaming_enabled", "sequence_epoch", b"sequence_epoch", "software_version", b"software_version", "state", b"state", "vin", b"vin", "visited_country", b"visited_country", "visited_mcc", b"visited_mcc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
