@@ -27,7 +27,8 @@ MODES = [
 ]
 _vins = itertools.count(1)
 
-step = st.one_of(
+Step = tuple[str, int | str, frozenset[str]]  # (what changes, its value, privacy services)
+step: st.SearchStrategy[Step] = st.one_of(
     st.tuples(st.just("privacy"), st.sampled_from(MODES), st.frozensets(st.sampled_from(SERVICES))),
     st.tuples(st.just("bearer"), st.sampled_from([1, 2, 3]), st.just(frozenset())),
     st.tuples(st.just("country"), st.sampled_from(["DE", "AT", "US", "ZZ"]), st.just(frozenset())),
@@ -44,7 +45,7 @@ def withheld(privacy: common_pb2.Privacy, service: str) -> bool:
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(step, min_size=1, max_size=10))
 async def test_location_reaches_the_stream_only_when_privacy_allows_it(
-    gateway: Gateway, steps: list[tuple[str, int | str, frozenset[str]]]
+    gateway: Gateway, steps: list[Step]
 ) -> None:
     vin = f"WP0ZZZ99ZPS{next(_vins):06d}"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
@@ -62,7 +63,8 @@ async def test_location_reaches_the_stream_only_when_privacy_allows_it(
         expected: dict[int, bool] = {}  # sequence -> location expected on the stream
         for kind, value, services in steps:
             if kind == "privacy":
-                car.privacy = common_pb2.Privacy(mode=value, services=sorted(services))  # type: ignore[arg-type]
+                mode = common_pb2.PrivacyMode.ValueType(int(value))
+                car.privacy = common_pb2.Privacy(mode=mode, services=sorted(services))
             elif kind == "bearer":
                 car.bearer = int(value)
             elif kind == "country":

@@ -29,7 +29,9 @@ VIN_TAYCAN = "WP0ZZZY1ZNS500002"
 
 async def explain(channel: grpc.aio.Channel, vin: str, lang: str = "en") -> explain_pb2.ExplainResponse:
     stub = explain_pb2_grpc.ExplainServiceStub(channel)
-    return await stub.Explain(explain_pb2.ExplainRequest(vin=vin, language=lang))
+    request = explain_pb2.ExplainRequest(vin=vin, language=lang)
+    answer: explain_pb2.ExplainResponse = await stub.Explain(request)  # grpc is untyped: say what it is
+    return answer
 
 
 async def seen(channel: grpc.aio.Channel, vin: str) -> bool:
@@ -98,7 +100,8 @@ async def test_remote_command_is_refused_in_privacy_mode_and_delivered_otherwise
 
     async def send() -> str:
         try:
-            return (await stub.SendRemoteCommand(request)).command_id
+            response: vehicles_pb2.SendRemoteCommandResponse = await stub.SendRemoteCommand(request)
+            return response.command_id
         except grpc.aio.AioRpcError:
             return ""
 

@@ -54,8 +54,9 @@ class TestVehicle:
         env = uplink_pb2.Envelope(
             vin=self.vin,
             sequence=self.sequence,
-            bearer=self.bearer,  # type: ignore[arg-type]
-            radio=self.radio,  # type: ignore[arg-type]
+            # The attributes are plain ints (tests assign raw enum numbers); the envelope wants the enum type.
+            bearer=common_pb2.Bearer.ValueType(self.bearer),
+            radio=common_pb2.Radio.ValueType(self.radio),
             visited_country=self.visited_country,
             roaming=self.roaming,
             roaming_enabled=self.roaming_enabled,
@@ -96,7 +97,7 @@ class TestVehicle:
         async def read() -> None:
             with contextlib.suppress(aiomqtt.MqttError):
                 async for message in client.messages:
-                    self.downlinks.put_nowait(downlink_pb2.Downlink.FromString(bytes(message.payload)))  # type: ignore[arg-type]
+                    self.downlinks.put_nowait(downlink_pb2.Downlink.FromString(bytes(message.payload)))
 
         self._reader = asyncio.create_task(read(), name=f"test-vehicle[{self.vin}].downlink")
 
