@@ -1,4 +1,4 @@
-from gateway._gen.telematics.v1 import uplink_pb2
+from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
 from gateway.decode import Decoded, DecodedWill, Rejected, decode
 
 VIN = "WP0ZZZ99ZTS392124"
@@ -46,13 +46,13 @@ def test_oversize_payload_is_rejected_before_parsing() -> None:
 
 def test_unknown_enum_value_is_rejected() -> None:
     env = envelope()
-    env.bearer = 42  # type: ignore[assignment]
+    env.bearer = common_pb2.Bearer.ValueType(42)  # a number the enum does not define
     assert reason(decode(f"v1/vehicles/{VIN}/up", env.SerializeToString(), 1024)) == "unknown_enum"
 
 
 def test_unknown_state_enum_in_a_state_change_is_rejected() -> None:
     env = uplink_pb2.Envelope(vin=VIN, sequence=3)
-    env.state_change.state.lock = 9  # type: ignore[assignment]
+    env.state_change.state.lock = common_pb2.LockState.ValueType(9)  # not a LockState
     assert reason(decode(f"v1/vehicles/{VIN}/up", env.SerializeToString(), 1024)) == "unknown_enum"
 
 
