@@ -13,12 +13,12 @@ run: setup
 test: setup
 	$(PY) scripts/gen_proto.py --check
 	$(PY) -m ruff check gateway tests scripts $(wildcard load)
-	$(PY) -m mypy gateway
+	$(PY) scripts/typecheck.py  # mypy --strict on gateway, tests and load
 	$(PY) -m pytest -q
 
 lint: setup
 	$(PY) -m ruff check gateway tests scripts $(wildcard load)
-	$(PY) -m mypy gateway
+	$(PY) scripts/typecheck.py  # mypy --strict on gateway, tests and load
 
 proto: setup
 	$(PY) scripts/gen_proto.py

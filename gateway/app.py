@@ -17,7 +17,7 @@ from typing import cast
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2
 
-from gateway import topics
+from gateway import faults, topics
 from gateway.api.entitlements import EngineExplainer, EntitlementService
 from gateway.api.explain import ExplainService
 from gateway.api.server import SERVICE_NAMES, build_server
@@ -30,6 +30,7 @@ from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
 from gateway.entitlements.ledger_sqlite import SqliteLedger
 from gateway.entitlements.reference_hooks import ReferenceHooks
+from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
 from gateway.ingress.mqtt_session import MqttSession
@@ -94,6 +95,10 @@ class Gateway:
         except ReferenceDataError as exc:
             raise GatewayStartError(f"bad reference data in {cfg.reference_dir}:\n{exc}") from exc
         log.info("reference data: %s", reference.current.summary())
+        try:
+            faults.kill_point()  # a malformed test-only GATEWAY_TEST_KILL stops the start too
+        except faults.FaultConfigError as exc:
+            raise GatewayStartError(str(exc)) from exc
         address = cfg.broker()
         username, password = address.username, address.password
         if self.broker is not None:
@@ -123,9 +128,19 @@ class Gateway:
         await engine.start()
 
         holder: list[MqttSession] = []
+        # Test-only crash points (gateway/faults.py); None unless GATEWAY_TEST_KILL is set.
+        kill_before_ack = faults.killer("before_ack")
+        kill_after_entitlements = faults.killer("after_entitlements")
 
         def ack(messages: Sequence[Message]) -> None:
+            if kill_before_ack is not None:
+                kill_before_ack(len(messages))  # committed, not yet acknowledged
             holder[0].ack(cast(Sequence[InboundMessage], messages))
+
+        async def on_updates(updates: Sequence[VehicleUpdate]) -> None:
+            await engine.on_vehicle_batch(updates)
+            if kill_after_entitlements is not None:
+                kill_after_entitlements(len(updates))  # the ledger has them, the session store not yet
 
         self.pipeline = pipeline = Pipeline(
             tracker=self.tracker,
@@ -140,7 +155,7 @@ class Gateway:
             ack=ack,
             pause_reading=lambda: holder[0].pause_reading(),
             resume_reading=lambda: holder[0].resume_reading(),
-            entitlements=engine.on_vehicle_batch,
+            entitlements=on_updates,
             heartbeat_default_s=cfg.heartbeat_default_s,
         )
 

@@ -17,7 +17,7 @@ from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
 from load.fleet import COUNTRIES, Car
 
 TELEMETRY_SERVICE = "remote-services"
-_RADIO: dict[int, int] = {
+_RADIO: dict[int, common_pb2.Radio.ValueType] = {
     common_pb2.BEARER_EMBEDDED_SIM: common_pb2.RADIO_4G,
     common_pb2.BEARER_INSERTED_SIM: common_pb2.RADIO_4G,
     common_pb2.BEARER_WIFI_HOTSPOT: common_pb2.RADIO_WIFI,
@@ -40,8 +40,8 @@ def header(car: Car, seq: int, *, visited: str = "", now_ns: int | None = None) 
     env = uplink_pb2.Envelope(
         vin=car.vin,
         sequence=seq,
-        bearer=car.bearer,  # type: ignore[arg-type]
-        radio=_RADIO.get(car.bearer, common_pb2.RADIO_4G),  # type: ignore[arg-type]
+        bearer=common_pb2.Bearer.ValueType(car.bearer),  # the fleet keeps enum numbers as ints
+        radio=_RADIO.get(car.bearer, common_pb2.RADIO_4G),
         visited_country=country,
         visited_mcc=COUNTRIES.get(country, (0,))[0],
         roaming=country != car.home_country,

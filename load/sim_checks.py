@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import tomllib
 from collections import Counter, defaultdict
@@ -148,7 +149,8 @@ async def set_owner(stub: ent_grpc.EntitlementServiceStub, record: CarRecord) ->
 
 async def grant(stub: ent_grpc.EntitlementServiceStub, record: CarRecord, g: GrantRecord) -> None:
     e = await stub.Grant(ent.GrantRequest(
-        order_id=g.order_id, vin=record.vin, product_id=g.product_id, kind=g.kind,  # type: ignore[arg-type]
+        order_id=g.order_id, vin=record.vin, product_id=g.product_id,
+        kind=ent.EntitlementKind.ValueType(g.kind),
         purchaser=record.owner, purchaser_role=ent.PURCHASER_ROLE_OWNER))
     g.entitlement_id = e.entitlement_id
 
@@ -234,7 +236,7 @@ async def run_checks(
 
 
 def _state_name(state: int) -> str:
-    return ent.EntitlementState.Name(state)  # type: ignore[arg-type]
+    return ent.EntitlementState.Name(ent.EntitlementState.ValueType(state))
 
 
 async def _check_entitlements(
@@ -266,7 +268,7 @@ async def _check_entitlements(
                        for g in rec.grants if g.entitlement_id)
 
         try:
-            found = await poll(lambda rec=rec: listed(rec), settled, timeout)  # type: ignore[misc]
+            found = await poll(functools.partial(listed, rec), settled, timeout)
         except grpc.aio.AioRpcError as exc:
             r.miss(f"{rec.vin}: ListEntitlements failed: {exc.code().name} {exc.details()}")
             continue
@@ -369,8 +371,10 @@ async def _check_presence(
             except grpc.aio.AioRpcError as exc:
                 return exc
 
-        v = await poll(get, lambda v, want=want: isinstance(v, vehicles_pb2.Vehicle)  # type: ignore[misc]
-                       and v.presence == want, timeout)
+        def arrived(v: vehicles_pb2.Vehicle | grpc.aio.AioRpcError, want: int = want) -> bool:
+            return isinstance(v, vehicles_pb2.Vehicle) and v.presence == want
+
+        v = await poll(get, arrived, timeout)
         if isinstance(v, grpc.aio.AioRpcError):
             r.miss(f"{rec.vin}: GetVehicle failed: {v.code().name} {v.details()}")
             continue
@@ -432,7 +436,7 @@ def _check_privacy(
         seen.add((t.vin, t.sequence))
         r.records_checked += 1
         has_location = t.sample.HasField("location")
-        setting = common_pb2.PrivacyMode.Name(sent.privacy_mode)  # type: ignore[arg-type]
+        setting = common_pb2.PrivacyMode.Name(common_pb2.PrivacyMode.ValueType(sent.privacy_mode))
         if sent.privacy_services:
             setting += f" {list(sent.privacy_services)}"
         where = f"{t.vin} seq {t.sequence} ({t.service}, privacy {setting})"

@@ -27,4 +27,4 @@ async def eventually(
             return value
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # paces the poll; a caller never uses this to prove an absence

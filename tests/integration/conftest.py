@@ -13,11 +13,12 @@ from support import free_port
 
 from gateway.app import Gateway
 from gateway.clock import ManualClock
-from gateway.config import load_config
+from gateway.config import Config, load_config
 
 
-def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: object) -> object:
+def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: object) -> Config:
     return load_config(
+        None,  # no config file: the overrides below are the whole configuration
         env={},
         data_dir=str(tmp_path / "data"),
         mqtt_port=mqtt_port,
@@ -29,7 +30,7 @@ def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: object) -> objec
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    gw = Gateway(gateway_config(tmp_path, free_port()))  # type: ignore[arg-type]
+    gw = Gateway(gateway_config(tmp_path, free_port()))
     await gw.start()
     try:
         yield gw
@@ -47,7 +48,7 @@ async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
 async def clocked_gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, ManualClock]]:
     """A gateway whose time moves only when the test says so."""
     clock = ManualClock(start=time.time())
-    gw = Gateway(gateway_config(tmp_path, free_port()), clock=clock)  # type: ignore[arg-type]
+    gw = Gateway(gateway_config(tmp_path, free_port()), clock=clock)
     await gw.start()
     try:
         yield gw, clock

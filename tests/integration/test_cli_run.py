@@ -66,7 +66,7 @@ class RunningGateway:
                     return
             except OSError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.05)  # paces the readiness poll of a real process
         raise AssertionError("gateway not ready in time")
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
@@ -146,7 +146,7 @@ def test_managed_broker_does_not_outlive_a_gateway_killed_with_sigkill(running: 
             socket.create_connection(("127.0.0.1", running.mqtt_port), timeout=0.2).close()
         except OSError:
             return
-        time.sleep(0.05)
+        time.sleep(0.05)  # paces the poll until the port closes
     raise AssertionError("the managed broker still listens after its gateway was killed")
 
 
@@ -169,7 +169,7 @@ def test_sigterm_with_open_streams_ends_them_and_exits_promptly(running: Running
         watching = 'gateway_grpc_stream_subscribers{stream="WatchVehicleEvents"} 1.0'
         while watching not in running.http("/metrics")[1]:
             assert time.monotonic() < deadline, "streams did not open"
-            time.sleep(0.05)
+            time.sleep(0.05)  # paces the poll of the metrics page
         started = time.monotonic()
         code, out = running.stop(signal.SIGTERM)
         elapsed = time.monotonic() - started

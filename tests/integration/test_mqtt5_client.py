@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import socket
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -64,7 +68,7 @@ class Broker:
                 raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
                 return
-            time.sleep(0.02)
+            time.sleep(0.02)  # paces the poll for the listening port (a real process starting)
         raise RuntimeError("mosquitto did not start listening")
 
     def stop(self) -> None:
@@ -118,17 +122,38 @@ async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     for _ in range(int(timeout / 0.01)):
         if condition():
             return
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # paces the poll of a condition; never proves an absence
     raise TimeoutError(f"condition not met within {timeout}s")
 
 
-def _client(broker: Broker, inbox: Inbox | None = None, **kwargs: object) -> Mqtt5Client:
-    kwargs.setdefault("client_id", f"test-{next(_ids)}")
+def _unread_bytes(client: Mqtt5Client) -> int:
+    """Bytes that arrived in the client's socket and were not read yet (FIONREAD)."""
+    conn = client._conn  # private on purpose: the socket is not part of the client's API
+    assert conn is not None and conn.transport is not None
+    fd = conn.transport.get_extra_info("socket").fileno()
+    unread: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return unread
+
+
+class ClientOptions(TypedDict, total=False):
+    """Mqtt5Client's optional settings the tests vary."""
+
+    clean_start: bool
+    session_expiry_s: int
+    keepalive_s: int
+    will: Will
+    topic_alias_maximum: int
+
+
+def _client(
+    broker: Broker, inbox: Inbox | None = None, *, client_id: str = "", **options: Unpack[ClientOptions]
+) -> Mqtt5Client:
     client = Mqtt5Client(
         host="127.0.0.1",
         port=broker.port,
+        client_id=client_id or f"test-{next(_ids)}",
         on_batch=inbox if inbox is not None else (lambda batch: None),
-        **kwargs,  # type: ignore[arg-type]
+        **options,
     )
     if inbox is not None:
         inbox.client = client
@@ -142,6 +167,20 @@ async def _connected(client: Mqtt5Client) -> AsyncIterator[Mqtt5Client]:
         yield client
     finally:
         await client.disconnect()
+
+
+async def _nothing_before_sentinel(broker: Broker, inbox: Inbox, topic: str, already: int = 0) -> None:
+    """`inbox` got no message after its first `already` but a sentinel published now to `topic`.
+
+    Proves an absence without waiting out a timeout: Mosquitto handles each client's packets in
+    order and writes to a subscriber in order, and it resends a resumed session's messages while
+    accepting the CONNECT. Anything the subscriber was going to get is therefore ahead of a
+    message published after that (PUBACKed, so routed) on its TCP stream.
+    """
+    async with _connected(_client(broker)) as pub:
+        assert await pub.publish(topic, b"sentinel") < 0x80
+    messages = await inbox.wait_for(already + 1)
+    assert [(m.topic, m.payload) for m in messages[already:]] == [(topic, b"sentinel")]
 
 
 async def test_20k_qos1_batched_acked_not_redelivered(broker: Broker) -> None:
@@ -164,8 +203,7 @@ async def test_20k_qos1_batched_acked_not_redelivered(broker: Broker) -> None:
     sub2 = _client(broker, again, client_id="bulk-sub", session_expiry_s=60)
     async with _connected(sub2):
         assert sub2.connected and sub2.generation > sub.generation
-        await asyncio.sleep(0.5)
-    assert again.messages == []
+        await _nothing_before_sentinel(broker, again, "t/sentinel")  # acked: none comes again
 
 
 async def test_deferred_ack_redelivery(broker: Broker) -> None:
@@ -191,7 +229,9 @@ async def test_deferred_ack_redelivery(broker: Broker) -> None:
     redelivered = await second.wait_for(50)
     assert sorted(m.payload for m in redelivered) == sorted(m.payload for m in received)
     sub.ack(received)  # previous generation: must be skipped, not sent with the new packet ids
-    await asyncio.sleep(0.2)
+    # A round trip on the same TCP stream: a PUBACK the line above wrongly wrote is now with the
+    # broker (it handles a client's packets in order), so the redelivery below would miss it.
+    assert await sub.publish("elsewhere/flush", b"x") == 0x10
     sub.abort()
     await sub.wait_closed()
 
@@ -207,8 +247,7 @@ async def test_deferred_ack_redelivery(broker: Broker) -> None:
     fourth = Inbox()
     sub = subscriber(fourth)
     async with _connected(sub):
-        await asyncio.sleep(0.5)
-    assert fourth.messages == []
+        await _nothing_before_sentinel(broker, fourth, "d/sentinel")  # all acked: none comes again
 
 
 async def test_last_will(broker: Broker) -> None:
@@ -227,8 +266,8 @@ async def test_last_will(broker: Broker) -> None:
         await car.connect()
         await car.disconnect()
         assert await car.wait_closed() is None
-        await asyncio.sleep(0.5)
-        assert len(watcher_inbox.messages) == 1
+        # The broker handled the DISCONNECT (and discarded the will) before it closed the link.
+        await _nothing_before_sentinel(broker, watcher_inbox, "will/sentinel", already=1)
 
 
 async def test_connect_to_closed_port() -> None:
@@ -249,9 +288,9 @@ async def test_publish_reason_codes_and_acl(acl_broker: Broker) -> None:
         assert await client.publish("denied/1", b"b") == 0x87
         assert await client.publish("ok/2", b"c", qos=0) == 0
         messages = await inbox.wait_for(2)
-        await asyncio.sleep(0.2)
-        assert [(m.topic, m.qos) for m in inbox.messages] == [("ok/1", 1), ("ok/2", 0)]
+        assert [(m.topic, m.qos) for m in messages[:2]] == [("ok/1", 1), ("ok/2", 0)]
         assert messages[1].packet_id == 0
+        await _nothing_before_sentinel(acl_broker, inbox, "ok/sentinel", already=2)  # denied/1 never
         # Mosquitto 2.0.11 grants a subscription to topics the ACL does not let us read; it
         # just never delivers them (so MqttSubscribeError cannot be provoked by an ACL).
         assert await client.subscribe([("secret/#", 1)]) == [1]
@@ -279,7 +318,8 @@ async def test_server_disconnect_reason_code(broker: Broker) -> None:
     await client.connect()
     # Provoke a DISCONNECT: a PUBLISH using a topic alias above the broker's maximum (10).
     bad = codec.encode_publish("t", b"x", 0, properties={codec.TOPIC_ALIAS: 50})
-    client._conn.send(bad)  # type: ignore[union-attr]  # no public way to send invalid packets
+    assert client._conn is not None
+    client._conn.send(bad)  # private on purpose: there is no public way to send an invalid packet
     cause = await asyncio.wait_for(client.wait_closed(), 5)
     assert isinstance(cause, MqttConnectionLost)
     assert cause.reason_code == 0x94
@@ -303,7 +343,9 @@ async def test_publish_larger_than_the_broker_allows(tmp_path: Path) -> None:
 
 async def test_keepalive_pings_keep_an_idle_connection(broker: Broker) -> None:
     async with _connected(_client(broker, keepalive_s=1)) as client:
-        await asyncio.sleep(2.5)  # Mosquitto drops a silent client after 1.5 x keepalive
+        # Pacing, not proof of absence: Mosquitto's keepalive timer runs on real time and cannot be
+        # driven from here, so real time has to pass (it drops a silent client after 1.5 x keepalive).
+        await asyncio.sleep(2.5)
         assert client.connected
         assert await client.publish("k/1", b"x") == 0x10  # no subscriber
 
@@ -314,10 +356,15 @@ async def test_pause_and_resume_reading(broker: Broker) -> None:
     async with _connected(_client(broker, inbox)) as sub, _connected(_client(broker)) as pub:
         await sub.subscribe([("p/#", 0)])
         sub.pause_reading()
-        for i in range(10):
-            await pub.publish(f"p/{i}", b"x", qos=0)
-        await asyncio.sleep(0.3)
-        assert inbox.messages == []
+        topics = [f"p/{i}" for i in range(10)]
+        for topic in topics:
+            await pub.publish(topic, b"x", qos=0)
+        # Every message is in sub's socket, unread: a client that kept reading would have taken
+        # them as they came and the count would never get there (the test fails by timeout).
+        size = sum(len(codec.encode_publish(t, b"x", 0)) for t in topics)
+        await _until(lambda: _unread_bytes(sub) >= size)
+        assert await pub.publish("elsewhere/turn", b"x") == 0x10  # a round trip: many loop turns
+        assert inbox.messages == [] and _unread_bytes(sub) >= size
         sub.resume_reading()
         await inbox.wait_for(10)
 
@@ -327,9 +374,11 @@ async def test_session_reconnects_after_broker_restart(broker: Broker) -> None:
     inbox.auto_ack = True
     events: list[str] = []
 
+    attempts: list[str] = []
+
     def make_client() -> Mqtt5Client:
-        client = _client(broker, inbox, client_id="session", keepalive_s=5)
-        return client
+        attempts.append("connect")
+        return _client(broker, inbox, client_id="session", keepalive_s=5)
 
     session = MqttSession(
         make_client=make_client,
@@ -350,7 +399,8 @@ async def test_session_reconnects_after_broker_restart(broker: Broker) -> None:
 
         broker.stop()
         await _until(lambda: not session.connected)
-        await asyncio.sleep(0.5)  # a few failed attempts against the closed port
+        tried = len(attempts)
+        await _until(lambda: len(attempts) >= tried + 3)  # a few failed attempts against the closed port
         broker.start()
         await _until(lambda: "reconnect" in events)
         assert session.connected and session.client is not first_client
@@ -386,10 +436,10 @@ async def test_session_stop_while_the_broker_is_down(broker: Broker) -> None:
     await session.stop()
     await asyncio.wait_for(supervisor, 2)
     assert time.monotonic() - started < 1.0
-    count = len(attempts)
-    broker.start()
-    await asyncio.sleep(0.5)
-    assert len(attempts) == count and not session.connected
+    # Nothing can try again: the supervisor has returned and the session left no task behind
+    # (the only one still running is this test's own).
+    assert [t for t in asyncio.all_tasks() if not t.done()] == [asyncio.current_task()]
+    assert not session.connected
 
 
 async def test_session_start_fails_fast_when_unreachable() -> None:
@@ -431,14 +481,10 @@ class FakeBroker:
             await asyncio.wait_for(self.served.wait(), 5)
         await self.server.wait_closed()
 
-    def client(self, on_batch: Callable[[list[InboundMessage]], None], **kwargs: object) -> Mqtt5Client:
-        return Mqtt5Client(
-            host="127.0.0.1",
-            port=self.port,
-            client_id="fake",
-            on_batch=on_batch,
-            **kwargs,  # type: ignore[arg-type]
-        )
+    def client(
+        self, on_batch: Callable[[list[InboundMessage]], None], **options: Unpack[ClientOptions]
+    ) -> Mqtt5Client:
+        return Mqtt5Client(host="127.0.0.1", port=self.port, client_id="fake", on_batch=on_batch, **options)
 
     def send(self, data: bytes) -> None:
         assert self.writer is not None
@@ -522,8 +568,12 @@ async def test_fake_receive_maximum_limits_inflight_publishes() -> None:
         await client.connect()
         tasks = [asyncio.create_task(client.publish(f"t/{i}", b"x")) for i in range(5)]
         await _until(lambda: len(fake.publishes) == 2)
-        await asyncio.sleep(0.1)
-        assert len(fake.publishes) == 2
+        # QoS 0 is not limited by receive maximum: written after the five QoS 1 publishes were
+        # started, it would arrive behind a third one had the client not held it back.
+        assert await client.publish("sentinel", b"", qos=0) == 0
+        await _until(lambda: len(fake.publishes) == 3)
+        assert [m.topic for m in fake.publishes] == ["t/0", "t/1", "sentinel"]
+        del fake.publishes[2]
         fake.send(codec.encode_puback(fake.publishes[0].packet_id, 0x87))
         await _until(lambda: len(fake.publishes) == 3)
         for msg in fake.publishes[1:]:

@@ -29,7 +29,9 @@ VIN_TAYCAN = "WP0ZZZY1ZNS500002"
 
 async def explain(channel: grpc.aio.Channel, vin: str, lang: str = "en") -> explain_pb2.ExplainResponse:
     stub = explain_pb2_grpc.ExplainServiceStub(channel)
-    return await stub.Explain(explain_pb2.ExplainRequest(vin=vin, language=lang))
+    request = explain_pb2.ExplainRequest(vin=vin, language=lang)
+    answer: explain_pb2.ExplainResponse = await stub.Explain(request)  # grpc is untyped: say what it is
+    return answer
 
 
 async def seen(channel: grpc.aio.Channel, vin: str) -> bool:
@@ -44,11 +46,12 @@ async def seen(channel: grpc.aio.Channel, vin: str) -> bool:
 async def test_911_my2018_abroad_with_roaming_off_is_told_the_roaming_menu_and_taycan_is_not(
     gateway: Gateway, channel: grpc.aio.Channel
 ) -> None:
-    abroad = {"home_country": "DE", "visited_country": "AT", "roaming": True, "roaming_enabled": False}
-    car = TestVehicle(VIN_911, gateway.config.mqtt_port, model="911", model_year=2018,
-                      bearer=common_pb2.BEARER_INSERTED_SIM, **abroad)  # type: ignore[arg-type]
-    taycan = TestVehicle(VIN_TAYCAN, gateway.config.mqtt_port, model="Taycan", model_year=2022,
-                         bearer=common_pb2.BEARER_EMBEDDED_SIM, **abroad)  # type: ignore[arg-type]
+    def abroad(vin: str, model: str, model_year: int, bearer: int) -> TestVehicle:
+        return TestVehicle(vin, gateway.config.mqtt_port, model=model, model_year=model_year, bearer=bearer,
+                           home_country="DE", visited_country="AT", roaming=True, roaming_enabled=False)
+
+    car = abroad(VIN_911, "911", 2018, common_pb2.BEARER_INSERTED_SIM)
+    taycan = abroad(VIN_TAYCAN, "Taycan", 2022, common_pb2.BEARER_EMBEDDED_SIM)
     await car.connect()
     await taycan.connect()
     await eventually(lambda: seen(channel, VIN_TAYCAN), bool)
@@ -98,7 +101,8 @@ async def test_remote_command_is_refused_in_privacy_mode_and_delivered_otherwise
 
     async def send() -> str:
         try:
-            return (await stub.SendRemoteCommand(request)).command_id
+            response: vehicles_pb2.SendRemoteCommandResponse = await stub.SendRemoteCommand(request)
+            return response.command_id
         except grpc.aio.AioRpcError:
             return ""
 

@@ -27,7 +27,9 @@ def mqtt_port(gw: Gateway) -> int:
 
 async def get_vehicle(stub: vehicles_pb2_grpc.VehicleServiceStub, vin: str) -> vehicles_pb2.Vehicle | None:
     try:
-        return await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin=vin))
+        # grpc ships no type stubs: the call is Any, the generated .pyi says what it returns.
+        vehicle: vehicles_pb2.Vehicle = await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin=vin))
+        return vehicle
     except grpc.aio.AioRpcError as exc:
         if exc.code() is grpc.StatusCode.NOT_FOUND:
             return None

@@ -58,8 +58,9 @@ class TestVehicle:
             vin=self.vin,
             sequence=self.sequence,
             sequence_epoch=self.sequence_epoch,
-            bearer=self.bearer,  # type: ignore[arg-type]
-            radio=self.radio,  # type: ignore[arg-type]
+            # The attributes are plain ints (tests assign raw enum numbers); the envelope wants the enum type.
+            bearer=common_pb2.Bearer.ValueType(self.bearer),
+            radio=common_pb2.Radio.ValueType(self.radio),
             visited_country=self.visited_country,
             roaming=self.roaming,
             roaming_enabled=self.roaming_enabled,
@@ -140,6 +141,9 @@ class TestVehicle:
         cs.energy_kwh = energy_kwh
         cs.currency = "EUR"
         cs.power_class = "DC150"
+        # A valid session (gateway/validate.py) in the past of both the real and the tests' clock.
+        cs.started_at.seconds = 1_748_736_000  # 2025-06-01T00:00:00Z
+        cs.ended_at.seconds = cs.started_at.seconds + 3_600
         await self.publish(env)
 
     async def heartbeat(self) -> None:

@@ -54,7 +54,8 @@ def test_grant_request_round_trip_and_defaulted_booking_time() -> None:
     e, _ = grant(order, NOW, is_owner=True)
     msg = entitlement_to_proto(e, NOW)
     assert msg.term_end.seconds > NOW and not msg.HasField("effective_end")
-    assert msg.remaining_term_seconds == int(e.term_end - NOW)  # type: ignore[operator]
+    assert e.term_end is not None
+    assert msg.remaining_term_seconds == int(e.term_end - NOW)
 
 
 def _engine_explainer_fits_explain_service(e: EngineExplainer) -> EntitlementExplainer:

@@ -266,7 +266,7 @@ def test_stream_whole_chunk_is_one_batch() -> None:
     assert sorted(decoder.inflight) == [1, 2, 3, 65535]
     assert decoder.inflight[2] is messages[4]
     with pytest.raises(AttributeError):
-        messages[0].topic = "x"  # type: ignore[misc]  # still a frozen dataclass
+        messages[0].topic = "x"  # type: ignore[misc]  # frozen: the assignment is what is tested
 
 
 def test_stream_split_at_every_byte() -> None:

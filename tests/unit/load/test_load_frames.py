@@ -37,13 +37,13 @@ def test_variable_byte_integer_out_of_range_is_refused(n: int) -> None:
 
 def paho_varint(buf: bytes) -> tuple[int, int]:
     """(value, bytes used) as paho decodes a variable byte integer."""
-    value, used = VariableByteIntegers.decode(buf)  # type: ignore[no-untyped-call]
+    value, used = VariableByteIntegers.decode(buf)  # type: ignore[no-untyped-call]  # paho has no hints
     return int(value), int(used)
 
 
 def paho_properties(packet_type: int, buf: bytes) -> tuple[Any, int]:
     """Properties decoded by paho: (the properties object, bytes used)."""
-    props: Any = PahoProperties(packet_type)  # type: ignore[no-untyped-call]
+    props: Any = PahoProperties(packet_type)  # type: ignore[no-untyped-call]  # paho has no hints
     _, used = props.unpack(buf)
     return props, used
 

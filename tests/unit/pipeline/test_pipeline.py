@@ -11,7 +11,7 @@ import pytest
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import ManualClock
 from gateway.config import PROJECT_ROOT
-from gateway.egress.telemetry import TelemetryFanout
+from gateway.egress.telemetry import TelemetryFanout, TelemetrySubscriber
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.pipeline import Message, Pipeline
@@ -31,40 +31,100 @@ class Msg:
 
 
 class FakeStore:
-    def __init__(self, fail: bool = False) -> None:
+    """An in-memory Store (satisfies gateway.store.base.Store) that writes what happens to `log`.
+
+    The log is shared with the test's ack callback, so the order of commit and acknowledgement is
+    visible. A commit is logged when it has completed (after a yield to the loop, as a real
+    database write would), so an ack sent before the commit finished shows up first.
+    """
+
+    def __init__(self, log: list[str] | None = None, fail: bool = False) -> None:
         self.fail = fail
+        self.log: list[str] = [] if log is None else log
         self.commits: list[tuple[list[str], list[str]]] = []
+        self.sessions: dict[str, VehicleSession] = {}
+        self.events: list[StoredEvent] = []
+        self._dedupe: set[tuple[str, str]] = set()
+        self._open = False
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    async def load_sessions(self) -> list[VehicleSession]:
+        return list(self.sessions.values())
 
     async def commit_batch(
         self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
     ) -> list[StoredEvent]:
+        await asyncio.sleep(0)  # a real write yields to the loop; an early ack would run here
         if self.fail:
+            self.log.append("commit failed")
             raise StoreError("disk full")
+        written: list[StoredEvent] = []
+        for e in events:
+            if e.dedupe_key and (e.vin, e.dedupe_key) in self._dedupe:
+                continue  # R28: recorded once
+            if e.dedupe_key:
+                self._dedupe.add((e.vin, e.dedupe_key))
+            written.append(StoredEvent(len(self.events) + len(written) + 1, e.vin, e.payload, e.kind))
+        self.sessions.update((v.vin, v) for v in vehicles)
+        self.events.extend(written)
         self.commits.append(([v.vin for v in vehicles], [e.kind for e in events]))
-        return [StoredEvent(i + 1, e.vin, e.payload, e.kind) for i, e in enumerate(events)]
+        self.log.append("commit")
+        return written
+
+    async def read_events(self, after: int, limit: int, vin: str = "") -> list[StoredEvent]:
+        found = [e for e in self.events if e.cursor > after and (not vin or e.vin == vin)]
+        return found[:limit]
+
+    async def first_cursor(self) -> int:
+        return self.events[0].cursor if self.events else 0
+
+    async def prune_events(self, keep: int) -> int:
+        drop = max(0, len(self.events) - keep)
+        del self.events[:drop]
+        return drop
 
 
 def make(store: FakeStore) -> tuple[Pipeline, list[Sequence[Message]], TelemetryFanout]:
     acked: list[Sequence[Message]] = []
+
+    def ack(batch: Sequence[Message]) -> None:
+        store.log.append("ack")
+        acked.append(batch)
+
     fanout = TelemetryFanout(queue_size=10)
     p = Pipeline(
-        tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout,  # type: ignore[arg-type]
+        tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout,
         metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096, queue_messages=4,
-        ack=acked.append, pause_reading=lambda: None, resume_reading=lambda: None,
+        ack=ack, pause_reading=lambda: None, resume_reading=lambda: None,
     )
     return p, acked, fanout
 
 
-def hello(seq: int = 1, privacy: int = common_pb2.PRIVACY_MODE_OFF) -> Msg:
+def next_batch(sub: TelemetrySubscriber) -> telemetry_pb2.TelemetryRecords:
+    batch = sub.queue.get_nowait()
+    assert batch is not None, "the stream ended where a batch was expected"
+    return batch
+
+
+def hello(seq: int = 1, privacy: common_pb2.PrivacyMode.ValueType = common_pb2.PRIVACY_MODE_OFF) -> Msg:
     env = uplink_pb2.Envelope(vin=VIN, sequence=seq, bearer=common_pb2.BEARER_EMBEDDED_SIM)
-    env.privacy.mode = privacy  # type: ignore[assignment]
+    env.privacy.mode = privacy
     env.hello.connection_id = 1
     return Msg(f"v1/vehicles/{VIN}/up", env.SerializeToString())
 
 
-def telemetry(seq: int, privacy: int) -> Msg:
+def telemetry(seq: int, privacy: common_pb2.PrivacyMode.ValueType) -> Msg:
     env = uplink_pb2.Envelope(vin=VIN, sequence=seq, bearer=common_pb2.BEARER_EMBEDDED_SIM)
-    env.privacy.mode = privacy  # type: ignore[assignment]
+    env.privacy.mode = privacy
     env.telemetry.service = "car-finder"
     env.telemetry.samples.add().location.latitude = 48.8
     return Msg(f"v1/vehicles/{VIN}/up", env.SerializeToString())
@@ -80,27 +140,29 @@ async def test_batch_is_acknowledged_after_its_commit() -> None:
     p, acked, _ = make(store)
     await p.process([hello()])
     assert store.commits == [([VIN], ["online"])] and len(acked) == 1
+    assert store.log == ["commit", "ack"]  # acked first, a crash in between would lose the batch
 
 
 async def test_batch_whose_commit_fails_is_not_acknowledged() -> None:
-    p, acked, _ = make(FakeStore(fail=True))
+    store = FakeStore(fail=True)
+    p, acked, _ = make(store)
     with pytest.raises(StoreError):
         await p.process([hello()])
-    assert acked == []  # the broker keeps the messages and delivers them again
+    assert store.log == ["commit failed"] and acked == []  # the broker keeps them and delivers again
 
 
 async def test_rejected_messages_are_acknowledged_without_a_commit() -> None:
     store = FakeStore()
     p, acked, _ = make(store)
     await p.process([Msg(f"v1/vehicles/{VIN}/up", b"\xff\xff")])
-    assert store.commits == [] and len(acked) == 1  # nothing to keep; redelivery would not help
+    assert store.log == ["ack"] and len(acked) == 1  # nothing to keep; redelivery would not help
 
 
 async def test_location_is_withheld_while_privacy_covers_all_services() -> None:
     p, _, fanout = make(FakeStore())
     sub = fanout.subscribe(frozenset())
     await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_ALL_SERVICES)])
-    [record] = records(sub.queue.get_nowait())
+    [record] = next_batch(sub).records
     assert record.location_withheld and not record.sample.HasField("location")
 
 
@@ -108,14 +170,14 @@ async def test_location_flows_while_privacy_is_off() -> None:
     p, _, fanout = make(FakeStore())
     sub = fanout.subscribe(frozenset())
     await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
-    [record] = records(sub.queue.get_nowait())
+    [record] = next_batch(sub).records
     assert not record.location_withheld and record.sample.location.latitude == pytest.approx(48.8)
 
 
 async def test_backpressure_pauses_reading_by_queued_messages_and_resumes_when_drained() -> None:
     events: list[str] = []
     p = Pipeline(
-        tracker=SessionTracker(), store=FakeStore(), hub=EventHub(),  # type: ignore[arg-type]
+        tracker=SessionTracker(), store=FakeStore(), hub=EventHub(),
         telemetry=TelemetryFanout(queue_size=10), metrics=Metrics(), clock=ManualClock(),
         reference=REFERENCE, max_payload_bytes=4096, queue_messages=10,
         ack=lambda _m: None, pause_reading=lambda: events.append("pause"),
@@ -139,7 +201,7 @@ async def test_rejected_envelope_leaves_the_replay_window_so_the_cars_next_messa
     metrics = Metrics()
     fanout = TelemetryFanout(queue_size=10)
     p = Pipeline(
-        tracker=tracker, store=FakeStore(), hub=EventHub(), telemetry=fanout,  # type: ignore[arg-type]
+        tracker=tracker, store=FakeStore(), hub=EventHub(), telemetry=fanout,
         metrics=metrics, clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096, queue_messages=4,
         ack=lambda _m: None, pause_reading=lambda: None, resume_reading=lambda: None,
     )

@@ -160,4 +160,4 @@ def test_every_country_service_is_in_the_catalogue(ref: ReferenceData) -> None:
 
 def test_snapshot_maps_cannot_be_changed(ref: ReferenceData) -> None:
     with pytest.raises(TypeError):
-        ref.countries["XX"] = ref.countries["DE"]  # type: ignore[index]
+        ref.countries["XX"] = ref.countries["DE"]  # type: ignore[index]  # read-only: what is tested

@@ -9,6 +9,13 @@ class Row:
     cursor: int
 
 
+async def turns(n: int = 20) -> None:
+    """Let the other tasks run until they block. Everything here is in memory (no timer, no I/O),
+    so a fixed number of loop turns is a fact about the code, not about the machine's speed."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 async def test_follow_replays_then_waits_for_new_rows_and_ends_on_close() -> None:
     hub = EventHub()
     log = [Row(1), Row(2)]
@@ -24,11 +31,11 @@ async def test_follow_replays_then_waits_for_new_rows_and_ends_on_close() -> Non
             seen.append(row.cursor)
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.01)
+    await turns()
     assert seen == [1, 2] and not task.done()  # replayed, now following
     log.append(Row(3))
     hub.notify(3)
-    await asyncio.sleep(0.01)
+    await turns()
     assert seen == [1, 2, 3]
     hub.close()
     await asyncio.wait_for(task, 1)  # the stream ends instead of waiting forever

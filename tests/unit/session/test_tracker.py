@@ -29,10 +29,10 @@ def hello(seq: int, conn: int = 1, boot: bool = True) -> uplink_pb2.Envelope:
     return env
 
 
-def lock(seq: int, state: int) -> uplink_pb2.Envelope:
+def lock(seq: int, state: common_pb2.LockState.ValueType) -> uplink_pb2.Envelope:
     env = uplink_pb2.Envelope(vin=VIN, sequence=seq, bearer=common_pb2.BEARER_INSERTED_SIM,
                               visited_country="AT", roaming=True)
-    env.state_change.state.lock = state  # type: ignore[assignment]
+    env.state_change.state.lock = state
     return env
 
 
