@@ -65,11 +65,16 @@ def write_broker_files(
     password_file = directory / "passwd"
     password_file.unlink(missing_ok=True)
     password_file.touch(mode=0o600)
-    subprocess.run(
-        [_passwd_tool(mosquitto), "-b", str(password_file), creds.username, creds.password],
-        check=True,
+    tool = _passwd_tool(mosquitto)
+    done = subprocess.run(
+        [tool, "-b", str(password_file), creds.username, creds.password],
         capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        # Not CalledProcessError: its message holds the argv, and so the password.
+        said = done.stderr.strip().replace(creds.password, "***")
+        raise BrokerStartError(f"{tool} failed with exit code {done.returncode}: {said}")
     acl_file = directory / "mosquitto.acl"
     package = resources.files("gateway.broker")
     acl_file.write_text(
