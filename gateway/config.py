@@ -18,7 +18,7 @@ import logging
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,9 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    # MQTT. Empty mqtt_url: start a managed Mosquitto on mqtt_host:mqtt_port.
-    mqtt_url: str = ""
+    # MQTT. Empty mqtt_url: start a managed Mosquitto on mqtt_host:mqtt_port. Not in repr():
+    # it may hold a password (display_url is the form to show).
+    mqtt_url: str = field(default="", repr=False)
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 18830
     mqtt_client_id: str = "telematics-gateway"

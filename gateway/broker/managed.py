@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -32,7 +32,7 @@ class BrokerStartError(Exception):
 @dataclass(frozen=True, slots=True)
 class BrokerCredentials:
     username: str
-    password: str
+    password: str = field(repr=False)  # a repr may end up in a log line or a traceback
 
 
 def find_mosquitto(explicit: str = "") -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.broker.managed import BrokerCredentials
 from gateway.config import CHECKS, Config, ConfigError, load_config
 
 SECRET = "s3cret"
@@ -221,3 +222,10 @@ def test_unknown_variables_are_reported_before_a_bad_value_stops_the_start() -> 
     with pytest.raises(ConfigError, match="GATEWAY_LOG_LEVEL"):
         load_config(env={"GATEWAY_LOG_LEVEL": "verbose", "GATEWAY_MQTT_PROT": "1"}, warn=warnings.append)
     assert len(warnings) == 1 and "GATEWAY_MQTT_PROT" in warnings[0]
+
+
+def test_no_repr_of_a_config_or_broker_address_or_credentials_holds_the_password() -> None:
+    cfg = load_config(env={"GATEWAY_MQTT_URL": f"mqtt://gw:{SECRET}@broker.example"})
+    assert cfg.broker().password == SECRET
+    for shown in (repr(cfg), str(cfg), repr(cfg.broker()), repr(BrokerCredentials("gw", SECRET))):
+        assert SECRET not in shown
