@@ -50,7 +50,7 @@ if ! have mosquitto_sub; then
   fi
 fi
 
-wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"
 stamp_of() { cat ".venv/.installed-$1" 2>/dev/null || true; }
 # dev includes run: a current dev stamp satisfies `run` too.
 if [ "$(stamp_of "$level")" != "$wanted" ] && { [ "$level" = dev ] || [ "$(stamp_of dev)" != "$wanted" ]; }; then
