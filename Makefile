@@ -1,13 +1,18 @@
 # The two commands: `make run` (gateway with embedded defaults) and `make test` (all tests).
-# Both do the whole set-up first (scripts/bootstrap.sh): Mosquitto, virtualenv, dependencies.
+# Both do their set-up first (scripts/bootstrap.sh): Mosquitto, virtualenv, dependencies.
+# `make run` installs only what running needs (setup-run); everything else adds the dev
+# extras (setup: test, lint, codegen and benchmark tools).
 PY := .venv/bin/python
 
-.PHONY: setup run test lint proto proto-check bench bench-smoke clean
+.PHONY: setup setup-run run test lint proto proto-check bench bench-smoke clean
 
 setup:
-	@bash scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh dev
 
-run: setup
+setup-run:
+	@bash scripts/bootstrap.sh run
+
+run: setup-run
 	$(PY) -m gateway run
 
 test: setup

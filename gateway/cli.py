@@ -62,19 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(
             args.config,
+            warn=lambda line: print(f"warning: {line}", file=sys.stderr),
             mqtt_url=args.mqtt_url,
             data_dir=args.data_dir,
             grpc_listen=args.grpc_listen,
             http_listen=args.http_listen,
         )
     except ConfigError as exc:
+        # One line, exit 2; the message never holds a secret (see gateway/redact.py).
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=config.log_level.upper(),
+        level=config.log_level,  # checked against the level names by load_config
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # uvloop: ~1.2-1.5x on the MQTT path on this machine kind (../shared/PERF.md).
+    # uvloop: ~1.2-1.5x on the MQTT path on this machine kind (docs/mqtt-client-choice.md).
     return uvloop.run(_run(Gateway(config)))
 
 

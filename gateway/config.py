@@ -1,20 +1,42 @@
 """Gateway configuration: plain data, read from a TOML file and GATEWAY_* environment variables.
 
-Precedence: defaults < config file (``--config`` or GATEWAY_CONFIG) < environment. Every key of
-``Config`` is settable both ways; the environment name is ``GATEWAY_`` + the key in capitals.
+Precedence: defaults < config file (``--config`` or GATEWAY_CONFIG) < environment < flags.
+Every key of ``Config`` is settable both ways; the environment name is ``GATEWAY_`` + the key in
+capitals. Every value is checked here (type, range, enum, address), so a bad one stops the
+start with one line naming where it came from, before anything runs. An unknown key in the
+TOML file is an error (the operator wrote that file for this gateway: a typo must not be
+ignored); an unknown GATEWAY_* variable is a warning (the environment is shared with other
+software and deployment tooling, so refusing to start would be too strict).
 No factories here: wiring happens in gateway/app.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from gateway import config_values as cv
+from gateway.config_values import BrokerAddress
+from gateway.redact import redact_url
+
+__all__ = [
+    "BrokerAddress",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_mqtt_url",
+    "redact_url",
+    "split_listen",
+]
+
+log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,8 +47,9 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    # MQTT. Empty mqtt_url: start a managed Mosquitto on mqtt_host:mqtt_port.
-    mqtt_url: str = ""
+    # MQTT. Empty mqtt_url: start a managed Mosquitto on mqtt_host:mqtt_port. Not in repr():
+    # it may hold a password (display_url is the form to show).
+    mqtt_url: str = field(default="", repr=False)
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 18830
     mqtt_client_id: str = "telematics-gateway"
@@ -74,67 +97,80 @@ class Config:
         return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    display: str
-
-
 def parse_mqtt_url(url: str) -> BrokerAddress:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ConfigError(f"mqtt_url: scheme must be mqtt:// (got {url!r})")
-    if not parts.hostname:
-        raise ConfigError(f"mqtt_url: no host in {url!r}")
     try:
-        port = parts.port or 1883
+        return cv.parse_mqtt_url(url)
     except ValueError as exc:
-        raise ConfigError(f"mqtt_url: bad port in {url!r}") from exc
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return BrokerAddress(parts.hostname, port, user, password, redact_url(url))
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}:***@" if parts.password else (f"{parts.username}@" if parts.username else "")
-    return f"{parts.scheme}://{user}{host}{port}"
+        raise ConfigError(f"mqtt_url: {exc}") from None
 
 
 def split_listen(value: str, key: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"{key}: expected host:port, got {value!r}")
-    return host, int(port)
-
-
-def _coerce(key: str, kind: Any, raw: Any) -> Any:
     try:
-        if kind is bool or kind == "bool":
-            if isinstance(raw, bool):
-                return raw
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
-        if kind is int or kind == "int":
-            return int(raw)
-        if kind is float or kind == "float":
-            return float(raw)
-        return str(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}: {raw!r} is not a valid {kind}") from exc
+        return cv.split_listen(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+# One check per key: every field of Config must have one (tests/unit/test_config.py checks).
+CHECKS: dict[str, Callable[[object], object]] = {
+    "mqtt_url": cv.mqtt_url,
+    "mqtt_host": cv.host,
+    "mqtt_port": cv.int_in(1, 65535),
+    "mqtt_client_id": cv.client_id,
+    "mqtt_shared_group": cv.shared_group,
+    "mosquitto_bin": cv.executable,
+    "data_dir": cv.non_empty,
+    "grpc_listen": cv.listen,
+    "http_listen": cv.listen,
+    "reference_dir": cv.non_empty,
+    "max_payload_bytes": cv.int_in(256, cv.MQTT_PACKET_MAX),
+    "ingress_queue_messages": cv.int_in(1, 10_000_000),
+    "event_retention": cv.int_in(1, 2**62),
+    "telemetry_subscriber_queue": cv.int_in(1, 1_000_000),
+    "shutdown_grace_s": cv.seconds_in(0, 3600),
+    "fod_idle_s": cv.seconds_in(0, 7 * 86400),
+    "entitlement_ack_timeout_s": cv.seconds_in(0, 30 * 86400, lo_inclusive=False),
+    "heartbeat_default_s": cv.seconds_in(0, 3600, lo_inclusive=False),
+    "log_level": cv.log_level,
+}
+KEYS = tuple(f.name for f in fields(Config))
+ENV_PREFIX = "GATEWAY_"
+# GATEWAY_* variables that are not keys but are read (GATEWAY_CONFIG names the file;
+# GATEWAY_TEST_KILL is the crash tests' fault injection, gateway/faults.py).
+ENV_EXTRA = frozenset({"GATEWAY_CONFIG", "GATEWAY_TEST_KILL"})
+FLAGS = {"mqtt_url": "--mqtt-url", "data_dir": "--data-dir", "grpc_listen": "--grpc-listen",
+         "http_listen": "--http-listen"}
+
+
+def _suggest(name: str, candidates: list[str], prefix: str = "") -> str:
+    """The closest candidate, compared without the common prefix (it would make all close)."""
+    bare = {c.removeprefix(prefix).lower(): c for c in candidates}
+    close = difflib.get_close_matches(name.removeprefix(prefix).lower(), list(bare), n=1, cutoff=0.8)
+    return f" (did you mean {bare[close[0]]}?)" if close else ""
+
+
+def _checked(key: str, where: str, raw: object) -> object:
+    try:
+        return CHECKS[key](raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_config(
-    path: str | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    warn: Callable[[str], None] | None = None,
+    **overrides: Any,
 ) -> Config:
+    """The checked configuration; ConfigError (one line, no secret) on the first bad value.
+
+    ``warn`` receives one line per unknown GATEWAY_* variable (default: a log warning).
+    """
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
+    warn = warn or log.warning
+    values: dict[str, Any] = {}  # each CHECKS entry returns its field's type (tested)
     path = path or env.get("GATEWAY_CONFIG") or None
-    known = {f.name: f.type for f in fields(Config)}
     if path:
         try:
             with open(path, "rb") as fh:
@@ -142,31 +178,25 @@ def load_config(
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from exc
+            # The message names line and column only, never the offending text.
+            raise ConfigError(f"config file {path}: {exc}") from None
         for key, raw in file_values.items():
-            if key not in known:
-                raise ConfigError(f"config file {path}: unknown key {key!r}")
-            values[key] = _coerce(key, known[key], raw)
-    for key, kind in known.items():
-        name = f"GATEWAY_{key.upper()}"
+            if key not in CHECKS:
+                raise ConfigError(f"config file {path}: unknown key {key!r}{_suggest(key, list(KEYS))}")
+            values[key] = _checked(key, f"config file {path}: {key}", raw)
+    env_names = {ENV_PREFIX + key.upper(): key for key in KEYS}
+    # Warnings first: a misspelt name explains a later error or an ignored setting.
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in env_names and name not in ENV_EXTRA:
+            # Name the variable only: its value may be a secret meant for another key.
+            hint = _suggest(name, [*env_names, *ENV_EXTRA], ENV_PREFIX)
+            warn(f"unknown environment variable {name} ignored{hint}")
+    for name, key in env_names.items():
         if name in env:
-            values[key] = _coerce(name, kind, env[name])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    config = dataclasses.replace(Config(), **values)
-    _validate(config)
-    return config
-
-
-def _validate(config: Config) -> None:
-    split_listen(config.grpc_listen, "grpc_listen")
-    split_listen(config.http_listen, "http_listen")
-    if config.mqtt_url:
-        parse_mqtt_url(config.mqtt_url)
-    if not 1 <= config.mqtt_port <= 65535:
-        raise ConfigError(f"mqtt_port: {config.mqtt_port} is not a TCP port")
-    if config.max_payload_bytes < 256:
-        raise ConfigError("max_payload_bytes: must be at least 256")
-    if config.ingress_queue_messages < 1 or config.telemetry_subscriber_queue < 1:
-        raise ConfigError("queue sizes must be at least 1")
-    if config.heartbeat_default_s <= 0:
-        raise ConfigError("heartbeat_default_s: must be more than 0 seconds")
+            values[key] = _checked(key, name, env[name])
+    for key, raw in overrides.items():
+        if key not in CHECKS:
+            raise TypeError(f"load_config: unknown key {key!r}")
+        if raw is not None:
+            values[key] = _checked(key, FLAGS.get(key, key), raw)
+    return dataclasses.replace(Config(), **values)

@@ -85,7 +85,7 @@ async def _run(
 def naive_main(
     mqtt_port: int, username: str, password: str, sink_port: int, mode: str, counter: Any, pipe: Connection
 ) -> None:
-    """Process entry. uvloop, as the gateway uses it (PERF.md: ~1.2-1.5x on the MQTT path):
+    """Process entry. uvloop, as the gateway uses it (docs/mqtt-client-choice.md: ~1.2-1.5x on the MQTT path):
     the baseline gets the same event loop, so the comparison is about the design."""
     import uvloop
 

@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# Everything `make run` and `make test` need on a fresh Debian/Ubuntu machine: Mosquitto from
-# the system package manager (when missing) and a virtualenv with the pinned dependencies.
+# What `make run` (bootstrap.sh run) or `make test` (bootstrap.sh dev) needs on a fresh
+# Debian/Ubuntu machine: Mosquitto from the system package manager (when missing) and a
+# virtualenv with the pinned dependencies.
+#   run: the runtime dependencies only (the generated code gateway/_gen is committed, so
+#        running needs no grpcio-tools), so the first `make run` answers soon;
+#   dev: the runtime ones plus the [dev] extras (test, lint, codegen and benchmark tools).
+# Each level has a stamp holding the hash of pyproject.toml: a changed pyproject.toml (or a
+# level never installed, e.g. `make test` after `make run`) installs again; otherwise nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+level="${1:-dev}"
+case "$level" in
+  run) extras="" ;;
+  dev) extras="[dev]" ;;
+  *) echo "usage: $0 [run|dev]" >&2; exit 2 ;;
+esac
 
 need_python_minor=11
 PYTHON="${PYTHON:-python3}"
@@ -37,10 +50,12 @@ if ! have mosquitto_sub; then
   fi
 fi
 
-stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"
+stamp_of() { cat ".venv/.installed-$1" 2>/dev/null || true; }
+# dev includes run: a current dev stamp satisfies `run` too.
+if [ "$(stamp_of "$level")" != "$wanted" ] && { [ "$level" = dev ] || [ "$(stamp_of dev)" != "$wanted" ]; }; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
-  touch "$stamp"
+  echo "Installing the ${level} dependencies into .venv (first time: see README, 'The two commands') ..."
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+  echo "$wanted" > ".venv/.installed-$level"
 fi

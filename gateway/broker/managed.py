@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -32,7 +32,7 @@ class BrokerStartError(Exception):
 @dataclass(frozen=True, slots=True)
 class BrokerCredentials:
     username: str
-    password: str
+    password: str = field(repr=False)  # a repr may end up in a log line or a traceback
 
 
 def find_mosquitto(explicit: str = "") -> str:
@@ -65,11 +65,16 @@ def write_broker_files(
     password_file = directory / "passwd"
     password_file.unlink(missing_ok=True)
     password_file.touch(mode=0o600)
-    subprocess.run(
-        [_passwd_tool(mosquitto), "-b", str(password_file), creds.username, creds.password],
-        check=True,
+    tool = _passwd_tool(mosquitto)
+    done = subprocess.run(
+        [tool, "-b", str(password_file), creds.username, creds.password],
         capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        # Not CalledProcessError: its message holds the argv, and so the password.
+        said = done.stderr.strip().replace(creds.password, "***")
+        raise BrokerStartError(f"{tool} failed with exit code {done.returncode}: {said}")
     acl_file = directory / "mosquitto.acl"
     package = resources.files("gateway.broker")
     acl_file.write_text(

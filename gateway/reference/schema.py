@@ -2,7 +2,7 @@
 
 One model per file kind. Scalars are strict (a TOML string "true" is not a bool, "2019" is not
 a year), unknown keys are errors, and every model is frozen. Rules in a docstring or comment
-are the domain rules of /work/shared/DOMAIN.md that the field carries as data.
+are the domain rules of docs/domain-rules.md that the field carries as data.
 """
 
 from __future__ import annotations

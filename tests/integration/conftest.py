@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -16,7 +17,7 @@ from gateway.clock import ManualClock
 from gateway.config import Config, load_config
 
 
-def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: object) -> Config:
+def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: Any) -> Config:
     return load_config(
         None,  # no config file: the overrides below are the whole configuration
         env={},

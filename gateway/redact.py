@@ -1,0 +1,34 @@
+"""The one place that makes a URL safe to show: in an error, a log line or a metric.
+
+A broker URL may carry a password (``mqtt://user:secret@host``). Every message that names a
+URL goes through ``redact_url``; it never raises, so it is safe on exactly the malformed input
+that produces error messages (bad scheme, bad port, unbalanced brackets).
+"""
+
+from __future__ import annotations
+
+MASK = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo replaced by ``***``; the user name is kept.
+
+    Parsing is deliberately cruder than ``urllib.parse``: the userinfo is everything before the
+    *last* ``@`` of what follows the scheme, whatever characters it contains (an unescaped
+    ``/``, ``?``, ``#`` or ``@`` in a password must not let part of it through). Of a userinfo
+    with a colon only the part before the first colon is kept; one without is a user name.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, after = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _secret = userinfo.partition(":")
+    if colon and user:
+        shown = f"{user}:{MASK}"
+    elif colon:
+        shown = MASK
+    else:
+        shown = user  # a bare user name (no password) is not a secret
+    return f"{scheme}{sep}{shown}@{after}"
