@@ -46,6 +46,9 @@ class Config:
     ingress_queue_messages: int = 50_000
     # Vehicle events kept for Watch resumption.
     event_retention: int = 1_000_000
+    # Entitlement events (the outbox WatchEntitlementEvents reads) kept for resumption; older
+    # cursors answer OUT_OF_RANGE like pruned vehicle events.
+    entitlement_event_retention: int = 1_000_000
     telemetry_subscriber_queue: int = 1024
     shutdown_grace_s: float = 10.0
     # Entitlements: R17 idle wait before an FoD command; an entitlement set not acked in time
@@ -164,3 +167,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("max_payload_bytes: must be at least 256")
     if config.ingress_queue_messages < 1 or config.telemetry_subscriber_queue < 1:
         raise ConfigError("queue sizes must be at least 1")
+    # At least the newest event stays, so a pruned cursor is always recognised (OUT_OF_RANGE).
+    for key in ("event_retention", "entitlement_event_retention"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key}: must be at least 1")

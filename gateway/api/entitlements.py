@@ -19,7 +19,7 @@ from gateway.api.entitlement_convert import (
     explanations_to_proto,
     grant_request_from_proto,
 )
-from gateway.api.errors import ApiError, check_vin, invalid, stream, unary
+from gateway.api.errors import ApiError, check_retained, check_vin, invalid, stream, unary
 from gateway.convert import timestamp
 from gateway.entitlements import (
     CancelRefused,
@@ -153,6 +153,9 @@ class EntitlementService(entitlements_pb2_grpc.EntitlementServiceServicer):
     ) -> AsyncIterator[pb.EntitlementEvent]:
         if request.vin:
             check_vin(request.vin)
+        with _translated():
+            # The outbox is pruned like the vehicle event log (entitlement_event_retention).
+            check_retained(request.after_cursor, await self._ledger.first_cursor())
 
         async def read(after: int) -> list[OutboxEvent]:
             with _translated():

@@ -10,7 +10,7 @@ import grpc
 
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
-from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary
+from gateway.api.errors import ApiError, check_retained, check_vin, invalid, not_found, stream, unary
 from gateway.convert import vehicle_to_proto
 from gateway.metrics import Metrics
 from gateway.model import Presence, is_valid_vin
@@ -90,12 +90,7 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         if request.vin:
             check_vin(request.vin)
         cursor = request.after_cursor
-        first = await self._store.first_cursor()
-        if cursor and first and cursor + 1 < first:
-            raise ApiError(
-                grpc.StatusCode.OUT_OF_RANGE,
-                f"after_cursor {cursor} was pruned; the oldest retained event is {first}",
-            )
+        check_retained(cursor, await self._store.first_cursor())
 
         def read(after: int) -> Awaitable[list[StoredEvent]]:
             return self._store.read_events(after, _REPLAY_CHUNK, request.vin)
