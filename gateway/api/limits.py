@@ -60,13 +60,18 @@ class LimitExceeded(Exception):
 # -- kinds of limit ----------------------------------------------------------------------------
 
 
+def _too_many(name: str, limit: int, got: int) -> LimitExceeded:
+    return LimitExceeded(f"{name} has too many entries: the limit is {limit}, got {got}")
+
+
 @dataclass(frozen=True, slots=True)
 class Text:
     max_chars: int
 
     def check(self, name: str, value: Any) -> None:
         if len(value) > self.max_chars:
-            raise LimitExceeded(f"{name} must be at most {self.max_chars} characters, got {len(value)}")
+            limit = f"the limit is {self.max_chars} characters"
+            raise LimitExceeded(f"{name} is too long: {limit}, got {len(value)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,7 @@ class Texts:
 
     def check(self, name: str, value: Any) -> None:
         if len(value) > self.max_items:
-            raise LimitExceeded(f"{name} must have at most {self.max_items} entries, got {len(value)}")
+            raise _too_many(name, self.max_items, len(value))
         for i, item in enumerate(value):
             self.item.check(f"{name}[{i}]", item)
 
@@ -93,7 +98,7 @@ class TextMap:
 
     def check(self, name: str, value: Any) -> None:
         if len(value) > self.max_entries:
-            raise LimitExceeded(f"{name} must have at most {self.max_entries} entries, got {len(value)}")
+            raise _too_many(name, self.max_entries, len(value))
         for i, (k, v) in enumerate(sorted(value.items())):
             # Name the entry by position: the key itself may be the oversized value.
             self.key.check(f"{name} key #{i + 1}", k)
@@ -109,7 +114,8 @@ class Number:
     def check(self, name: str, value: Any) -> None:
         if not self.lo <= value <= self.hi:
             note = f" ({self.note})" if self.note else ""
-            raise LimitExceeded(f"{name} must be {self.lo}..{self.hi}{note}, got {value}")
+            limit = f"the limit is {self.lo}..{self.hi}{note}"
+            raise LimitExceeded(f"{name} is out of range: {limit}, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +125,7 @@ class Time:
     def check(self, name: str, value: Any) -> None:
         if not MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S or not 0 <= value.nanos <= 999_999_999:
             raise LimitExceeded(
-                f"{name} must be between 1970-01-01T00:00:00Z and 2199-12-31T23:59:59Z"
+                f"{name} is out of range: the limit is 1970-01-01T00:00:00Z..2199-12-31T23:59:59Z"
                 " (nanos 0..999999999)"
             )
 
