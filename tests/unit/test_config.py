@@ -42,3 +42,15 @@ def test_bad_number_in_the_environment_names_the_variable() -> None:
 def test_bad_listen_address_is_an_error() -> None:
     with pytest.raises(ConfigError, match="grpc_listen"):
         load_config(env={"GATEWAY_GRPC_LISTEN": "nowhere"})
+
+
+def test_entitlement_event_retention_is_its_own_setting() -> None:
+    cfg = load_config(env={"GATEWAY_ENTITLEMENT_EVENT_RETENTION": "500"})
+    assert (cfg.entitlement_event_retention, cfg.event_retention) == (500, 1_000_000)
+
+
+@pytest.mark.parametrize("key", ["event_retention", "entitlement_event_retention"])
+def test_a_retention_below_one_event_is_refused(key: str) -> None:
+    # With nothing kept a pruned cursor could not be told from a new one (OUT_OF_RANGE).
+    with pytest.raises(ConfigError, match=key):
+        load_config(env={f"GATEWAY_{key.upper()}": "0"})

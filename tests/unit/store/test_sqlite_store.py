@@ -60,3 +60,15 @@ async def test_vin_filter_reads_only_that_vehicles_events(tmp_path: Path) -> Non
     await store.commit_batch([], [PendingEvent(VIN, "online", b"a"), PendingEvent(other, "online", b"b")])
     assert [e.vin for e in await store.read_events(0, 10, other)] == [other]
     await store.close()
+
+
+async def test_a_cursor_beyond_what_sqlite_can_store_reads_nothing_instead_of_failing(tmp_path: Path) -> None:
+    # Cursors are uint64 on the wire, SQLite integers signed 64-bit: 2^63 and above used to raise
+    # OverflowError (INTERNAL at the gRPC edge).
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    await store.commit_batch([], [PendingEvent(VIN, "online", b"a")])
+    for after in (2**63 - 1, 2**63, 2**64 - 1):
+        assert await store.read_events(after, 10) == []
+        assert await store.read_events(after, 10, VIN) == []
+    await store.close()
