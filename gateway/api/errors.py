@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import grpc
@@ -19,6 +19,7 @@ from gateway.model import is_valid_vin
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
+Row = TypeVar("Row")
 Resp = TypeVar("Resp")
 
 
@@ -55,6 +56,21 @@ def check_retained(after: int, first: int) -> None:
             f" after_cursor 0 (or {first - 1}) to read from the oldest retained event; events"
             f" {after + 1}..{first - 1} are no longer available",
         )
+
+
+def without_gaps(
+    read: Callable[[int], Awaitable[Sequence[Row]]], first_cursor: Callable[[], Awaitable[int]]
+) -> Callable[[int], Awaitable[Sequence[Row]]]:
+    """`read` of a pruned log (for EventHub.follow) that answers OUT_OF_RANGE rather than rows
+    with a gap. Checked after each read: the oldest retained cursor only grows, so when nothing
+    after `after` is pruned by then, the read saw every row (no race with the pruning)."""
+
+    async def checked(after: int) -> Sequence[Row]:
+        rows = await read(after)
+        check_retained(after, await first_cursor())
+        return rows
+
+    return checked
 
 
 def invalid(message: str) -> ApiError:
