@@ -267,9 +267,16 @@ class Gateway:
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
-            removed = await self.store.prune_events(self.config.event_retention)
-            if removed:
-                log.info("pruned %d old vehicle events", removed)
+            await self.prune_once()
+
+    async def prune_once(self) -> tuple[int, int]:
+        """Drop what is beyond retention from the vehicle event log and the entitlement outbox
+        (Watch streams answer OUT_OF_RANGE for a cursor before what is kept); return the counts."""
+        vehicle = await self.store.prune_events(self.config.event_retention)
+        entitlement = await self.ledger.prune_events(self.config.entitlement_event_retention)
+        if vehicle or entitlement:
+            log.info("pruned %d old vehicle events, %d old entitlement events", vehicle, entitlement)
+        return vehicle, entitlement
 
     async def wait(self) -> None:
         """Return when a component task ends on its own (a failure); raise its error."""

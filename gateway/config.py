@@ -69,6 +69,9 @@ class Config:
     ingress_queue_messages: int = 50_000
     # Vehicle events kept for Watch resumption.
     event_retention: int = 1_000_000
+    # Entitlement events (the outbox WatchEntitlementEvents reads) kept for resumption; older
+    # cursors answer OUT_OF_RANGE like pruned vehicle events.
+    entitlement_event_retention: int = 1_000_000
     telemetry_subscriber_queue: int = 1024
     shutdown_grace_s: float = 10.0
     # Entitlements: R17 idle wait before an FoD command; an entitlement set not acked in time
@@ -125,7 +128,9 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "reference_dir": cv.non_empty,
     "max_payload_bytes": cv.int_in(256, cv.MQTT_PACKET_MAX),
     "ingress_queue_messages": cv.int_in(1, 10_000_000),
+    # At least the newest event stays, so a pruned cursor is always recognised (OUT_OF_RANGE).
     "event_retention": cv.int_in(1, 2**62),
+    "entitlement_event_retention": cv.int_in(1, 2**62),
     "telemetry_subscriber_queue": cv.int_in(1, 1_000_000),
     "shutdown_grace_s": cv.seconds_in(0, 3600),
     "fod_idle_s": cv.seconds_in(0, 7 * 86400),

@@ -19,7 +19,7 @@ from gateway.api.entitlement_convert import (
     explanations_to_proto,
     grant_request_from_proto,
 )
-from gateway.api.errors import ApiError, check_vin, invalid, stream, unary
+from gateway.api.errors import ApiError, check_vin, invalid, stream, unary, without_gaps
 from gateway.convert import timestamp
 from gateway.entitlements import (
     CancelRefused,
@@ -178,7 +178,13 @@ class EntitlementService(entitlements_pb2_grpc.EntitlementServiceServicer):
             with _translated():
                 return await self._ledger.read_events(after, _REPLAY_CHUNK, request.vin)
 
-        async for row in self._hub.follow(read, request.after_cursor, _REPLAY_CHUNK):
+        async def first() -> int:
+            with _translated():
+                return await self._ledger.first_cursor()
+
+        # The outbox is pruned like the vehicle event log (entitlement_event_retention):
+        # OUT_OF_RANGE once it was pruned past the cursor.
+        async for row in self._hub.follow(without_gaps(read, first), request.after_cursor, _REPLAY_CHUNK):
             event = pb.EntitlementEvent.FromString(row.payload)
             event.cursor = row.cursor
             yield event

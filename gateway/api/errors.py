@@ -1,22 +1,25 @@
-"""Errors at the gRPC edge: handlers raise ``ApiError``; one wrapper turns it into a status
-code, counts every call by method and code, and keeps unexpected exceptions from leaking
-internals (they become INTERNAL with a generic message and a log line)."""
+"""Errors at the gRPC edge: handlers raise ``ApiError``; one wrapper checks every request
+against its field limits (gateway/api/limits.py), turns ApiError into a status code, counts
+every call by method and code, and keeps unexpected exceptions from leaking internals (they
+become INTERNAL with a generic message and a log line)."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import grpc
 
+from gateway.api import limits
 from gateway.metrics import Metrics
 from gateway.model import is_valid_vin
 
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
+Row = TypeVar("Row")
 Resp = TypeVar("Resp")
 
 
@@ -29,7 +32,45 @@ class ApiError(Exception):
 
 def check_vin(vin: str, field: str = "vin") -> None:
     if not is_valid_vin(vin):
-        raise invalid(f"{field} {vin!r} is not 17 characters of A-Z/0-9 without I, O, Q")
+        # Echo only what fits a VIN: an oversized value is never copied into the answer.
+        shown = f" {vin!r}" if len(vin) <= limits.MAX_VIN_CHARS else ""
+        raise invalid(f"{field}{shown} is not 17 characters of A-Z/0-9 without I, O, Q")
+
+
+def check_limits(request: object) -> None:
+    """Every field of `request` within its documented limit (gateway/api/limits.py)."""
+    try:
+        limits.check(request)
+    except limits.LimitExceeded as exc:
+        raise invalid(exc.message) from None
+
+
+def check_retained(after: int, first: int) -> None:
+    """OUT_OF_RANGE when events right after `after` were pruned (`first`: the oldest retained
+    cursor, 0 when the log is empty). 0 means "from the oldest retained" and is always fine;
+    so is a cursor beyond the newest event (the stream waits for the next one)."""
+    if after and first and after + 1 < first:
+        raise ApiError(
+            grpc.StatusCode.OUT_OF_RANGE,
+            f"after_cursor {after} was pruned; the oldest retained event is {first}. Resume with"
+            f" after_cursor 0 (or {first - 1}) to read from the oldest retained event; events"
+            f" {after + 1}..{first - 1} are no longer available",
+        )
+
+
+def without_gaps(
+    read: Callable[[int], Awaitable[Sequence[Row]]], first_cursor: Callable[[], Awaitable[int]]
+) -> Callable[[int], Awaitable[Sequence[Row]]]:
+    """`read` of a pruned log (for EventHub.follow) that answers OUT_OF_RANGE rather than rows
+    with a gap. Checked after each read: the oldest retained cursor only grows, so when nothing
+    after `after` is pruned by then, the read saw every row (no race with the pruning)."""
+
+    async def checked(after: int) -> Sequence[Row]:
+        rows = await read(after)
+        check_retained(after, await first_cursor())
+        return rows
+
+    return checked
 
 
 def invalid(message: str) -> ApiError:
@@ -64,6 +105,7 @@ def unary(
         async def handler(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
             code = grpc.StatusCode.OK
             try:
+                check_limits(request)
                 return await fn(self, request, context)
             except ApiError as exc:
                 code = exc.code
@@ -101,6 +143,7 @@ def stream(
             gauge = self._metrics.grpc_stream_subscribers.labels(method)
             gauge.inc()
             try:
+                check_limits(request)
                 async for item in fn(self, request, context):
                     yield item
             except ApiError as exc:

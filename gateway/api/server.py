@@ -18,6 +18,7 @@ from gateway._gen.telematics.v1 import (
 )
 from gateway.api.entitlements import EntitlementService
 from gateway.api.explain import ExplainService
+from gateway.api.limits import MAX_REQUEST_BYTES
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
 
@@ -39,7 +40,11 @@ def build_server(
     health_servicer: health.aio.HealthServicer,
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server and the bound port (useful when `listen` asks for port 0)."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    # A request larger than any valid one is refused by gRPC (RESOURCE_EXHAUSTED) before it is
+    # parsed; the field limits are checked per RPC (gateway/api/limits.py).
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)]
+    )
     vehicles_pb2_grpc.add_VehicleServiceServicer_to_server(vehicles, server)
     telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(telemetry, server)
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(explain, server)

@@ -10,7 +10,7 @@ import grpc
 
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
-from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary
+from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary, without_gaps
 from gateway.convert import account_linking_to_proto, vehicle_to_api
 from gateway.metrics import Metrics
 from gateway.model import Presence, VehicleSession, is_valid_vin
@@ -100,18 +100,13 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
     ) -> AsyncIterator[vehicles_pb2.VehicleEvent]:
         if request.vin:
             check_vin(request.vin)
-        cursor = request.after_cursor
-        first = await self._store.first_cursor()
-        if cursor and first and cursor + 1 < first:
-            raise ApiError(
-                grpc.StatusCode.OUT_OF_RANGE,
-                f"after_cursor {cursor} was pruned; the oldest retained event is {first}",
-            )
 
         def read(after: int) -> Awaitable[list[StoredEvent]]:
             return self._store.read_events(after, _REPLAY_CHUNK, request.vin)
 
-        async for row in self._hub.follow(read, cursor, _REPLAY_CHUNK):
+        # OUT_OF_RANGE once the log was pruned past the cursor (event_retention).
+        checked = without_gaps(read, self._store.first_cursor)
+        async for row in self._hub.follow(checked, request.after_cursor, _REPLAY_CHUNK):
             event = vehicles_pb2.VehicleEvent.FromString(row.payload)
             event.cursor = row.cursor
             yield event

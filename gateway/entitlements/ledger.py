@@ -122,6 +122,16 @@ class Ledger(Protocol):
 
     async def read_events(self, after: int, limit: int, vin: str = "") -> list[OutboxEvent]: ...
 
+    async def first_cursor(self) -> int:
+        """The oldest retained outbox cursor, 0 when the outbox is empty."""
+        ...
+
+    async def prune_events(self, keep: int) -> int:
+        """Delete all but the newest `keep` outbox events; return how many were deleted. The
+        outbox only feeds WatchEntitlementEvents (the engine's work is the entitlement state,
+        sets and commands), so pruning never holds back a delivery to a car."""
+        ...
+
     async def find_by_order(self, order_id: str) -> Entitlement | None: ...
 
     async def get(self, entitlement_id: str) -> Entitlement | None: ...

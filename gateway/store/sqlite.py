@@ -11,7 +11,7 @@ from gateway._gen.telematics.v1 import vehicles_pb2
 from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store.base import PendingEvent, StoredEvent, StoreError
-from gateway.store.sqlite_thread import SqliteThread
+from gateway.store.sqlite_thread import SqliteThread, cursor_arg
 
 T = TypeVar("T")
 
@@ -140,6 +140,8 @@ class SqliteStore:
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
 
     async def read_events(self, after: int, limit: int, vin: str = "") -> list[StoredEvent]:
+        after = cursor_arg(after)  # a uint64 from the client; SQLite compares signed 64-bit
+
         def read(db: sqlite3.Connection) -> list[StoredEvent]:
             if vin:
                 cur = db.execute(

@@ -17,6 +17,16 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+# SQLite integers are signed 64-bit: no rowid (cursor) is ever above this, and binding a larger
+# Python int raises OverflowError. Cursors on the wire are uint64, so readers clamp to it.
+MAX_INTEGER = 2**63 - 1
+
+
+def cursor_arg(after: int) -> int:
+    """A client's `after` cursor as a bindable value with the same meaning: every cursor above
+    MAX_INTEGER is beyond every row there can ever be."""
+    return min(after, MAX_INTEGER)
+
 
 class SqliteClosed(sqlite3.Error):
     """The connection is not open (before open, after close)."""

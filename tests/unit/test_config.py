@@ -235,3 +235,15 @@ def test_no_repr_of_a_config_or_broker_address_or_credentials_holds_the_password
     assert cfg.broker().password == SECRET
     for shown in (repr(cfg), str(cfg), repr(cfg.broker()), repr(BrokerCredentials("gw", SECRET))):
         assert SECRET not in shown
+
+
+def test_entitlement_event_retention_is_its_own_setting() -> None:
+    cfg = load_config(env={"GATEWAY_ENTITLEMENT_EVENT_RETENTION": "500"})
+    assert (cfg.entitlement_event_retention, cfg.event_retention) == (500, 1_000_000)
+
+
+@pytest.mark.parametrize("key", ["event_retention", "entitlement_event_retention"])
+def test_a_retention_below_one_event_is_refused(key: str) -> None:
+    # With nothing kept a pruned cursor could not be told from a new one (OUT_OF_RANGE).
+    with pytest.raises(ConfigError, match=f"GATEWAY_{key.upper()}: 0 is out of range 1"):
+        load_config(env={f"GATEWAY_{key.upper()}": "0"})

@@ -110,3 +110,45 @@ async def test_deleting_an_account_unlinks_its_vehicles_once(tmp_path: Path) -> 
     await ledger.set_owner(VIN, OWNER)  # registered again with the same e-mail (R1)
     assert await ledger.owned_vins(OWNER) == [VIN]
     await ledger.close()
+
+
+async def _outbox_of(ledger: SqliteLedger, n: int, first: int = 0) -> None:
+    for i in range(first, first + n):
+        e, events = grant(order(EntitlementKind.SERVICE, order_id=f"o{i}"), NOW, is_owner=True)
+        await ledger.create(e, events)
+
+
+async def test_pruning_the_outbox_keeps_the_newest_events_and_cursors_keep_counting(tmp_path: Path) -> None:
+    ledger = await open_ledger(tmp_path)
+    assert (await ledger.first_cursor(), await ledger.prune_events(keep=3)) == (0, 0)
+    await _outbox_of(ledger, 10)
+    assert await ledger.first_cursor() == 1
+    assert await ledger.prune_events(keep=3) == 7
+    assert await ledger.first_cursor() == 8
+    assert [ev.cursor for ev in await ledger.read_events(0, 100)] == [8, 9, 10]
+    assert await ledger.prune_events(keep=3) == 0
+    await ledger.close()
+    ledger = await open_ledger(tmp_path)
+    await _outbox_of(ledger, 1, first=10)  # a pruned cursor is never handed out again
+    assert [ev.cursor for ev in await ledger.read_events(0, 100)] == [8, 9, 10, 11]
+    await ledger.close()
+
+
+async def test_pruning_the_outbox_leaves_the_entitlements_and_their_delivery_state(tmp_path: Path) -> None:
+    # The outbox only feeds WatchEntitlementEvents; what goes to a car is decided from the
+    # entitlements, sets and commands, so they must survive any pruning.
+    ledger = await open_ledger(tmp_path)
+    await _outbox_of(ledger, 3)
+    live = await ledger.load_live()
+    await ledger.prune_events(keep=1)
+    assert await ledger.load_live() == live and len(live) == 3
+    await ledger.close()
+
+
+async def test_an_outbox_cursor_beyond_what_sqlite_can_store_reads_nothing(tmp_path: Path) -> None:
+    ledger = await open_ledger(tmp_path)
+    await _outbox_of(ledger, 1)
+    for after in (2**63 - 1, 2**63, 2**64 - 1):
+        assert await ledger.read_events(after, 10) == []
+        assert await ledger.read_events(after, 10, VIN) == []
+    await ledger.close()

@@ -79,3 +79,15 @@ async def test_sequence_epochs_and_heartbeat_interval_survive_reopening_the_stor
         7, 5001, 1 << 63,
     )
     assert loaded.heartbeat_interval_s == 30
+
+
+async def test_a_cursor_beyond_what_sqlite_can_store_reads_nothing_instead_of_failing(tmp_path: Path) -> None:
+    # Cursors are uint64 on the wire, SQLite integers signed 64-bit: 2^63 and above used to raise
+    # OverflowError (INTERNAL at the gRPC edge).
+    store = SqliteStore(path=tmp_path / "g.db")
+    await store.open()
+    await store.commit_batch([], [PendingEvent(VIN, "online", b"a")])
+    for after in (2**63 - 1, 2**63, 2**64 - 1):
+        assert await store.read_events(after, 10) == []
+        assert await store.read_events(after, 10, VIN) == []
+    await store.close()

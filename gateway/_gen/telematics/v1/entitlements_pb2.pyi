@@ -224,6 +224,8 @@ Global___Entitlement: _TypeAlias = Entitlement  # noqa: Y015
 
 @_typing.final
 class GrantRequest(_message.Message):
+    """Timestamps of a request lie within 1970-01-01T00:00:00Z..2199-12-31T23:59:59Z."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
@@ -238,26 +240,29 @@ class GrantRequest(_message.Message):
     TERM_MONTHS_FIELD_NUMBER: _builtins.int
     AUTO_RENEW_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """idempotency key"""
+    """idempotency key; at most 128 characters"""
     vin: _builtins.str
+    """17 characters"""
     product_id: _builtins.str
-    """an id of the product catalogue (roaming/products.toml)"""
+    """An id of the product catalogue (roaming/products.toml); at most 64 characters."""
     kind: Global___EntitlementKind.ValueType
     purchaser: _builtins.str
+    """account id (e-mail, R1); at most 254 characters"""
     purchaser_role: Global___PurchaserRole.ValueType
     term_months: _builtins.int
+    """0..1200 (100 years); 0: none"""
     auto_renew: _builtins.bool
     @_builtins.property
     def booked_at(self) -> _timestamp_pb2.Timestamp:
-        """unset: now"""
+        """unset: now; 1970-01-01..2199-12-31"""
 
     @_builtins.property
     def term_start(self) -> _timestamp_pb2.Timestamp:
-        """unset: booked_at"""
+        """unset: booked_at; 1970-01-01..2199-12-31"""
 
     @_builtins.property
     def term_end(self) -> _timestamp_pb2.Timestamp:
-        """give term_end or term_months, not both"""
+        """Give term_end or term_months, not both. 1970-01-01..2199-12-31."""
 
     def __init__(
         self,
@@ -289,8 +294,11 @@ class CancelRequest(_message.Message):
     ENTITLEMENT_ID_FIELD_NUMBER: _builtins.int
     NOTICE_SECONDS_FIELD_NUMBER: _builtins.int
     entitlement_id: _builtins.str
+    """at most 128 characters"""
     notice_seconds: _builtins.int
-    """R10: the contract's notice period in seconds (for fixed terms). Monthly FoD uses R16."""
+    """R10: the contract's notice period in seconds (for fixed terms). Monthly FoD uses R16.
+    0..316224000 (ten years).
+    """
     def __init__(
         self,
         *,
@@ -340,7 +348,9 @@ class RevokeRequest(_message.Message):
     ENTITLEMENT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     entitlement_id: _builtins.str
+    """at most 128 characters"""
     reason: _builtins.str
+    """at most 256 characters; empty: "revoked_by_backend" """
     def __init__(
         self,
         *,
@@ -361,6 +371,7 @@ class GetEntitlementRequest(_message.Message):
 
     ENTITLEMENT_ID_FIELD_NUMBER: _builtins.int
     entitlement_id: _builtins.str
+    """at most 128 characters"""
     def __init__(
         self,
         *,
@@ -381,6 +392,7 @@ class ListEntitlementsRequest(_message.Message):
     VIN_FIELD_NUMBER: _builtins.int
     INCLUDE_ENDED_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
+    """17 characters"""
     include_ended: _builtins.bool
     def __init__(
         self,
@@ -423,8 +435,9 @@ class SetVehicleOwnerRequest(_message.Message):
     VIN_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
+    """17 characters"""
     owner: _builtins.str
-    """account id of the primary user (R3); a sale changes it"""
+    """Account id of the primary user (R3); a sale changes it. At most 254 characters."""
     def __init__(
         self,
         *,
@@ -460,7 +473,7 @@ class DeleteAccountRequest(_message.Message):
 
     ACCOUNT_FIELD_NUMBER: _builtins.int
     account: _builtins.str
-    """R4: stops delivery for that account's vehicles"""
+    """R4: stops delivery for that account's vehicles. At most 254 characters."""
     def __init__(
         self,
         *,
@@ -546,8 +559,12 @@ class WatchEntitlementEventsRequest(_message.Message):
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     VIN_FIELD_NUMBER: _builtins.int
     after_cursor: _builtins.int
+    """0: from the oldest retained event. Any value is valid: a cursor beyond the newest event
+    is not an error, the stream waits for the events after it (cursors stay below 2^63).
+    OUT_OF_RANGE when it is older than the retained outbox.
+    """
     vin: _builtins.str
-    """optional filter"""
+    """optional filter; 17 characters"""
     def __init__(
         self,
         *,

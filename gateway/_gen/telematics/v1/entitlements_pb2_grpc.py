@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class EntitlementServiceStub:
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+    and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+    by gRPC before it is read).
     Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
     in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
     service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
@@ -43,7 +46,14 @@ class EntitlementServiceStub:
     Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
     why), the response states the effective end.
     Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).
+    SetVehicleOwner: INVALID_ARGUMENT (malformed VIN, empty owner).
+    DeleteAccount: INVALID_ARGUMENT (empty account).
     WatchEntitlementEvents: at-least-once, in order per VIN, resumable by cursor.
+    INVALID_ARGUMENT (malformed VIN filter). OUT_OF_RANGE when `after_cursor` is older than
+    the retained outbox (events were pruned, `entitlement_event_retention`): the message
+    names the oldest retained cursor; resume with 0 (from the oldest retained event) and
+    reconcile from GetEntitlement/ListEntitlements. At shutdown the stream ends with OK.
+    Any RPC: UNAVAILABLE when the ledger cannot be read or written (retry).
     There is deliberately no call that moves an entitlement to another VIN (R8).
     """
 
@@ -96,7 +106,10 @@ class EntitlementServiceStub:
 
 
 class EntitlementServiceServicer:
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+    and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+    by gRPC before it is read).
     Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
     in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
     service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
@@ -113,7 +126,14 @@ class EntitlementServiceServicer:
     Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
     why), the response states the effective end.
     Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).
+    SetVehicleOwner: INVALID_ARGUMENT (malformed VIN, empty owner).
+    DeleteAccount: INVALID_ARGUMENT (empty account).
     WatchEntitlementEvents: at-least-once, in order per VIN, resumable by cursor.
+    INVALID_ARGUMENT (malformed VIN filter). OUT_OF_RANGE when `after_cursor` is older than
+    the retained outbox (events were pruned, `entitlement_event_retention`): the message
+    names the oldest retained cursor; resume with 0 (from the oldest retained event) and
+    reconcile from GetEntitlement/ListEntitlements. At shutdown the stream ends with OK.
+    Any RPC: UNAVAILABLE when the ledger cannot be read or written (retry).
     There is deliberately no call that moves an entitlement to another VIN (R8).
     """
 
@@ -217,7 +237,10 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EntitlementService:
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+    and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+    by gRPC before it is read).
     Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
     in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
     service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
@@ -234,7 +257,14 @@ class EntitlementService:
     Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
     why), the response states the effective end.
     Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).
+    SetVehicleOwner: INVALID_ARGUMENT (malformed VIN, empty owner).
+    DeleteAccount: INVALID_ARGUMENT (empty account).
     WatchEntitlementEvents: at-least-once, in order per VIN, resumable by cursor.
+    INVALID_ARGUMENT (malformed VIN filter). OUT_OF_RANGE when `after_cursor` is older than
+    the retained outbox (events were pruned, `entitlement_event_retention`): the message
+    names the oldest retained cursor; resume with 0 (from the oldest retained event) and
+    reconcile from GetEntitlement/ListEntitlements. At shutdown the stream ends with OK.
+    Any RPC: UNAVAILABLE when the ledger cannot be read or written (retry).
     There is deliberately no call that moves an entitlement to another VIN (R8).
     """
 

@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class EntitlementServiceStub:
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+        and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+        by gRPC before it is read).
       Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
         in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
         service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
@@ -44,7 +47,14 @@ class EntitlementServiceStub:
       Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
         why), the response states the effective end.
       Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).
+      SetVehicleOwner: INVALID_ARGUMENT (malformed VIN, empty owner).
+      DeleteAccount: INVALID_ARGUMENT (empty account).
       WatchEntitlementEvents: at-least-once, in order per VIN, resumable by cursor.
+        INVALID_ARGUMENT (malformed VIN filter). OUT_OF_RANGE when `after_cursor` is older than
+        the retained outbox (events were pruned, `entitlement_event_retention`): the message
+        names the oldest retained cursor; resume with 0 (from the oldest retained event) and
+        reconcile from GetEntitlement/ListEntitlements. At shutdown the stream ends with OK.
+      Any RPC: UNAVAILABLE when the ledger cannot be read or written (retry).
     There is deliberately no call that moves an entitlement to another VIN (R8).
     """
 
@@ -63,7 +73,10 @@ class EntitlementServiceStub:
 
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+        and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+        by gRPC before it is read).
       Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
         in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
         service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
@@ -80,7 +93,14 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
       Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
         why), the response states the effective end.
       Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).
+      SetVehicleOwner: INVALID_ARGUMENT (malformed VIN, empty owner).
+      DeleteAccount: INVALID_ARGUMENT (empty account).
       WatchEntitlementEvents: at-least-once, in order per VIN, resumable by cursor.
+        INVALID_ARGUMENT (malformed VIN filter). OUT_OF_RANGE when `after_cursor` is older than
+        the retained outbox (events were pruned, `entitlement_event_retention`): the message
+        names the oldest retained cursor; resume with 0 (from the oldest retained event) and
+        reconcile from GetEntitlement/ListEntitlements. At shutdown the stream ends with OK.
+      Any RPC: UNAVAILABLE when the ledger cannot be read or written (retry).
     There is deliberately no call that moves an entitlement to another VIN (R8).
     """
 
@@ -95,7 +115,10 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     WatchEntitlementEvents: _aio.UnaryStreamMultiCallable[_entitlements_pb2.WatchEntitlementEventsRequest, _entitlements_pb2.EntitlementEvent]  # type: ignore[assignment]
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+        and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+        by gRPC before it is read).
       Grant: INVALID_ARGUMENT (malformed VIN, missing fields, contradictory term; product_id not
         in the product catalogue; a kind that does not fit the product: SERVICE/FIXED_TERM for a
         service product, FOD_UNLIMITED/FOD_MONTHLY for a Function on Demand),
@@ -112,7 +135,14 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
       Cancel: NOT_FOUND, FAILED_PRECONDITION (e.g. R15 withdrawal period over; the message says
         why), the response states the effective end.
       Revoke: NOT_FOUND. GetEntitlement: NOT_FOUND. ListEntitlements: INVALID_ARGUMENT (VIN).
+      SetVehicleOwner: INVALID_ARGUMENT (malformed VIN, empty owner).
+      DeleteAccount: INVALID_ARGUMENT (empty account).
       WatchEntitlementEvents: at-least-once, in order per VIN, resumable by cursor.
+        INVALID_ARGUMENT (malformed VIN filter). OUT_OF_RANGE when `after_cursor` is older than
+        the retained outbox (events were pruned, `entitlement_event_retention`): the message
+        names the oldest retained cursor; resume with 0 (from the oldest retained event) and
+        reconcile from GetEntitlement/ListEntitlements. At shutdown the stream ends with OK.
+      Any RPC: UNAVAILABLE when the ledger cannot be read or written (retry).
     There is deliberately no call that moves an entitlement to another VIN (R8).
     """
 

@@ -197,8 +197,9 @@ class ExplainRequest(_message.Message):
     VIN_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
+    """17 characters"""
     language: _builtins.str
-    """"en" (default) or "de" """
+    """"en" (default) or "de"; at most 8 characters"""
     def __init__(
         self,
         *,

@@ -27,7 +27,9 @@ if _version_not_supported:
 
 class ExplainServiceStub:
     """Errors:
-    Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de"), NOT_FOUND (never seen).
+    Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
+    the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
+    for a request over 64 KiB.
     ReloadReferenceData: never fails; a bad file keeps the old snapshot (reloaded=false).
     """
 
@@ -51,7 +53,9 @@ class ExplainServiceStub:
 
 class ExplainServiceServicer:
     """Errors:
-    Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de"), NOT_FOUND (never seen).
+    Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
+    the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
+    for a request over 64 KiB.
     ReloadReferenceData: never fails; a bad file keeps the old snapshot (reloaded=false).
     """
 
@@ -90,7 +94,9 @@ def add_ExplainServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ExplainService:
     """Errors:
-    Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de"), NOT_FOUND (never seen).
+    Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
+    the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
+    for a request over 64 KiB.
     ReloadReferenceData: never fails; a bad file keeps the old snapshot (reloaded=false).
     """
 

@@ -30,7 +30,9 @@ GRPC_VERSION: str
 
 class ExplainServiceStub:
     """Errors:
-      Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de"), NOT_FOUND (never seen).
+      Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
+        the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
+        for a request over 64 KiB.
       ReloadReferenceData: never fails; a bad file keeps the old snapshot (reloaded=false).
     """
 
@@ -44,7 +46,9 @@ class ExplainServiceStub:
 @_typing.type_check_only
 class ExplainServiceAsyncStub(ExplainServiceStub):
     """Errors:
-      Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de"), NOT_FOUND (never seen).
+      Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
+        the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
+        for a request over 64 KiB.
       ReloadReferenceData: never fails; a bad file keeps the old snapshot (reloaded=false).
     """
 
@@ -54,7 +58,9 @@ class ExplainServiceAsyncStub(ExplainServiceStub):
 
 class ExplainServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors:
-      Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de"), NOT_FOUND (never seen).
+      Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
+        the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
+        for a request over 64 KiB.
       ReloadReferenceData: never fails; a bad file keeps the old snapshot (reloaded=false).
     """
 

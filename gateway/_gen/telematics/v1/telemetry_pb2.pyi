@@ -99,7 +99,9 @@ class SubscribeTelemetryRequest(_message.Message):
     SERVICES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional: only these services' records. Empty: all."""
+        """Optional: only these services' records. Empty: all. At most 64 entries of at most 64
+        characters each.
+        """
 
     def __init__(
         self,

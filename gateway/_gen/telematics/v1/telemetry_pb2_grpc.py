@@ -27,7 +27,9 @@ if _version_not_supported:
 
 class TelemetryServiceStub:
     """Errors:
-    SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached.
+    SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
+    request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
+    message names the field and the limit).
     Live data: records flow to the subscribers connected at the time. While every subscriber's
     queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
     """
@@ -47,7 +49,9 @@ class TelemetryServiceStub:
 
 class TelemetryServiceServicer:
     """Errors:
-    SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached.
+    SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
+    request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
+    message names the field and the limit).
     Live data: records flow to the subscribers connected at the time. While every subscriber's
     queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
     """
@@ -76,7 +80,9 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TelemetryService:
     """Errors:
-    SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached.
+    SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
+    request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
+    message names the field and the limit).
     Live data: records flow to the subscribers connected at the time. While every subscriber's
     queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
     """

@@ -28,7 +28,9 @@ GRPC_VERSION: str
 
 class TelemetryServiceStub:
     """Errors:
-      SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached.
+      SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
+        request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
+        message names the field and the limit).
     Live data: records flow to the subscribers connected at the time. While every subscriber's
     queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
     """
@@ -42,7 +44,9 @@ class TelemetryServiceStub:
 @_typing.type_check_only
 class TelemetryServiceAsyncStub(TelemetryServiceStub):
     """Errors:
-      SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached.
+      SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
+        request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
+        message names the field and the limit).
     Live data: records flow to the subscribers connected at the time. While every subscriber's
     queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
     """
@@ -52,7 +56,9 @@ class TelemetryServiceAsyncStub(TelemetryServiceStub):
 
 class TelemetryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors:
-      SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached.
+      SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
+        request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
+        message names the field and the limit).
     Live data: records flow to the subscribers connected at the time. While every subscriber's
     queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
     """

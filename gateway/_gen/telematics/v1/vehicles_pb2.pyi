@@ -428,6 +428,7 @@ class GetVehicleRequest(_message.Message):
 
     VIN_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
+    """17 characters"""
     def __init__(
         self,
         *,
@@ -448,9 +449,9 @@ class ListVehiclesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """1..1000, default 100"""
+    """0..1000; 0: the default, 100"""
     page_token: _builtins.str
-    """from the previous response; empty for the first page"""
+    """From the previous response; empty for the first page. At most 64 characters."""
     def __init__(
         self,
         *,
@@ -496,9 +497,12 @@ class WatchVehicleEventsRequest(_message.Message):
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     VIN_FIELD_NUMBER: _builtins.int
     after_cursor: _builtins.int
-    """0: from the oldest retained event"""
+    """0: from the oldest retained event. Any value is valid: a cursor beyond the newest event
+    is not an error, the stream waits for the events after it (cursors stay below 2^63, so
+    from 2^63-1 on nothing will come). OUT_OF_RANGE when it is older than the retained log.
+    """
     vin: _builtins.str
-    """optional: only this vehicle's events"""
+    """optional: only this vehicle's events; 17 characters"""
     def __init__(
         self,
         *,
@@ -541,10 +545,13 @@ class SendRemoteCommandRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
+    """17 characters"""
     name: _builtins.str
-    """e.g. "lock", "flash-lights", "climate-on" """
+    """e.g. "lock", "flash-lights"; at most 64 characters"""
     @_builtins.property
-    def arguments(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def arguments(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """At most 16 entries; keys at most 64 characters, values at most 256 characters."""
+
     def __init__(
         self,
         *,

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class VehicleServiceStub:
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+    and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+    by gRPC before it is read).
     SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
     FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
     the message names the reason), UNAVAILABLE (the broker session is down; retry).
@@ -36,7 +39,10 @@ class VehicleServiceStub:
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
     every retained event after `after_cursor`, then follows live events, in cursor order.
-    OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned).
+    OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned,
+    `event_retention`): the message names the oldest retained cursor; resume with 0 (from
+    the oldest retained event) and reconcile what was missed. At shutdown the stream ends
+    with OK after what it has; reconnect with the last cursor.
     """
 
     def __init__(self, channel):
@@ -68,7 +74,10 @@ class VehicleServiceStub:
 
 
 class VehicleServiceServicer:
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+    and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+    by gRPC before it is read).
     SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
     FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
     the message names the reason), UNAVAILABLE (the broker session is down; retry).
@@ -78,7 +87,10 @@ class VehicleServiceServicer:
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
     every retained event after `after_cursor`, then follows live events, in cursor order.
-    OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned).
+    OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned,
+    `event_retention`): the message names the oldest retained cursor; resume with 0 (from
+    the oldest retained event) and reconcile what was missed. At shutdown the stream ends
+    with OK after what it has; reconnect with the last cursor.
     """
 
     def GetVehicle(self, request, context):
@@ -137,7 +149,10 @@ def add_VehicleServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class VehicleService:
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+    and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+    by gRPC before it is read).
     SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
     FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
     the message names the reason), UNAVAILABLE (the broker session is down; retry).
@@ -147,7 +162,10 @@ class VehicleService:
     ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
     WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
     every retained event after `after_cursor`, then follows live events, in cursor order.
-    OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned).
+    OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned,
+    `event_retention`): the message names the oldest retained cursor; resume with 0 (from
+    the oldest retained event) and reconcile what was missed. At shutdown the stream ends
+    with OK after what it has; reconnect with the last cursor.
     """
 
     @staticmethod

@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class VehicleServiceStub:
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+        and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+        by gRPC before it is read).
       SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
         FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
         the message names the reason), UNAVAILABLE (the broker session is down; retry).
@@ -37,7 +40,10 @@ class VehicleServiceStub:
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
         every retained event after `after_cursor`, then follows live events, in cursor order.
-        OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned).
+        OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned,
+        `event_retention`): the message names the oldest retained cursor; resume with 0 (from
+        the oldest retained event) and reconcile what was missed. At shutdown the stream ends
+        with OK after what it has; reconnect with the last cursor.
     """
 
     @_typing.overload
@@ -51,7 +57,10 @@ class VehicleServiceStub:
 
 @_typing.type_check_only
 class VehicleServiceAsyncStub(VehicleServiceStub):
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+        and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+        by gRPC before it is read).
       SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
         FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
         the message names the reason), UNAVAILABLE (the broker session is down; retry).
@@ -61,7 +70,10 @@ class VehicleServiceAsyncStub(VehicleServiceStub):
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
         every retained event after `after_cursor`, then follows live events, in cursor order.
-        OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned).
+        OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned,
+        `event_retention`): the message names the oldest retained cursor; resume with 0 (from
+        the oldest retained event) and reconcile what was missed. At shutdown the stream ends
+        with OK after what it has; reconnect with the last cursor.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -71,7 +83,10 @@ class VehicleServiceAsyncStub(VehicleServiceStub):
     SendRemoteCommand: _aio.UnaryUnaryMultiCallable[_vehicles_pb2.SendRemoteCommandRequest, _vehicles_pb2.SendRemoteCommandResponse]  # type: ignore[assignment]
 
 class VehicleServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Errors:
+    """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
+        and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
+        by gRPC before it is read).
       SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
         FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
         the message names the reason), UNAVAILABLE (the broker session is down; retry).
@@ -81,7 +96,10 @@ class VehicleServiceServicer(metaclass=_abc_1.ABCMeta):
       ListVehicles: INVALID_ARGUMENT (page_size out of range, bad page_token).
       WatchVehicleEvents: INVALID_ARGUMENT (malformed VIN filter); the stream first replays
         every retained event after `after_cursor`, then follows live events, in cursor order.
-        OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned).
+        OUT_OF_RANGE when `after_cursor` is older than the retained log (events were pruned,
+        `event_retention`): the message names the oldest retained cursor; resume with 0 (from
+        the oldest retained event) and reconcile what was missed. At shutdown the stream ends
+        with OK after what it has; reconnect with the last cursor.
     """
 
     @_abc_1.abstractmethod
