@@ -35,7 +35,7 @@ from gateway.entitlements.ledger_sqlite_rows import (
     write_entitlements,
 )
 from gateway.entitlements.types import Entitlement, LifecycleEvent
-from gateway.store.sqlite_thread import SqliteThread, cursor_arg
+from gateway.store.sqlite_thread import SqliteThread, cursor_arg, first_cursor, prune_keeping
 
 T = TypeVar("T")
 
@@ -127,24 +127,13 @@ class SqliteLedger:
         return await self._run(read)
 
     async def first_cursor(self) -> int:
-        def first(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT MIN(cursor) FROM entitlement_events").fetchone()
-            return int(row[0]) if row and row[0] is not None else 0
-
-        return await self._run(first)
+        return await self._run(lambda db: first_cursor(db, "entitlement_events"))
 
     async def prune_events(self, keep: int) -> int:
         # Only WatchEntitlementEvents reads the outbox: what reaches a car is decided from the
         # entitlements, sets and commands, so any old event may go (cursors keep counting up:
         # AUTOINCREMENT never reuses a pruned cursor).
-        def prune(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT MAX(cursor) FROM entitlement_events").fetchone()
-            if not row or row[0] is None:
-                return 0
-            cur = db.execute("DELETE FROM entitlement_events WHERE cursor <= ?", (int(row[0]) - keep,))
-            return cur.rowcount
-
-        return await self._transaction(prune)
+        return await self._transaction(lambda db: prune_keeping(db, "entitlement_events", keep))
 
     async def find_by_order(self, order_id: str) -> Entitlement | None:
         return await self._one("SELECT data FROM entitlements WHERE order_id = ?", order_id)

@@ -11,7 +11,7 @@ from gateway._gen.telematics.v1 import vehicles_pb2
 from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store.base import PendingEvent, StoredEvent, StoreError
-from gateway.store.sqlite_thread import SqliteThread, cursor_arg
+from gateway.store.sqlite_thread import SqliteThread, cursor_arg, first_cursor, prune_keeping
 
 T = TypeVar("T")
 
@@ -160,18 +160,7 @@ class SqliteStore:
         return await self._run(read)
 
     async def first_cursor(self) -> int:
-        def first(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT MIN(cursor) FROM vehicle_events").fetchone()
-            return int(row[0]) if row and row[0] is not None else 0
-
-        return await self._run(first)
+        return await self._run(lambda db: first_cursor(db, "vehicle_events"))
 
     async def prune_events(self, keep: int) -> int:
-        def prune(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT MAX(cursor) FROM vehicle_events").fetchone()
-            if not row or row[0] is None:
-                return 0
-            cur = db.execute("DELETE FROM vehicle_events WHERE cursor <= ?", (int(row[0]) - keep,))
-            return cur.rowcount
-
-        return await self._run(prune)
+        return await self._run(lambda db: prune_keeping(db, "vehicle_events", keep))

@@ -28,6 +28,22 @@ def cursor_arg(after: int) -> int:
     return min(after, MAX_INTEGER)
 
 
+def first_cursor(db: sqlite3.Connection, table: str) -> int:
+    """The oldest retained cursor of an event table (0 when it is empty). `table` is a constant
+    of the caller, never input."""
+    row = db.execute(f"SELECT MIN(cursor) FROM {table}").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def prune_keeping(db: sqlite3.Connection, table: str, keep: int) -> int:
+    """Delete all but the newest `keep` cursors of an event table; the number deleted.
+    AUTOINCREMENT never reuses a pruned cursor, so a pruned one is always recognised."""
+    row = db.execute(f"SELECT MAX(cursor) FROM {table}").fetchone()
+    if not row or row[0] is None:
+        return 0
+    return db.execute(f"DELETE FROM {table} WHERE cursor <= ?", (int(row[0]) - keep,)).rowcount
+
+
 class SqliteClosed(sqlite3.Error):
     """The connection is not open (before open, after close)."""
 
