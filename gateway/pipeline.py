@@ -16,6 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from functools import lru_cache
 from typing import Protocol
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 2_000
 CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
+
+
+# The rule is pure and its inputs few (settings x services x catalogue allowlists): computed
+# once per combination, not per message.
+_redaction = lru_cache(maxsize=4096)(telemetry_redaction)
 
 
 class Message(Protocol):
@@ -277,12 +283,16 @@ class Pipeline:
         # R22: the envelope's own header is the car's setting when it sent it; a late envelope
         # (sequence below the highest) did not update the session, whose current setting may be
         # stricter. Judged by the stricter of both: fail closed.
-        privacy = strictest_privacy(privacy_from_proto(env.privacy), session.privacy)
+        # A new envelope has just set the session's setting from its header: the same thing.
+        privacy = (
+            session.privacy if t.arrival is Arrival.NEW
+            else strictest_privacy(privacy_from_proto(env.privacy), session.privacy)
+        )
         if body == "telemetry":
             batch = env.telemetry
             # R22: a location is personal whatever the service; so may be any signal the
             # catalogue does not declare public. The rule decides, this applies it.
-            redaction = telemetry_redaction(privacy, batch.service, self._public_signals(batch.service))
+            redaction = _redaction(privacy, batch.service, self._public_signals(batch.service))
             decision = redaction.decision
             decisions[decision.rule, decision.outcome.value] += 1
             for sample in batch.samples:

@@ -29,7 +29,7 @@ from gateway.model import (
 )
 from gateway.session.events import EventKind, SessionEvent
 from gateway.session.liveness import LivenessSchedule
-from gateway.session.sequence import Arrival, Space, classify_epoch
+from gateway.session.sequence import MAX_JUMP, Arrival, Space, classify, classify_epoch
 
 
 @dataclass(slots=True)
@@ -129,13 +129,23 @@ class SessionTracker:
     def apply(self, env: uplink_pb2.Envelope, now: float) -> Tracked:
         s = self._session(env.vin)
         body = env.WhichOneof("body")
-        before = _sequence_state(s)
-        arrival = self._classify(s, env, body == "hello")
-        result = Tracked(arrival, s)
-        if arrival is not Arrival.NEW:
-            # A late first arrival is recorded in the window: keep that across a restart.
-            result.dirty = _sequence_state(s) != before
-            return result
+        seq, last = env.sequence, s.last_sequence
+        if (
+            env.sequence_epoch == s.sequence_epoch and last and not s.jump_candidate
+            and last < seq <= last + MAX_JUMP
+        ):
+            # Nearly every message: the next number of the current epoch. The same outcome as
+            # classify_epoch (NEW, no jump pending) without building its Space values.
+            _, s.last_sequence, s.seen_window = classify(last, s.seen_window, seq)
+            result = Tracked(Arrival.NEW, s)
+        else:
+            before = _sequence_state(s)
+            arrival = self._classify(s, env, body == "hello")
+            result = Tracked(arrival, s)
+            if arrival is not Arrival.NEW:
+                # A late first arrival is recorded in the window: keep that across a restart.
+                result.dirty = _sequence_state(s) != before
+                return result
         s.last_seen_at = now
         result.dirty = True
         # Any new envelope proves the car is connected now (it can only publish while it is):
