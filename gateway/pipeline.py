@@ -168,8 +168,9 @@ class Pipeline:
         for expired in self._tracker.expire(now):
             self._m.presence_grace_started.labels("expired").inc()
             dirty[expired.session.vin] = expired.session
-            events.extend((e, expired.session) for e in expired.events)
-            updates.append(VehicleUpdate(copy.copy(expired.session)))
+            gone = copy.copy(expired.session)  # as the expiry left it (see below)
+            events.extend(_egress(expired.events, gone))
+            updates.append(VehicleUpdate(gone))
         for msg in batch:
             d = decode(msg.topic, msg.payload, self._max_payload, now=now)
             if isinstance(d, Rejected):
@@ -177,6 +178,10 @@ class Pipeline:
                 if self._log_budget.allow():
                     log.warning("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail)
                 continue
+            # The session as this message left it, copied at most once per message (shared by
+            # the VehicleUpdate and the events). A shallow copy suffices: every field of
+            # VehicleSession is an immutable value (Privacy and VehicleState are frozen).
+            snapshot: VehicleSession | None = None
             if isinstance(d, Decoded):
                 env = d.envelope
                 body: str = env.WhichOneof("body") or ""
@@ -205,9 +210,10 @@ class Pipeline:
                 if t.events or body in ("entitlement_ack", "fod_result"):
                     # A copy: the tracker changes sessions in place, and the R17 idle wait must
                     # see every state in between (privacy on and off within one batch).
+                    snapshot = copy.copy(t.session)
                     updates.append(
                         VehicleUpdate(
-                            copy.copy(t.session),
+                            snapshot,
                             booted_online=body == "hello" and env.hello.boot and t.arrival is Arrival.NEW,
                             entitlement_ack=env.entitlement_ack if body == "entitlement_ack" else None,
                             fod_result=env.fod_result if body == "fod_result" else None,
@@ -217,21 +223,24 @@ class Pipeline:
                 body = "will"
                 t = self._apply_will(d.vin, d.connection_id, now)
                 if t.events:
-                    updates.append(VehicleUpdate(copy.copy(t.session)))
+                    snapshot = copy.copy(t.session)
+                    updates.append(VehicleUpdate(snapshot))
             kinds[body] += 1
             if t.dirty:
                 dirty[t.session.vin] = t.session
-            # R22: judged now, with the privacy of the moment (the session changes in place
-            # within the batch); the commit judges again with the later setting.
-            events.extend(
-                (v, t.session) for e in t.events if (v := egress_event(e, t.session)) is not None
-            )
+            if t.events:
+                # R22 and "the session right after the event": judged and serialized with a
+                # copy of the session as this message left it (the tracker changes sessions in
+                # place; a later message of the batch may switch privacy off). One copy per
+                # message with events, none for plain telemetry.
+                events.extend(_egress(t.events, snapshot if snapshot is not None else copy.copy(t.session)))
         # After the batch: a car whose message is in it has spoken and is not timed out.
         for silent in self._tracker.expire_silent(now, self._liveness_timeout_s):
             self._m.presence_timeouts.inc()
             dirty[silent.session.vin] = silent.session
-            events.extend((e, silent.session) for e in silent.events)
-            updates.append(VehicleUpdate(copy.copy(silent.session)))
+            gone = copy.copy(silent.session)
+            events.extend(_egress(silent.events, gone))
+            updates.append(VehicleUpdate(gone))
         if self._entitlements is not None and updates:
             # Before the session commit: after a crash in between, the replay window has not
             # seen these messages, so the broker's redelivery reaches the engine again (its
@@ -379,6 +388,14 @@ class Pipeline:
         self._m.vehicles_tracked.set(len(self._tracker.sessions))
 
 
+
+
+def _egress(
+    raised: Sequence[SessionEvent], snapshot: VehicleSession
+) -> list[tuple[SessionEvent, VehicleSession]]:
+    """The events as they may go to the event log (R22, judged with `snapshot`'s privacy),
+    each with the session snapshot it is serialized with at the commit."""
+    return [(v, snapshot) for e in raised if (v := egress_event(e, snapshot)) is not None]
 
 
 class _LogBudget:

@@ -17,6 +17,7 @@ from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
 from load.fleet import COUNTRIES, Car
 
 TELEMETRY_SERVICE = "remote-services"
+HELLO_HEARTBEAT_S = 3600  # gateway/session/liveness.py MAX_HEARTBEAT_S
 _RADIO: dict[int, common_pb2.Radio.ValueType] = {
     common_pb2.BEARER_EMBEDDED_SIM: common_pb2.RADIO_4G,
     common_pb2.BEARER_INSERTED_SIM: common_pb2.RADIO_4G,
@@ -64,6 +65,10 @@ def hello(car: Car, seq: int, connection_id: int, *, boot: bool, parked: bool = 
     h.state.power = common_pb2.POWER_STATE_OFF if parked else common_pb2.POWER_STATE_ON
     h.state.lock = common_pb2.LOCK_STATE_LOCKED if parked else common_pb2.LOCK_STATE_UNLOCKED
     h.state.charging_plug = common_pb2.CHARGING_PLUG_DISCONNECTED
+    # Liveness: the generator's cars send no Heartbeat (the storms hold them online and idle).
+    # The longest interval keeps its promise for every run (each lasts minutes, not an hour),
+    # so no car is timed out offline mid-scenario (3 intervals: 3 hours).
+    h.heartbeat_interval_s = HELLO_HEARTBEAT_S
     return env.SerializeToString()
 
 

@@ -5,6 +5,7 @@ Each car, seeded: boots (Hello boot=true), drives (telemetry batches with locati
 cross a border (visited country/MCC/roaming change), toggles privacy mode, may lose its link
 (unclean disconnect: the will fires) and reconnect, parks (power off, lock), plugs in and
 charges (a ChargingSession record with a unique session_id), and sleeps (Goodbye, DISCONNECT).
+While connected it keeps its announced heartbeat (Hello.heartbeat_interval_s, wall seconds).
 It answers downlinks on v1/vehicles/{vin}/down: EntitlementSet -> EntitlementAck, FodCommand
 -> FodResult, RemoteCommand -> CommandResult.
 
@@ -58,6 +59,11 @@ from load.sim_checks import FOD_PRODUCT, SERVICE_PRODUCT, CarRecord, CheckResult
 CURRENCY = {"US": "USD", "CA": "CAD", "GB": "GBP", "CH": "CHF", "AU": "AUD", "CN": "CNY", "JP": "JPY",
             "PL": "PLN", "SE": "SEK"}
 SERVICES = ("remote-services", "car-finder", "navigation-plus")
+# Liveness (README "MQTT topics"): the gateway times out a car silent for 3 announced heartbeat
+# intervals, on its own (wall) clock. A sim car parked online for hours of simulated time (and
+# at slow --speed for real minutes) must say "still here" like a real one: its Hello announces
+# this interval and it sends a Heartbeat when it sent nothing else for that long (wall time).
+HEARTBEAT_S = 30
 
 
 class SimClock:
@@ -118,6 +124,9 @@ class SimCar:
         self.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_OFF)
         self.client: aiomqtt.Client | None = None
         self.reader: asyncio.Task[None] | None = None
+        self.heart: asyncio.Task[None] | None = None
+        self.last_sent = 0.0  # time.monotonic() of the last publish
+        self.heartbeat_s: float = HEARTBEAT_S
         self.connection_id = 0
         self.lat, self.lon = COUNTRIES[car.home_country][2:]
         self.electric = car.model == "Taycan" or (car.model in ("Cayenne", "Panamera") and rng.random() < 0.4)
@@ -135,6 +144,7 @@ class SimCar:
             return
         kind = env.WhichOneof("body") or "?"
         try:
+            self.last_sent = time.monotonic()
             await self.client.publish(topics.uplink(self.car.vin), env.SerializeToString(), qos=qos)
             self.stats.sent[kind] += 1
         except aiomqtt.MqttError as exc:
@@ -174,7 +184,25 @@ class SimCar:
         h.state.power = common_pb2.POWER_STATE_OFF if parked else common_pb2.POWER_STATE_ON
         h.state.lock = common_pb2.LOCK_STATE_LOCKED if parked else common_pb2.LOCK_STATE_UNLOCKED
         h.state.charging_plug = common_pb2.CHARGING_PLUG_DISCONNECTED
+        h.heartbeat_interval_s = math.ceil(self.heartbeat_s)
         await self.send(env)
+        self.heart = asyncio.create_task(self.heartbeats(client))
+
+    async def heartbeats(self, client: aiomqtt.Client) -> None:
+        """While `client` is the car's connection: a Heartbeat whenever nothing was sent for
+        half the announced interval (the envelope and its publish are one synchronous step, as
+        in ``answer``, so the sequence order holds)."""
+        while self.client is client:
+            await asyncio.sleep(max(0.0, self.last_sent + self.heartbeat_s / 2 - time.monotonic()))
+            if self.client is client and time.monotonic() - self.last_sent >= self.heartbeat_s / 2:
+                env = self.envelope()
+                env.heartbeat.SetInParent()
+                await self.send(env, qos=0)
+
+    def _stop_heartbeats(self) -> None:
+        if self.heart is not None:
+            self.heart.cancel()
+            self.heart = None
 
     async def sleep_mode(self) -> None:
         """Orderly: Goodbye, then DISCONNECT (no will)."""
@@ -187,6 +215,7 @@ class SimCar:
         """The TCP connection ends without DISCONNECT: the broker publishes the will. The socket
         is shut down, not closed, so the MQTT client notices and cleans up on its own."""
         client, self.client = self.client, None
+        self._stop_heartbeats()
         if client is not None:
             sock = client._client.socket()
             if isinstance(sock, socket.socket):
@@ -199,6 +228,7 @@ class SimCar:
 
     async def _close(self, *, clean: bool) -> None:
         client, self.client = self.client, None
+        self._stop_heartbeats()
         if self.reader is not None:
             self.reader.cancel()
         if client is not None and clean:
@@ -613,7 +643,7 @@ def with_gateway(opts: SimOptions) -> tuple[SimRun, dict[str, Any]]:
     checks: dict[str, Any] = {
         kind: same(kind, metric_sum(m, f'gateway_messages_received_total{{kind="{kind}"}}'))
         for kind in ("hello", "state_change", "telemetry", "charging_session", "goodbye",
-                     "entitlement_ack", "fod_result", "command_result")
+                     "entitlement_ack", "fod_result", "command_result", "heartbeat")
     }
     checks["charging_sessions_recorded"] = same(
         "charging_session", metric_sum(m, 'gateway_vehicle_events_total{kind="charging_session"}'))

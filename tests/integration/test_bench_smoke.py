@@ -122,3 +122,29 @@ async def test_sim_car_answers_entitlement_sets_and_fod_commands(broker: Managed
     assert result.error
     assert bodies["hello"].hello.boot
     assert sim.stats.downlinks == {"entitlement_set": 1, "fod_command": 1}
+
+
+async def test_sim_car_announces_its_heartbeat_and_keeps_it_while_parked(broker: ManagedBroker) -> None:
+    """Liveness: a sim car parked online (hours of simulated time) is not silent; its Hello
+    announces the interval and a Heartbeat follows when nothing else was sent."""
+    assert broker.credentials is not None
+    car = generate_fleet(1, seed=6)[0]
+    sim = SimCar(car, broker.port, SimClock(3600, 1), Stats(), random.Random(1))
+    sim.heartbeat_s = 0.2
+    creds = broker.credentials
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-backend", username=creds.username,
+                              password=creds.password, protocol=aiomqtt.ProtocolVersion.V5) as backend:
+        await backend.subscribe(topics.uplink(car.vin), qos=1)
+        await sim.connect(boot=True, parked=True)
+        try:
+            seen: list[uplink_pb2.Envelope] = []
+            async with asyncio.timeout(10):
+                async for message in backend.messages:
+                    seen.append(uplink_pb2.Envelope.FromString(message.payload))
+                    if sum(env.HasField("heartbeat") for env in seen) >= 2:
+                        break
+        finally:
+            await sim.sleep_mode()
+    assert seen[0].hello.heartbeat_interval_s == 1  # announced in whole seconds, rounded up
+    assert [env.sequence for env in seen] == sorted(env.sequence for env in seen)
+    assert sim.heart is None  # the goodbye stopped them

@@ -7,6 +7,7 @@ from collections import Counter
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
 from gateway.model import is_valid_vin
+from gateway.session.liveness import MAX_HEARTBEAT_S
 from load import payloads
 from load.fleet import COUNTRIES, LAST_MODEL_YEAR, MODELS, check_digit, generate_fleet, split
 
@@ -77,3 +78,9 @@ def test_protobuf_varint() -> None:
     assert payloads.pb_varint(0) == b"\x00"
     assert payloads.pb_varint(300) == b"\xac\x02"
     assert payloads.pb_varint(2**63) == b"\x80" * 9 + b"\x01"
+
+
+def test_generator_hello_announces_the_longest_heartbeat_so_idle_bench_cars_are_not_timed_out() -> None:
+    car = generate_fleet(1, seed=3)[0]
+    hello = uplink_pb2.Envelope.FromString(payloads.hello(car, 1, 7, boot=True)).hello
+    assert hello.heartbeat_interval_s == MAX_HEARTBEAT_S

@@ -292,3 +292,40 @@ async def test_vehicle_snapshot_for_backends_omits_the_visited_country_in_privac
     v = vehicle_to_api(session)
     assert (v.visited_country, v.visited_mcc) == (("", 0) if hidden else ("AT", 232))
     assert v.roaming  # one bit, names no place: backends need it to explain unavailability
+
+
+async def test_event_snapshot_is_the_session_right_after_its_event_not_at_the_end_of_the_batch(
+    rig: Rig,
+) -> None:
+    # R22 and the proto's "the session right after the event": a crossing made in privacy mode
+    # must not be serialized with a session whose privacy was switched off later in the batch.
+    crossing = header(2, ALL, country="CH", mcc=228)
+    crossing.state_change.state.lock = common_pb2.LOCK_STATE_UNLOCKED
+    later = header(3, OFF, country="CH", mcc=228)  # privacy off, locked: after the crossing
+    await rig.send(hello(1, ALL, country="AT", mcc=232), crossing, later)
+    events = await rig.events()
+    assert [ev.WhichOneof("kind") for ev in events] == ["online", "state_changed", "state_changed"]
+    online, during, after = events
+    for ev in (online, during):
+        assert ev.vehicle.privacy.mode == ALL
+        assert (ev.vehicle.visited_country, ev.vehicle.visited_mcc) == ("", 0)
+    assert online.vehicle.state.lock == common_pb2.LOCK_STATE_UNSPECIFIED
+    assert during.vehicle.state.lock == common_pb2.LOCK_STATE_UNLOCKED
+    assert after.vehicle.privacy.mode == OFF and after.vehicle.visited_country == "CH"
+    assert after.vehicle.state.lock == common_pb2.LOCK_STATE_LOCKED
+    assert after.vehicle.last_sequence == 3 and during.vehicle.last_sequence == 2
+
+
+async def test_offline_event_of_an_expired_grace_keeps_its_snapshot_when_the_car_returns(
+    rig: Rig,
+) -> None:
+    # The grace expiry runs at the start of a batch; a Hello later in it must not rewrite the
+    # OFFLINE event's vehicle into ONLINE.
+    rig.tracker.apply(hello(1), 0.0)
+    rig.tracker.pending_offline[VIN] = (0.0, 1)  # a will's grace period that has run out
+    await rig.send(hello(2))
+    offline, online = (await rig.events())[-2:]
+    assert offline.WhichOneof("kind") == "offline"
+    assert offline.vehicle.presence == vehicles_pb2.PRESENCE_OFFLINE
+    assert online.WhichOneof("kind") == "online"
+    assert online.vehicle.presence == vehicles_pb2.PRESENCE_ONLINE
