@@ -6,10 +6,12 @@ time; after the lockout the right code works. A car without the code (911 MY2018
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import grpc
 import pytest
-from support import eventually
+from support import eventually, free_port
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import (
@@ -23,6 +25,7 @@ from gateway._gen.telematics.v1 import (
 )
 from gateway.app import Gateway
 from gateway.clock import ManualClock
+from gateway.config import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +184,35 @@ async def test_a_code_is_set_changed_with_the_old_one_and_reset(
         for action in ("set", "changed", "reset")
     }
     assert changes == {"set": 2, "changed": 1, "reset": 1}
+
+
+async def test_a_restart_does_not_end_a_lockout(tmp_path: Path) -> None:
+    """An attacker must not get a fresh series of guesses by crashing or restarting the gateway:
+    the count and the lockout are in the ledger's SQLite database."""
+    clock = ManualClock(start=time.time())
+    config = load_config(env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(),
+                         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0")
+    first = Gateway(config, clock=clock)
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.grpc_port}") as channel:
+            await own(channel, VIN_TAYCAN)
+            await set_code(channel, CODE)
+            for _ in range(5):
+                with pytest.raises(grpc.aio.AioRpcError) as wrong:
+                    await set_code(channel, "2222", WRONG)  # a wrong old code counts too
+                assert wrong.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await first.stop()
+    second = Gateway(config, clock=clock)
+    await second.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.grpc_port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as locked:
+                await set_code(channel, "2222", CODE)
+            assert locked.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert dict(locked.value.trailing_metadata() or ())["retry-after-s"] == "900"
+            clock.advance(900)
+            assert await set_code(channel, "2222", CODE)
+    finally:
+        await second.stop()
