@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2
 from gateway import faults, topics
 from gateway.api.entitlements import EngineExplainer, EntitlementService
 from gateway.api.explain import ExplainService
+from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.server import SERVICE_NAMES, build_server
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
@@ -37,6 +38,8 @@ from gateway.ingress.mqtt_session import MqttSession
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
+from gateway.security.code_store import SecurityCodes
+from gateway.security.codes import LockoutPolicy
 from gateway.session.hub import EventHub
 from gateway.session.tracker import SessionTracker
 from gateway.store.sqlite import SqliteStore
@@ -76,6 +79,7 @@ class Gateway:
         self.entitlements: EntitlementEngine | None = None
         self.reference: ReferenceStore | None = None
         self.explain: ExplainService | None = None
+        self.security_codes: SecurityCodes | None = None
         self.mqtt: MqttSession | None = None
         self.pipeline: Pipeline | None = None
         self.grpc_port = 0
@@ -185,9 +189,16 @@ class Gateway:
             raise GatewayStartError(f"cannot connect to the MQTT broker at {address.display}: {exc}") from exc
         self.metrics.mqtt_connected.set(1)
 
+        # R7: security codes live in the ledger's database, beside the accounts they belong to.
+        policy = LockoutPolicy(cfg.security_code_max_failures, cfg.security_code_lockout_s)
+        self.security_codes = codes = SecurityCodes(db=self.ledger.thread, clock=self.clock, policy=policy)
         vehicles = VehicleService(
             tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics,
             publish=self.publish_downlink, reference=reference,
+            security=SecurityCodeGate(
+                codes=codes, owner_of=self.ledger.get_owner, metrics=self.metrics, clock=self.clock,
+                policy=policy,
+            ),
         )
         telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
         self.explain = ExplainService(
@@ -205,6 +216,10 @@ class Gateway:
             entitlements=EntitlementService(
                 engine=engine, ledger=self.ledger, hub=self.entitlement_hub, metrics=self.metrics,
                 reference=reference,
+            ),
+            security_codes=SecurityCodeService(
+                codes=codes, owned_vins=self.ledger.owned_vins, metrics=self.metrics,
+                clock=self.clock, policy=policy,
             ),
             health_servicer=self._health,
         )

@@ -82,6 +82,10 @@ class Config:
     # the contract before heartbeats). Silent for 3 intervals plus the R20 presence grace, a
     # car is reported offline (reason TIMEOUT); its next envelope brings it back.
     heartbeat_default_s: float = 120.0
+    # R7: this many wrong security codes in a row lock the account's remote services for
+    # security_code_lockout_s seconds (durable: a restart does not end a lockout).
+    security_code_max_failures: int = 5
+    security_code_lockout_s: float = 900.0
     log_level: str = "INFO"
 
     @property
@@ -136,6 +140,8 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "fod_idle_s": cv.seconds_in(0, 7 * 86400),
     "entitlement_ack_timeout_s": cv.seconds_in(0, 30 * 86400, lo_inclusive=False),
     "heartbeat_default_s": cv.seconds_in(0, 3600, lo_inclusive=False),
+    "security_code_max_failures": cv.int_in(1, 100),
+    "security_code_lockout_s": cv.seconds_in(1, 30 * 86400),
     "log_level": cv.log_level,
 }
 KEYS = tuple(f.name for f in fields(Config))

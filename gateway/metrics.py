@@ -43,6 +43,10 @@ REJECT_REASONS = (
     "sequence_jump",  # more than MAX_JUMP ahead of the car's highest sequence (session/sequence.py)
 )
 
+# gateway_security_code_checks_total{result}: gateway/security/codes.py Attempt (R7).
+SECURITY_CODE_RESULTS = ("ok", "wrong", "locked", "missing", "not_set")
+SECURITY_CODE_CHANGES = ("set", "changed", "reset")
+
 # gateway_messages_stale_total{outcome}: see gateway/session/sequence.py Arrival.
 STALE_OUTCOMES = ("duplicate", "late", "too_old", "other_epoch")
 
@@ -159,6 +163,24 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # -- R7 security codes (gateway/security/) --
+        self.security_code_checks = Counter(
+            "gateway_security_code_checks_total",
+            "R7 security code checks (remote commands and code changes), by result: ok, wrong,"
+            " locked, missing (required but not given), not_set (the owner has no code)",
+            ["result"],
+            registry=r,
+        )
+        self.security_code_changes = Counter(
+            "gateway_security_code_changes_total",
+            "R7 security codes set (first code), changed or reset, by action",
+            ["action"],
+            registry=r,
+        )
+        for result in SECURITY_CODE_RESULTS:
+            self.security_code_checks.labels(result)
+        for action in SECURITY_CODE_CHANGES:
+            self.security_code_changes.labels(action)
         for kind in MESSAGE_KINDS:
             self.messages_received.labels(kind)
         for reason in REJECT_REASONS:

@@ -24,10 +24,14 @@ Resp = TypeVar("Resp")
 
 
 class ApiError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, trailing: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """trailing: metadata sent with the status (e.g. `retry-after-s` of an R7 lockout)."""
         super().__init__(message)
         self.code = code
         self.message = message
+        self.trailing = trailing
 
 
 def check_vin(vin: str, field: str = "vin") -> None:
@@ -109,7 +113,7 @@ def unary(
                 return await fn(self, request, context)
             except ApiError as exc:
                 code = exc.code
-                await context.abort(exc.code, exc.message)
+                await context.abort(exc.code, exc.message, exc.trailing)
                 raise  # unreachable: abort raises
             except Exception:
                 code = grpc.StatusCode.INTERNAL

@@ -31,6 +31,7 @@ MAX_COMMAND_NAME_CHARS = 64  # "lock", "flash-lights", ...: published to the car
 MAX_COMMAND_ARGUMENTS = 16
 MAX_ARGUMENT_KEY_CHARS = 64
 MAX_ARGUMENT_VALUE_CHARS = 256
+MAX_SECURITY_CODE_CHARS = 8  # R7: 4..8 digits (gateway/security/codes.py checks the format)
 MAX_SERVICES = 64  # service filter of SubscribeTelemetry
 MAX_SERVICE_ID_CHARS = 64
 MAX_PAGE_SIZE = 1000
@@ -146,6 +147,7 @@ ACCOUNT = Text(MAX_ACCOUNT_CHARS)
 CURSOR = Any64()
 ENUM = Number(-(2**31), 2**31 - 1, "an enum value; unknown values are refused by the handler")
 FLAG = Any64()  # bool
+SECURITY_CODE = Text(MAX_SECURITY_CODE_CHARS)
 
 _P = "telematics.v1."
 
@@ -164,6 +166,7 @@ FIELDS: Mapping[str, Mapping[str, Limit]] = {
         "arguments": TextMap(
             MAX_COMMAND_ARGUMENTS, Text(MAX_ARGUMENT_KEY_CHARS), Text(MAX_ARGUMENT_VALUE_CHARS)
         ),
+        "security_code": SECURITY_CODE,
     },
     # TelemetryService
     _P + "SubscribeTelemetryRequest": {"services": Texts(MAX_SERVICES, Text(MAX_SERVICE_ID_CHARS))},
@@ -191,6 +194,13 @@ FIELDS: Mapping[str, Mapping[str, Limit]] = {
     _P + "SetVehicleOwnerRequest": {"vin": VIN, "owner": ACCOUNT},
     _P + "DeleteAccountRequest": {"account": ACCOUNT},
     _P + "WatchEntitlementEventsRequest": {"after_cursor": CURSOR, "vin": VIN},
+    # SecurityCodeService (R7)
+    _P + "SetSecurityCodeRequest": {
+        "account": ACCOUNT,
+        "new_code": SECURITY_CODE,
+        "old_code": SECURITY_CODE,
+    },
+    _P + "ResetSecurityCodeRequest": {"account": ACCOUNT},
 }
 
 

@@ -11,6 +11,8 @@ from gateway._gen.telematics.v1 import (
     entitlements_pb2_grpc,
     explain_pb2,
     explain_pb2_grpc,
+    security_codes_pb2,
+    security_codes_pb2_grpc,
     telemetry_pb2,
     telemetry_pb2_grpc,
     vehicles_pb2,
@@ -19,6 +21,7 @@ from gateway._gen.telematics.v1 import (
 from gateway.api.entitlements import EntitlementService
 from gateway.api.explain import ExplainService
 from gateway.api.limits import MAX_REQUEST_BYTES
+from gateway.api.security_codes import SecurityCodeService
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
 
@@ -27,6 +30,7 @@ SERVICE_NAMES = (
     telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
     explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name,
     entitlements_pb2.DESCRIPTOR.services_by_name["EntitlementService"].full_name,
+    security_codes_pb2.DESCRIPTOR.services_by_name["SecurityCodeService"].full_name,
 )
 
 
@@ -37,6 +41,7 @@ def build_server(
     telemetry: TelemetryService,
     explain: ExplainService,
     entitlements: EntitlementService,
+    security_codes: SecurityCodeService,
     health_servicer: health.aio.HealthServicer,
 ) -> tuple[grpc.aio.Server, int]:
     """Return the server and the bound port (useful when `listen` asks for port 0)."""
@@ -49,6 +54,7 @@ def build_server(
     telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(telemetry, server)
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(explain, server)
     entitlements_pb2_grpc.add_EntitlementServiceServicer_to_server(entitlements, server)
+    security_codes_pb2_grpc.add_SecurityCodeServiceServicer_to_server(security_codes, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -11,11 +11,12 @@ import grpc
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
 from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary, without_gaps
+from gateway.api.security_codes import SecurityCodeGate
 from gateway.convert import account_linking_to_proto, vehicle_to_api
 from gateway.metrics import Metrics
 from gateway.model import Presence, VehicleSession, is_valid_vin
 from gateway.reference.store import ReferenceStore
-from gateway.rules import linking_facts, remote_command_allowed
+from gateway.rules import linking_facts, remote_command_allowed, security_code_decision
 from gateway.session.hub import EventHub
 from gateway.session.tracker import SessionTracker
 from gateway.store.base import Store, StoredEvent
@@ -49,9 +50,12 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         metrics: Metrics,
         publish: Callable[[str, bytes], Awaitable[None]],
         reference: ReferenceStore,
+        security: SecurityCodeGate,
     ) -> None:
         """publish: QoS 1 to the broker; raises when the broker session is down.
-        reference: sim_profiles/ for the R5/R7 linking facts, read at answer time."""
+        reference: sim_profiles/ for the R5/R7 linking facts, read at answer time.
+        security: the R7 security code check of remote commands."""
+        self._security = security
         self._publish = publish
         self._reference = reference
         self._tracker = tracker
@@ -125,6 +129,10 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         if not decision.allowed:
             reason = f"{decision.rule} {decision.reason.value}: {decision.detail}"
             raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, reason)
+        # R7: the owner's security code where the car's profile and home country ask for it;
+        # checked (and a wrong one counted) before anything reaches the car.
+        r7 = security_code_decision(self._reference.current, session)
+        await self._security.require(r7, request.vin, request.security_code)
         if session.presence is not Presence.ONLINE:
             raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, f"vehicle {request.vin} is offline")
         command_id = str(uuid.uuid4())

@@ -49,6 +49,12 @@ class SqliteLedger:
     def is_open(self) -> bool:
         return self._db.is_open
 
+    @property
+    def thread(self) -> SqliteThread:
+        """The database thread, shared with the R7 security codes (gateway/security/code_store.py),
+        which live beside the accounts."""
+        return self._db
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, transaction: bool = False) -> T:
         try:
             return await (self._db.transaction(fn) if transaction else self._db.run(fn))
@@ -199,6 +205,8 @@ class SqliteLedger:
                 vins.update(json.loads(old[0]))
             result = sorted(vins)
             db.execute("DELETE FROM vehicle_owners WHERE account = ?", (account,))
+            # R4, R7: the account's security code (and its lockout) goes with it.
+            db.execute("DELETE FROM security_codes WHERE account = ?", (account,))
             db.execute(
                 "INSERT INTO deleted_accounts (account, deleted_at, vins) VALUES (?, ?, ?)"
                 " ON CONFLICT(account) DO UPDATE SET vins = excluded.vins",

@@ -20,6 +20,7 @@ from gateway.entitlements.types import (
     LifecycleEvent,
     PurchaserRole,
 )
+from gateway.security.code_store import SCHEMA as SECURITY_CODES_SCHEMA
 
 REVOKED = EntitlementState.REVOKED.value
 
@@ -81,6 +82,8 @@ CREATE TABLE IF NOT EXISTS fod_commands (
 );
 CREATE INDEX IF NOT EXISTS fod_commands_entitlement ON fod_commands (entitlement_id);
 """
+# R7: security codes live beside the accounts (gateway/security/code_store.py).
+SCHEMA += SECURITY_CODES_SCHEMA
 
 
 # -- codec -------------------------------------------------------------------------------------

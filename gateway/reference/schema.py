@@ -378,6 +378,8 @@ class Country(_Frozen):
     mccs: Annotated[tuple[Mcc, ...], AfterValidator(_unique), Field(min_length=1)]
     embedded_sim_fee_free: StrictBool  # R21
     identity_verification_required: StrictBool  # R25
+    # R7: remote services need the account's security code here (for the models that have it).
+    security_code_required: StrictBool
     services: Annotated[tuple[ServiceId, ...], AfterValidator(_unique)]  # R12
     support_contact: Email | None  # R30; None: the dealer (fallback only)
     is_fallback: StrictBool = False
@@ -396,6 +398,7 @@ class FallbackCountry(_Frozen):
     name_de: NonEmpty
     embedded_sim_fee_free: StrictBool
     identity_verification_required: StrictBool
+    security_code_required: StrictBool  # R7
     services: Annotated[tuple[ServiceId, ...], AfterValidator(_unique)]
 
     def for_iso(self, iso: str) -> Country:
@@ -407,6 +410,7 @@ class FallbackCountry(_Frozen):
             mccs=(),
             embedded_sim_fee_free=self.embedded_sim_fee_free,
             identity_verification_required=self.identity_verification_required,
+            security_code_required=self.security_code_required,
             services=self.services,
             support_contact=None,
             is_fallback=True,

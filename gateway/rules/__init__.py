@@ -18,6 +18,7 @@ from gateway.rules.privacy import (
     telemetry_redaction,
     withholds_visited_country,
 )
+from gateway.rules.security_code import security_code_decision, security_code_required
 
 __all__ = [
     "Decision",
@@ -35,6 +36,8 @@ __all__ = [
     "offline_grace_s",
     "privacy_filter",
     "remote_command_allowed",
+    "security_code_decision",
+    "security_code_required",
     "service_access",
     "service_available",
     "strictest_privacy",

@@ -38,6 +38,10 @@ class Reason(enum.StrEnum):
     SERVICE_UNAVAILABLE_IN_COUNTRY = "service_unavailable_in_country"
     # R5, R19-R23 data: no profile for the car's model and model year
     NO_SIM_PROFILE = "no_sim_profile"
+    # R7 security code for remote services
+    SECURITY_CODE_REQUIRED = "security_code_required"
+    SECURITY_CODE_NOT_FOR_MODEL = "security_code_not_for_model"
+    SECURITY_CODE_NOT_IN_COUNTRY = "security_code_not_in_country"
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,8 +192,20 @@ def _action(decision: Decision, ctx: _Context) -> str:
                 f"Für den {model} des Modelljahrs {year} ist noch kein Konnektivitätsprofil "
                 "hinterlegt.",
             )
+        case Reason.SECURITY_CODE_REQUIRED:
+            return ctx.t(
+                "Remote services for this car need your security code (R7). Set, change or "
+                "reset it in My Porsche under the user settings; after too many wrong codes "
+                "remote services are locked for a while.",
+                "Remote-Dienste für dieses Fahrzeug benötigen Ihren Sicherheitscode (R7). Sie "
+                "legen ihn in My Porsche in den Benutzereinstellungen fest, ändern oder setzen "
+                "ihn zurück; nach zu vielen falschen Eingaben sind Remote-Dienste eine Zeit lang "
+                "gesperrt.",
+            )
         case (
             Reason.PRIVACY_OFF
+            | Reason.SECURITY_CODE_NOT_FOR_MODEL
+            | Reason.SECURITY_CODE_NOT_IN_COUNTRY
             | Reason.SERVICE_NOT_WITHHELD
             | Reason.HOME_NETWORK
             | Reason.ROAMING_FEE_FREE

@@ -26,6 +26,7 @@ from support import free_port
 from gateway._gen.telematics.v1 import (
     entitlements_pb2,
     explain_pb2,
+    security_codes_pb2,
     telemetry_pb2,
     vehicles_pb2,
 )
@@ -43,7 +44,7 @@ T = FieldDescriptor
 
 METHODS: list[MethodDescriptor] = [
     m
-    for file in (vehicles_pb2, telemetry_pb2, explain_pb2, entitlements_pb2)
+    for file in (vehicles_pb2, telemetry_pb2, explain_pb2, entitlements_pb2, security_codes_pb2)
     for service in file.DESCRIPTOR.services_by_name.values()
     for m in service.methods
 ]
@@ -118,6 +119,8 @@ def base_request(m: MethodDescriptor, entitlement_id: str) -> Message:
         "ListEntitlements": {"vin": VIN},
         "SetVehicleOwner": {"vin": OTHER_VIN, "owner": OWNER},
         "DeleteAccount": {"account": "nobody@example.com"},
+        "SetSecurityCode": {"account": OWNER, "new_code": "4711"},
+        "ResetSecurityCode": {"account": "nobody@example.com"},
     }
     for name, value in values.get(m.name, {}).items():
         setattr(req, name, value)

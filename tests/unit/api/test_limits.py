@@ -13,13 +13,14 @@ from google.protobuf.message import Message
 from gateway._gen.telematics.v1 import (
     entitlements_pb2,
     explain_pb2,
+    security_codes_pb2,
     telemetry_pb2,
     vehicles_pb2,
 )
 from gateway.api import limits
 
 PROTO_DIR = Path(__file__).resolve().parents[3] / "proto" / "telematics" / "v1"
-FILES = (vehicles_pb2, telemetry_pb2, explain_pb2, entitlements_pb2)
+FILES = (vehicles_pb2, telemetry_pb2, explain_pb2, entitlements_pb2, security_codes_pb2)
 METHODS: list[MethodDescriptor] = [
     m for f in FILES for s in f.DESCRIPTOR.services_by_name.values() for m in s.methods
 ]

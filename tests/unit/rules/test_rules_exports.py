@@ -22,6 +22,8 @@ def test_rules_exports_only_the_documented_names() -> None:
         "offline_grace_s",
         "privacy_filter",
         "remote_command_allowed",
+        "security_code_decision",
+        "security_code_required",
         "service_access",
         "service_available",
         "strictest_privacy",

@@ -544,10 +544,16 @@ class SendRemoteCommandRequest(_message.Message):
     VIN_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
+    SECURITY_CODE_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
     """17 characters"""
     name: _builtins.str
     """e.g. "lock", "flash-lights"; at most 64 characters"""
+    security_code: _builtins.str
+    """R7: the security code of the car's owner (4..8 digits, at most 8 characters), required
+    for the Taycan and the 911/Cayenne/Panamera from MY2022 where the owner's home country
+    uses it (roaming/countries/*.toml `security_code_required`). Ignored where not required.
+    """
     @_builtins.property
     def arguments(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """At most 16 entries; keys at most 64 characters, values at most 256 characters."""
@@ -558,10 +564,11 @@ class SendRemoteCommandRequest(_message.Message):
         vin: _builtins.str = ...,
         name: _builtins.str = ...,
         arguments: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        security_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "name", b"name", "vin", b"vin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "name", b"name", "security_code", b"security_code", "vin", b"vin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,9 +31,14 @@ class VehicleServiceStub:
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).
-      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
-        FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
-        the message names the reason), UNAVAILABLE (the broker session is down; retry).
+      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name, security_code not 4..8
+        digits), NOT_FOUND (never seen), FAILED_PRECONDITION (the car is offline, or privacy
+        mode refuses remote services, R22: the message names the reason; or R7: the security
+        code is required but not given, the car has no owner, or the owner has set no code),
+        PERMISSION_DENIED (R7: wrong security code; counted, and the wrong code that reaches
+        security_code_max_failures locks the owner's account), RESOURCE_EXHAUSTED (R7: the
+        account is locked, whatever the code; the message and the trailing metadata
+        `retry-after-s` say when to retry), UNAVAILABLE (the broker session is down; retry).
       GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
         `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
         or model year is unknown or has no profile.
@@ -61,9 +66,14 @@ class VehicleServiceAsyncStub(VehicleServiceStub):
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).
-      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
-        FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
-        the message names the reason), UNAVAILABLE (the broker session is down; retry).
+      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name, security_code not 4..8
+        digits), NOT_FOUND (never seen), FAILED_PRECONDITION (the car is offline, or privacy
+        mode refuses remote services, R22: the message names the reason; or R7: the security
+        code is required but not given, the car has no owner, or the owner has set no code),
+        PERMISSION_DENIED (R7: wrong security code; counted, and the wrong code that reaches
+        security_code_max_failures locks the owner's account), RESOURCE_EXHAUSTED (R7: the
+        account is locked, whatever the code; the message and the trailing metadata
+        `retry-after-s` say when to retry), UNAVAILABLE (the broker session is down; retry).
       GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
         `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
         or model year is unknown or has no profile.
@@ -87,9 +97,14 @@ class VehicleServiceServicer(metaclass=_abc_1.ABCMeta):
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).
-      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name), NOT_FOUND (never seen),
-        FAILED_PRECONDITION (the car is offline, or privacy mode refuses remote services, R22:
-        the message names the reason), UNAVAILABLE (the broker session is down; retry).
+      SendRemoteCommand: INVALID_ARGUMENT (malformed VIN, empty name, security_code not 4..8
+        digits), NOT_FOUND (never seen), FAILED_PRECONDITION (the car is offline, or privacy
+        mode refuses remote services, R22: the message names the reason; or R7: the security
+        code is required but not given, the car has no owner, or the owner has set no code),
+        PERMISSION_DENIED (R7: wrong security code; counted, and the wrong code that reaches
+        security_code_max_failures locks the owner's account), RESOURCE_EXHAUSTED (R7: the
+        account is locked, whatever the code; the message and the trailing metadata
+        `retry-after-s` say when to retry), UNAVAILABLE (the broker session is down; retry).
       GetVehicle:  INVALID_ARGUMENT (malformed VIN), NOT_FOUND (never seen). The answer carries
         `account_linking` (R5, R7) from the car's sim profile; method UNSPECIFIED when the model
         or model year is unknown or has no profile.

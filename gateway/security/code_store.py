@@ -1,0 +1,171 @@
+"""R7: security codes kept in the ledger's SQLite database (`entitlements.db`), beside the
+accounts they belong to (vehicle_owners): deleting an account (R4) deletes its code in the same
+transaction, and every acknowledged set, change, reset and counted failure is committed (WAL,
+synchronous=NORMAL: it survives a crash of the gateway process, like the ledger).
+
+The failure count and the lockout are durable on purpose: restarting (or crashing) the gateway
+must not give an attacker a fresh series of guesses. Attempts on one account are serialised
+(an asyncio lock per account), so parallel guesses cannot all be checked before the first
+failure is counted; the embedded database has one gateway process, so that lock is enough.
+The slow hash runs in a worker thread, never on the event loop or the database thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from gateway.clock import Clock
+from gateway.security.codes import (
+    Attempt,
+    CodeRecord,
+    LockoutPolicy,
+    hash_code,
+    verify_code,
+)
+from gateway.store.sqlite_thread import SqliteThread
+
+__all__ = ["SCHEMA", "CheckResult", "CodeAlreadySet", "SecurityCodes", "SetResult"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS security_codes (
+    account TEXT PRIMARY KEY,             -- the account id (e-mail address, R1)
+    code_hash TEXT,                       -- scrypt$n$r$p$salt$key; NULL: none set (R7)
+    failures INTEGER NOT NULL DEFAULT 0,  -- wrong codes in a row
+    locked_until REAL NOT NULL DEFAULT 0, -- unix seconds; 0: not locked
+    updated_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    attempt: Attempt
+    # LOCKED, or WRONG when this wrong code started a lockout: when it ends (unix seconds).
+    retry_at: float = 0.0
+    failures: int = 0  # WRONG: wrong codes in a row so far
+
+
+@dataclass(frozen=True, slots=True)
+class SetResult:
+    changed: bool  # True: an existing code was replaced; False: the first code was set
+    check: CheckResult  # OK, or why the old code was refused
+
+
+class CodeAlreadySet(Exception):
+    """SetSecurityCode without the old code while one is set."""
+
+
+class SecurityCodes:
+    def __init__(self, *, db: SqliteThread, clock: Clock, policy: LockoutPolicy) -> None:
+        """db: the ledger's open database thread. clock: every lockout decision asks it."""
+        self._db = db
+        self._clock = clock
+        self._policy = policy
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def _serial(self, account: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(account, (asyncio.Lock(), 0))
+        self._locks[account] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[account]
+            if users == 1:
+                del self._locks[account]  # no dict entry per account ever tried
+            else:
+                self._locks[account] = (lock, users - 1)
+
+    async def _read(self, account: str) -> CodeRecord | None:
+        def read(db: sqlite3.Connection) -> CodeRecord | None:
+            row = db.execute(
+                "SELECT code_hash, failures, locked_until FROM security_codes WHERE account = ?",
+                (account,),
+            ).fetchone()
+            return None if row is None else CodeRecord(row[0], int(row[1]), float(row[2]))
+
+        return await self._db.run(read)
+
+    async def _write(self, account: str, record: CodeRecord) -> None:
+        now = self._clock.now()
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO security_codes (account, code_hash, failures, locked_until, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(account) DO UPDATE SET"
+                " code_hash = excluded.code_hash, failures = excluded.failures,"
+                " locked_until = excluded.locked_until, updated_at = excluded.updated_at",
+                (account, record.code_hash, record.failures, record.locked_until, now),
+            )
+
+        await self._db.transaction(write)
+
+    async def _check_locked(self, account: str, code: str) -> tuple[CheckResult, CodeRecord | None]:
+        """The check itself; the caller holds the account's lock."""
+        record = await self._read(account)
+        if record is None or record.code_hash is None:
+            return CheckResult(Attempt.NOT_SET), record
+        now = self._clock.now()
+        if record.locked_at(now):
+            # Refused whatever the code: not even a right guess is confirmed while locked.
+            return CheckResult(Attempt.LOCKED, retry_at=record.locked_until), record
+        record = record.settled(now)
+        stored = record.code_hash
+        assert stored is not None
+        if await asyncio.to_thread(verify_code, code, stored):
+            record = record.after_right()
+            await self._write(account, record)
+            return CheckResult(Attempt.OK), record
+        # Judged at the time of the answer: the hash took a moment of (possibly manual) time.
+        record = record.after_wrong(self._clock.now(), self._policy)
+        await self._write(account, record)
+        # The wrong code that reaches the limit is still answered as wrong; retry_at says that
+        # the account is locked from now on.
+        return CheckResult(Attempt.WRONG, retry_at=record.locked_until, failures=record.failures), record
+
+    async def check(self, account: str, code: str) -> CheckResult:
+        """R7: is `code` the account's security code? Wrong codes are counted; the one that
+        reaches the limit locks the account (its result carries the retry time)."""
+        async with self._serial(account):
+            result, _ = await self._check_locked(account, code)
+            return result
+
+    async def is_set(self, account: str) -> bool:
+        record = await self._read(account)
+        return record is not None and record.code_hash is not None
+
+    async def set_code(self, account: str, new_code: str, old_code: str) -> SetResult:
+        """Set the first code (`old_code` empty), or change it (`old_code` must be right; a
+        wrong one counts towards the lockout like any wrong code). CodeAlreadySet when a code
+        is set and `old_code` is empty."""
+        new_hash = await asyncio.to_thread(hash_code, new_code)
+        async with self._serial(account):
+            record = await self._read(account)
+            if record is None or record.code_hash is None:
+                await self._write(account, CodeRecord(code_hash=new_hash))
+                return SetResult(changed=False, check=CheckResult(Attempt.OK))
+            if not old_code:
+                raise CodeAlreadySet
+            result, record = await self._check_locked(account, old_code)
+            if result.attempt is Attempt.OK:
+                await self._write(account, CodeRecord(code_hash=new_hash))
+            return SetResult(changed=True, check=result)
+
+    async def reset(self, account: str) -> bool:
+        """Clear the code and its failure count and lockout, so the user can set a new one
+        (R7). True when there was a code."""
+
+        def delete(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT code_hash FROM security_codes WHERE account = ?", (account,)
+            ).fetchone()
+            db.execute("DELETE FROM security_codes WHERE account = ?", (account,))
+            return row is not None and row[0] is not None
+
+        async with self._serial(account):
+            return await self._db.transaction(delete)
