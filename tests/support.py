@@ -7,7 +7,15 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import grpc
+
 T = TypeVar("T")
+
+
+def grpc_channel(port: int) -> grpc.aio.Channel:
+    """A backend's channel to the in-process gateway's gRPC port. The one place where tests
+    say how a backend connects (TLS, credentials): use it as `async with grpc_channel(port)`."""
+    return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
 
 def free_port() -> int:

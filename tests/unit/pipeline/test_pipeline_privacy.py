@@ -329,3 +329,30 @@ async def test_offline_event_of_an_expired_grace_keeps_its_snapshot_when_the_car
     assert offline.vehicle.presence == vehicles_pb2.PRESENCE_OFFLINE
     assert online.WhichOneof("kind") == "online"
     assert online.vehicle.presence == vehicles_pb2.PRESENCE_ONLINE
+
+
+# A field number no message of this gateway's schema uses, holding a marker: what a newer car
+# (or a hostile one) may add. The gateway cannot judge it under R22, so it must not pass it on.
+UNKNOWN_FIELD = b"\x9a\x06\x0bprecise-geo"  # field 99, length-delimited
+
+
+async def test_fields_unknown_to_the_gateway_are_never_forwarded_in_telemetry_or_the_event_log(
+    rig: Rig,
+) -> None:
+    tele = telemetry(2, "car-finder", OFF)
+    tele.telemetry.samples[0].MergeFromString(UNKNOWN_FIELD)
+    tele.telemetry.samples[0].location.MergeFromString(UNKNOWN_FIELD)
+    tele.sent_at.seconds = int(ManualClock().now()) - 10
+    tele.sent_at.MergeFromString(UNKNOWN_FIELD)
+    cs = charging(3, OFF)
+    cs.charging_session.MergeFromString(UNKNOWN_FIELD)
+    cs.charging_session.location.MergeFromString(UNKNOWN_FIELD)
+    assert b"precise-geo" in tele.SerializeToString()  # the car did send it
+    sub = rig.fanout.subscribe(frozenset())
+    await rig.send(hello(1), tele, cs)
+    [rec] = records(sub)
+    assert rec.sample.location.latitude == 48.834  # the known fields flow (privacy is off)
+    assert b"precise-geo" not in rec.SerializeToString()
+    [event] = [e for e in await rig.events() if e.HasField("charging_session")]
+    assert event.charging_session.session.energy_kwh == 42.0
+    assert b"precise-geo" not in event.SerializeToString()
