@@ -38,6 +38,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
 from gateway.session.hub import EventHub
+from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
 from gateway.store.sqlite import SqliteStore
 
@@ -157,6 +158,9 @@ class Gateway:
             resume_reading=lambda: holder[0].resume_reading(),
             entitlements=on_updates,
             heartbeat_default_s=cfg.heartbeat_default_s,
+            limits=CarLimits(
+                cfg.car_rate_per_s, cfg.car_burst, cfg.car_hello_rate_per_s, cfg.car_hello_burst
+            ),
         )
 
         def make_client() -> Mqtt5Client:

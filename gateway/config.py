@@ -82,6 +82,15 @@ class Config:
     # the contract before heartbeats). Silent for 3 intervals plus the R20 presence grace, a
     # car is reported offline (reason TIMEOUT); its next envelope brings it back.
     heartbeat_default_s: float = 120.0
+    # Per-car limits (token buckets per VIN, gateway/session/ratelimit.py): every message on a
+    # car's topics, and its Hellos (one per MQTT connection). The excess is dropped and counted
+    # (rate_limited, hello_rate_limited). Generous: a real car sends about one envelope per
+    # few seconds and a flush of buffered data after a dead zone fits the burst; `make bench`
+    # (300 envelopes per car) never reaches it.
+    car_rate_per_s: float = 100.0
+    car_burst: int = 1000
+    car_hello_rate_per_s: float = 1.0
+    car_hello_burst: int = 20
     log_level: str = "INFO"
 
     @property
@@ -136,6 +145,10 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "fod_idle_s": cv.seconds_in(0, 7 * 86400),
     "entitlement_ack_timeout_s": cv.seconds_in(0, 30 * 86400, lo_inclusive=False),
     "heartbeat_default_s": cv.seconds_in(0, 3600, lo_inclusive=False),
+    "car_rate_per_s": cv.rate_in(0, 1_000_000),
+    "car_burst": cv.int_in(1, 10_000_000),
+    "car_hello_rate_per_s": cv.rate_in(0, 1_000_000),
+    "car_hello_burst": cv.int_in(1, 10_000_000),
     "log_level": cv.log_level,
 }
 KEYS = tuple(f.name for f in fields(Config))
