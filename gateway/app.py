@@ -41,6 +41,7 @@ from gateway.reference import ReferenceDataError, ReferenceStore
 from gateway.security.code_store import SecurityCodes
 from gateway.security.codes import LockoutPolicy
 from gateway.session.hub import EventHub
+from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
 from gateway.store.sqlite import SqliteStore
 
@@ -161,6 +162,9 @@ class Gateway:
             resume_reading=lambda: holder[0].resume_reading(),
             entitlements=on_updates,
             heartbeat_default_s=cfg.heartbeat_default_s,
+            limits=CarLimits(
+                cfg.car_rate_per_s, cfg.car_burst, cfg.car_hello_rate_per_s, cfg.car_hello_burst
+            ),
         )
 
         def make_client() -> Mqtt5Client:

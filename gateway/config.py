@@ -86,6 +86,15 @@ class Config:
     # security_code_lockout_s seconds (durable: a restart does not end a lockout).
     security_code_max_failures: int = 5
     security_code_lockout_s: float = 900.0
+    # Per-car limits (token buckets per VIN, gateway/session/ratelimit.py): every message on a
+    # car's topics, and its Hellos (one per MQTT connection). The excess is dropped and counted
+    # (rate_limited, hello_rate_limited). Generous: a real car sends about one envelope per
+    # few seconds and a flush of buffered data after a dead zone fits the burst; `make bench`
+    # (300 envelopes per car) never reaches it.
+    car_rate_per_s: float = 100.0
+    car_burst: int = 1000
+    car_hello_rate_per_s: float = 1.0
+    car_hello_burst: int = 20
     log_level: str = "INFO"
 
     @property
@@ -142,6 +151,10 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "heartbeat_default_s": cv.seconds_in(0, 3600, lo_inclusive=False),
     "security_code_max_failures": cv.int_in(1, 100),
     "security_code_lockout_s": cv.seconds_in(1, 30 * 86400),
+    "car_rate_per_s": cv.rate_in(0, 1_000_000),
+    "car_burst": cv.int_in(1, 10_000_000),
+    "car_hello_rate_per_s": cv.rate_in(0, 1_000_000),
+    "car_hello_burst": cv.int_in(1, 10_000_000),
     "log_level": cv.log_level,
 }
 KEYS = tuple(f.name for f in fields(Config))

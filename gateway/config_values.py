@@ -97,6 +97,18 @@ def seconds_in(lo: float, hi: float, *, lo_inclusive: bool = True) -> Callable[[
     return check
 
 
+def rate_in(lo: float, hi: float) -> Callable[[object], float]:
+    """A rate per second in (lo, hi] (lo itself excluded: a rate of 0 would stop the car)."""
+
+    def check(raw: object) -> float:
+        value = as_float(raw)
+        if not lo < value <= hi:
+            raise ValueError(f"{value:g}/s is out of range ({lo:g}, {hi:g}]")
+        return value
+
+    return check
+
+
 def non_empty(raw: object) -> str:
     value = as_str(raw)
     if not value.strip():

@@ -41,6 +41,9 @@ REJECT_REASONS = (
     "bad_string",
     "too_many_items",
     "sequence_jump",  # more than MAX_JUMP ahead of the car's highest sequence (session/sequence.py)
+    # per-car limits (gateway/session/ratelimit.py; README "MQTT topics" -> Limits)
+    "rate_limited",  # over car_rate_per_s / car_burst: any message of the car, valid or not
+    "hello_rate_limited",  # over car_hello_rate_per_s / car_hello_burst: a reconnect storm
 )
 
 # gateway_security_code_checks_total{result}: gateway/security/codes.py Attempt (R7).

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 from typing import Protocol
 
+from gateway import topics
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import Clock
 from gateway.convert import egress_event, event_to_proto, privacy_from_proto
@@ -39,6 +40,7 @@ from gateway.rules import (
 from gateway.session.events import EventKind, SessionEvent
 from gateway.session.hub import EventHub
 from gateway.session.liveness import liveness_timeout_s
+from gateway.session.ratelimit import CarLimits
 from gateway.session.sequence import MAX_JUMP, Arrival
 from gateway.session.tracker import SessionTracker, Tracked
 from gateway.store.base import PendingEvent, Store
@@ -46,6 +48,7 @@ from gateway.store.base import PendingEvent, Store
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2_000
+_VIN_LENGTH = 17  # ISO 3779 (gateway/model.py VIN_PATTERN)
 CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
 # Bodies whose content leaves the gateway as is (telemetry records, the charging event).
 _EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
@@ -90,6 +93,7 @@ class Pipeline:
         resume_reading: Callable[[], None],
         entitlements: Callable[[Sequence[VehicleUpdate]], Awaitable[None]] | None = None,
         heartbeat_default_s: float = 120.0,
+        limits: CarLimits | None = None,
     ) -> None:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
@@ -100,6 +104,7 @@ class Pipeline:
         ack: acknowledges QoS 1 messages once their batch is committed.
         pause_reading, resume_reading: stop and restart reading from the broker socket.
         heartbeat_default_s: the heartbeat interval of a car whose Hello announces none.
+        limits: per-car token buckets (messages, Hellos); None: unlimited (unit tests).
         """
         self._tracker = tracker
         self._store = store
@@ -117,6 +122,7 @@ class Pipeline:
         self._resume = resume_reading
         self._entitlements = entitlements
         self._heartbeat_default_s = heartbeat_default_s
+        self._limits = limits
         self._paused = False
         self._closing = False
         self._received = {k: metrics.messages_received.labels(k) for k in MESSAGE_KINDS}
@@ -173,7 +179,23 @@ class Pipeline:
             gone = copy.copy(expired.session)  # as the expiry left it (see below)
             events.extend(_egress(expired.events, gone))
             updates.append(VehicleUpdate(gone))
+        limits = self._limits
+        if limits is not None:
+            limits.evict(now)
         for msg in batch:
+            # Per-car limit before decoding: a flood of bad payloads is dropped as cheaply as one
+            # of good ones, and never reaches the session. Keyed by the topic's VIN (the broker's
+            # ACL confines a car to its own topics); a topic without one is rejected by decode
+            # just as cheaply. A dropped QoS 1 message is acknowledged with the batch like any
+            # rejected one (README "MQTT topics", Limits).
+            if limits is not None:
+                vin = _topic_vin(msg.topic)
+                if vin and not limits.messages.take(vin, now):
+                    rejected["rate_limited"] += 1
+                    if self._log_budget.allow():
+                        log.warning("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
+                                    msg.topic, limits.messages.rate, limits.messages.burst)
+                    continue
             d = decode(msg.topic, msg.payload, self._max_payload, now=now)
             if isinstance(d, Rejected):
                 rejected[d.reason] += 1
@@ -187,6 +209,14 @@ class Pipeline:
             if isinstance(d, Decoded):
                 env = d.envelope
                 body: str = env.WhichOneof("body") or ""
+                if body == "hello" and limits is not None and not limits.hellos.take(env.vin, now):
+                    # A reconnect storm of one car: each connection's Hello costs an online
+                    # event, a store write and the entitlement engine's boot handling.
+                    rejected["hello_rate_limited"] += 1
+                    if self._log_budget.allow():
+                        log.warning("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
+                                    msg.topic, limits.hellos.rate, limits.hellos.burst)
+                    continue
                 in_grace = env.vin in self._tracker.pending_offline
                 t = self._tracker.apply(env, now)
                 if in_grace and env.vin not in self._tracker.pending_offline:
@@ -396,6 +426,15 @@ class Pipeline:
         self._m.vehicles_tracked.set(len(self._tracker.sessions))
 
 
+
+
+def _topic_vin(topic: str) -> str:
+    """The VIN segment of a vehicle topic when it has a VIN's length, else "" (decode rejects
+    the message: bad_topic or vin_syntax). The length bound keeps the bucket keys small."""
+    parsed = topics.parse(topic)
+    if parsed is None or len(parsed[0]) != _VIN_LENGTH:
+        return ""
+    return parsed[0]
 
 
 def _egress(

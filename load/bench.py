@@ -53,6 +53,7 @@ class Params:
     unclean: bool = True
     window_s: float = 10.0
     smoke: bool = False
+    phase_s: float = 15.0
 
 
 _phase = 0
@@ -201,8 +202,8 @@ def run_steady(p: Params, workdir: Path) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap = argparse.ArgumentParser(prog="python -m load.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=SCENARIOS, default="steady")
-    ap.add_argument("--cars", type=int, help="steady: 1000; connections/storms: 15000")
+    ap.add_argument("--scenario", choices=(*SCENARIOS, "flood"), default="steady")
+    ap.add_argument("--cars", type=int, help="steady: 1000; connections/storms: 15000; flood: 50")
     ap.add_argument("--messages", type=int, default=300_000, help="steady: telemetry envelopes per run")
     ap.add_argument("--samples", type=int, default=1, help="telemetry samples (records) per envelope")
     ap.add_argument("--workers", type=int, help="generator processes (steady: 2; others: 4)")
@@ -216,6 +217,7 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap.add_argument("--concurrency", type=int, default=64, help="connects in flight per worker")
     ap.add_argument("--clean", action="store_true", help="connections: goodbye + DISCONNECT instead of drops")
     ap.add_argument("--window", type=float, default=10.0, help="restart_storm: boots spread over seconds")
+    ap.add_argument("--phase", type=float, default=15.0, help="flood: seconds per phase")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite (< 30 s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args(argv)
@@ -223,15 +225,18 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     if set(systems) - set(SYSTEMS):
         ap.error(f"--systems: choose from {', '.join(SYSTEMS)}")
     steady = a.scenario == "steady"
+    flood = a.scenario == "flood"
     p = Params(
-        scenario=a.scenario, cars=a.cars or (1000 if steady else 15_000), messages=a.messages,
-        samples=a.samples, workers=a.workers or (2 if steady else 4), qos=a.qos, burst=a.burst,
-        rate=a.rate, repeat=a.repeat, seed=a.seed, naive_mode=a.naive_mode, systems=systems,
+        scenario=a.scenario, cars=a.cars or (1000 if steady else 50 if flood else 15_000),
+        messages=a.messages, samples=a.samples, workers=a.workers or (2 if steady else 4), qos=a.qos,
+        burst=a.burst, rate=a.rate or (500.0 if flood else 0.0), repeat=1 if flood else a.repeat,
+        phase_s=a.phase, seed=a.seed, naive_mode=a.naive_mode, systems=systems,
         concurrency=a.concurrency, unclean=not a.clean, window_s=a.window, smoke=a.smoke,
     )
     if a.smoke:
         p = Params(**{**asdict(p), "cars": min(p.cars, 20), "messages": min(p.messages, 3000), "workers": 1,
-                      "repeat": 1, "window_s": min(p.window_s, 1.0), "stall_s": 8.0})
+                      "repeat": 1, "window_s": min(p.window_s, 1.0), "stall_s": 8.0,
+                      "phase_s": min(p.phase_s, 2.0), "rate": min(p.rate, 200.0)})
     return p, a.out
 
 
@@ -241,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         if p.scenario == "steady":
             body = run_steady(p, Path(tmp))
+        elif p.scenario == "flood":
+            from load.flood import run_flood
+
+            body = run_flood(p.cars, p.rate, p.phase_s, p.seed, Path(tmp))
         else:
             from load.storms import run_storms
 

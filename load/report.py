@@ -51,6 +51,8 @@ def write(doc: dict[str, Any], out: Path) -> list[Path]:
     for path in paths:
         path.write_text(text + "\n")
     png = out / "latest.png"
+    if doc["scenario"] == "flood":
+        return paths  # a table of three phases: the JSON and the text summary say it all
     if doc["scenario"] == "steady":
         plot_steady(doc, png)
     else:
@@ -205,6 +207,18 @@ def text_summary(doc: dict[str, Any]) -> str:
                 lines.append(f"             RSS per tracked vehicle {rss}")
         for name, r in doc.get("ratios", {}).items():
             lines.append(f"  ratio {name}: {_fmt(r, '', 3)}")
+    elif doc["scenario"] == "flood":
+        for run in doc.get("runs", []):
+            for phase, ph in run["phases"].items():
+                lat = ph["latency"]
+                lines.append(
+                    f"  {phase:>10}: normal cars p50/p99 {lat.get('p50_ms', float('nan')):.1f} / "
+                    f"{lat.get('p99_ms', float('nan')):.1f} ms, received {ph['normal_received']:,} of "
+                    f"{ph['normal_sent']:,}; flooder sent {ph['flood_sent']:,} "
+                    f"({ph['flood_sent_per_s']:,.0f}/s), rate_limited {ph['rate_limited']:,.0f}"
+                )
+        for name, r in doc.get("summary", {}).get("ratios", {}).items():
+            lines.append(f"  ratio {name}: {r}")
     else:
         for name, v in doc.get("summary", {}).get("timings_s", {}).items():
             lines.append(f"  {name}: {_fmt(v, ' s', 2)}")

@@ -16,17 +16,12 @@ and append `Hostile("name", p, rejected("reason"))` to ROWS. Rows run in table o
 same gateway; a producer leaves the hostile car connected and its sequence counter usable.
 gRPC rows use `h.channel`, built by `support.grpc_channel` (where backend credentials go).
 
-Rows that need the broker's TLS listener or per-car rate limits are added with them:
+Rows that need the broker's TLS listener are added with it:
 * another car's certificate: a producer that connects to the TLS listener with HOSTILE's
   certificate and publishes on `topics.uplink(GOOD)` (and tries client id GOOD):
   `Hostile("another_cars_certificate", p, NotDelivered(), then=_good_still_online)`;
 * no certificate: a producer asserting that the TLS connect without a client certificate is
   refused: `Hostile("no_certificate", p, NotDelivered())`;
-* flood: a producer sending N heartbeats from HOSTILE as fast as it can (the fixture's config
-  sets a low per-car rate):
-  `Hostile("flood", p, Counted({"received:heartbeat": 1, "rejected:rate_limited": 1},
-  at_least=True, messages=N))`. `test_every_reject_reason_has_a_hostile_row` fails until a
-  row expects `rate_limited`.
 """
 
 from __future__ import annotations
@@ -284,6 +279,39 @@ async def _good_still_online(h: Harness) -> None:
     assert (await h.vehicle(GOOD)).presence == vehicles_pb2.PRESENCE_ONLINE
 
 
+FLOOD_BURST = 400
+FLOOD_MESSAGES = 3 * FLOOD_BURST
+HELLO_STORM = 30
+FLOODER = "WP0ZZZ99ZJS700002"  # cars of their own: their buckets are theirs alone
+STORMER = "WP0ZZZ99ZJS700003"
+
+
+async def _flood(h: Harness) -> None:
+    """One car sends far more than its burst as fast as it can (on the real clock the bucket
+    refills 1/s, so at least FLOOD_MESSAGES - FLOOD_BURST - a few are dropped)."""
+    car = TestVehicle(FLOODER, h.gw.config.mqtt_port)
+    await car.connect()  # its Hello takes one token too
+    try:
+        for _ in range(FLOOD_MESSAGES):
+            await car.heartbeat()
+    finally:
+        await car.close()
+
+
+async def _hello_storm(h: Harness) -> None:
+    """A reconnect storm as the gateway sees it: one Hello per connection, many in a row."""
+    car = TestVehicle(STORMER, h.gw.config.mqtt_port)
+    await car.connect()
+    try:
+        for _ in range(HELLO_STORM):
+            env = car.envelope()
+            env.hello.connection_id = car.connection_id
+            env.hello.model, env.hello.model_year = car.model, car.model_year
+            await car.publish(env)
+    finally:
+        await car.close()
+
+
 def grpc_call(call: Callable[[vehicles_pb2_grpc.VehicleServiceStub], Awaitable[object]]) -> Producer:
     async def produce(h: Harness) -> grpc.StatusCode:
         try:
@@ -500,6 +528,16 @@ ROWS: list[Hostile] = [
             vehicles_call(lambda s: s.ListVehicles(V.ListVehiclesRequest(page_size=2**31 - 1))), INVALID),
     Hostile("grpc_cursor_uint64_max", _watch_after_the_last_cursor,
             Status(grpc.StatusCode.CANCELLED, {"received:state_change": 1})),
+    # -- one car far over its limits (its own buckets; the good car's sentinel still goes through) --
+    Hostile("flood", _flood, Counted(
+        {"received:hello": 1, "received:heartbeat": 1,
+         "rejected:rate_limited": FLOOD_MESSAGES - FLOOD_BURST - 50},
+        at_least=True, messages=1 + FLOOD_MESSAGES,
+    ), then=_good_still_online),
+    Hostile("reconnect_storm_of_hellos", _hello_storm, Counted(
+        {"received:hello": 1, "rejected:hello_rate_limited": HELLO_STORM + 1 - 10 - 5},
+        at_least=True, messages=1 + HELLO_STORM,
+    ), then=_good_still_online),
 ]
 
 
@@ -524,6 +562,9 @@ async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Har
     config = load_config(
         None, env={}, data_dir=str(tmp / "data"), mqtt_port=free_port(),
         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
+        # Per-car limits the other rows stay well under (each car sends a few hundred messages
+        # at most) and the flood rows exceed many times over (FLOOD_MESSAGES, HELLO_STORM).
+        car_burst=FLOOD_BURST, car_rate_per_s=1.0, car_hello_burst=10, car_hello_rate_per_s=0.1,
     )
     gw = Gateway(config)
     await gw.start()

@@ -55,6 +55,11 @@ class Envelope(_message.Message):
     past beyond 2000: a car may send data it buffered while offline.
     Ids [bad_string] (session, command, entitlement ids): 1..128 printable ASCII, no spaces.
     Service ids [bad_string]: 1..64 characters, lower-case words of a-z0-9 joined by '-'.
+    Rate [rate_limited]: per car, at most car_burst (default 1,000) messages at once and
+    car_rate_per_s (default 100) on average, counted on the VIN of the topic before decoding
+    (invalid payloads and wills included); Hellos also at most car_hello_burst (20) at once and
+    car_hello_rate_per_s (1) on average [hello_rate_limited]. The excess is dropped (QoS 1:
+    acknowledged all the same). See README "MQTT topics" -> Limits.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
