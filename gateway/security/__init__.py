@@ -1,0 +1,1 @@
+"""Identity and authorization (issue 9): certificates, backend credentials, security codes."""
