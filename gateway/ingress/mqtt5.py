@@ -376,6 +376,15 @@ class Mqtt5Client:
         return assigned if isinstance(assigned, str) else self._client_id
 
     @property
+    def tls_version(self) -> str | None:
+        """The TLS version of the current connection ("TLSv1.3"); None for plain TCP."""
+        conn = self._conn
+        if conn is None or conn.transport is None:
+            return None
+        ssl_object = conn.transport.get_extra_info("ssl_object")
+        return ssl_object.version() if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None
+
+    @property
     def connack(self) -> ConnAck | None:
         """The last successful CONNACK (server receive maximum, topic alias maximum, ...)."""
         return self._connack
