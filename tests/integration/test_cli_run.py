@@ -34,6 +34,7 @@ class RunningGateway:
             os.environ,
             GATEWAY_DATA_DIR=str(tmp_path / "data"),
             GATEWAY_MQTT_PORT=str(self.mqtt_port),
+            GATEWAY_MQTT_TLS_PORT=str(free_port()),
             GATEWAY_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}",
             GATEWAY_HTTP_LISTEN=f"127.0.0.1:{self.http_port}",
             PYTHONPATH=str(ROOT),
