@@ -12,12 +12,14 @@ from pathlib import Path
 import aiomqtt
 import grpc
 import pytest
-from support import eventually
+from support import eventually, free_port
 from vehicle_client import TestVehicle
 
 from gateway import topics
 from gateway._gen.telematics.v1 import common_pb2, downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
-from gateway.app import Gateway
+from gateway.app import Gateway, GatewayStartError
+from gateway.broker.managed import ManagedBroker, TlsListener
+from gateway.config import Config, load_config
 from gateway.ingress.mqtt5 import Mqtt5Client, MqttConnectError
 from gateway.security import pki
 
@@ -29,7 +31,11 @@ VIN_B = "WP0ZZZ99ZJS200002"
 
 def car_tls(gw: Gateway, tmp_path: Path, vin: str) -> ssl.SSLContext:
     """A car's TLS context: its own certificate from the gateway's development CA."""
-    cert, key = pki.issue_car(gw.config.pki_dir, vin, tmp_path / "cars")
+    return car_tls_from(gw.config.pki_dir, tmp_path, vin)
+
+
+def car_tls_from(ca_dir: Path, tmp_path: Path, vin: str) -> ssl.SSLContext:
+    cert, key = pki.issue_car(ca_dir, vin, tmp_path / "cars")
     context = ssl.create_default_context(cafile=str(tmp_path / "cars" / "ca.crt"))
     context.load_cert_chain(str(cert), str(key))
     return context
@@ -195,3 +201,66 @@ async def test_a_client_without_tls_is_refused_on_the_tls_listener(
     )
     with pytest.raises(MqttConnectError):
         await client.connect(timeout=10)
+
+
+def external_config(tmp_path: Path, **overrides: str) -> Config:
+    return load_config(
+        env={}, data_dir=str(tmp_path / "data"), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
+        **overrides,
+    )
+
+
+async def test_the_gateway_connects_to_an_external_tls_broker_by_mqtts_url_with_its_certificate(
+    tmp_path: Path,
+) -> None:
+    files, _ = pki.ensure_embedded_pki(tmp_path / "pki", gateway_identity="gw-external")
+    broker = ManagedBroker(
+        directory=tmp_path / "broker", port=free_port(),
+        tls=TlsListener("127.0.0.1", free_port(), files.ca_cert, files.broker_cert, files.broker_key,
+                        "gw-external"),
+    )
+    broker.start_sync()
+    assert broker.tls is not None
+    config = external_config(
+        tmp_path, mqtt_url=f"mqtts://localhost:{broker.tls.port}",
+        mqtt_ca_file=str(files.ca_cert), mqtt_cert_file=str(files.gateway_cert),
+        mqtt_key_file=str(files.gateway_key), mqtt_client_id="gw-external",
+    )
+    gw = Gateway(config)
+    try:
+        await gw.start()
+        assert gw.mqtt is not None and gw.mqtt.client is not None
+        assert gw.mqtt.client.tls_version in ("TLSv1.2", "TLSv1.3")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+            stub = vehicles_pb2_grpc.VehicleServiceStub(channel)
+            car = TestVehicle(VIN_A, broker.tls.port, tls=car_tls_from(files.directory, tmp_path, VIN_A))
+            await car.connect()
+            await eventually(lambda: get_vehicle(stub, VIN_A), lambda v: v is not None)
+            await car.close()
+    finally:
+        await gw.stop()
+        broker.stop_sync()
+
+
+async def test_the_gateway_refuses_a_tls_broker_whose_certificate_its_ca_did_not_sign(tmp_path: Path) -> None:
+    files, _ = pki.ensure_embedded_pki(tmp_path / "pki", gateway_identity="gw-external")
+    other, _ = pki.ensure_embedded_pki(tmp_path / "other", gateway_identity="gw-external")
+    broker = ManagedBroker(
+        directory=tmp_path / "broker", port=free_port(),
+        tls=TlsListener("127.0.0.1", free_port(), files.ca_cert, files.broker_cert, files.broker_key,
+                        "gw-external"),
+    )
+    broker.start_sync()
+    assert broker.tls is not None
+    config = external_config(
+        tmp_path, mqtt_url=f"mqtts://127.0.0.1:{broker.tls.port}",
+        mqtt_ca_file=str(other.ca_cert), mqtt_cert_file=str(files.gateway_cert),
+        mqtt_key_file=str(files.gateway_key),
+    )
+    gw = Gateway(config)
+    try:
+        with pytest.raises(GatewayStartError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            await gw.start()
+    finally:
+        await gw.stop()
+        broker.stop_sync()
