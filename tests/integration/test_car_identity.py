@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import grpc
@@ -203,7 +204,7 @@ async def test_a_client_without_tls_is_refused_on_the_tls_listener(
         await client.connect(timeout=10)
 
 
-def external_config(tmp_path: Path, **overrides: str) -> Config:
+def external_config(tmp_path: Path, **overrides: Any) -> Config:
     return load_config(
         env={}, data_dir=str(tmp_path / "data"), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
         **overrides,
