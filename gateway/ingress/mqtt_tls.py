@@ -35,7 +35,11 @@ def client_context(tls: MqttTls) -> ssl.SSLContext:
             raise MqttTlsError(f"cannot load the broker CA {tls.ca_file}: {_reason(exc)}") from None
     if tls.cert_file is not None:
         try:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+            # An empty password rather than none: OpenSSL would otherwise prompt on the terminal
+            # for an encrypted key and hang a service; this way it fails with a clear error.
+            context.load_cert_chain(
+                str(tls.cert_file), str(tls.key_file) if tls.key_file else None, password=lambda: b""
+            )
         except (OSError, ssl.SSLError) as exc:
             raise MqttTlsError(
                 f"cannot load the client certificate {tls.cert_file} with key {tls.key_file}: {_reason(exc)}"

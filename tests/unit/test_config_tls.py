@@ -69,3 +69,20 @@ def test_a_missing_tls_file_is_named_by_path() -> None:
 def test_the_tls_listener_cannot_share_the_plain_listeners_port() -> None:
     with pytest.raises(ConfigError, match="mqtt_tls_port: 18830 is also mqtt_port"):
         load_config(env={"GATEWAY_MQTT_TLS_PORT": "18830"})
+
+
+def test_an_encrypted_client_key_fails_naming_its_path(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.ingress.mqtt_tls import MqttTls, MqttTlsError, client_context
+    from gateway.security import pki
+
+    files, _ = pki.ensure_embedded_pki(tmp_path / "pki", gateway_identity="gw")
+    key = serialization.load_pem_private_key(files.gateway_key.read_bytes(), password=None)
+    locked = tmp_path / "locked.key"
+    locked.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    ))
+    with pytest.raises(MqttTlsError, match=re.escape(str(locked))):
+        client_context(MqttTls(files.ca_cert, files.gateway_cert, locked))
