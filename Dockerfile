@@ -21,7 +21,9 @@ ENV GATEWAY_DATA_DIR=/home/gateway/data \
     GATEWAY_REFERENCE_DIR=/opt/gateway \
     GATEWAY_GRPC_LISTEN=0.0.0.0:50051 \
     GATEWAY_HTTP_LISTEN=0.0.0.0:8080 \
-    GATEWAY_MQTT_HOST=0.0.0.0
-EXPOSE 50051 8080 18830
+    GATEWAY_MQTT_TLS_HOST=0.0.0.0
+# Cars reach the managed broker's TLS listener (client certificates, README "Identity"); its
+# plain listener is unauthenticated and stays on the container's loopback.
+EXPOSE 50051 8080 18883
 ENTRYPOINT ["telematics-gateway"]
 CMD ["run"]

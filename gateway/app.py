@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -24,7 +25,7 @@ from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.server import SERVICE_NAMES, build_server
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
-from gateway.broker.managed import ManagedBroker
+from gateway.broker.managed import ManagedBroker, TlsListener
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
@@ -35,11 +36,13 @@ from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
 from gateway.ingress.mqtt_session import MqttSession
+from gateway.ingress.mqtt_tls import MqttTls, MqttTlsError, client_context
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
 from gateway.security.code_store import SecurityCodes
 from gateway.security.codes import LockoutPolicy
+from gateway.security.pki import EmbeddedPki, PkiError, ensure_embedded_pki
 from gateway.session.hub import EventHub
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
@@ -68,12 +71,21 @@ class Gateway:
         self.store = SqliteStore(path=data_dir / "gateway.db")
         self.broker: ManagedBroker | None = None
         if config.broker_is_managed:
+            pki = EmbeddedPki(config.pki_dir)
             self.broker = ManagedBroker(
                 directory=data_dir / "broker",
                 host=config.mqtt_host,
                 port=config.mqtt_port,
                 mosquitto=config.mosquitto_bin,
                 max_packet_size=max(config.max_payload_bytes * 4, 256 * 1024),
+                tls=TlsListener(
+                    host=config.mqtt_tls_host.strip("[]"),
+                    port=config.mqtt_tls_port,
+                    cafile=pki.ca_cert,
+                    certfile=pki.broker_cert,
+                    keyfile=pki.broker_key,
+                    gateway_identity=config.mqtt_client_id,
+                ) if config.mqtt_tls_port else None,
             )
         self.tracker = SessionTracker()
         self.ledger = SqliteLedger(path=data_dir / "entitlements.db")
@@ -106,11 +118,13 @@ class Gateway:
             raise GatewayStartError(str(exc)) from exc
         address = cfg.broker()
         username, password = address.username, address.password
+        tls = self._mqtt_tls() if address.tls else None
         if self.broker is not None:
             # On the main thread (blocks ~50 ms once): the broker's death signal follows it.
             creds = self.broker.start_sync()
-            username, password = creds.username, creds.password
-            log.info("managed mosquitto listening on %s (pid %s)", address.display, self.broker.pid)
+            if tls is None:  # on the TLS listener the gateway is known by its certificate
+                username, password = creds.username, creds.password
+            self._log_listeners()
         await self.store.open()
         self.tracker = SessionTracker(await self.store.load_sessions(), restored_at=self.clock.now())
         log.info("store open, %d vehicle sessions loaded", len(self.tracker.sessions))
@@ -177,6 +191,7 @@ class Gateway:
                 clean_start=False,  # persistent: the broker keeps what we have not acked
                 session_expiry_s=7 * 24 * 3600,
                 on_batch=pipeline.on_batch,
+                tls=tls,
             )
 
         self.mqtt = MqttSession(
@@ -252,6 +267,54 @@ class Gateway:
         log.info(
             "gateway up: mqtt %s, grpc %s:%d, http %s:%d",
             address.display, cfg.grpc_listen.rpartition(":")[0], self.grpc_port, host, self.http_port,
+        )
+
+    def _mqtt_tls(self) -> ssl.SSLContext:
+        """The gateway's TLS to its broker. With the managed broker: the development CA and the
+        gateway's own certificate in data_dir/pki, created on first start (README "Identity")."""
+        cfg = self.config
+        ca = Path(cfg.mqtt_ca_file) if cfg.mqtt_ca_file else None
+        cert = Path(cfg.mqtt_cert_file) if cfg.mqtt_cert_file else None
+        key = Path(cfg.mqtt_key_file) if cfg.mqtt_key_file else None
+        if self.broker is not None:
+            try:
+                pki, created = ensure_embedded_pki(
+                    cfg.pki_dir, gateway_identity=cfg.mqtt_client_id, broker_hosts=[cfg.tls_connect_host]
+                )
+            except (PkiError, OSError) as exc:
+                message = f"cannot create the broker's certificates in {cfg.pki_dir}: {exc}"
+                raise GatewayStartError(message) from exc
+            if created:
+                log.info("created in %s: %s", pki.directory, ", ".join(p.name for p in created))
+            log.info(
+                "identity: development CA %s, gateway certificate %s (CN %s); issue a car certificate "
+                "with `telematics-gateway pki issue-car <VIN>` (writes %s/<VIN>.crt, .key and ca.crt)",
+                pki.ca_cert, pki.gateway_cert, cfg.mqtt_client_id, pki.cars,
+            )
+            ca = ca or pki.ca_cert
+            if cert is None:
+                cert, key = pki.gateway_cert, pki.gateway_key
+        try:
+            return client_context(MqttTls(ca, cert, key))
+        except MqttTlsError as exc:
+            raise GatewayStartError(str(exc)) from exc
+
+    def _log_listeners(self) -> None:
+        """Say which listeners are open, and that the plain one checks nobody."""
+        assert self.broker is not None
+        broker, cfg = self.broker, self.config
+        if broker.tls is not None:
+            log.info(
+                "managed mosquitto (pid %s): TLS listener mqtts://%s:%d, client certificate required "
+                "(identity = certificate CN: a car's VIN, or the gateway's %s)",
+                broker.pid, cfg.mqtt_tls_host, broker.tls.port, cfg.mqtt_client_id,
+            )
+        else:
+            log.info("managed mosquitto (pid %s): no TLS listener (mqtt_tls_port = 0)", broker.pid)
+        log.warning(
+            "managed mosquitto: plain listener mqtt://%s:%d is UNAUTHENTICATED (any local process can "
+            "pose as any car); loopback only, for the demo and the simulator",
+            cfg.mqtt_host, cfg.mqtt_port,
         )
 
     async def publish_downlink(self, topic: str, payload: bytes) -> None:

@@ -14,6 +14,7 @@ import uvloop
 from gateway.app import Gateway, GatewayStartError
 from gateway.broker.managed import BrokerStartError
 from gateway.config import ConfigError, load_config
+from gateway.security import pki_cli
 from gateway.store.base import StoreError
 
 log = logging.getLogger("gateway")
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="directory for the SQLite store and the managed broker")
     run.add_argument("--grpc-listen", help="host:port for gRPC (default 127.0.0.1:50051)")
     run.add_argument("--http-listen", help="host:port for /metrics, /healthz, /readyz")
+    pki_cli.add_parser(sub)
     return parser
 
 
@@ -59,6 +61,8 @@ async def _run(gateway: Gateway) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "pki":
+        return pki_cli.run(args)
     try:
         config = load_config(
             args.config,

@@ -50,8 +50,19 @@ class Config:
     # MQTT. Empty mqtt_url: start a managed Mosquitto on mqtt_host:mqtt_port. Not in repr():
     # it may hold a password (display_url is the form to show).
     mqtt_url: str = field(default="", repr=False)
+    # The managed broker's plain listener: loopback only, unauthenticated (demo, simulator).
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 18830
+    # The managed broker's TLS listener (client certificate required, CN = identity); 0: none.
+    # With one, the gateway itself connects to it with its own certificate (data_dir/pki).
+    mqtt_tls_host: str = "127.0.0.1"
+    mqtt_tls_port: int = 18883
+    # TLS to the broker (mqtts:// URLs, and the managed TLS listener): the CA to trust and the
+    # gateway's client certificate and key. Empty: the managed broker's files in data_dir/pki,
+    # or for an external broker the system's trust store and no client certificate.
+    mqtt_ca_file: str = ""
+    mqtt_cert_file: str = ""
+    mqtt_key_file: str = ""
     mqtt_client_id: str = "telematics-gateway"
     # Non-empty: subscribe through $share/<group>/ so several gateways split the load.
     mqtt_shared_group: str = ""
@@ -101,8 +112,24 @@ class Config:
     def broker_is_managed(self) -> bool:
         return not self.mqtt_url
 
+    @property
+    def pki_dir(self) -> Path:
+        """The managed broker's development CA and the gateway's own credentials."""
+        return Path(self.data_dir) / "pki"
+
+    @property
+    def tls_connect_host(self) -> str:
+        """Where the gateway reaches the managed TLS listener (a wildcard bind: on loopback)."""
+        bare = self.mqtt_tls_host.strip("[]")
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bare, bare)
+
     def broker(self) -> BrokerAddress:
+        """Where the gateway connects: with a managed broker, its TLS listener when there is
+        one (so the gateway is known by its certificate), else its plain listener."""
         if self.broker_is_managed:
+            if self.mqtt_tls_port:
+                host = self.tls_connect_host
+                return BrokerAddress(host, self.mqtt_tls_port, None, None, self.display_url, True)
             return BrokerAddress(self.mqtt_host, self.mqtt_port, None, None, self.display_url)
         return parse_mqtt_url(self.mqtt_url)
 
@@ -110,6 +137,9 @@ class Config:
     def display_url(self) -> str:
         if self.mqtt_url:
             return redact_url(self.mqtt_url)
+        if self.mqtt_tls_port:
+            host = self.tls_connect_host
+            return f"mqtts://{f'[{host}]' if ':' in host else host}:{self.mqtt_tls_port}"
         return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
 
 
@@ -130,8 +160,13 @@ def split_listen(value: str, key: str) -> tuple[str, int]:
 # One check per key: every field of Config must have one (tests/unit/test_config.py checks).
 CHECKS: dict[str, Callable[[object], object]] = {
     "mqtt_url": cv.mqtt_url,
-    "mqtt_host": cv.host,
+    "mqtt_host": cv.loopback_host,
     "mqtt_port": cv.int_in(1, 65535),
+    "mqtt_tls_host": cv.host,
+    "mqtt_tls_port": cv.tls_port,
+    "mqtt_ca_file": cv.optional_file,
+    "mqtt_cert_file": cv.optional_file,
+    "mqtt_key_file": cv.optional_file,
     "mqtt_client_id": cv.client_id,
     "mqtt_shared_group": cv.shared_group,
     "mosquitto_bin": cv.executable,
@@ -223,4 +258,22 @@ def load_config(
             raise TypeError(f"load_config: unknown key {key!r}")
         if raw is not None:
             values[key] = _checked(key, FLAGS.get(key, key), raw)
-    return dataclasses.replace(Config(), **values)
+    config = dataclasses.replace(Config(), **values)
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(config: Config) -> None:
+    """Checks that concern more than one key (each key alone passed its own check)."""
+    if bool(config.mqtt_cert_file) != bool(config.mqtt_key_file):
+        raise ConfigError(
+            "mqtt_cert_file and mqtt_key_file: give both (a client certificate and its key) or neither"
+        )
+    files = [k for k in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file") if getattr(config, k)]
+    if files and not config.broker().tls:
+        raise ConfigError(
+            f"{', '.join(files)}: set, but the broker connection is plain TCP "
+            "(use an mqtts:// mqtt_url, or the managed broker with mqtt_tls_port)"
+        )
+    if config.broker_is_managed and config.mqtt_tls_port and config.mqtt_tls_port == config.mqtt_port:
+        raise ConfigError(f"mqtt_tls_port: {config.mqtt_tls_port} is also mqtt_port")

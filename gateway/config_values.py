@@ -32,6 +32,7 @@ class BrokerAddress:
     username: str | None
     password: str | None = field(repr=False)  # never shown; see display
     display: str  # redacted: the only form of the URL that may be logged
+    tls: bool = False  # mqtts://: TLS to the broker (gateway/ingress/mqtt5.py)
 
 
 def _shown(raw: object) -> str:
@@ -142,6 +143,35 @@ def _valid_host(value: str) -> bool:
         return bool(_HOSTNAME.match(value))
 
 
+def loopback_host(raw: object) -> str:
+    """A loopback address or ``localhost``: for a listener that authenticates nobody."""
+    value = host(raw)
+    bare = value.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        loopback = bare.lower() in ("localhost", "localhost.")
+    if not loopback:
+        raise ValueError(
+            f"{_shown(raw)} is not a loopback address: the plain MQTT listener is unauthenticated, "
+            "so it listens on loopback only (cars on a network use the TLS listener, mqtt_tls_host)"
+        )
+    return value
+
+
+def tls_port(raw: object) -> int:
+    """A port, or 0 for none."""
+    return int_in(0, 65535)(raw)
+
+
+def optional_file(raw: object) -> str:
+    """Empty (the default applies), or a readable file. Only the path is ever shown."""
+    value = as_str(raw)
+    if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+        raise ValueError(f"{_shown(raw)} is not a readable file")
+    return value
+
+
 def split_listen(value: str) -> tuple[str, int]:
     """``host:port`` (IPv6 in brackets) -> (host without brackets, port); port 0 = any free."""
     host_part, sep, port = value.rpartition(":")
@@ -198,8 +228,8 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
         port = parts.port
     except ValueError:
         raise ValueError(f"bad host or port in {shown!r} (port 1..65535)") from None
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ValueError(f"scheme must be mqtt:// (got {shown!r})")
+    if parts.scheme not in ("mqtt", "tcp", "mqtts"):
+        raise ValueError(f"scheme must be mqtt:// or mqtts:// (got {shown!r})")
     if not parts.hostname:
         raise ValueError(f"no host in {shown!r}")
     if port == 0:
@@ -208,4 +238,5 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
         raise ValueError(f"unexpected path, query or fragment in {shown!r}")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
-    return BrokerAddress(parts.hostname, port or 1883, user, password, shown)
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), user, password, shown, tls)

@@ -30,6 +30,25 @@ class BrokerStartError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class TlsListener:
+    """The broker's TLS listener: client certificates from ``cafile``'s CA required, the
+    certificate's CN is the username and client id; ``gateway_identity`` gets the gateway's
+    rights in the ACL. Paths only (the broker reads the key itself)."""
+
+    host: str
+    port: int
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    gateway_identity: str
+
+    @property
+    def connect_host(self) -> str:
+        """Where a local client reaches it (a wildcard bind is reached on loopback)."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else "::1" if self.host == "::" else self.host
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerCredentials:
     username: str
     password: str = field(repr=False)  # a repr may end up in a log line or a traceback
@@ -57,9 +76,16 @@ def _passwd_tool(mosquitto: str) -> str:
 
 
 def write_broker_files(
-    directory: Path, *, host: str, port: int, mosquitto: str, max_packet_size: int
+    directory: Path,
+    *,
+    host: str,
+    port: int,
+    mosquitto: str,
+    max_packet_size: int,
+    tls: TlsListener | None = None,
 ) -> tuple[Path, BrokerCredentials]:
-    """Render the config, the ACL and a password file with a fresh gateway password."""
+    """Render the config, the ACLs and a password file with a fresh gateway password (for the
+    plain listener; on the TLS listener the gateway is known by its certificate)."""
     directory.mkdir(parents=True, exist_ok=True)
     creds = BrokerCredentials(GATEWAY_USER, secrets.token_urlsafe(24))
     password_file = directory / "passwd"
@@ -80,7 +106,24 @@ def write_broker_files(
     acl_file.write_text(
         package.joinpath("mosquitto.acl").read_text().replace("{gateway_user}", creds.username)
     )
+    tls_listener = ""
+    if tls is not None:
+        tls_acl_file = directory / "mosquitto-tls.acl"
+        tls_acl_file.write_text(
+            package.joinpath("mosquitto-tls.acl").read_text().replace(
+                "{gateway_user}", tls.gateway_identity
+            )
+        )
+        tls_listener = package.joinpath("mosquitto-tls.conf").read_text().format(
+            tls_port=tls.port,
+            tls_host=tls.host,
+            cafile=tls.cafile,
+            certfile=tls.certfile,
+            keyfile=tls.keyfile,
+            tls_acl_file=tls_acl_file,
+        )
     conf = package.joinpath("mosquitto.conf").read_text().format(
+        tls_listener=tls_listener,
         port=port,
         host=host,
         password_file=password_file,
@@ -122,16 +165,19 @@ class ManagedBroker:
         port: int,
         mosquitto: str = "",
         max_packet_size: int = 256 * 1024,
+        tls: TlsListener | None = None,
     ) -> None:
         """
         directory: where config, ACL, password file, persistence and log are written.
-        host, port: the listener.
+        host, port: the plain listener (loopback: it is unauthenticated).
         mosquitto: path of the binary; empty to search PATH and /usr/sbin.
         max_packet_size: the broker refuses larger packets (the gateway's own limit is lower).
+        tls: the TLS listener with client certificates; None for none.
         """
         self.directory = directory
         self.host = host
         self.port = port
+        self.tls = tls
         self._binary = find_mosquitto(mosquitto)
         self._max_packet_size = max_packet_size
         self._proc: subprocess.Popen[bytes] | None = None
@@ -164,12 +210,19 @@ class ManagedBroker:
                 f"cannot start the managed broker: {self.host}:{self.port} is already in use "
                 "(set GATEWAY_MQTT_PORT, or GATEWAY_MQTT_URL for an external broker)"
             )
+        tls = self.tls
+        if tls is not None and _port_open(tls.connect_host, tls.port):
+            raise BrokerStartError(
+                f"cannot start the managed broker: {tls.host}:{tls.port} is already in use "
+                "(set GATEWAY_MQTT_TLS_PORT, 0 for no TLS listener)"
+            )
         conf, self.credentials = write_broker_files(
             self.directory,
             host=self.host,
             port=self.port,
             mosquitto=self._binary,
             max_packet_size=self._max_packet_size,
+            tls=tls,
         )
         self._proc = subprocess.Popen(
             [self._binary, "-c", str(conf)],
@@ -185,7 +238,9 @@ class ManagedBroker:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 raise BrokerStartError(f"mosquitto exited with {self._proc.returncode}: {err.strip()}")
-            if _port_open(self.host, self.port):
+            if _port_open(self.host, self.port) and (
+                tls is None or _port_open(tls.connect_host, tls.port)
+            ):
                 return self.credentials
             time.sleep(0.02)
         self.stop_sync()

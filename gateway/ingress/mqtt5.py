@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
@@ -335,11 +336,17 @@ class Mqtt5Client:
         will: Will | None = None,
         on_batch: Callable[[list[InboundMessage]], None],
         topic_alias_maximum: int = 0,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
+        """tls: connect over TLS with this context (CA, client certificate); None: plain TCP.
+        server_hostname: the name the broker's certificate must carry (default: host)."""
         if not 1 <= receive_maximum <= 0xFFFF:
             raise ValueError("receive_maximum must be in 1..65535")
         self._host, self._port = host, port
-        self.address = f"{host}:{port}"
+        self._tls = tls
+        self._server_hostname = (server_hostname or host) if tls is not None else None
+        self.address = f"{'mqtts://' if tls is not None else ''}{host}:{port}"
         self._client_id = client_id
         self._username, self._password = username, password
         self._clean_start = clean_start
@@ -367,6 +374,15 @@ class Mqtt5Client:
         """The client id in use (the broker-assigned one if we connected with an empty id)."""
         assigned = self._connack.properties.get(codec.ASSIGNED_CLIENT_ID) if self._connack else None
         return assigned if isinstance(assigned, str) else self._client_id
+
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version of the current connection ("TLSv1.3"); None for plain TCP."""
+        conn = self._conn
+        if conn is None or conn.transport is None:
+            return None
+        ssl_object = conn.transport.get_extra_info("ssl_object")
+        return ssl_object.version() if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None
 
     @property
     def connack(self) -> ConnAck | None:
@@ -399,7 +415,12 @@ class Mqtt5Client:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: conn, self._host, self._port)
+                # Over TLS the protocol is the same: the SSL transport hands data_received the
+                # decrypted stream in chunks, so a chunk's PUBLISHes still form one batch.
+                await loop.create_connection(
+                    lambda: conn, self._host, self._port,
+                    ssl=self._tls, server_hostname=self._server_hostname,
+                )
                 conn.send(packet)
                 connack = await conn.connack
         except TimeoutError:

@@ -1,1 +1,2 @@
-"""Identity and authorization: one module per concern (codes: the R7 security code)."""
+"""Identity and authorization: one module per concern (pki: certificates for cars, the broker
+and the gateway; codes, code_store: the R7 security code)."""

@@ -18,6 +18,10 @@ from gateway.config import Config, load_config
 
 
 def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: Any) -> Config:
+    # The gateway reaches its managed broker over TLS with its own certificate, as `run` does:
+    # every test through this fixture exercises that path. Its own free port: tests run beside
+    # each other (and beside other checkouts) on one machine.
+    overrides.setdefault("mqtt_tls_port", free_port())
     return load_config(
         None,  # no config file: the overrides below are the whole configuration
         env={},

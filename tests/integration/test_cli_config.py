@@ -31,6 +31,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         GATEWAY_DATA_DIR=str(tmp_path / "data"),
         GATEWAY_MQTT_PORT=str(free_port()),
+        GATEWAY_MQTT_TLS_PORT=str(free_port()),
         GATEWAY_GRPC_LISTEN="127.0.0.1:0",
         GATEWAY_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
         PYTHONPATH=str(ROOT),
@@ -59,7 +60,7 @@ def assert_one_clean_error_line(done: subprocess.CompletedProcess[str], *expecte
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        (f"mqtts://gw:{SECRET}@gw.example:8883", "scheme must be mqtt://"),
+        (f"ws://gw:{SECRET}@gw.example:8883", "scheme must be mqtt://"),
         (f"mqtt://gw:{SECRET}@gw.example:99999", "bad host or port"),
         (f"mqtt://gw:{SECRET}@", "no host"),
     ],

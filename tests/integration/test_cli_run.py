@@ -34,6 +34,7 @@ class RunningGateway:
             os.environ,
             GATEWAY_DATA_DIR=str(tmp_path / "data"),
             GATEWAY_MQTT_PORT=str(self.mqtt_port),
+            GATEWAY_MQTT_TLS_PORT=str(free_port()),
             GATEWAY_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}",
             GATEWAY_HTTP_LISTEN=f"127.0.0.1:{self.http_port}",
             PYTHONPATH=str(ROOT),
@@ -176,3 +177,29 @@ def test_sigterm_with_open_streams_ends_them_and_exits_promptly(running: Running
         assert list(watch) == [] and list(telemetry) == []  # ended cleanly (status OK), not cut
     assert code == 0, out
     assert elapsed < 5, f"shutdown took {elapsed:.1f} s with open streams (grace is 10 s)"
+
+
+def test_first_run_creates_the_pki_and_says_where_it_is_and_which_listeners_are_open(
+    tmp_path: Path,
+) -> None:
+    gw = RunningGateway(tmp_path)
+    try:
+        gw.wait_ready()
+    finally:
+        code, out = gw.stop(signal.SIGTERM)
+    assert code == 0, out
+    pki = tmp_path / "data" / "pki"
+    for name in ("ca.crt", "ca.key", "broker.crt", "broker.key", "gateway.crt", "gateway.key"):
+        assert (pki / name).is_file(), name
+    assert f"created in {pki}: ca.crt, broker.crt, gateway.crt" in out
+    assert "telematics-gateway pki issue-car <VIN>" in out
+    assert "TLS listener mqtts://127.0.0.1:" in out and "client certificate required" in out
+    assert f"plain listener mqtt://127.0.0.1:{gw.mqtt_port} is UNAUTHENTICATED" in out
+    assert "BEGIN" not in out  # no key or certificate is ever printed
+    second = RunningGateway(tmp_path)
+    try:
+        second.wait_ready()
+    finally:
+        code, out = second.stop(signal.SIGTERM)
+    assert code == 0, out
+    assert "created in" not in out  # created once, then kept

@@ -30,7 +30,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     config = load_config(
         env={},
         data_dir=str(tmp_path / "data"),
-        mqtt_port=free_port(),
+        mqtt_port=free_port(), mqtt_tls_port=free_port(),
         grpc_listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
         entitlement_event_retention=RETAINED,

@@ -64,7 +64,7 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
     config = load_config(
         env={},
         data_dir=str(tmp / "data"),
-        mqtt_port=free_port(),
+        mqtt_port=free_port(), mqtt_tls_port=free_port(),
         grpc_listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
     )

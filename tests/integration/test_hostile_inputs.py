@@ -16,18 +16,14 @@ and append `Hostile("name", p, rejected("reason"))` to ROWS. Rows run in table o
 same gateway; a producer leaves the hostile car connected and its sequence counter usable.
 gRPC rows use `h.channel`, built by `support.grpc_channel` (where backend credentials go).
 
-Rows that need the broker's TLS listener are added with it:
-* another car's certificate: a producer that connects to the TLS listener with HOSTILE's
-  certificate and publishes on `topics.uplink(GOOD)` (and tries client id GOOD):
-  `Hostile("another_cars_certificate", p, NotDelivered(), then=_good_still_online)`;
-* no certificate: a producer asserting that the TLS connect without a client certificate is
-  refused: `Hostile("no_certificate", p, NotDelivered())`;
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -47,7 +43,9 @@ from gateway._gen.telematics.v1 import common_pb2, uplink_pb2, vehicles_pb2, veh
 from gateway.api import limits
 from gateway.app import Gateway
 from gateway.config import load_config
+from gateway.ingress.mqtt5 import Mqtt5Client, MqttConnectError
 from gateway.metrics import MESSAGE_KINDS, REJECT_REASONS, STALE_OUTCOMES
+from gateway.security import pki
 from gateway.session.sequence import MAX_JUMP
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -312,6 +310,46 @@ async def _hello_storm(h: Harness) -> None:
         await car.close()
 
 
+INTRUDER = "WP0ZZZ99ZJS700004"  # holds a valid certificate of its own, wants GOOD's topics
+
+
+def _tls_context(h: Harness, vin: str | None) -> ssl.SSLContext:
+    """Trusts the gateway's development CA; with `vin`, presents that car's certificate."""
+    pki_dir = h.gw.config.pki_dir
+    context = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
+    if vin is not None:
+        cert, key = pki.issue_car(pki_dir, vin, pki_dir.parent / "hostile-cars")
+        context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+async def _another_cars_certificate(h: Harness) -> None:
+    """INTRUDER's own certificate, asking for GOOD's client id and publishing on GOOD's topics.
+    The broker makes its client id its certificate's VIN (GOOD is not kicked off) and its ACL
+    drops the publishes: the gateway sees nothing."""
+    forged = TestVehicle(GOOD, 0).envelope()
+    forged.hello.connection_id, forged.hello.model, forged.hello.model_year = 1, "911", 2018
+    async with aiomqtt.Client(
+        "127.0.0.1", h.gw.config.mqtt_tls_port, identifier=GOOD, protocol=aiomqtt.ProtocolVersion.V5,
+        tls_context=_tls_context(h, INTRUDER),
+    ) as client:
+        for topic, payload in ((topics.uplink(GOOD), forged.SerializeToString()),
+                               (topics.will(GOOD), uplink_pb2.LastWill(vin=GOOD).SerializeToString())):
+            # Refused with a PUBACK reason code (0x87): what the ACL should do.
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(topic, payload, qos=1)
+
+
+async def _no_certificate(h: Harness) -> None:
+    client = Mqtt5Client(
+        host="127.0.0.1", port=h.gw.config.mqtt_tls_port, client_id=INTRUDER, clean_start=True,
+        on_batch=lambda _batch: None, tls=_tls_context(h, None),
+    )
+    with pytest.raises(MqttConnectError) as refused:
+        await client.connect(timeout=10)
+    assert "timed out" not in str(refused.value)  # the broker ended it; we did not give up waiting
+
+
 def grpc_call(call: Callable[[vehicles_pb2_grpc.VehicleServiceStub], Awaitable[object]]) -> Producer:
     async def produce(h: Harness) -> grpc.StatusCode:
         try:
@@ -534,6 +572,9 @@ ROWS: list[Hostile] = [
          "rejected:rate_limited": FLOOD_MESSAGES - FLOOD_BURST - 50},
         at_least=True, messages=1 + FLOOD_MESSAGES,
     ), then=_good_still_online),
+    # -- identity on the TLS listener (the broker refuses; the gateway sees nothing) --
+    Hostile("another_cars_certificate", _another_cars_certificate, NotDelivered(), then=_good_still_online),
+    Hostile("no_certificate", _no_certificate, NotDelivered()),
     Hostile("reconnect_storm_of_hellos", _hello_storm, Counted(
         {"received:hello": 1, "rejected:hello_rate_limited": HELLO_STORM + 1 - 10 - 5},
         at_least=True, messages=1 + HELLO_STORM,
@@ -560,7 +601,7 @@ def counters(gw: Gateway) -> Counter[str]:
 async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
     tmp: Path = tmp_path_factory.mktemp("hostile")
     config = load_config(
-        None, env={}, data_dir=str(tmp / "data"), mqtt_port=free_port(),
+        None, env={}, data_dir=str(tmp / "data"), mqtt_port=free_port(), mqtt_tls_port=free_port(),
         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
         # Per-car limits the other rows stay well under (each car sends a few hundred messages
         # at most) and the flood rows exceed many times over (FLOOD_MESSAGES, HELLO_STORM).

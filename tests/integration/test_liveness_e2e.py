@@ -86,7 +86,7 @@ async def test_car_that_goes_silent_without_a_will_goes_offline_with_reason_time
 
 async def test_silent_car_goes_offline_after_a_gateway_restart(tmp_path: Path) -> None:
     config = load_config(env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(),
-                         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0")
+                         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", mqtt_tls_port=free_port())
     first = Gateway(config, clock=ManualClock(start=time.time()))
     await first.start()
     car = car_without_will(first)

@@ -117,7 +117,8 @@ async def test_reload_with_a_bad_file_keeps_the_old_data_and_names_the_file(tmp_
     shutil.copytree(PROJECT_ROOT / "sim_profiles", data / "sim_profiles")
     shutil.copytree(PROJECT_ROOT / "roaming", data / "roaming")
     cfg = load_config(env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(),
-                      grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", reference_dir=str(data))
+                      grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", reference_dir=str(data),
+                      mqtt_tls_port=free_port())
     gw = Gateway(cfg)
     await gw.start()
     try:

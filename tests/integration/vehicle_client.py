@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -31,8 +32,14 @@ class TestVehicle:
         roaming: bool = False,
         roaming_enabled: bool = False,
         radio: int = common_pb2.RADIO_4G,
+        tls: ssl.SSLContext | None = None,
+        client_id: str | None = None,
     ) -> None:
+        """tls: connect over TLS with this context (the car's certificate; ``port`` is then the
+        broker's TLS listener). client_id: the MQTT client id asked for (default: the VIN)."""
         self.vin = vin
+        self.tls = tls
+        self.client_id = client_id if client_id is not None else vin
         self.port = port
         self.model = model
         self.model_year = model_year
@@ -81,8 +88,9 @@ class TestVehicle:
         self.client = aiomqtt.Client(
             "127.0.0.1",
             self.port,
-            identifier=self.vin,
+            identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
+            tls_context=self.tls,
             will=aiomqtt.Will(topics.will(self.vin), will.SerializeToString(), qos=1) if with_will else None,
             keepalive=30,
         )

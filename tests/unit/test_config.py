@@ -73,7 +73,7 @@ def test_every_key_has_a_check_that_returns_its_default_unchanged() -> None:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        (f"mqtts://gw:{SECRET}@gw.example:8883", "scheme must be mqtt://"),
+        (f"ws://gw:{SECRET}@gw.example:8883", "scheme must be mqtt://"),
         (f"http://gw:{SECRET}@gw.example", "scheme must be mqtt://"),
         (f"gw:{SECRET}@gw.example:1883", "scheme must be mqtt://"),
         (f"mqtt://gw:{SECRET}@", "no host"),
