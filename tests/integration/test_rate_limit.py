@@ -49,8 +49,8 @@ async def limited_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     clock = ManualClock(start=time.time())  # never advanced: no refill during the test
     # As conftest.gateway_config builds it, with the per-car limit set low.
     config = load_config(
-        None, env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(), mqtt_tls_port=free_port(), grpc_listen="127.0.0.1:0",
-        http_listen="127.0.0.1:0", car_rate_per_s=1.0, car_burst=BURST,
+        None, env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(), mqtt_tls_port=free_port(),
+        grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", car_rate_per_s=1.0, car_burst=BURST,
     )
     gw = Gateway(config, clock=clock)
     await gw.start()

@@ -190,8 +190,8 @@ async def test_a_restart_does_not_end_a_lockout(tmp_path: Path) -> None:
     """An attacker must not get a fresh series of guesses by crashing or restarting the gateway:
     the count and the lockout are in the ledger's SQLite database."""
     clock = ManualClock(start=time.time())
-    config = load_config(env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(), mqtt_tls_port=free_port(),
-                         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0")
+    config = load_config(env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(),
+                         mqtt_tls_port=free_port(), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0")
     first = Gateway(config, clock=clock)
     await first.start()
     try:
