@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
+
+import grpc
+
+from gateway.api.client import aio_channel, token_from
+from gateway.app import Gateway
+from gateway.security.credentials import ADMIN_TOKEN_FILE, CREDENTIALS_DIR, new_token
 
 T = TypeVar("T")
 
@@ -28,3 +35,29 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
         await asyncio.sleep(0.02)  # paces the poll; a caller never uses this to prove an absence
+
+
+def admin_token(data_dir: str | Path) -> str:
+    """The admin token the gateway created on its first start under `data_dir`."""
+    return token_from(Path(data_dir) / CREDENTIALS_DIR / ADMIN_TOKEN_FILE)
+
+
+def admin_channel(port: int, data_dir: str | Path) -> grpc.aio.Channel:
+    """A plaintext loopback channel to a gateway that authenticates as its admin credential."""
+    return aio_channel(f"127.0.0.1:{port}", admin_token(data_dir))
+
+
+def gateway_channel(gw: Gateway) -> grpc.aio.Channel:
+    """An admin-authenticated channel to an in-process gateway."""
+    return admin_channel(gw.grpc_port, gw.config.data_dir)
+
+
+# A credential for gateways run as subprocesses (tests/integration/test_cli_run.py
+# RunningGateway): given by the environment, as a deployment would inject it.
+TEST_TOKEN, _TEST_HASH = new_token("test-suite")
+TEST_CREDENTIALS_ENV = {"GATEWAY_GRPC_CREDENTIALS": f"test-suite:admin:{_TEST_HASH}"}
+
+
+def test_channel(port: int) -> grpc.aio.Channel:
+    """A channel to a subprocess gateway started with TEST_CREDENTIALS_ENV."""
+    return aio_channel(f"127.0.0.1:{port}", TEST_TOKEN)
