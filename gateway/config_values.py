@@ -206,7 +206,7 @@ def optional_path(raw: object) -> str:
 
 
 def grpc_credentials(raw: object) -> str:
-    """``id:scope,scope:hmac-sha256$salt$digest`` entries separated by ``;`` (hashes only,
+    """``id=scope,scope=hmac-sha256$salt$digest`` entries separated by ``;`` (hashes only,
     gateway/security/credentials.py). Messages name the entry number, never its hash."""
     from gateway.security.credentials import CredentialError, parse_entries
 

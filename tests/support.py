@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 
 from gateway.api.client import aio_channel, token_from
 from gateway.app import Gateway
@@ -55,9 +58,22 @@ def gateway_channel(gw: Gateway) -> grpc.aio.Channel:
 # A credential for gateways run as subprocesses (tests/integration/test_cli_run.py
 # RunningGateway): given by the environment, as a deployment would inject it.
 TEST_TOKEN, _TEST_HASH = new_token("test-suite")
-TEST_CREDENTIALS_ENV = {"GATEWAY_GRPC_CREDENTIALS": f"test-suite:admin:{_TEST_HASH}"}
+TEST_CREDENTIALS_ENV = {"GATEWAY_GRPC_CREDENTIALS": f"test-suite=admin={_TEST_HASH}"}
 
 
 def test_channel(port: int) -> grpc.aio.Channel:
     """A channel to a subprocess gateway started with TEST_CREDENTIALS_ENV."""
     return aio_channel(f"127.0.0.1:{port}", TEST_TOKEN)
+
+
+def gateway_services() -> list[ServiceDescriptor]:
+    """Every service declared in proto/telematics/v1 (found by scanning the generated modules,
+    so a new .proto file's services are included without editing a list)."""
+    import gateway._gen.telematics.v1 as package
+
+    services: list[ServiceDescriptor] = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.endswith("_pb2"):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            services += module.DESCRIPTOR.services_by_name.values()
+    return sorted(services, key=lambda s: s.full_name)

@@ -16,7 +16,7 @@ distinct and a precomputed table useless.
 
 Sources: the credentials file (TOML, ``[[credential]]`` tables with ``id``, ``scopes`` and
 ``hash``; default ``data_dir/credentials/credentials.toml``) and the ``grpc_credentials``
-configuration key (environment ``GATEWAY_GRPC_CREDENTIALS``: ``id:scope,scope:hash`` entries
+configuration key (environment ``GATEWAY_GRPC_CREDENTIALS``: ``id=scope,scope=hash`` entries
 separated by ``;``) for deployments that inject secrets through the environment. Neither ever
 holds a secret, only its hash.
 """
@@ -208,13 +208,13 @@ def parse_file(path: Path) -> CredentialStore:
 
 
 def parse_entries(text: str) -> CredentialStore:
-    """``id:scope,scope:hash`` entries separated by ``;`` (the ``grpc_credentials`` key)."""
+    """``id=scope,scope=hash`` entries separated by ``;`` (the ``grpc_credentials`` key)."""
     out = []
     for i, raw in enumerate((e.strip() for e in text.split(";")), 1):
         if not raw:
             continue
-        cid, _, rest = raw.partition(":")
-        scopes, _, stored = rest.partition(":")
+        cid, _, rest = raw.partition("=")  # scopes hold ":", ids and hashes never "="
+        scopes, _, stored = rest.partition("=")
         try:
             out.append(make_credential(cid, [s.strip() for s in scopes.split(",") if s.strip()], stored))
         except CredentialError as exc:
