@@ -113,8 +113,8 @@ def test_audit_line_quotes_values_hashes_accounts_and_clips_oversized_fields() -
     line = audit_line(name, "ops", grpc.StatusCode.OK, "ipv4:127.0.0.1:1", fields)
     assert "someone@example.com" not in line and 'account="sha256:' in line
     grant = "/telematics.v1.EntitlementService/Grant"
-    forged = audit_line(grant, "x", grpc.StatusCode.OK, "p",
-                        audit_fields(grant, pb.GrantRequest(order_id="a\naudit method=Forged", vin="V" * 999)))
+    hostile = pb.GrantRequest(order_id="a\naudit method=Forged", vin="V" * 999)
+    forged = audit_line(grant, "x", grpc.StatusCode.OK, "p", audit_fields(grant, hostile))
     assert "\n" not in forged and len(forged) < 600
     # A refused call's request is not parsed: no fields, still one line.
     assert audit_fields(grant, None) == [("order_id", ""), ("vin", ""), ("product_id", "")]
