@@ -180,3 +180,25 @@ def test_sigterm_with_open_streams_ends_them_and_exits_promptly(running: Running
         assert list(watch) == [] and list(telemetry) == []  # ended cleanly (status OK), not cut
     assert code == 0, out
     assert elapsed < 5, f"shutdown took {elapsed:.1f} s with open streams (grace is 10 s)"
+
+
+def test_run_creates_the_admin_token_once_and_says_where_it_is_never_what(tmp_path: Path) -> None:
+    first = RunningGateway(tmp_path)
+    first.wait_ready()
+    token_path = tmp_path / "data" / "credentials" / "admin.token"
+    token = token_path.read_text().strip()
+    assert token_path.stat().st_mode & 0o777 == 0o600
+    code, out = first.stop(signal.SIGTERM)
+    assert code == 0, out
+    assert f"admin token created in {token_path}" in out
+    assert token.split(".")[1] not in out
+    second = RunningGateway(tmp_path)  # a restart keeps the credential
+    second.wait_ready()
+    code, out = second.stop(signal.SIGTERM)
+    assert f"admin token kept in {token_path}" in out and token_path.read_text().strip() == token
+
+
+def test_run_refuses_plaintext_grpc_beyond_loopback_with_exit_code_2(tmp_path: Path) -> None:
+    gw = RunningGateway(tmp_path, "--grpc-listen", "0.0.0.0:50051")
+    out, _ = gw.proc.communicate(timeout=30)
+    assert gw.proc.returncode == 2 and "gRPC beyond loopback needs TLS" in out, out
