@@ -57,13 +57,13 @@ def gateway_channel(gw: Gateway) -> grpc.aio.Channel:
 
 # A credential for gateways run as subprocesses (tests/integration/test_cli_run.py
 # RunningGateway): given by the environment, as a deployment would inject it.
-TEST_TOKEN, _TEST_HASH = new_token("test-suite")
-TEST_CREDENTIALS_ENV = {"GATEWAY_GRPC_CREDENTIALS": f"test-suite=admin={_TEST_HASH}"}
+SUITE_TOKEN, _SUITE_HASH = new_token("test-suite")
+SUITE_CREDENTIALS_ENV = {"GATEWAY_GRPC_CREDENTIALS": f"test-suite=admin={_SUITE_HASH}"}
 
 
-def test_channel(port: int) -> grpc.aio.Channel:
-    """A channel to a subprocess gateway started with TEST_CREDENTIALS_ENV."""
-    return aio_channel(f"127.0.0.1:{port}", TEST_TOKEN)
+def suite_channel(port: int) -> grpc.aio.Channel:
+    """A channel to a subprocess gateway started with SUITE_CREDENTIALS_ENV."""
+    return aio_channel(f"127.0.0.1:{port}", SUITE_TOKEN)
 
 
 def gateway_services() -> list[ServiceDescriptor]:

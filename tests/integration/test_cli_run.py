@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from support import TEST_CREDENTIALS_ENV, TEST_TOKEN, free_port
+from support import SUITE_CREDENTIALS_ENV, SUITE_TOKEN, free_port
 
 from gateway.api.client import bearer_metadata
 
@@ -39,7 +39,7 @@ class RunningGateway:
             GATEWAY_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}",
             GATEWAY_HTTP_LISTEN=f"127.0.0.1:{self.http_port}",
             PYTHONPATH=str(ROOT),
-            **TEST_CREDENTIALS_ENV,
+            **SUITE_CREDENTIALS_ENV,
             **(env or {}),
         )
         self.proc = subprocess.Popen(
@@ -162,7 +162,7 @@ def test_sigterm_with_open_streams_ends_them_and_exits_promptly(running: Running
     )
 
     with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as ch:
-        auth = bearer_metadata(TEST_TOKEN)
+        auth = bearer_metadata(SUITE_TOKEN)
         watch = vehicles_pb2_grpc.VehicleServiceStub(ch).WatchVehicleEvents(
             vehicles_pb2.WatchVehicleEventsRequest(), metadata=auth
         )

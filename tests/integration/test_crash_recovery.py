@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from support import test_channel
+from support import suite_channel
 from test_cli_run import RunningGateway
 from vehicle_client import TestVehicle
 
@@ -29,7 +29,7 @@ LOCKS = [common_pb2.LOCK_STATE_LOCKED, common_pb2.LOCK_STATE_UNLOCKED]
 
 async def read_events(port: int, count: int, after: int = 0) -> list[vehicles_pb2.VehicleEvent]:
     """The next `count` events of the car's log after cursor `after` (replayed, then followed)."""
-    async with test_channel(port) as ch:
+    async with suite_channel(port) as ch:
         stub = vehicles_pb2_grpc.VehicleServiceStub(ch)
         stream = stub.WatchVehicleEvents(vehicles_pb2.WatchVehicleEventsRequest(vin=VIN, after_cursor=after))
         it = aiter(stream)
