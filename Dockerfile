@@ -17,6 +17,9 @@ COPY sim_profiles /opt/gateway/sim_profiles
 COPY roaming /opt/gateway/roaming
 USER gateway
 WORKDIR /home/gateway
+# gRPC on 0.0.0.0 needs TLS (plaintext is allowed on loopback only): mount a certificate and set
+# GATEWAY_GRPC_TLS_CERT and GATEWAY_GRPC_TLS_KEY (README: Backend authentication), or the start
+# stops with exit code 2. The admin token is created in /home/gateway/data/credentials/.
 ENV GATEWAY_DATA_DIR=/home/gateway/data \
     GATEWAY_REFERENCE_DIR=/opt/gateway \
     GATEWAY_GRPC_LISTEN=0.0.0.0:50051 \

@@ -19,10 +19,11 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2
 
 from gateway import faults, topics
+from gateway.api.auth import AuthInterceptor
 from gateway.api.entitlements import EngineExplainer, EntitlementService
 from gateway.api.explain import ExplainService
 from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
-from gateway.api.server import SERVICE_NAMES, build_server
+from gateway.api.server import SERVICE_NAMES, ServerTls, build_server
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
 from gateway.broker.managed import ManagedBroker, TlsListener
@@ -40,6 +41,7 @@ from gateway.ingress.mqtt_tls import MqttTls, MqttTlsError, client_context
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
+from gateway.security import credentials as creds
 from gateway.security.code_store import SecurityCodes
 from gateway.security.codes import LockoutPolicy
 from gateway.security.pki import EmbeddedPki, PkiError, ensure_embedded_pki
@@ -96,6 +98,8 @@ class Gateway:
         self.mqtt: MqttSession | None = None
         self.pipeline: Pipeline | None = None
         self.grpc_port = 0
+        # data_dir/credentials/admin.token when the embedded default manages credentials.
+        self.admin_token_path: Path | None = None
         self.http_port = 0
         self._grpc_server: object | None = None
         self._http_runner: web.AppRunner | None = None
@@ -227,6 +231,8 @@ class Gateway:
             metrics=self.metrics,
             entitlements=EngineExplainer(engine=engine),
         )
+        credentials = self._open_credentials()
+        grpc_tls = self._grpc_tls()
         server, self.grpc_port = build_server(
             listen=cfg.grpc_listen,
             vehicles=vehicles,
@@ -241,6 +247,8 @@ class Gateway:
                 clock=self.clock, policy=policy,
             ),
             health_servicer=self._health,
+            interceptors=[AuthInterceptor(credentials=credentials, metrics=self.metrics)],
+            tls=grpc_tls,
         )
         await server.start()
         self._grpc_server = server
@@ -316,6 +324,52 @@ class Gateway:
             "pose as any car); loopback only, for the demo and the simulator",
             cfg.mqtt_host, cfg.mqtt_port,
         )
+
+    def _open_credentials(self) -> creds.CredentialSource:
+        """The backend credentials (README: Backend authentication); on the first start of the
+        embedded default an admin credential whose token is written to a 0600 file."""
+        cfg = self.config
+        try:
+            fixed = creds.parse_entries(cfg.grpc_credentials)
+            if cfg.grpc_credentials_file:
+                return creds.CredentialSource(Path(cfg.grpc_credentials_file), fixed)
+            directory = Path(cfg.data_dir) / creds.CREDENTIALS_DIR
+            created = creds.ensure_admin(directory)
+            source = creds.CredentialSource(directory / creds.CREDENTIALS_FILE, fixed)
+        except (creds.CredentialError, OSError) as exc:
+            raise GatewayStartError(f"backend credentials: {exc}") from exc
+        token = directory / creds.ADMIN_TOKEN_FILE
+        if token.exists():
+            self.admin_token_path = token
+            # The path only, never the token.
+            log.info(
+                "gRPC needs a bearer token: admin token %s in %s (grpcurl -H \"authorization: Bearer"
+                " $(cat %s)\"); more with `telematics-gateway credentials add`",
+                "created" if created else "kept", token, token,
+            )
+        return source
+
+    def _grpc_tls(self) -> ServerTls | None:
+        cfg = self.config
+        if not cfg.grpc_tls_cert:
+            log.info("gRPC: plaintext on loopback %s (grpc_tls_cert, grpc_tls_key: TLS)", cfg.grpc_listen)
+            return None
+
+        def read(key: str, path: str) -> bytes:
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise GatewayStartError(f"{key}: cannot read {path}: {exc.strerror}") from None
+
+        tls = ServerTls(
+            cert_chain=read("grpc_tls_cert", cfg.grpc_tls_cert),
+            private_key=read("grpc_tls_key", cfg.grpc_tls_key),
+            client_ca=(read("grpc_tls_client_ca", cfg.grpc_tls_client_ca) if cfg.grpc_tls_client_ca
+                       else None),
+        )
+        mutual = " with client certificates (mutual TLS)" if tls.client_ca else ""
+        log.info("gRPC: TLS%s on %s", mutual, cfg.grpc_listen)
+        return tls
 
     async def publish_downlink(self, topic: str, payload: bytes) -> None:
         """QoS 1 to a car; raises MqttError when the broker refuses or the session is down."""

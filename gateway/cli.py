@@ -14,7 +14,7 @@ import uvloop
 from gateway.app import Gateway, GatewayStartError
 from gateway.broker.managed import BrokerStartError
 from gateway.config import ConfigError, load_config
-from gateway.security import pki_cli
+from gateway.security import credentials_cli, pki_cli
 from gateway.store.base import StoreError
 
 log = logging.getLogger("gateway")
@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--grpc-listen", help="host:port for gRPC (default 127.0.0.1:50051)")
     run.add_argument("--http-listen", help="host:port for /metrics, /healthz, /readyz")
     pki_cli.add_parser(sub)
+    credentials_cli.add_parser(sub)
     return parser
 
 
@@ -63,19 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "pki":
         return pki_cli.run(args)
+    flags = {"data_dir": args.data_dir}
+    if args.command == "run":
+        flags.update(mqtt_url=args.mqtt_url, grpc_listen=args.grpc_listen, http_listen=args.http_listen)
     try:
         config = load_config(
-            args.config,
-            warn=lambda line: print(f"warning: {line}", file=sys.stderr),
-            mqtt_url=args.mqtt_url,
-            data_dir=args.data_dir,
-            grpc_listen=args.grpc_listen,
-            http_listen=args.http_listen,
+            args.config, warn=lambda line: print(f"warning: {line}", file=sys.stderr), **flags
         )
     except ConfigError as exc:
         # One line, exit 2; the message never holds a secret (see gateway/redact.py).
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "credentials":
+        return credentials_cli.run(args, config)
     logging.basicConfig(
         level=config.log_level,  # checked against the level names by load_config
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

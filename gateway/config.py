@@ -72,6 +72,15 @@ class Config:
     # Servers.
     grpc_listen: str = "127.0.0.1:50051"
     http_listen: str = "127.0.0.1:8080"
+    # gRPC over TLS (README: Backend authentication). Certificate and key (PEM files) both or
+    # neither; plaintext only when grpc_listen is loopback. A client CA turns on mutual TLS.
+    grpc_tls_cert: str = ""
+    grpc_tls_key: str = ""
+    grpc_tls_client_ca: str = ""
+    # Backend credentials: the file (empty: data_dir/credentials/credentials.toml, created with
+    # an admin credential on first start) plus entries given here (hashes only, no secrets).
+    grpc_credentials_file: str = ""
+    grpc_credentials: str = field(default="", repr=False)
     # Reference data (sim_profiles/ and roaming/ live below this directory).
     reference_dir: str = str(PROJECT_ROOT)
     # Ingress limits.
@@ -173,6 +182,11 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "data_dir": cv.non_empty,
     "grpc_listen": cv.listen,
     "http_listen": cv.listen,
+    "grpc_tls_cert": cv.optional_path,
+    "grpc_tls_key": cv.optional_path,
+    "grpc_tls_client_ca": cv.optional_path,
+    "grpc_credentials_file": cv.optional_path,
+    "grpc_credentials": cv.grpc_credentials,
     "reference_dir": cv.non_empty,
     "max_payload_bytes": cv.int_in(256, cv.MQTT_PACKET_MAX),
     "ingress_queue_messages": cv.int_in(1, 10_000_000),
@@ -260,6 +274,7 @@ def load_config(
             values[key] = _checked(key, FLAGS.get(key, key), raw)
     config = dataclasses.replace(Config(), **values)
     _check_combinations(config)
+    _check_grpc_tls(config)
     return config
 
 
@@ -277,3 +292,19 @@ def _check_combinations(config: Config) -> None:
         )
     if config.broker_is_managed and config.mqtt_tls_port and config.mqtt_tls_port == config.mqtt_port:
         raise ConfigError(f"mqtt_tls_port: {config.mqtt_tls_port} is also mqtt_port")
+
+
+def _check_grpc_tls(config: Config) -> None:
+    """Keys that only make sense together (README: Backend authentication)."""
+    if bool(config.grpc_tls_cert) != bool(config.grpc_tls_key):
+        raise ConfigError(
+            "grpc_tls_cert and grpc_tls_key: set both (the server certificate and its key) or neither"
+        )
+    if config.grpc_tls_client_ca and not config.grpc_tls_cert:
+        raise ConfigError("grpc_tls_client_ca: mutual TLS needs grpc_tls_cert and grpc_tls_key too")
+    if not config.grpc_tls_cert and not cv.is_loopback_listen(config.grpc_listen):
+        # Bearer tokens in plaintext over a network would be readable by anyone on the path.
+        raise ConfigError(
+            f"grpc_listen: {config.grpc_listen} is not loopback; gRPC beyond loopback needs TLS"
+            " (set grpc_tls_cert and grpc_tls_key), or listen on 127.0.0.1"
+        )

@@ -240,3 +240,33 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
     password = unquote(parts.password) if parts.password else None
     tls = parts.scheme == "mqtts"
     return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), user, password, shown, tls)
+
+
+def optional_path(raw: object) -> str:
+    """A file path, or empty for "not set". Existence is checked when the file is read at
+    start, so the error names what the file is for."""
+    return as_str(raw).strip()
+
+
+def grpc_credentials(raw: object) -> str:
+    """``id=scope,scope=hmac-sha256$salt$digest`` entries separated by ``;`` (hashes only,
+    gateway/security/credentials.py). Messages name the entry number, never its hash."""
+    from gateway.security.credentials import CredentialError, parse_entries
+
+    value = as_str(raw).strip()
+    try:
+        parse_entries(value)
+    except CredentialError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def is_loopback_listen(value: str) -> bool:
+    """True when ``host:port`` listens on loopback only (127.0.0.0/8, ::1 or localhost)."""
+    host_part, _port = split_listen(value)
+    if host_part == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host_part).is_loopback
+    except ValueError:
+        return False  # another host name: may resolve to anything

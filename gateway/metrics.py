@@ -53,6 +53,9 @@ SECURITY_CODE_CHANGES = ("set", "changed", "reset")
 # gateway_messages_stale_total{outcome}: see gateway/session/sequence.py Arrival.
 STALE_OUTCOMES = ("duplicate", "late", "too_old", "other_epoch")
 
+# gateway_grpc_auth_denied_total{reason}: see gateway/api/auth.py decide().
+AUTH_DENIAL_REASONS = ("missing_credential", "invalid_credential", "missing_scope")
+
 BEARERS = ("embedded_sim", "inserted_sim", "wifi_hotspot", "unspecified")
 
 
@@ -184,6 +187,23 @@ class Metrics:
             self.security_code_checks.labels(result)
         for action in SECURITY_CODE_CHANGES:
             self.security_code_changes.labels(action)
+        # -- backend authentication (gateway/api/auth.py) --
+        self.grpc_auth_denied = Counter(
+            "gateway_grpc_auth_denied_total",
+            "gRPC calls refused at the edge: no or an invalid credential (UNAUTHENTICATED), or a"
+            " credential without the method's scope (PERMISSION_DENIED), by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.audit_events = Counter(
+            "gateway_audit_events_total",
+            "Audited gRPC calls (grants, cancellations, revocations, owner changes, account"
+            " deletions, remote commands, reloads), by method and status code",
+            ["method", "code"],
+            registry=r,
+        )
+        for reason in AUTH_DENIAL_REASONS:
+            self.grpc_auth_denied.labels(reason)
         for kind in MESSAGE_KINDS:
             self.messages_received.labels(kind)
         for reason in REJECT_REASONS:

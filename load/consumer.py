@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from gateway._gen.telematics.v1 import telemetry_pb2, telemetry_pb2_grpc
+from gateway.api.client import bearer_metadata
 from load.stats import Latencies
 
 SINK_SERVICE = "load.v1.RecordSink"
@@ -118,12 +119,13 @@ def sink_main(counter: Any, pipe: Connection) -> None:
 
 
 # -- the gateway's consumer: one SubscribeTelemetry stream --
-def subscriber_main(target: str, counter: Any, pipe: Connection, expect: int = 0) -> None:
+def subscriber_main(target: str, counter: Any, pipe: Connection, expect: int = 0, token: str = "") -> None:
     """Process entry: subscribe and count until ``expect`` records or a ``stop`` from the parent."""
     tally = Tally(counter)
     channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
     stub = telemetry_pb2_grpc.TelemetryServiceStub(channel)
-    call = stub.SubscribeTelemetry(telemetry_pb2.SubscribeTelemetryRequest())
+    call = stub.SubscribeTelemetry(telemetry_pb2.SubscribeTelemetryRequest(),
+                                   metadata=bearer_metadata(token) if token else None)
     error = ""
 
     def watch() -> None:

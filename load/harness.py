@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway.broker.managed import BrokerCredentials, ManagedBroker
+from gateway.security.credentials import new_token
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +89,8 @@ class GatewayProcess:
         self.http_port = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "gateway.log"
+        # An admin credential given through the environment (hash only); clients send `token`.
+        self.token, stored = new_token("load-harness")
         env = dict(
             os.environ,
             GATEWAY_MQTT_URL=f"mqtt://{broker.user}:{broker.password}@127.0.0.1:{broker.port}",
@@ -95,6 +98,7 @@ class GatewayProcess:
             GATEWAY_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}",
             GATEWAY_HTTP_LISTEN=f"127.0.0.1:{self.http_port}",
             GATEWAY_LOG_LEVEL=log_level,
+            GATEWAY_GRPC_CREDENTIALS=f"load-harness=admin={stored}",
             PYTHONPATH=str(ROOT),
         )
         self._log = self.log_path.open("w")

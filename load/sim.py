@@ -51,6 +51,7 @@ from gateway import topics
 from gateway._gen.telematics.v1 import common_pb2, downlink_pb2, uplink_pb2
 from gateway._gen.telematics.v1 import entitlements_pb2 as ent
 from gateway._gen.telematics.v1 import entitlements_pb2_grpc as ent_grpc
+from gateway.api.client import aio_channel, token_from
 from load import sim_checks
 from load.fleet import COUNTRIES, INSERTED_SIM, NEIGHBOURS, Car, generate_fleet
 from load.payloads import header
@@ -511,13 +512,13 @@ def plan_fleet(opts: SimOptions) -> tuple[list[Car], list[CarRecord], list[Plan]
     return fleet, records, plans
 
 
-async def simulate(port: int, opts: SimOptions, grpc_target: str = "") -> SimRun:
+async def simulate(port: int, opts: SimOptions, grpc_target: str = "", token: str = "") -> SimRun:
     """The day of the fleet against the broker on ``port``; with ``grpc_target`` the entitlement
     lifecycles too, and with ``opts.check`` their outcome checked at the end."""
     fleet, records, plans = plan_fleet(opts)
     clock = SimClock(opts.speed, opts.hours)
     stats = Stats()
-    channel = grpc.aio.insecure_channel(grpc_target) if grpc_target else None
+    channel = aio_channel(grpc_target, token or None) if grpc_target else None
     api = ent_grpc.EntitlementServiceStub(channel) if channel is not None else None
     if api is None:
         for rec in records:
@@ -525,7 +526,7 @@ async def simulate(port: int, opts: SimOptions, grpc_target: str = "") -> SimRun
     sims = [SimCar(c, port, clock, stats, random.Random(f"sim:{opts.seed}:{c.vin}"), opts.fod_failure_rate,
                    rec, plan, api)
             for c, rec, plan in zip(fleet, records, plans, strict=True)]
-    tap = sim_checks.TelemetryTap(grpc_target) if grpc_target and opts.check else None
+    tap = sim_checks.TelemetryTap(grpc_target, token) if grpc_target and opts.check else None
 
     async def guarded(sim: SimCar) -> None:
         try:
@@ -543,7 +544,7 @@ async def simulate(port: int, opts: SimOptions, grpc_target: str = "") -> SimRun
         stats.events["charging_sessions"] = sum(s.sessions for s in sims)
         if tap is not None:
             await tap.stop()
-            run.result = await sim_checks.run_checks(grpc_target, records, tap.records)
+            run.result = await sim_checks.run_checks(grpc_target, records, tap.records, token=token)
             if tap.error:
                 run.result.miss(f"SubscribeTelemetry ended: {tap.error}")
     finally:
@@ -560,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0,
                     help="broker port on 127.0.0.1; 0: start a broker and the gateway here")
     ap.add_argument("--grpc", default="", help="with --port: the running gateway's gRPC host:port")
+    ap.add_argument("--grpc-token-file", default="data/credentials/admin.token",
+                    help="with --grpc: file holding a bearer token with the scopes the checks need")
     d = SimOptions()
     ap.add_argument("--cars", type=int, default=d.cars)
     ap.add_argument("--hours", type=float, default=d.hours, help="simulated hours")
@@ -585,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
                       settle_timeout_s=a.settle_timeout, check=a.check)
     started = time.monotonic()
     if a.port:
-        run = asyncio.run(simulate(a.port, opts, a.grpc))
+        token = token_from(a.grpc_token_file) if a.grpc else ""
+        run = asyncio.run(simulate(a.port, opts, a.grpc, token))
         checks: dict[str, Any] = {}
     else:
         run, checks = with_gateway(opts)
@@ -629,7 +633,7 @@ def with_gateway(opts: SimOptions) -> tuple[SimRun, dict[str, Any]]:
             gw = GatewayProcess(Path(tmp) / "gateway", broker)
         try:
             gw.wait_ready()
-            run = asyncio.run(simulate(broker.port, opts, gw.grpc_target))
+            run = asyncio.run(simulate(broker.port, opts, gw.grpc_target, gw.token))
             time.sleep(1.0)
             m = gw.metrics()
         finally:

@@ -33,6 +33,7 @@ from gateway._gen.telematics.v1 import (
 )
 from gateway._gen.telematics.v1 import entitlements_pb2 as ent
 from gateway._gen.telematics.v1 import entitlements_pb2_grpc as ent_grpc
+from gateway.api.client import aio_channel
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -158,15 +159,16 @@ async def grant(stub: ent_grpc.EntitlementServiceStub, record: CarRecord, g: Gra
 class TelemetryTap:
     """A SubscribeTelemetry consumer for the whole day: every record, kept in memory."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, token: str = "") -> None:
         self.target = target
+        self.token = token
         self.records: list[telemetry_pb2.TelemetryRecord] = []
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
         self.error = ""
 
     async def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.target)
+        self._channel = aio_channel(self.target, self.token or None)
         stub = telemetry_pb2_grpc.TelemetryServiceStub(self._channel)
         call = stub.SubscribeTelemetry(telemetry_pb2.SubscribeTelemetryRequest())
         self._task = asyncio.create_task(self._read(call))
@@ -224,10 +226,11 @@ async def run_checks(
     records: list[CarRecord],
     telemetry: list[telemetry_pb2.TelemetryRecord],
     *,
+    token: str = "",
     timeout: float = 15.0,
 ) -> CheckResult:
     r = CheckResult(cars=len(records))
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with aio_channel(target, token or None) as ch:
         await _check_entitlements(r, ent_grpc.EntitlementServiceStub(ch), records, timeout)
         await _check_presence(r, vehicles_pb2_grpc.VehicleServiceStub(ch), records, timeout)
         await _check_explain(r, explain_pb2_grpc.ExplainServiceStub(ch), records)

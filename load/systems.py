@@ -207,7 +207,8 @@ class GatewaySink(Sink):
         self.expect = expect_records
         self.gw = GatewayProcess(workdir / "gateway", broker, log_level="WARNING")
         self.gw.wait_ready()
-        self.sub = CTX.Process(target=subscriber_main, args=(self.gw.grpc_target, self.records, self._child),
+        self.sub = CTX.Process(target=subscriber_main,
+                               args=(self.gw.grpc_target, self.records, self._child, 0, self.gw.token),
                                daemon=True, name="bench-gateway-subscriber")
         self.sub.start()
         _recv(self.pipe, 30, "the telemetry subscriber")

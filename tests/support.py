@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+from gateway.api.client import aio_channel, token_from
+from gateway.app import Gateway
+from gateway.security.credentials import ADMIN_TOKEN_FILE, CREDENTIALS_DIR, new_token
 
 T = TypeVar("T")
-
-
-def grpc_channel(port: int) -> grpc.aio.Channel:
-    """A backend's channel to the in-process gateway's gRPC port. The one place where tests
-    say how a backend connects (TLS, credentials): use it as `async with grpc_channel(port)`."""
-    return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
 
 def free_port() -> int:
@@ -36,3 +38,42 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
         await asyncio.sleep(0.02)  # paces the poll; a caller never uses this to prove an absence
+
+
+def admin_token(data_dir: str | Path) -> str:
+    """The admin token the gateway created on its first start under `data_dir`."""
+    return token_from(Path(data_dir) / CREDENTIALS_DIR / ADMIN_TOKEN_FILE)
+
+
+def admin_channel(port: int, data_dir: str | Path) -> grpc.aio.Channel:
+    """A plaintext loopback channel to a gateway that authenticates as its admin credential."""
+    return aio_channel(f"127.0.0.1:{port}", admin_token(data_dir))
+
+
+def gateway_channel(gw: Gateway) -> grpc.aio.Channel:
+    """An admin-authenticated channel to an in-process gateway."""
+    return admin_channel(gw.grpc_port, gw.config.data_dir)
+
+
+# A credential for gateways run as subprocesses (tests/integration/test_cli_run.py
+# RunningGateway): given by the environment, as a deployment would inject it.
+SUITE_TOKEN, _SUITE_HASH = new_token("test-suite")
+SUITE_CREDENTIALS_ENV = {"GATEWAY_GRPC_CREDENTIALS": f"test-suite=admin={_SUITE_HASH}"}
+
+
+def suite_channel(port: int) -> grpc.aio.Channel:
+    """A channel to a subprocess gateway started with SUITE_CREDENTIALS_ENV."""
+    return aio_channel(f"127.0.0.1:{port}", SUITE_TOKEN)
+
+
+def gateway_services() -> list[ServiceDescriptor]:
+    """Every service declared in proto/telematics/v1 (found by scanning the generated modules,
+    so a new .proto file's services are included without editing a list)."""
+    import gateway._gen.telematics.v1 as package
+
+    services: list[ServiceDescriptor] = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.endswith("_pb2"):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            services += module.DESCRIPTOR.services_by_name.values()
+    return sorted(services, key=lambda s: s.full_name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -25,6 +28,24 @@ from gateway.api.security_codes import SecurityCodeService
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
 
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """PEM bytes of the server's certificate chain and key; a client CA turns on mutual TLS
+    (clients without a certificate signed by it are refused in the handshake)."""
+
+    cert_chain: bytes
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.cert_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
 SERVICE_NAMES = (
     vehicles_pb2.DESCRIPTOR.services_by_name["VehicleService"].full_name,
     telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
@@ -43,11 +64,17 @@ def build_server(
     entitlements: EntitlementService,
     security_codes: SecurityCodeService,
     health_servicer: health.aio.HealthServicer,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Return the server and the bound port (useful when `listen` asks for port 0)."""
+    """Return the server and the bound port (useful when `listen` asks for port 0).
+
+    interceptors: the authentication check (gateway/api/auth.py). tls: None for plaintext
+    (the configuration allows that on loopback only, gateway/config.py)."""
     # A request larger than any valid one is refused by gRPC (RESOURCE_EXHAUSTED) before it is
     # parsed; the field limits are checked per RPC (gateway/api/limits.py).
     server = grpc.aio.server(
+        interceptors=list(interceptors),
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)]
     )
     vehicles_pb2_grpc.add_VehicleServiceServicer_to_server(vehicles, server)
@@ -60,7 +87,7 @@ def build_server(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(listen)
+    port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen for gRPC on {listen}")
     return server, port

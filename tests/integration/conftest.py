@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from support import free_port
+from support import free_port, gateway_channel
 
 from gateway.app import Gateway
 from gateway.clock import ManualClock
@@ -45,7 +45,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 @pytest.fixture
 async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
+    async with gateway_channel(gateway) as ch:
         yield ch
 
 

@@ -19,7 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from support import free_port
+from support import SUITE_CREDENTIALS_ENV, SUITE_TOKEN, free_port
+
+from gateway.api.client import bearer_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +40,7 @@ class RunningGateway:
             GATEWAY_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}",
             GATEWAY_HTTP_LISTEN=f"127.0.0.1:{self.http_port}",
             PYTHONPATH=str(ROOT),
+            **SUITE_CREDENTIALS_ENV,
             **(env or {}),
         )
         self.proc = subprocess.Popen(
@@ -160,11 +163,12 @@ def test_sigterm_with_open_streams_ends_them_and_exits_promptly(running: Running
     )
 
     with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as ch:
+        auth = bearer_metadata(SUITE_TOKEN)
         watch = vehicles_pb2_grpc.VehicleServiceStub(ch).WatchVehicleEvents(
-            vehicles_pb2.WatchVehicleEventsRequest()
+            vehicles_pb2.WatchVehicleEventsRequest(), metadata=auth
         )
         telemetry = telemetry_pb2_grpc.TelemetryServiceStub(ch).SubscribeTelemetry(
-            telemetry_pb2.SubscribeTelemetryRequest()
+            telemetry_pb2.SubscribeTelemetryRequest(), metadata=auth
         )
         deadline = time.monotonic() + 10
         watching = 'gateway_grpc_stream_subscribers{stream="WatchVehicleEvents"} 1.0'
@@ -203,3 +207,25 @@ def test_first_run_creates_the_pki_and_says_where_it_is_and_which_listeners_are_
         code, out = second.stop(signal.SIGTERM)
     assert code == 0, out
     assert "created in" not in out  # created once, then kept
+
+
+def test_run_creates_the_admin_token_once_and_says_where_it_is_never_what(tmp_path: Path) -> None:
+    first = RunningGateway(tmp_path)
+    first.wait_ready()
+    token_path = tmp_path / "data" / "credentials" / "admin.token"
+    token = token_path.read_text().strip()
+    assert token_path.stat().st_mode & 0o777 == 0o600
+    code, out = first.stop(signal.SIGTERM)
+    assert code == 0, out
+    assert f"admin token created in {token_path}" in out
+    assert token.split(".")[1] not in out
+    second = RunningGateway(tmp_path)  # a restart keeps the credential
+    second.wait_ready()
+    code, out = second.stop(signal.SIGTERM)
+    assert f"admin token kept in {token_path}" in out and token_path.read_text().strip() == token
+
+
+def test_run_refuses_plaintext_grpc_beyond_loopback_with_exit_code_2(tmp_path: Path) -> None:
+    gw = RunningGateway(tmp_path, "--grpc-listen", "0.0.0.0:50051")
+    out, _ = gw.proc.communicate(timeout=30)
+    assert gw.proc.returncode == 2 and "gRPC beyond loopback needs TLS" in out, out

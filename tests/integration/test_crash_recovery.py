@@ -11,8 +11,8 @@ import asyncio
 import signal
 from pathlib import Path
 
-import grpc
 import pytest
+from support import suite_channel
 from test_cli_run import RunningGateway
 from vehicle_client import TestVehicle
 
@@ -29,7 +29,7 @@ LOCKS = [common_pb2.LOCK_STATE_LOCKED, common_pb2.LOCK_STATE_UNLOCKED]
 
 async def read_events(port: int, count: int, after: int = 0) -> list[vehicles_pb2.VehicleEvent]:
     """The next `count` events of the car's log after cursor `after` (replayed, then followed)."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with suite_channel(port) as ch:
         stub = vehicles_pb2_grpc.VehicleServiceStub(ch)
         stream = stub.WatchVehicleEvents(vehicles_pb2.WatchVehicleEventsRequest(vin=VIN, after_cursor=after))
         it = aiter(stream)

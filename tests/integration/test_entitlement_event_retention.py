@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import free_port
+from support import free_port, gateway_channel
 
 from gateway._gen.telematics.v1 import entitlements_pb2 as pb
 from gateway._gen.telematics.v1 import entitlements_pb2_grpc
@@ -50,7 +50,7 @@ async def cursors(call: AsyncIterator[pb.EntitlementEvent], n: int) -> list[int]
 async def test_a_pruned_entitlement_cursor_is_out_of_range_and_a_retained_one_resumes(
     gateway: Gateway,
 ) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+    async with gateway_channel(gateway) as channel:
         stub = entitlements_pb2_grpc.EntitlementServiceStub(channel)
         await stub.SetVehicleOwner(pb.SetVehicleOwnerRequest(vin=VIN, owner=OWNER))
         for i in range(6):  # one GRANTED event each: cursors 1..6

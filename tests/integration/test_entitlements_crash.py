@@ -10,9 +10,8 @@ import asyncio
 import signal
 from pathlib import Path
 
-import grpc
 import pytest
-from support import eventually
+from support import eventually, suite_channel
 from test_cli_run import RunningGateway
 from vehicle_client import TestVehicle
 
@@ -48,12 +47,12 @@ def order(order_id: str, product: str, kind: pb.EntitlementKind.ValueType) -> pb
 
 
 async def stub_call(port: int, call: str, request: object) -> object:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with suite_channel(port) as ch:
         return await getattr(pb_grpc.EntitlementServiceStub(ch), call)(request)
 
 
 async def state(port: int, entitlement_id: str) -> int:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with suite_channel(port) as ch:
         stub = pb_grpc.EntitlementServiceStub(ch)
         e: pb.Entitlement = await stub.GetEntitlement(pb.GetEntitlementRequest(entitlement_id=entitlement_id))
         return int(e.state)
@@ -64,7 +63,7 @@ async def set_owner(port: int) -> None:
 
 
 async def grant(port: int, request: pb.GrantRequest) -> pb.Entitlement:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with suite_channel(port) as ch:
         granted: pb.Entitlement = await pb_grpc.EntitlementServiceStub(ch).Grant(request)
         return granted
 
@@ -75,7 +74,7 @@ async def events_through_sentinel(port: int) -> list[pb.EntitlementEvent]:
     "Up to now" without waiting for silence: a sentinel grant is made first, and the log is read
     until its GRANTED event. Everything committed before the grant has a smaller cursor."""
     sentinel = await grant(port, order("sentinel", "remote-services", pb.ENTITLEMENT_KIND_SERVICE))
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with suite_channel(port) as ch:
         call = pb_grpc.EntitlementServiceStub(ch).WatchEntitlementEvents(
             pb.WatchEntitlementEventsRequest(vin=VIN)
         )

@@ -7,7 +7,7 @@ import asyncio
 
 import grpc
 import pytest
-from support import eventually
+from support import eventually, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway import topics
@@ -29,7 +29,7 @@ OFF_LOCKED_UNPLUGGED = {
 
 
 async def stub_for(gw: Gateway) -> tuple[grpc.aio.Channel, pb_grpc.EntitlementServiceStub]:
-    ch = grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}")
+    ch = gateway_channel(gw)
     return ch, pb_grpc.EntitlementServiceStub(ch)
 
 

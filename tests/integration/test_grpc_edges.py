@@ -21,7 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from google.protobuf.timestamp_pb2 import Timestamp
-from support import free_port
+from support import free_port, gateway_channel
 
 from gateway._gen.telematics.v1 import (
     entitlements_pb2,
@@ -71,7 +71,7 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
     gw = Gateway(config)
     await gw.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+        async with gateway_channel(gw) as channel:
             for vin in (VIN, OTHER_VIN):
                 await invoke(channel, method("SetVehicleOwner"), entitlements_pb2.SetVehicleOwnerRequest(
                     vin=vin, owner=OWNER

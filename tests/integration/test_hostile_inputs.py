@@ -14,7 +14,7 @@ input never stops the others being served.
 Adding a row is a few lines: write a producer `async def p(h: Harness) -> grpc.StatusCode | None`
 and append `Hostile("name", p, rejected("reason"))` to ROWS. Rows run in table order on the
 same gateway; a producer leaves the hostile car connected and its sequence counter usable.
-gRPC rows use `h.channel`, built by `support.grpc_channel` (where backend credentials go).
+gRPC rows use `h.channel`, authenticated as the gateway's admin (`support.gateway_channel`).
 
 """
 
@@ -35,7 +35,7 @@ import aiomqtt
 import grpc
 import pytest
 import pytest_asyncio
-from support import eventually, free_port, grpc_channel
+from support import eventually, free_port, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway import topics
@@ -612,7 +612,7 @@ async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Har
     hostile = TestVehicle(HOSTILE, config.mqtt_port)
     good = TestVehicle(GOOD, config.mqtt_port)
     try:
-        async with grpc_channel(gw.grpc_port) as channel:
+        async with gateway_channel(gw) as channel:
             await hostile.connect()
             await good.connect()
             h = Harness(gw, channel, hostile, good)

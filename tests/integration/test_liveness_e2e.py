@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import eventually, free_port
+from support import eventually, free_port, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2, vehicles_pb2, vehicles_pb2_grpc
@@ -29,7 +29,7 @@ OTHER_VIN = "WP0ZZZ99ZJS600002"
 
 
 async def vehicle(gw: Gateway, vin: str = VIN) -> vehicles_pb2.Vehicle:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
+    async with gateway_channel(gw) as ch:
         stub = vehicles_pb2_grpc.VehicleServiceStub(ch)
         v: vehicles_pb2.Vehicle = await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin=vin))
         return v
@@ -45,7 +45,7 @@ async def kinds(gw: Gateway, vin: str = VIN) -> list[str]:
 
 
 async def send_command(gw: Gateway) -> grpc.StatusCode:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
+    async with gateway_channel(gw) as ch:
         try:
             await vehicles_pb2_grpc.VehicleServiceStub(ch).SendRemoteCommand(
                 vehicles_pb2.SendRemoteCommandRequest(vin=VIN, name="flash-lights")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import grpc
 import pytest
-from support import eventually
+from support import eventually, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, vehicles_pb2, vehicles_pb2_grpc
@@ -22,7 +21,7 @@ async def events_of(gw: Gateway) -> list[str]:
 
 
 async def presence(gw: Gateway) -> int:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
+    async with gateway_channel(gw) as ch:
         stub = vehicles_pb2_grpc.VehicleServiceStub(ch)
         v = await stub.GetVehicle(vehicles_pb2.GetVehicleRequest(vin=VIN))
         return int(v.presence)

@@ -14,10 +14,10 @@ import asyncio
 import itertools
 from typing import NamedTuple
 
-import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc, uplink_pb2
@@ -114,7 +114,7 @@ async def test_location_and_private_signals_reach_the_stream_only_when_privacy_a
     gateway: Gateway, steps: list[Step]
 ) -> None:
     vin = f"WP0ZZZ99ZPS{next(_vins):06d}"
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
+    async with gateway_channel(gateway) as ch:
         # Taken before the call (grpc.aio may start it at once); compared by identity, since the
         # previous example's subscriber may be leaving while this one arrives.
         before = list(gateway.fanout.subscribers)

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import grpc
 import pytest
-from support import eventually, free_port
+from support import eventually, free_port, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc
@@ -64,7 +63,7 @@ async def test_a_car_over_its_limit_loses_the_excess_counted_and_another_car_is_
     limited_gateway: Gateway,
 ) -> None:
     gw = limited_gateway
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+    async with gateway_channel(gw) as channel:
         before = list(gw.fanout.subscribers)
         stream = telemetry_pb2_grpc.TelemetryServiceStub(channel).SubscribeTelemetry(
             telemetry_pb2.SubscribeTelemetryRequest()

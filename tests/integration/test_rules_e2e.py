@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import eventually, free_port
+from support import eventually, free_port, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import (
@@ -122,7 +122,7 @@ async def test_reload_with_a_bad_file_keeps_the_old_data_and_names_the_file(tmp_
     gw = Gateway(cfg)
     await gw.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
+        async with gateway_channel(gw) as ch:
             stub = explain_pb2_grpc.ExplainServiceStub(ch)
             de = data / "roaming" / "countries" / "de.toml"
             good = de.read_text()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import eventually, free_port
+from support import eventually, free_port, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import (
@@ -86,7 +86,7 @@ async def test_five_wrong_codes_lock_the_taycan_owner_until_the_lockout_has_pass
                          bearer=common_pb2.BEARER_EMBEDDED_SIM)
     await taycan.connect()
     await taycan.listen()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+    async with gateway_channel(gateway) as channel:
         await eventually(lambda: online(channel, VIN_TAYCAN), bool)
         await own(channel, VIN_TAYCAN)
 
@@ -138,7 +138,7 @@ async def test_a_car_without_the_security_code_needs_none(
     car = TestVehicle(VIN_911, gateway.config.mqtt_port, model="911", model_year=2018)
     await car.connect()
     await car.listen()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+    async with gateway_channel(gateway) as channel:
         await eventually(lambda: online(channel, VIN_911), bool)
         command_id = await command(channel, VIN_911)
         down = await asyncio.wait_for(car.downlinks.get(), 10)
@@ -152,7 +152,7 @@ async def test_a_code_is_set_changed_with_the_old_one_and_reset(
 ) -> None:
     gateway, _ = clocked_gateway
     stub_codes = security_codes_pb2_grpc.SecurityCodeServiceStub
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+    async with gateway_channel(gateway) as channel:
         codes = stub_codes(channel)
         with pytest.raises(grpc.aio.AioRpcError) as no_vehicle:
             await set_code(channel, CODE)
@@ -195,7 +195,7 @@ async def test_a_restart_does_not_end_a_lockout(tmp_path: Path) -> None:
     first = Gateway(config, clock=clock)
     await first.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.grpc_port}") as channel:
+        async with gateway_channel(first) as channel:
             await own(channel, VIN_TAYCAN)
             await set_code(channel, CODE)
             for _ in range(5):
@@ -207,7 +207,7 @@ async def test_a_restart_does_not_end_a_lockout(tmp_path: Path) -> None:
     second = Gateway(config, clock=clock)
     await second.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.grpc_port}") as channel:
+        async with gateway_channel(second) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as locked:
                 await set_code(channel, "2222", CODE)
             assert locked.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
-from support import eventually
+from support import eventually, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import (
@@ -44,7 +43,7 @@ async def charging_ids(gw: Gateway, vin: str) -> list[str]:
 
 
 async def lock_of(gw: Gateway, vin: str) -> int:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
+    async with gateway_channel(gw) as ch:
         v = await vehicles_pb2_grpc.VehicleServiceStub(ch).GetVehicle(vehicles_pb2.GetVehicleRequest(vin=vin))
         return int(v.state.lock)
 
@@ -56,7 +55,7 @@ def metric(gw: Gateway, name: str, labels: dict[str, str]) -> float:
 async def test_cars_that_sent_a_far_ahead_sequence_or_restarted_counting_keep_delivering(
     gateway: Gateway,
 ) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
+    async with gateway_channel(gateway) as ch:
         before = list(gateway.fanout.subscribers)
         stream = telemetry_pb2_grpc.TelemetryServiceStub(ch).SubscribeTelemetry(
             telemetry_pb2.SubscribeTelemetryRequest()

@@ -27,6 +27,12 @@ if _version_not_supported:
 
 class EntitlementServiceStub:
     """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    Grant, Cancel, Revoke, SetVehicleOwner: entitlements:write (audited).
+    GetEntitlement, ListEntitlements, WatchEntitlementEvents: entitlements:read.
+    DeleteAccount: admin (audited).
     Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
     and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
     by gRPC before it is read).
@@ -107,6 +113,12 @@ class EntitlementServiceStub:
 
 class EntitlementServiceServicer:
     """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    Grant, Cancel, Revoke, SetVehicleOwner: entitlements:write (audited).
+    GetEntitlement, ListEntitlements, WatchEntitlementEvents: entitlements:read.
+    DeleteAccount: admin (audited).
     Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
     and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
     by gRPC before it is read).
@@ -238,6 +250,12 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class EntitlementService:
     """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    Grant, Cancel, Revoke, SetVehicleOwner: entitlements:write (audited).
+    GetEntitlement, ListEntitlements, WatchEntitlementEvents: entitlements:read.
+    DeleteAccount: admin (audited).
     Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
     and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
     by gRPC before it is read).

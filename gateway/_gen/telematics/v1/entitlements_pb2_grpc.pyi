@@ -28,6 +28,12 @@ GRPC_VERSION: str
 
 class EntitlementServiceStub:
     """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        Grant, Cancel, Revoke, SetVehicleOwner: entitlements:write (audited).
+        GetEntitlement, ListEntitlements, WatchEntitlementEvents: entitlements:read.
+        DeleteAccount: admin (audited).
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).
@@ -74,6 +80,12 @@ class EntitlementServiceStub:
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
     """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        Grant, Cancel, Revoke, SetVehicleOwner: entitlements:write (audited).
+        GetEntitlement, ListEntitlements, WatchEntitlementEvents: entitlements:read.
+        DeleteAccount: admin (audited).
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).
@@ -116,6 +128,12 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        Grant, Cancel, Revoke, SetVehicleOwner: entitlements:write (audited).
+        GetEntitlement, ListEntitlements, WatchEntitlementEvents: entitlements:read.
+        DeleteAccount: admin (audited).
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).

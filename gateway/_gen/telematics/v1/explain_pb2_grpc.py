@@ -27,6 +27,10 @@ if _version_not_supported:
 
 class ExplainServiceStub:
     """Errors:
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    Explain: vehicles:read. ReloadReferenceData: admin (audited).
     Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
     the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
     for a request over 64 KiB.
@@ -53,6 +57,10 @@ class ExplainServiceStub:
 
 class ExplainServiceServicer:
     """Errors:
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    Explain: vehicles:read. ReloadReferenceData: admin (audited).
     Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
     the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
     for a request over 64 KiB.
@@ -94,6 +102,10 @@ def add_ExplainServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ExplainService:
     """Errors:
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    Explain: vehicles:read. ReloadReferenceData: admin (audited).
     Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
     the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
     for a request over 64 KiB.

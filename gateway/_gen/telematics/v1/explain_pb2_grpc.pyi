@@ -30,6 +30,10 @@ GRPC_VERSION: str
 
 class ExplainServiceStub:
     """Errors:
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        Explain: vehicles:read. ReloadReferenceData: admin (audited).
       Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
         the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
         for a request over 64 KiB.
@@ -46,6 +50,10 @@ class ExplainServiceStub:
 @_typing.type_check_only
 class ExplainServiceAsyncStub(ExplainServiceStub):
     """Errors:
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        Explain: vehicles:read. ReloadReferenceData: admin (audited).
       Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
         the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
         for a request over 64 KiB.
@@ -58,6 +66,10 @@ class ExplainServiceAsyncStub(ExplainServiceStub):
 
 class ExplainServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors:
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        Explain: vehicles:read. ReloadReferenceData: admin (audited).
       Explain: INVALID_ARGUMENT (malformed VIN, language not "en"/"de", a field over its limit:
         the message names the field and the limit), NOT_FOUND (never seen). RESOURCE_EXHAUSTED
         for a request over 64 KiB.

@@ -27,6 +27,10 @@ if _version_not_supported:
 
 class TelemetryServiceStub:
     """Errors:
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    SubscribeTelemetry: telemetry:read.
     SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
     request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
     message names the field and the limit).
@@ -49,6 +53,10 @@ class TelemetryServiceStub:
 
 class TelemetryServiceServicer:
     """Errors:
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    SubscribeTelemetry: telemetry:read.
     SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
     request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
     message names the field and the limit).
@@ -80,6 +88,10 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TelemetryService:
     """Errors:
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    SubscribeTelemetry: telemetry:read.
     SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
     request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
     message names the field and the limit).

@@ -28,6 +28,10 @@ GRPC_VERSION: str
 
 class TelemetryServiceStub:
     """Errors:
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        SubscribeTelemetry: telemetry:read.
       SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
         request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
         message names the field and the limit).
@@ -44,6 +48,10 @@ class TelemetryServiceStub:
 @_typing.type_check_only
 class TelemetryServiceAsyncStub(TelemetryServiceStub):
     """Errors:
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        SubscribeTelemetry: telemetry:read.
       SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
         request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
         message names the field and the limit).
@@ -56,6 +64,10 @@ class TelemetryServiceAsyncStub(TelemetryServiceStub):
 
 class TelemetryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors:
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        SubscribeTelemetry: telemetry:read.
       SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
         request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
         message names the field and the limit).

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class VehicleServiceStub:
     """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    GetVehicle, ListVehicles: vehicles:read. WatchVehicleEvents: events:read.
+    SendRemoteCommand: commands:send (audited).
     Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
     and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
     by gRPC before it is read).
@@ -80,6 +85,11 @@ class VehicleServiceStub:
 
 class VehicleServiceServicer:
     """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    GetVehicle, ListVehicles: vehicles:read. WatchVehicleEvents: events:read.
+    SendRemoteCommand: commands:send (audited).
     Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
     and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
     by gRPC before it is read).
@@ -160,6 +170,11 @@ def add_VehicleServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class VehicleService:
     """Errors (limits: the field comments above; lengths count Unicode characters):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    GetVehicle, ListVehicles: vehicles:read. WatchVehicleEvents: events:read.
+    SendRemoteCommand: commands:send (audited).
     Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
     and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
     by gRPC before it is read).

@@ -28,6 +28,11 @@ GRPC_VERSION: str
 
 class VehicleServiceStub:
     """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        GetVehicle, ListVehicles: vehicles:read. WatchVehicleEvents: events:read.
+        SendRemoteCommand: commands:send (audited).
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).
@@ -63,6 +68,11 @@ class VehicleServiceStub:
 @_typing.type_check_only
 class VehicleServiceAsyncStub(VehicleServiceStub):
     """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        GetVehicle, ListVehicles: vehicles:read. WatchVehicleEvents: events:read.
+        SendRemoteCommand: commands:send (audited).
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).
@@ -94,6 +104,11 @@ class VehicleServiceAsyncStub(VehicleServiceStub):
 
 class VehicleServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors (limits: the field comments above; lengths count Unicode characters):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        GetVehicle, ListVehicles: vehicles:read. WatchVehicleEvents: events:read.
+        SendRemoteCommand: commands:send (audited).
       Every RPC: INVALID_ARGUMENT when a field is over its limit (the message names the field
         and the limit, never the value); RESOURCE_EXHAUSTED for a request over 64 KiB (refused
         by gRPC before it is read).
