@@ -13,7 +13,7 @@ from typing import Any
 import aiomqtt
 import grpc
 import pytest
-from support import eventually, free_port
+from support import eventually, free_port, gateway_channel
 from vehicle_client import TestVehicle
 
 from gateway import topics
@@ -232,7 +232,7 @@ async def test_the_gateway_connects_to_an_external_tls_broker_by_mqtts_url_with_
         await gw.start()
         assert gw.mqtt is not None and gw.mqtt.client is not None
         assert gw.mqtt.client.tls_version in ("TLSv1.2", "TLSv1.3")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+        async with gateway_channel(gw) as channel:
             stub = vehicles_pb2_grpc.VehicleServiceStub(channel)
             car = TestVehicle(VIN_A, broker.tls.port, tls=car_tls_from(files.directory, tmp_path, VIN_A))
             await car.connect()
