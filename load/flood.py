@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 
 from gateway._gen.telematics.v1 import telemetry_pb2, telemetry_pb2_grpc
+from gateway.api.client import bearer_metadata
 from load import frames, payloads
 from load.fleet import Car, generate_fleet
 from load.harness import BenchBroker, GatewayProcess, metric_sum
@@ -112,8 +113,8 @@ class NormalCars:
 class Receiver:
     """SubscribeTelemetry: (sent_at ns, latency ms) of every normal car's record."""
 
-    def __init__(self, target: str, flooder: str) -> None:
-        self.target, self.flooder = target, flooder
+    def __init__(self, target: str, flooder: str, token: str) -> None:
+        self.target, self.flooder, self.token = target, flooder, token
         self.samples: list[tuple[int, float]] = []
         self.flooder_records = 0
         self.task: asyncio.Task[None] | None = None
@@ -121,7 +122,7 @@ class Receiver:
     async def start(self) -> None:
         self.channel = grpc.aio.insecure_channel(self.target)
         self.call = telemetry_pb2_grpc.TelemetryServiceStub(self.channel).SubscribeTelemetry(
-            telemetry_pb2.SubscribeTelemetryRequest())
+            telemetry_pb2.SubscribeTelemetryRequest(), metadata=bearer_metadata(self.token))
         self.task = asyncio.create_task(self._read())
         await asyncio.sleep(0.5)  # the stream is open before the cars publish
 
@@ -146,7 +147,7 @@ class Receiver:
 
 async def _phases(gw: GatewayProcess, broker: BenchBroker, cars: list[Car], flooder: Car, rate: float,
                   phase_s: float) -> dict[str, Any]:
-    receiver = Receiver(gw.grpc_target, flooder.vin)
+    receiver = Receiver(gw.grpc_target, flooder.vin, gw.token)
     await receiver.start()
     normal = NormalCars(cars, broker.port)
     await normal.connect()
