@@ -1,10 +1,18 @@
-"""The README's scope table and audit list say what gateway/api/auth.py enforces: every RPC in
-the row of the scope METHOD_SCOPES gives it, every scope a row, every audited method named."""
+"""The README's scope table and audit list, and the proto's error comments, say what
+gateway/api/auth.py enforces: every RPC under the scope METHOD_SCOPES gives it, every scope a
+row, every audited method named."""
 
 from __future__ import annotations
 
 import re
 
+from gateway._gen.telematics.v1 import (
+    entitlements_pb2,
+    explain_pb2,
+    security_codes_pb2,
+    telemetry_pb2,
+    vehicles_pb2,
+)
 from gateway.api.auth import AUDITED, METHOD_SCOPES, short_name
 from gateway.config import PROJECT_ROOT
 from gateway.security.credentials import SCOPES
@@ -41,3 +49,24 @@ def test_every_audited_method_is_named_in_the_audit_paragraph_and_the_metric_row
     for method in AUDITED:
         assert f"`{short_name(method)}`" in audit, short_name(method)
         assert re.search(rf"\b{short_name(method)}\b", metrics_row), short_name(method)
+
+
+_NAMES_SCOPE = r"((?:[A-Z][A-Za-z]+, )*[A-Z][A-Za-z]+): ([a-z_]+:[a-z]+|admin)\b"
+
+
+def _proto_scopes() -> dict[str, str]:
+    """RPC -> scope as the proto comments state it ("Grant, Cancel: entitlements:write")."""
+    out: dict[str, str] = {}
+    for module in (entitlements_pb2, explain_pb2, security_codes_pb2, telemetry_pb2, vehicles_pb2):
+        text = (PROJECT_ROOT / "proto" / module.DESCRIPTOR.name).read_text(encoding="utf-8")
+        text = re.sub(r"\n//\s+", " ", text)  # comment lines joined
+        for names, scope in re.findall(_NAMES_SCOPE, text):
+            out.update(dict.fromkeys(names.split(", "), scope))
+    return out
+
+
+def test_every_rpc_s_proto_comment_names_the_scope_the_permission_table_gives_it() -> None:
+    stated = _proto_scopes()
+    wrong = {short_name(m): (scope, stated.get(short_name(m))) for m, scope in METHOD_SCOPES.items()
+             if stated.get(short_name(m)) != scope}
+    assert not wrong, f"proto comments disagree with METHOD_SCOPES (table, proto): {wrong}"
