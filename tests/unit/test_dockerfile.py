@@ -16,6 +16,8 @@ from gateway.config import ConfigError, load_config, split_listen
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
+# As the README's `docker run` line mounts them.
+GRPC_TLS = {"GATEWAY_GRPC_TLS_CERT": "/tls/server.pem", "GATEWAY_GRPC_TLS_KEY": "/tls/server.key"}
 
 
 def _runtime_stage() -> list[str]:
@@ -44,8 +46,7 @@ def test_the_image_runs_as_a_numeric_non_root_user() -> None:
 
 def test_the_image_environment_is_valid_configuration_once_grpc_has_its_certificate() -> None:
     warnings: list[str] = []
-    env = {**_image_env(), "GATEWAY_GRPC_TLS_CERT": "/tls/server.pem", "GATEWAY_GRPC_TLS_KEY": "/tls/server.key"}
-    config = load_config(env=env, warn=warnings.append)
+    config = load_config(env={**_image_env(), **GRPC_TLS}, warn=warnings.append)
     assert warnings == []  # every variable the image sets is a configuration key
     assert config.broker_is_managed and config.mqtt_tls_port  # cars reach the TLS listener
 
@@ -56,14 +57,14 @@ def test_without_a_grpc_certificate_the_image_stops_as_documented() -> None:
 
 
 def test_the_image_exposes_exactly_the_listeners_it_opens_beyond_loopback() -> None:
-    config = load_config(
-        env={**_image_env(), "GATEWAY_GRPC_TLS_CERT": "/c.pem", "GATEWAY_GRPC_TLS_KEY": "/c.key"},
-        warn=lambda _: None,
-    )
+    config = load_config(env={**_image_env(), **GRPC_TLS}, warn=lambda _: None)
     exposed = {int(p) for line in _runtime_stage() if line.upper().startswith("EXPOSE ")
                for p in line.split()[1:]}
-    opened = {split_listen(config.grpc_listen, "grpc_listen")[1], split_listen(config.http_listen, "http_listen")[1],
-              config.mqtt_tls_port}
+    opened = {
+        split_listen(config.grpc_listen, "grpc_listen")[1],
+        split_listen(config.http_listen, "http_listen")[1],
+        config.mqtt_tls_port,
+    }
     assert exposed == opened  # never the plain, unauthenticated listener
     assert config.mqtt_port not in exposed
 
