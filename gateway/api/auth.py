@@ -286,7 +286,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         return cast(Handler, grpc.unary_unary_rpc_method_handler(refuse_unary))
 
     def _audited(self, handler: Handler, method: str, caller: str) -> Handler:
-        # Every audited method is unary-unary (tests/unit/api/test_auth_table.py checks).
+        # Every audited method is unary-unary (tests/unit/api/test_auth.py checks).
         inner = handler.unary_unary
         assert inner is not None
 
