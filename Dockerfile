@@ -7,15 +7,20 @@ COPY gateway ./gateway
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm AS runtime
+# mosquitto is not pinned to a version (DL3008): Debian's security updates replace the exact
+# version in bookworm, so a pin would stop the build; the base image tag fixes the release.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends mosquitto \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --create-home --uid 10001 gateway
+ && groupadd --system --gid 10001 gateway \
+ && useradd --system --create-home --uid 10001 --gid 10001 gateway
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY sim_profiles /opt/gateway/sim_profiles
 COPY roaming /opt/gateway/roaming
-USER gateway
+# Numeric, so Kubernetes' runAsNonRoot can verify it (10001 is the user created above).
+USER 10001:10001
 WORKDIR /home/gateway
 # gRPC on 0.0.0.0 needs TLS (plaintext is allowed on loopback only): mount a certificate and set
 # GATEWAY_GRPC_TLS_CERT and GATEWAY_GRPC_TLS_KEY (README: Backend authentication), or the start
@@ -26,7 +31,9 @@ ENV GATEWAY_DATA_DIR=/home/gateway/data \
     GATEWAY_HTTP_LISTEN=0.0.0.0:8080 \
     GATEWAY_MQTT_TLS_HOST=0.0.0.0
 # Cars reach the managed broker's TLS listener (client certificates, README "Identity"); its
-# plain listener is unauthenticated and stays on the container's loopback.
+# plain listener is unauthenticated and stays on the container's loopback. The development
+# broker certificate names the container's hostname: start it with `--hostname` set to the
+# name cars connect to (or use a broker certificate of your own PKI, an external broker).
 EXPOSE 50051 8080 18883
 ENTRYPOINT ["telematics-gateway"]
 CMD ["run"]

@@ -12,7 +12,8 @@ checks the table against the service descriptors so a new RPC cannot be forgotte
 Error messages name the scope and the credential id, never the token.
 
 Audit: every call of a method in ``AUDITED`` (state changes on behalf of someone: grants,
-cancellations, revocations, account deletion, owner changes, remote commands, reloads) writes
+cancellations, revocations, account deletion, owner changes, remote commands, reloads, R7 code
+changes and resets; never a code) writes
 one line to the ``gateway.audit`` logger with the caller's credential id, the method, the
 request fields the table names and the status code, also when refused, and counts it in
 ``gateway_audit_events_total{method,code}``.
@@ -285,7 +286,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         return cast(Handler, grpc.unary_unary_rpc_method_handler(refuse_unary))
 
     def _audited(self, handler: Handler, method: str, caller: str) -> Handler:
-        # Every audited method is unary-unary (tests/unit/api/test_auth_table.py checks).
+        # Every audited method is unary-unary (tests/unit/api/test_auth.py checks).
         inner = handler.unary_unary
         assert inner is not None
 

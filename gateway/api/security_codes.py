@@ -68,7 +68,7 @@ class _Checks:
                     until = datetime.fromtimestamp(result.retry_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                     tail = f"; the account is now locked until {until}"
                 else:
-                    tail = f"; {left} more wrong code{'s' if left != 1 else ''} lock the account"
+                    tail = f"; {left} more wrong {'code locks' if left == 1 else 'codes lock'} the account"
                 return ApiError(grpc.StatusCode.PERMISSION_DENIED, f"R7: wrong security code{tail}")
             case Attempt.NOT_SET | Attempt.MISSING:
                 return ApiError(

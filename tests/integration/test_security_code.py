@@ -111,7 +111,9 @@ async def test_five_wrong_codes_lock_the_taycan_owner_until_the_lockout_has_pass
             assert wrong.code() is grpc.StatusCode.PERMISSION_DENIED
             assert WRONG not in (wrong.details() or "") and CODE not in (wrong.details() or "")
             if attempt < 5:
-                assert f"{5 - attempt} more wrong code" in (wrong.details() or "")
+                left = 5 - attempt
+                said = f"{left} more wrong code locks" if left == 1 else f"{left} more wrong codes lock"
+                assert f"; {said} the account" in (wrong.details() or "")
         assert "now locked until" in (wrong.details() or "")
         assert checks(gateway, "wrong") == 5
 

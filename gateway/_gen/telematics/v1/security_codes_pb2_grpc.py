@@ -28,6 +28,11 @@ if _version_not_supported:
 class SecurityCodeServiceStub:
     """Errors (every RPC: INVALID_ARGUMENT when a field is over its limit, naming the field and
     the limit, never the value):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    SetSecurityCode: security_codes:write (audited, never the codes). ResetSecurityCode:
+    admin (audited).
     SetSecurityCode: INVALID_ARGUMENT (empty account; new_code, or a non-empty old_code, not
     4..8 digits), NOT_FOUND (the account owns no vehicle), FAILED_PRECONDITION (a code is
     set and old_code is empty: give the current code, or reset it first),
@@ -62,6 +67,11 @@ class SecurityCodeServiceStub:
 class SecurityCodeServiceServicer:
     """Errors (every RPC: INVALID_ARGUMENT when a field is over its limit, naming the field and
     the limit, never the value):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    SetSecurityCode: security_codes:write (audited, never the codes). ResetSecurityCode:
+    admin (audited).
     SetSecurityCode: INVALID_ARGUMENT (empty account; new_code, or a non-empty old_code, not
     4..8 digits), NOT_FOUND (the account owns no vehicle), FAILED_PRECONDITION (a code is
     set and old_code is empty: give the current code, or reset it first),
@@ -111,6 +121,11 @@ def add_SecurityCodeServiceServicer_to_server(servicer, server):
 class SecurityCodeService:
     """Errors (every RPC: INVALID_ARGUMENT when a field is over its limit, naming the field and
     the limit, never the value):
+    Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+    without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+    PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+    SetSecurityCode: security_codes:write (audited, never the codes). ResetSecurityCode:
+    admin (audited).
     SetSecurityCode: INVALID_ARGUMENT (empty account; new_code, or a non-empty old_code, not
     4..8 digits), NOT_FOUND (the account owns no vehicle), FAILED_PRECONDITION (a code is
     set and old_code is empty: give the current code, or reset it first),

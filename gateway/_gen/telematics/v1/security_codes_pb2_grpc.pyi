@@ -29,6 +29,11 @@ GRPC_VERSION: str
 class SecurityCodeServiceStub:
     """Errors (every RPC: INVALID_ARGUMENT when a field is over its limit, naming the field and
     the limit, never the value):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        SetSecurityCode: security_codes:write (audited, never the codes). ResetSecurityCode:
+        admin (audited).
       SetSecurityCode: INVALID_ARGUMENT (empty account; new_code, or a non-empty old_code, not
         4..8 digits), NOT_FOUND (the account owns no vehicle), FAILED_PRECONDITION (a code is
         set and old_code is empty: give the current code, or reset it first),
@@ -53,6 +58,11 @@ class SecurityCodeServiceStub:
 class SecurityCodeServiceAsyncStub(SecurityCodeServiceStub):
     """Errors (every RPC: INVALID_ARGUMENT when a field is over its limit, naming the field and
     the limit, never the value):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        SetSecurityCode: security_codes:write (audited, never the codes). ResetSecurityCode:
+        admin (audited).
       SetSecurityCode: INVALID_ARGUMENT (empty account; new_code, or a non-empty old_code, not
         4..8 digits), NOT_FOUND (the account owns no vehicle), FAILED_PRECONDITION (a code is
         set and old_code is empty: give the current code, or reset it first),
@@ -73,6 +83,11 @@ class SecurityCodeServiceAsyncStub(SecurityCodeServiceStub):
 class SecurityCodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors (every RPC: INVALID_ARGUMENT when a field is over its limit, naming the field and
     the limit, never the value):
+      Every RPC (before anything else; README "Backend authentication"): UNAUTHENTICATED
+        without a valid `authorization: Bearer <id>.<secret>` metadata entry;
+        PERMISSION_DENIED when the credential lacks the RPC's scope (admin holds all):
+        SetSecurityCode: security_codes:write (audited, never the codes). ResetSecurityCode:
+        admin (audited).
       SetSecurityCode: INVALID_ARGUMENT (empty account; new_code, or a non-empty old_code, not
         4..8 digits), NOT_FOUND (the account owns no vehicle), FAILED_PRECONDITION (a code is
         set and old_code is empty: give the current code, or reset it first),
