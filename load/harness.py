@@ -15,8 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gateway.broker.managed import BrokerCredentials, ManagedBroker
+from gateway.broker.managed import BrokerCredentials, ManagedBroker, TlsListener
 from gateway.security.credentials import new_token
+from gateway.security.pki import ensure_embedded_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,11 +29,22 @@ def free_port() -> int:
 
 
 class BenchBroker:
-    """A fresh ManagedBroker (the project's mosquitto.conf and ACL) on a free port."""
+    """A fresh ManagedBroker (the project's mosquitto.conf and ACL) on a free port; with
+    ``tls`` also its TLS listener (client certificates, CN = VIN) on another free port, with a
+    development CA of its own in ``pki_dir`` (load.sim --tls issues the cars' certificates)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, tls: bool = False) -> None:
         self.port = free_port()
-        self._broker = ManagedBroker(directory=directory, port=self.port)
+        self.pki_dir = directory / "pki"
+        self.tls_port = 0
+        listener: TlsListener | None = None
+        if tls:
+            self.tls_port = free_port()
+            pki, _ = ensure_embedded_pki(self.pki_dir, gateway_identity="telematics-gateway")
+            listener = TlsListener(host="127.0.0.1", port=self.tls_port, cafile=pki.ca_cert,
+                                   certfile=pki.broker_cert, keyfile=pki.broker_key,
+                                   gateway_identity="telematics-gateway")
+        self._broker = ManagedBroker(directory=directory, port=self.port, tls=listener)
         self.credentials: BrokerCredentials | None = None
 
     def __enter__(self) -> BenchBroker:

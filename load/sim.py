@@ -22,6 +22,11 @@ ends abroad. ``--check`` compares the outcome through the gateway's gRPC APIs (l
     python -m load.sim --cars 30 --check          # own broker + gateway; metrics and outcome checks
     python -m load.sim --port 18830 --cars 100 --hours 24 --speed 1440   # a running broker
     python -m load.sim --port 18830 --grpc 127.0.0.1:50051 --cars 30 --check   # running gateway
+    python -m load.sim --port 18883 --tls --pki-dir data/pki --cars 3 --hours 1 --speed 360   # over TLS
+
+With ``--tls`` every car connects to the broker's TLS listener with its own client certificate
+(CN = its VIN), issued on first use from the development CA in ``--pki-dir`` and cached in
+``--cert-dir`` (load/sim_tls.py); without it, to the plain loopback listener by client id.
 """
 
 from __future__ import annotations
@@ -52,10 +57,12 @@ from gateway._gen.telematics.v1 import common_pb2, downlink_pb2, uplink_pb2
 from gateway._gen.telematics.v1 import entitlements_pb2 as ent
 from gateway._gen.telematics.v1 import entitlements_pb2_grpc as ent_grpc
 from gateway.api.client import aio_channel, token_from
+from gateway.security.pki import PkiError
 from load import sim_checks
 from load.fleet import COUNTRIES, INSERTED_SIM, NEIGHBOURS, Car, generate_fleet
 from load.payloads import header
 from load.sim_checks import FOD_PRODUCT, SERVICE_PRODUCT, CarRecord, CheckResult, GrantRecord, Sent
+from load.sim_tls import DEFAULT_CACHE, CarCertificates
 
 CURRENCY = {"US": "USD", "CA": "CAD", "GB": "GBP", "CH": "CHF", "AU": "AUD", "CN": "CNY", "JP": "JPY",
             "PL": "PLN", "SE": "SEK"}
@@ -110,13 +117,18 @@ class Plan:
 class SimCar:
     def __init__(self, car: Car, port: int, clock: SimClock, stats: Stats, rng: random.Random,
                  fod_failure_rate: float = 0.0, record: CarRecord | None = None, plan: Plan = Plan(),
-                 api: ent_grpc.EntitlementServiceStub | None = None) -> None:
+                 api: ent_grpc.EntitlementServiceStub | None = None,
+                 tls: CarCertificates | None = None) -> None:
         """fod_failure_rate: for FoD commands of entitlements the sim did not grant (a gateway
-        run by someone else), the chance of answering with a failure."""
+        run by someone else), the chance of answering with a failure. tls: connect to ``port``
+        as a TLS listener with the car's own certificate from these."""
         self.car, self.port, self.clock, self.stats, self.rng = car, port, clock, stats, rng
         self.fod_failure_rate = fod_failure_rate
         self.record = record or CarRecord(car.vin, car.model, car.model_year, owner="")
         self.plan, self.api = plan, api
+        # One context per car for its whole day (its reconnects too): the certificate is
+        # issued or read once, not per connection.
+        self.tls_context = tls.context(car.vin) if tls is not None else None
         self.granted = False
         self.fod_answers: dict[str, bool] = {}  # command id -> success answered
         self.progress = asyncio.Event()  # a downlink was answered
@@ -162,9 +174,11 @@ class SimCar:
     async def connect(self, *, boot: bool, parked: bool) -> None:
         self.connection_id = self.rng.getrandbits(64)
         will = uplink_pb2.LastWill(vin=self.car.vin, connection_id=self.connection_id).SerializeToString()
+        # Over TLS the broker takes the client id from the certificate (the VIN) whatever we ask.
         client = aiomqtt.Client("127.0.0.1", self.port, identifier=self.car.vin,
                                 protocol=aiomqtt.ProtocolVersion.V5, keepalive=60,
-                                will=aiomqtt.Will(topics.will(self.car.vin), will, qos=1))
+                                will=aiomqtt.Will(topics.will(self.car.vin), will, qos=1),
+                                tls_context=self.tls_context)
         for attempt in range(5):
             try:
                 await client.__aenter__()
@@ -512,9 +526,11 @@ def plan_fleet(opts: SimOptions) -> tuple[list[Car], list[CarRecord], list[Plan]
     return fleet, records, plans
 
 
-async def simulate(port: int, opts: SimOptions, grpc_target: str = "", token: str = "") -> SimRun:
+async def simulate(port: int, opts: SimOptions, grpc_target: str = "", token: str = "",
+                   tls: CarCertificates | None = None) -> SimRun:
     """The day of the fleet against the broker on ``port``; with ``grpc_target`` the entitlement
-    lifecycles too, and with ``opts.check`` their outcome checked at the end."""
+    lifecycles too, and with ``opts.check`` their outcome checked at the end. With ``tls``,
+    ``port`` is the broker's TLS listener and each car presents its own certificate."""
     fleet, records, plans = plan_fleet(opts)
     clock = SimClock(opts.speed, opts.hours)
     stats = Stats()
@@ -524,7 +540,7 @@ async def simulate(port: int, opts: SimOptions, grpc_target: str = "", token: st
         for rec in records:
             rec.grants.clear()  # no gateway API: traffic only
     sims = [SimCar(c, port, clock, stats, random.Random(f"sim:{opts.seed}:{c.vin}"), opts.fod_failure_rate,
-                   rec, plan, api)
+                   rec, plan, api, tls)
             for c, rec, plan in zip(fleet, records, plans, strict=True)]
     tap = sim_checks.TelemetryTap(grpc_target, token) if grpc_target and opts.check else None
 
@@ -559,7 +575,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m load.sim", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=0,
-                    help="broker port on 127.0.0.1; 0: start a broker and the gateway here")
+                    help="broker port on 127.0.0.1 (with --tls its TLS listener, e.g. 18883); "
+                         "0: start a broker and the gateway here")
+    ap.add_argument("--tls", action="store_true",
+                    help="cars connect over TLS, each with its own certificate (CN = VIN)")
+    ap.add_argument("--pki-dir", type=Path, default=Path("data/pki"),
+                    help="with --tls and --port: the development CA (ca.crt, ca.key) that issues "
+                         "the cars' certificates (the running gateway's data_dir/pki)")
+    ap.add_argument("--cert-dir", type=Path, default=DEFAULT_CACHE,
+                    help="with --tls: where the cars' certificates are cached")
     ap.add_argument("--grpc", default="", help="with --port: the running gateway's gRPC host:port")
     ap.add_argument("--grpc-token-file", default="data/credentials/admin.token",
                     help="with --grpc: file holding a bearer token with the scopes the checks need")
@@ -589,10 +613,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if a.port:
         token = token_from(a.grpc_token_file) if a.grpc else ""
-        run = asyncio.run(simulate(a.port, opts, a.grpc, token))
+        try:
+            tls = CarCertificates(a.pki_dir, a.cert_dir) if a.tls else None
+        except PkiError as exc:
+            ap.error(str(exc))
+        run = asyncio.run(simulate(a.port, opts, a.grpc, token, tls))
         checks: dict[str, Any] = {}
     else:
-        run, checks = with_gateway(opts)
+        run, checks = with_gateway(opts, tls_cache=a.cert_dir if a.tls else None)
     stats = run.stats
     print(json.dumps({"cars": a.cars, "hours": a.hours, "wall_s": round(time.monotonic() - started, 1),
                       "sent": dict(stats.sent), "downlinks": dict(stats.downlinks),
@@ -623,17 +651,21 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def with_gateway(opts: SimOptions) -> tuple[SimRun, dict[str, Any]]:
-    """Run the day against a fresh broker and gateway; compare what the gateway counted."""
+def with_gateway(opts: SimOptions, tls_cache: Path | None = None) -> tuple[SimRun, dict[str, Any]]:
+    """Run the day against a fresh broker and gateway; compare what the gateway counted. With
+    ``tls_cache`` the broker has a TLS listener and a CA of its own, and the cars use it."""
     from load.harness import BenchBroker, GatewayProcess, metric_sum
 
-    with tempfile.TemporaryDirectory(prefix="sim-") as tmp, BenchBroker(Path(tmp) / "broker") as broker:
+    with tempfile.TemporaryDirectory(prefix="sim-") as tmp, \
+            BenchBroker(Path(tmp) / "broker", tls=tls_cache is not None) as broker:
         with _environ(GATEWAY_FOD_IDLE_S=str(opts.fod_idle_s),
                       GATEWAY_ENTITLEMENT_ACK_TIMEOUT_S=str(opts.ack_timeout_s)):
             gw = GatewayProcess(Path(tmp) / "gateway", broker)
         try:
             gw.wait_ready()
-            run = asyncio.run(simulate(broker.port, opts, gw.grpc_target, gw.token))
+            tls = CarCertificates(broker.pki_dir, tls_cache) if tls_cache is not None else None
+            port = broker.tls_port if tls is not None else broker.port
+            run = asyncio.run(simulate(port, opts, gw.grpc_target, gw.token, tls))
             time.sleep(1.0)
             m = gw.metrics()
         finally:
