@@ -62,7 +62,7 @@ def decode(topic: str, payload: bytes, max_bytes: int, *, now: float) -> Decoded
     except DecodeError as exc:
         return Rejected("malformed_protobuf", f"not a telematics.v1.Envelope: {exc}", vin)
     if env.vin != vin:
-        return Rejected("vin_mismatch", f"envelope VIN {env.vin!r} differs from topic VIN", vin)
+        return Rejected("vin_mismatch", f"envelope VIN {_shown(env.vin)} differs from topic VIN", vin)
     if env.sequence == 0:
         return Rejected("sequence_missing", "sequence must be >= 1", vin)
     body = env.WhichOneof("body")
@@ -77,6 +77,11 @@ def decode(topic: str, payload: bytes, max_bytes: int, *, now: float) -> Decoded
     return Decoded(vin, env)
 
 
+def _shown(text: str) -> str:
+    """A value the car chose, for a log line: clipped, so a 64 KiB string is not logged whole."""
+    return repr(text[:24]) + ("..." if len(text) > 24 else "")
+
+
 def _decode_will(vin: str, payload: bytes) -> DecodedWill | Rejected:
     will = uplink_pb2.LastWill()
     try:
@@ -84,7 +89,7 @@ def _decode_will(vin: str, payload: bytes) -> DecodedWill | Rejected:
     except DecodeError as exc:
         return Rejected("malformed_protobuf", f"not a telematics.v1.LastWill: {exc}", vin)
     if will.vin != vin:
-        return Rejected("vin_mismatch", f"last-will VIN {will.vin!r} differs from topic VIN", vin)
+        return Rejected("vin_mismatch", f"last-will VIN {_shown(will.vin)} differs from topic VIN", vin)
     return DecodedWill(vin, will.connection_id)
 
 

@@ -521,3 +521,12 @@ def test_every_reject_reason_is_a_known_label_and_documented_in_the_readme() -> 
     assert used and used <= set(REJECT_REASONS)
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert [r for r in REJECT_REASONS if f"`{r}`" not in readme] == []
+
+
+def test_a_huge_envelope_vin_is_clipped_in_the_rejection_detail() -> None:
+    # The detail goes to the log: a car must not be able to write 64 KiB of its own text there.
+    env = envelope()
+    env.vin = "X" * 60_000
+    rejected = run(env)
+    assert isinstance(rejected, Rejected) and rejected.reason == "vin_mismatch"
+    assert len(rejected.detail) < 100 and "..." in rejected.detail
