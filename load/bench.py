@@ -54,6 +54,7 @@ class Params:
     window_s: float = 10.0
     smoke: bool = False
     phase_s: float = 15.0
+    flood_rate: float = 0.0
 
 
 _phase = 0
@@ -218,6 +219,8 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap.add_argument("--clean", action="store_true", help="connections: goodbye + DISCONNECT instead of drops")
     ap.add_argument("--window", type=float, default=10.0, help="restart_storm: boots spread over seconds")
     ap.add_argument("--phase", type=float, default=15.0, help="flood: seconds per phase")
+    ap.add_argument("--flood-rate", type=float, default=0.0,
+                    help="flood: the flooder's messages/s (0 = as fast as its socket allows)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite (< 30 s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args(argv)
@@ -232,6 +235,7 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
         burst=a.burst, rate=a.rate or (500.0 if flood else 0.0), repeat=1 if flood else a.repeat,
         phase_s=a.phase, seed=a.seed, naive_mode=a.naive_mode, systems=systems,
         concurrency=a.concurrency, unclean=not a.clean, window_s=a.window, smoke=a.smoke,
+        flood_rate=a.flood_rate,
     )
     if a.smoke:
         p = Params(**{**asdict(p), "cars": min(p.cars, 20), "messages": min(p.messages, 3000), "workers": 1,
@@ -249,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         elif p.scenario == "flood":
             from load.flood import run_flood
 
-            body = run_flood(p.cars, p.rate, p.phase_s, p.seed, Path(tmp))
+            body = run_flood(p.cars, p.rate, p.phase_s, p.seed, Path(tmp), p.flood_rate)
         else:
             from load.storms import run_storms
 

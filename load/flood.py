@@ -39,8 +39,10 @@ PHASES = ("baseline", "flood_good", "flood_bad")
 RATE_LIMITED = 'gateway_messages_rejected_total{reason="rate_limited"}'
 
 
-def _flood_main(port: int, car: Car, bad: bool, ready: Any, stop: Any, sent: Any) -> None:
-    """The flooding car: CONNECT, then PUBLISH (QoS 0) in chunks as fast as the socket allows.
+def _flood_main(port: int, car: Car, bad: bool, ready: Any, stop: Any, sent: Any, rate: float = 0.0) -> None:
+    """The flooding car: CONNECT, then PUBLISH (QoS 0) in chunks as fast as the socket allows,
+    or at `rate` messages/s (0: unpaced; a paced flood keeps the flooder's own process from
+    taking a whole core of a small machine, which is then measured instead of the gateway).
 
     The payloads are encoded before the flood starts (valid envelopes with increasing sequences,
     cycled; or garbage), so the flooder's own CPU, on the same machine, is not what is measured.
@@ -57,8 +59,12 @@ def _flood_main(port: int, car: Car, bad: bool, ready: Any, stop: Any, sent: Any
     sock.recv(64)  # CONNACK
     ready.set()
     count = 0
+    started = time.monotonic()
     try:
         while not stop.is_set():
+            if rate and count > (time.monotonic() - started) * rate:
+                time.sleep(200 / rate)  # paces the flooder (a load source, not a test)
+                continue
             sock.sendall(chunks[(count // 200) % len(chunks)])
             count += 200
             sent.value = count
@@ -146,7 +152,7 @@ class Receiver:
 
 
 async def _phases(gw: GatewayProcess, broker: BenchBroker, cars: list[Car], flooder: Car, rate: float,
-                  phase_s: float) -> dict[str, Any]:
+                  phase_s: float, flood_rate: float = 0.0) -> dict[str, Any]:
     receiver = Receiver(gw.grpc_target, flooder.vin, gw.token)
     await receiver.start()
     normal = NormalCars(cars, broker.port)
@@ -162,7 +168,8 @@ async def _phases(gw: GatewayProcess, broker: BenchBroker, cars: list[Car], floo
         if phase != "baseline":
             ready, stop, counter = ctx.Event(), ctx.Event(), ctx.Value("q", 0)
             bad = phase == "flood_bad"
-            proc = ctx.Process(target=_flood_main, args=(broker.port, flooder, bad, ready, stop, counter))
+            proc = ctx.Process(target=_flood_main,
+                               args=(broker.port, flooder, bad, ready, stop, counter, flood_rate))
             proc.start()
             while not ready.is_set():  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.05)
@@ -202,14 +209,16 @@ async def _phases(gw: GatewayProcess, broker: BenchBroker, cars: list[Car], floo
     return out
 
 
-def run_flood(cars: int, rate: float, phase_s: float, seed: int, workdir: Path) -> dict[str, Any]:
+def run_flood(
+    cars: int, rate: float, phase_s: float, seed: int, workdir: Path, flood_rate: float = 0.0
+) -> dict[str, Any]:
     fleet = generate_fleet(cars + 1, seed)
     normal, flooder = fleet[:-1], fleet[-1]
     with BenchBroker(workdir / "broker") as broker:
         gw = GatewayProcess(workdir / "gateway", broker, log_level="ERROR")
         try:
             gw.wait_ready()
-            phases = asyncio.run(_phases(gw, broker, normal, flooder, rate, phase_s))
+            phases = asyncio.run(_phases(gw, broker, normal, flooder, rate, phase_s, flood_rate))
         finally:
             code = gw.stop()
     base = phases["baseline"]["latency"]
