@@ -165,6 +165,7 @@ class Gateway:
             if kill_after_entitlements is not None:
                 kill_after_entitlements(len(updates))  # the ledger has them, the session store not yet
 
+        limits = CarLimits(cfg.car_rate_per_s, cfg.car_burst, cfg.car_hello_rate_per_s, cfg.car_hello_burst)
         self.pipeline = pipeline = Pipeline(
             tracker=self.tracker,
             store=self.store,
@@ -180,10 +181,12 @@ class Gateway:
             resume_reading=lambda: holder[0].resume_reading(),
             entitlements=on_updates,
             heartbeat_default_s=cfg.heartbeat_default_s,
-            limits=CarLimits(
-                cfg.car_rate_per_s, cfg.car_burst, cfg.car_hello_rate_per_s, cfg.car_hello_burst
-            ),
+            limits=limits,
         )
+
+        def on_session(present: bool) -> None:
+            if present:  # the broker kept our session: it now delivers what it queued meanwhile
+                limits.catch_up(self.clock.now(), cfg.car_limit_catch_up_s)
 
         def make_client() -> Mqtt5Client:
             return Mqtt5Client(
@@ -202,6 +205,7 @@ class Gateway:
             make_client=make_client,
             subscriptions=[(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)],
             on_connected=lambda _present: self.metrics.mqtt_connected.set(1),
+            on_session=on_session,
             on_disconnected=lambda _exc: self.metrics.mqtt_connected.set(0),
             on_reconnect=self.metrics.mqtt_reconnects.inc,
         )

@@ -115,6 +115,10 @@ class Config:
     car_burst: int = 1000
     car_hello_rate_per_s: float = 1.0
     car_hello_burst: int = 20
+    # After the gateway's broker session resumes (CONNACK session present), the broker delivers
+    # what it queued meanwhile at the gateway's pace: the per-car limits pause this long so a
+    # car's backlog is not dropped as a flood.
+    car_limit_catch_up_s: float = 300.0
     log_level: str = "INFO"
 
     @property
@@ -204,6 +208,7 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "car_burst": cv.int_in(1, 10_000_000),
     "car_hello_rate_per_s": cv.rate_in(0, 1_000_000),
     "car_hello_burst": cv.int_in(1, 10_000_000),
+    "car_limit_catch_up_s": cv.seconds_in(0, 3600),
     "log_level": cv.log_level,
 }
 KEYS = tuple(f.name for f in fields(Config))

@@ -182,6 +182,8 @@ class Pipeline:
         limits = self._limits
         if limits is not None:
             limits.evict(now)
+            if not limits.active(now):
+                limits = None  # catching up on the broker's backlog after a reconnect (ratelimit.py)
         for msg in batch:
             # Per-car limit before decoding: a flood of bad payloads is dropped as cheaply as one
             # of good ones, and never reaches the session. Keyed by the topic's VIN (the broker's

@@ -42,6 +42,7 @@ class MqttSession:
         make_client: Callable[[], Mqtt5Client],
         subscriptions: Sequence[tuple[str, int]],
         on_connected: Callable[[bool], None] | None = None,
+        on_session: Callable[[bool], None] | None = None,
         on_disconnected: Callable[[BaseException | None], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
         backoff_base_s: float = 0.2,
@@ -50,6 +51,10 @@ class MqttSession:
         self._make_client = make_client
         self._subscriptions = list(subscriptions)
         self._on_connected = on_connected
+        # Called with CONNACK's session-present flag before anything that arrived on the new
+        # connection is processed (on_connected comes only after the SUBACK, and the broker
+        # starts delivering a persistent session's backlog right after the CONNACK).
+        self._on_session = on_session
         self._on_disconnected = on_disconnected
         self._on_reconnect = on_reconnect
         self._backoff_base_s = backoff_base_s
@@ -153,6 +158,7 @@ class MqttSession:
         self._connecting = client
         try:
             session_present = await client.connect(self._timeout)
+            self._notify(self._on_session, session_present)
             try:
                 if self._subscriptions:
                     await client.subscribe(self._subscriptions, self._timeout)

@@ -98,11 +98,24 @@ class CarLimits:
     write and the entitlement engine's boot handling per Hello.
     """
 
-    __slots__ = ("hellos", "messages")
+    __slots__ = ("catch_up_until", "hellos", "messages")
 
     def __init__(self, rate_per_s: float, burst: int, hello_rate_per_s: float, hello_burst: int) -> None:
         self.messages = TokenBuckets(rate_per_s, burst)
         self.hellos = TokenBuckets(hello_rate_per_s, hello_burst)
+        self.catch_up_until = 0.0
+
+    def catch_up(self, now: float, seconds: float) -> None:
+        """Suspend the limits until ``now + seconds``: the broker is delivering what it queued
+        for the gateway's persistent session while the gateway was away. That backlog arrives
+        at the gateway's pace, not the cars' (a car that sent one message every 10 s through a
+        5-hour outage has 1,800 waiting), and it was accepted by the broker from cars within
+        their rate then: dropping it would lose data the cars were told was delivered (R28:
+        charging records without loss)."""
+        self.catch_up_until = max(self.catch_up_until, now + seconds)
+
+    def active(self, now: float) -> bool:
+        return now >= self.catch_up_until
 
     def evict(self, now: float) -> None:
         self.messages.evict(now)

@@ -19,6 +19,7 @@ from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc
 from gateway.app import Gateway
+from gateway.broker.managed import ManagedBroker
 from gateway.clock import ManualClock
 from gateway.config import load_config
 
@@ -122,3 +123,43 @@ async def test_a_car_over_its_limit_loses_the_excess_counted_and_another_car_is_
     assert await rejected(gw, "hello_rate_limited") == 0
     await flooder.close()
     await quiet.close()
+
+
+async def test_a_backlog_queued_by_the_broker_while_the_gateway_was_down_is_delivered_in_full(
+    tmp_path: Path, broker: ManagedBroker,
+) -> None:
+    """R28 without loss: a car kept sending (within its rate) while the gateway was down; when
+    the gateway resumes its persistent session the broker delivers the backlog at once, many
+    times the car's burst. It is a backlog, not a flood: nothing of it is dropped."""
+    creds = broker.credentials
+    assert creds is not None
+    clock = ManualClock(start=time.time())  # never advanced: no refill, so only catch-up helps
+    config = load_config(
+        None, env={}, data_dir=str(tmp_path / "data"),
+        mqtt_url=f"mqtt://{creds.username}:{creds.password}@127.0.0.1:{broker.port}",
+        grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", car_rate_per_s=1.0, car_burst=BURST,
+    )
+    car = TestVehicle(QUIET, broker.port, bearer=common_pb2.BEARER_EMBEDDED_SIM)
+    first = Gateway(config, clock=clock)
+    await first.start()
+    try:
+        await car.connect()
+        await eventually(lambda: asyncio.sleep(0, first.tracker.get(QUIET)), lambda s: s is not None)
+    finally:
+        await first.stop()  # a clean stop: the broker keeps the gateway's session and queues for it
+    backlog = 3 * BURST
+    for _ in range(backlog):
+        await car.telemetry("remote-services")  # QoS 1: the broker has each before this returns
+    second = Gateway(config, clock=clock)
+    await second.start()
+    try:
+        received = await eventually(
+            lambda: asyncio.sleep(0, second.metrics.registry.get_sample_value(
+                "gateway_messages_received_total", {"kind": "telemetry"})),
+            lambda n: n is not None and n >= backlog,
+        )
+        assert received == backlog
+        assert await rejected(second, "rate_limited") == 0
+    finally:
+        await car.close()
+        await second.stop()

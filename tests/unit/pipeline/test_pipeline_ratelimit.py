@@ -40,6 +40,7 @@ class Rig:
     metrics: Metrics
     sub: TelemetrySubscriber
     acked: list[Message]
+    limits: CarLimits
 
     def rejected(self, reason: str) -> float:
         value = self.metrics.registry.get_sample_value("gateway_messages_rejected_total", {"reason": reason})
@@ -67,13 +68,13 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     def ack(batch: Sequence[Message]) -> None:
         acked.extend(batch)
 
+    limits = CarLimits(rate_per_s=10.0, burst=BURST, hello_rate_per_s=1.0, hello_burst=HELLO_BURST)
     pipeline = Pipeline(
         tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout, metrics=metrics,
         clock=clock, reference=REFERENCE, max_payload_bytes=4096, queue_messages=100, ack=ack,
-        pause_reading=lambda: None, resume_reading=lambda: None,
-        limits=CarLimits(rate_per_s=10.0, burst=BURST, hello_rate_per_s=1.0, hello_burst=HELLO_BURST),
+        pause_reading=lambda: None, resume_reading=lambda: None, limits=limits,
     )
-    yield Rig(pipeline, clock, metrics, fanout.subscribe(frozenset()), acked)
+    yield Rig(pipeline, clock, metrics, fanout.subscribe(frozenset()), acked, limits)
     await store.close()
 
 
@@ -133,3 +134,17 @@ async def test_a_reconnect_storm_of_one_car_is_limited_by_its_hello_bucket(rig: 
     assert rig.rejected("rate_limited") == 0
     received = rig.metrics.registry.get_sample_value("gateway_messages_received_total", {"kind": "hello"})
     assert received == HELLO_BURST + 1  # the quiet car's Hello has its own bucket
+
+
+async def test_a_backlog_delivered_after_the_session_resumed_is_not_dropped_then_limits_apply_again(
+    rig: Rig,
+) -> None:
+    # The broker delivers what it queued while the gateway was away, at the gateway's pace: a
+    # car's backlog may be many times its burst without the car ever having flooded.
+    rig.limits.catch_up(rig.clock.now(), 60)
+    await rig.pipeline.process([telemetry(FLOODER, seq) for seq in range(1, 4 * BURST + 1)])
+    assert [s for _, s in rig.forwarded()] == list(range(1, 4 * BURST + 1))
+    assert rig.rejected("rate_limited") == 0
+    rig.clock.advance(60)  # the catch-up window is over: a flood is a flood again
+    await rig.pipeline.process([telemetry(FLOODER, seq) for seq in range(4 * BURST + 1, 6 * BURST + 1)])
+    assert rig.rejected("rate_limited") == BURST

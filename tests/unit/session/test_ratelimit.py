@@ -86,3 +86,12 @@ def test_a_rate_of_zero_or_an_empty_burst_is_refused() -> None:
         TokenBuckets(0.0, 1)
     with pytest.raises(ValueError, match="burst"):
         TokenBuckets(1.0, 0)
+
+
+def test_catch_up_suspends_the_limits_until_its_window_ends_and_never_shortens_it() -> None:
+    limits = CarLimits(rate_per_s=1.0, burst=1, hello_rate_per_s=1.0, hello_burst=1)
+    assert limits.active(100.0)
+    limits.catch_up(100.0, 30)
+    limits.catch_up(101.0, 5)  # a second, shorter resume does not cut the first window short
+    assert not limits.active(129.9)
+    assert limits.active(130.0)
