@@ -105,7 +105,7 @@ async def status_of(channel: grpc.aio.Channel, m: MethodDescriptor, token: str |
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     config = load_config(
         None, env={"GATEWAY_GRPC_CREDENTIALS": env_credentials()},
-        data_dir=str(tmp_path / "data"), mqtt_port=free_port(),
+        data_dir=str(tmp_path / "data"), mqtt_port=free_port(), mqtt_tls_port=free_port(),
         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
     )
     gw = Gateway(config)
@@ -266,7 +266,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
 
 async def _tls_gateway(tmp_path: Path, pki: Pki, *, mutual: bool) -> Gateway:
     config = load_config(
-        None, env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(),
+        None, env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(), mqtt_tls_port=free_port(),
         grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
         grpc_tls_cert=str(pki.server_cert), grpc_tls_key=str(pki.server_key),
         grpc_tls_client_ca=str(pki.ca_path) if mutual else None,

@@ -397,7 +397,6 @@ def vehicles_call(call: Callable[[vehicles_pb2_grpc.VehicleServiceStub], Awaitab
 
 
 V = vehicles_pb2
-TS = int(time.time())
 MALFORMED = rejected("malformed_protobuf")
 INVALID = Status(grpc.StatusCode.INVALID_ARGUMENT)
 
@@ -472,7 +471,8 @@ ROWS: list[Hostile] = [
         body(lambda e: setattr(e.state_change.state, "power", 42)),
         rejected("unknown_enum"),
     ),
-    Hostile("sent_at_two_hours_ahead", header(lambda e: setattr(e.sent_at, "seconds", TS + 7200)),
+    Hostile("sent_at_two_hours_ahead",
+            header(lambda e: setattr(e.sent_at, "seconds", int(time.time()) + 7200)),  # at send time
             rejected("bad_timestamp")),
     Hostile(
         "sent_at_before_2000",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 
@@ -22,6 +23,7 @@ from gateway.session.tracker import SessionTracker
 from gateway.store.sqlite import SqliteStore
 
 VIN = "WP0ZZZ99ZJS300002"
+Mode: TypeAlias = common_pb2.PrivacyMode.ValueType
 REFERENCE = ReferenceStore.load(PROJECT_ROOT)  # the shipped catalogue: radio-plus et al.
 OFF = common_pb2.PRIVACY_MODE_OFF
 ALL = common_pb2.PRIVACY_MODE_ALL_SERVICES
@@ -76,19 +78,19 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 def envelope(
-    seq: int, mode: int = OFF, services: tuple[str, ...] = (), country: str = "DE", mcc: int = 262
+    seq: int, mode: Mode = OFF, services: tuple[str, ...] = (), country: str = "DE", mcc: int = 262
 ) -> uplink_pb2.Envelope:
     env = uplink_pb2.Envelope(
         vin=VIN, sequence=seq, bearer=common_pb2.BEARER_EMBEDDED_SIM, visited_country=country,
         visited_mcc=mcc, roaming=country != "DE",
     )
-    env.privacy.mode = mode  # type: ignore[assignment]  # protobuf stubs type enums as a NewType
+    env.privacy.mode = mode
     env.privacy.services.extend(services)
     return env
 
 
 def header(
-    seq: int, mode: int = OFF, services: tuple[str, ...] = (), country: str = "DE", mcc: int = 262
+    seq: int, mode: Mode = OFF, services: tuple[str, ...] = (), country: str = "DE", mcc: int = 262
 ) -> uplink_pb2.Envelope:
     """A state change: it carries the header (privacy, country) and changes nothing else."""
     env = envelope(seq, mode, services, country, mcc)
@@ -96,7 +98,7 @@ def header(
     return env
 
 
-def hello(seq: int = 1, mode: int = OFF, country: str = "DE", mcc: int = 262) -> uplink_pb2.Envelope:
+def hello(seq: int = 1, mode: Mode = OFF, country: str = "DE", mcc: int = 262) -> uplink_pb2.Envelope:
     env = envelope(seq, mode, country=country, mcc=mcc)
     env.hello.connection_id = 1
     env.hello.model, env.hello.model_year, env.hello.home_country = "Taycan", 2022, "DE"
@@ -104,7 +106,7 @@ def hello(seq: int = 1, mode: int = OFF, country: str = "DE", mcc: int = 262) ->
 
 
 def telemetry(
-    seq: int, service: str, mode: int, services: tuple[str, ...] = (),
+    seq: int, service: str, mode: Mode, services: tuple[str, ...] = (),
     signals: tuple[tuple[str, float | str], ...] = (),
 ) -> uplink_pb2.Envelope:
     env = envelope(seq, mode, services)
@@ -119,7 +121,7 @@ def telemetry(
     return env
 
 
-def charging(seq: int, mode: int, services: tuple[str, ...] = ()) -> uplink_pb2.Envelope:
+def charging(seq: int, mode: Mode, services: tuple[str, ...] = ()) -> uplink_pb2.Envelope:
     env = envelope(seq, mode, services)
     cs = env.charging_session
     cs.session_id, cs.location_name, cs.energy_kwh = f"cs-{seq}", "Porscheplatz 1, Stuttgart", 42.0
@@ -143,7 +145,7 @@ def records(sub: TelemetrySubscriber) -> list[telemetry_pb2.TelemetryRecord]:
 @pytest.mark.parametrize("service", EVERY_SERVICE)
 @pytest.mark.parametrize("mode", [ALL, UNSPECIFIED])
 async def test_location_is_withheld_for_every_service_in_all_services_privacy(
-    rig: Rig, service: str, mode: int
+    rig: Rig, service: str, mode: Mode
 ) -> None:
     # The report: radio-plus (personal_data=false in the catalogue) leaked its position.
     sub = rig.fanout.subscribe(frozenset())
@@ -213,7 +215,7 @@ async def test_late_telemetry_is_withheld_when_privacy_is_on_now(rig: Rig) -> No
     ("mode", "listed"), [(ALL, ()), (UNSPECIFIED, ()), (PER_SERVICE, ("charging",))]
 )
 async def test_charging_record_location_is_withheld_while_privacy_covers_charging(
-    rig: Rig, mode: int, listed: tuple[str, ...]
+    rig: Rig, mode: Mode, listed: tuple[str, ...]
 ) -> None:
     await rig.send(hello(1), charging(2, mode, listed))
     [rec] = [e.charging_session.session for e in await rig.events() if e.HasField("charging_session")]
@@ -247,7 +249,7 @@ async def test_late_charging_record_is_withheld_when_privacy_is_on_now(rig: Rig)
 
 @pytest.mark.parametrize("mode", [ALL, UNSPECIFIED])
 async def test_events_never_carry_the_visited_country_in_all_services_privacy(
-    rig: Rig, mode: int
+    rig: Rig, mode: Mode
 ) -> None:
     await rig.send(hello(1, mode, country="AT", mcc=232), header(2, mode, country="CH", mcc=228))
     await rig.send(header(3, mode, country="IT", mcc=222))  # only a border crossing
@@ -284,7 +286,7 @@ async def test_border_crossed_in_privacy_is_not_told_when_privacy_ends_in_the_sa
     ("mode", "hidden"), [(ALL, True), (UNSPECIFIED, True), (PER_SERVICE, False), (OFF, False)]
 )
 async def test_vehicle_snapshot_for_backends_omits_the_visited_country_in_privacy(
-    rig: Rig, mode: int, hidden: bool
+    rig: Rig, mode: Mode, hidden: bool
 ) -> None:
     await rig.send(hello(1, mode, country="AT", mcc=232))
     session = rig.tracker.get(VIN)
