@@ -7,7 +7,13 @@ that produces error messages (bad scheme, bad port, unbalanced brackets).
 
 from __future__ import annotations
 
+import re
+
 MASK = "***"
+# What may be shown of a URL without userinfo: a host (name, IPv4 or bracketed IPv6) with an
+# optional numeric port, then anything from a path on. Anything else after the scheme may be
+# `user:password` whose `@host` was forgotten: withheld whole.
+_PLAIN = re.compile(r"(\[[0-9A-Fa-f:.]*\]?|[A-Za-z0-9._~-]*)(:[0-9]*)?([/?#].*)?", re.DOTALL)
 
 
 def redact_url(url: str) -> str:
@@ -23,7 +29,9 @@ def redact_url(url: str) -> str:
         scheme, rest = "", url
     userinfo, at, after = rest.rpartition("@")
     if not at:
-        return url
+        # No userinfo, unless the URL lost its `@host`: `mqtt://user:secret` would parse as
+        # host `user`, port `secret`.
+        return url if _PLAIN.fullmatch(rest) else f"{scheme}{sep}{MASK}"
     user, colon, _secret = userinfo.partition(":")
     if colon and user:
         shown = f"{user}:{MASK}"

@@ -247,3 +247,10 @@ def test_a_retention_below_one_event_is_refused(key: str) -> None:
     # With nothing kept a pruned cursor could not be told from a new one (OUT_OF_RANGE).
     with pytest.raises(ConfigError, match=f"GATEWAY_{key.upper()}: 0 is out of range 1"):
         load_config(env={f"GATEWAY_{key.upper()}": "0"})
+
+
+def test_a_broker_url_that_lost_its_host_does_not_show_its_password() -> None:
+    # `mqtt://user:secret` (the `@host` forgotten) parses as host `user`, port `secret`.
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={"GATEWAY_MQTT_URL": f"mqtt://gw:{SECRET}"})
+    assert SECRET not in str(caught.value) and "mqtt://***" in str(caught.value)

@@ -20,6 +20,10 @@ SECRET = "s3cret"
         ("mqtt://:s3cret@host", "mqtt://***@host"),
         ("mqtt://gw@host", "mqtt://gw@host"),
         ("mqtt://host:1883", "mqtt://host:1883"),
+        ("mqtt://[::1]:1883/x", "mqtt://[::1]:1883/x"),
+        ("mqtt://gw:s3cret", "mqtt://***"),  # `@host` forgotten: the "port" is the password
+        ("mqtt://gw:s3/cret", "mqtt://***"),
+        ("gw:s3cret", "***"),
         ("", ""),
     ],
 )
