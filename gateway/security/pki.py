@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -319,13 +320,17 @@ def issue_broker(
 # -- the embedded default ------------------------------------------------------------------
 
 
-def _needs_issue(cert_path: Path, key_path: Path, *, identity: str = "", names: Sequence[str] = ()) -> bool:
-    """Missing, expiring within RENEW_BEFORE_DAYS, or for another identity or other names."""
+def _needs_issue(
+    cert_path: Path, key_path: Path, ca: x509.Certificate, *, identity: str = "", names: Sequence[str] = ()
+) -> bool:
+    """Missing, not signed by the current CA (a lost CA key made a new one), expiring within
+    RENEW_BEFORE_DAYS, or for another identity or other names."""
     if not cert_path.exists() or not key_path.exists():
         return True
     try:
         cert = _read_cert(cert_path)
-    except PkiError:
+        cert.verify_directly_issued_by(ca)
+    except (PkiError, ValueError, TypeError, InvalidSignature):
         return True
     if cert.not_valid_after_utc - _now() < dt.timedelta(days=RENEW_BEFORE_DAYS):
         return True
@@ -355,11 +360,12 @@ def ensure_embedded_pki(
     os.chmod(directory, 0o700)  # holds the CA's key
     if init_ca(directory):
         created.append(pki.ca_cert)
+    ca = _read_cert(pki.ca_cert)
     names = broker_names(broker_hosts)
-    if _needs_issue(pki.broker_cert, pki.broker_key, names=names):
+    if _needs_issue(pki.broker_cert, pki.broker_key, ca, names=names):
         issue_broker(directory, names, pki.broker_cert, pki.broker_key)
         created.append(pki.broker_cert)
-    if _needs_issue(pki.gateway_cert, pki.gateway_key, identity=gateway_identity):
+    if _needs_issue(pki.gateway_cert, pki.gateway_key, ca, identity=gateway_identity):
         _check_identity(gateway_identity)
         _issue(
             directory, gateway_identity, pki.gateway_cert, pki.gateway_key,

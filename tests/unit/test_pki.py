@@ -148,3 +148,13 @@ def test_no_error_shows_the_contents_of_a_broken_ca_key(ca: Path, tmp_path: Path
         pki.issue_car(ca, VIN, tmp_path / "cars")
     assert "c2VjcmV0" not in str(caught.value)
     assert str(ca / "ca.key") in str(caught.value)
+
+
+def test_a_lost_ca_key_makes_a_new_ca_and_both_leaf_certificates_are_reissued(tmp_path: Path) -> None:
+    files, _ = pki.ensure_embedded_pki(tmp_path / "pki", gateway_identity="telematics-gateway")
+    files.ca_key.unlink()  # e.g. restored from a backup without the key
+    files, created = pki.ensure_embedded_pki(tmp_path / "pki", gateway_identity="telematics-gateway")
+    assert set(created) == {files.ca_cert, files.broker_cert, files.gateway_cert}
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    for leaf in (files.broker_cert, files.gateway_cert):
+        x509.load_pem_x509_certificate(leaf.read_bytes()).verify_directly_issued_by(ca)  # raises if not
