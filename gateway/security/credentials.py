@@ -34,6 +34,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.security.files import write_private
+
 # The scopes a credential can hold. `admin` implies every other scope.
 SCOPES = (
     "vehicles:read",
@@ -234,17 +236,6 @@ def _render(entries: Iterable[tuple[str, Iterable[str], str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` with mode 0600, atomically (a reader sees the old or new file)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def add_credential(path: Path, credential_id: str, scopes: Iterable[str]) -> str:
     """Append a new credential to the file at `path` (created when missing); return its token.
 
@@ -257,7 +248,7 @@ def add_credential(path: Path, credential_id: str, scopes: Iterable[str]) -> str
         if credential_id in store:
             raise CredentialError(f"credential {credential_id!r} already exists in {path}")
     token, stored = new_token(credential_id)
-    _write_private(path, _render([*existing, (credential_id, chosen, stored)]))
+    write_private(path, _render([*existing, (credential_id, chosen, stored)]).encode())
     return token
 
 
@@ -270,7 +261,7 @@ def ensure_admin(directory: Path) -> Path | None:
         return None
     token_path = directory / ADMIN_TOKEN_FILE
     token = add_credential(path, ADMIN_ID, [ADMIN])
-    _write_private(token_path, token + "\n")
+    write_private(token_path, (token + "\n").encode())
     return token_path
 
 

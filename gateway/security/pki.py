@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.model import is_valid_vin
+from gateway.security.files import write_private
 
 __all__ = [
     "CA_DAYS",
@@ -94,21 +95,6 @@ class EmbeddedPki:
 
 
 # -- files ---------------------------------------------------------------------------------
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a key with mode 0600 from its creation (never a window with wider rights), then
-    rename over the old one so a reader sees either the old or the new key, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _write_public(path: Path, data: bytes) -> None:
@@ -203,7 +189,7 @@ def init_ca(directory: Path, *, days: int = CA_DAYS) -> bool:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(pki.ca_key, _key_pem(key))  # the key first: a cert without its key is useless
+    write_private(pki.ca_key, _key_pem(key))  # the key first: a cert without its key is useless
     _write_public(pki.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
     return True
 
@@ -250,7 +236,7 @@ def _issue(
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    _write_private(key_path, _key_pem(key))
+    write_private(key_path, _key_pem(key))
     _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
 
