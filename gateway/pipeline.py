@@ -344,11 +344,14 @@ class Pipeline:
             redaction = _redaction(privacy, batch.service, self._public_signals(batch.service))
             decision = redaction.decision
             decisions[decision.rule, decision.outcome.value] += 1
+            # A car whose clock is not set sends no sent_at (validate.py): the records then have
+            # none either, rather than 1970-01-01 (CopyFrom of an unset field marks it present).
+            sent_at = env.sent_at if env.HasField("sent_at") else None
             for sample in batch.samples:
                 rec = telemetry_pb2.TelemetryRecord(
-                    vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample
+                    vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample,
+                    sent_at=sent_at,
                 )
-                rec.sent_at.CopyFrom(env.sent_at)
                 if redaction.withholds:
                     self._redact(rec, redaction)
                 records.append(rec)

@@ -218,3 +218,13 @@ async def test_rejected_envelope_leaves_the_replay_window_so_the_cars_next_messa
     await p.process([telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
     [record] = records(sub.queue.get_nowait())
     assert record.sequence == 2 and record.sample.location.latitude == pytest.approx(48.8)
+
+
+async def test_a_record_has_no_sent_at_when_the_car_sent_none() -> None:
+    # validate.py accepts an envelope without sent_at (a car whose clock is not set yet); its
+    # records must not be dated 1970-01-01.
+    p, _, fanout = make(FakeStore())
+    sub = fanout.subscribe(frozenset())
+    await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
+    [record] = next_batch(sub).records
+    assert not record.HasField("sent_at")
