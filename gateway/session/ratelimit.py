@@ -31,7 +31,7 @@ _SLACK_TOKENS = 1e-3
 class TokenBuckets:
     """One token bucket per key (a VIN), ``rate`` tokens per second, at most ``burst``."""
 
-    __slots__ = ("_interval", "_origin", "_tat", "_tolerance", "burst", "rate")
+    __slots__ = ("_interval", "_origin", "_span", "_tat", "_tolerance", "burst", "rate")
 
     def __init__(self, rate_per_s: float, burst: int) -> None:
         if not rate_per_s > 0:
@@ -43,6 +43,10 @@ class TokenBuckets:
         self._interval = 1.0 / rate_per_s
         # A message passes while tat - now <= this (at least one token left).
         self._tolerance = (burst - 1 + _SLACK_TOKENS) / rate_per_s
+        # How far ahead of now a bucket's tat can be: a whole burst. Further ahead only when the
+        # (wall) clock stepped back; the bucket then restarts full instead of refusing the car
+        # for as long as the step.
+        self._span = (burst + _SLACK_TOKENS) / rate_per_s
         self._tat: OrderedDict[str, float] = OrderedDict()
         self._origin: float | None = None
 
@@ -58,7 +62,9 @@ class TokenBuckets:
         if tat is None or tat < now:
             tat = now  # full (or new): the bucket's level starts at burst
         elif tat - now > self._tolerance:
-            return False
+            if tat - now <= self._span:
+                return False
+            tat = now  # the clock stepped back (see _span)
         self._tat[key] = tat + self._interval
         self._tat.move_to_end(key)
         return True

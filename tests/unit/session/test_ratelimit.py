@@ -95,3 +95,11 @@ def test_catch_up_suspends_the_limits_until_its_window_ends_and_never_shortens_i
     limits.catch_up(101.0, 5)  # a second, shorter resume does not cut the first window short
     assert not limits.active(129.9)
     assert limits.active(130.0)
+
+
+def test_a_clock_stepped_back_does_not_refuse_a_car_for_as_long_as_the_step() -> None:
+    # The pipeline's clock is wall time: an NTP step back must not turn every active car's
+    # bucket into a refusal (its QoS 1 messages would be acknowledged and lost).
+    buckets = TokenBuckets(rate_per_s=1.0, burst=3)
+    assert [buckets.take("car", 1_000.0) for _ in range(4)] == [True, True, True, False]
+    assert buckets.take("car", 900.0)  # 100 s back: full again, not 100 s of refusals
