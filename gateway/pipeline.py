@@ -211,9 +211,15 @@ class Pipeline:
             if isinstance(d, Decoded):
                 env = d.envelope
                 body: str = env.WhichOneof("body") or ""
-                if body == "hello" and limits is not None and not limits.hellos.take(env.vin, now):
+                if (
+                    body == "hello" and limits is not None and not self._reinstalled(env)
+                    and not limits.hellos.take(env.vin, now)
+                ):
                     # A reconnect storm of one car: each connection's Hello costs an online
-                    # event, a store write and the entitlement engine's boot handling.
+                    # event, a store write and the entitlement engine's boot handling. A Hello
+                    # that opens a new sequence epoch (a new or reset head unit) always passes:
+                    # dropped, every later envelope of that epoch would count as other_epoch
+                    # and the car could never be seen again (it still takes a message token).
                     rejected["hello_rate_limited"] += 1
                     if self._log_budget.allow():
                         log.warning("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
@@ -300,6 +306,11 @@ class Pipeline:
         if vin in self._tracker.pending_offline:
             self._m.presence_grace_started.labels("started").inc()
         return t
+
+    def _reinstalled(self, env: uplink_pb2.Envelope) -> bool:
+        """A known car's Hello with another sequence epoch: a new or reset head unit."""
+        session = self._tracker.get(env.vin)
+        return session is not None and session.sequence_epoch != env.sequence_epoch
 
     def _liveness_timeout_s(self, session: VehicleSession) -> float:
         # R20: the presence grace of the car's bearer and radio on top of its missed heartbeats.

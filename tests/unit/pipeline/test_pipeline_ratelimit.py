@@ -84,15 +84,17 @@ def envelope(vin: str, seq: int) -> uplink_pb2.Envelope:
     return env
 
 
-def telemetry(vin: str, seq: int) -> Msg:
+def telemetry(vin: str, seq: int, epoch: int = 0) -> Msg:
     env = envelope(vin, seq)
+    env.sequence_epoch = epoch
     env.telemetry.service = "car-finder"
     env.telemetry.samples.add().signals.add(name="soc_pct", number=50.0)
     return Msg(f"v1/vehicles/{vin}/up", env.SerializeToString())
 
 
-def hello(vin: str, seq: int) -> Msg:
+def hello(vin: str, seq: int, epoch: int = 0) -> Msg:
     env = envelope(vin, seq)
+    env.sequence_epoch = epoch
     env.hello.connection_id = seq
     return Msg(f"v1/vehicles/{vin}/up", env.SerializeToString())
 
@@ -148,3 +150,16 @@ async def test_a_backlog_delivered_after_the_session_resumed_is_not_dropped_then
     rig.clock.advance(60)  # the catch-up window is over: a flood is a flood again
     await rig.pipeline.process([telemetry(FLOODER, seq) for seq in range(4 * BURST + 1, 6 * BURST + 1)])
     assert rig.rejected("rate_limited") == BURST
+
+
+async def test_a_hello_of_a_reset_head_unit_passes_even_when_the_hello_bucket_is_empty(rig: Rig) -> None:
+    await rig.pipeline.process([hello(FLOODER, seq, epoch=1) for seq in (1, 2, 3)])
+    assert rig.rejected("hello_rate_limited") == 1  # the storm of one install is limited
+    # The head unit is reset: a new epoch, counting from 1. Dropping its Hello would leave every
+    # later envelope of the new epoch as other_epoch (never applied, never seen as alive).
+    await rig.pipeline.process([hello(FLOODER, 1, epoch=2), telemetry(FLOODER, 2, epoch=2)])
+    assert rig.rejected("hello_rate_limited") == 1
+    registry = rig.metrics.registry
+    assert registry.get_sample_value("gateway_messages_received_total", {"kind": "hello"}) == HELLO_BURST + 1
+    # The telemetry is applied in the new epoch, not set aside as an unknown epoch's.
+    assert registry.get_sample_value("gateway_messages_stale_total", {"outcome": "other_epoch"}) == 0
