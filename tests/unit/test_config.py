@@ -254,3 +254,11 @@ def test_a_broker_url_that_lost_its_host_does_not_show_its_password() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(env={"GATEWAY_MQTT_URL": f"mqtt://gw:{SECRET}"})
     assert SECRET not in str(caught.value) and "mqtt://***" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["GATEWAY_GRPC_TLS_CERT", "GATEWAY_GRPC_TLS_KEY", "GATEWAY_GRPC_TLS_CLIENT_CA"]
+)
+def test_a_missing_grpc_tls_file_is_a_config_error_before_anything_starts(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}: '/nonexistent/x.pem' is not a readable file"):
+        load_config(env={name: "/nonexistent/x.pem"})

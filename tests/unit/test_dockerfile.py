@@ -16,8 +16,15 @@ from gateway.config import ConfigError, load_config, split_listen
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-# As the README's `docker run` line mounts them.
-GRPC_TLS = {"GATEWAY_GRPC_TLS_CERT": "/tls/server.pem", "GATEWAY_GRPC_TLS_KEY": "/tls/server.key"}
+
+
+def _grpc_tls(tmp_path: Path) -> dict[str, str]:
+    """The certificate and key the README's `docker run` line mounts (contents do not matter to
+    the configuration check, which only needs readable files)."""
+    for name in ("server.pem", "server.key"):
+        (tmp_path / name).write_text("-\n")
+    return {"GATEWAY_GRPC_TLS_CERT": str(tmp_path / "server.pem"),
+            "GATEWAY_GRPC_TLS_KEY": str(tmp_path / "server.key")}
 
 
 def _runtime_stage() -> list[str]:
@@ -44,9 +51,9 @@ def test_the_image_runs_as_a_numeric_non_root_user() -> None:
     assert uid.isdigit() and int(uid) != 0, users[0]
 
 
-def test_the_image_environment_is_valid_configuration_once_grpc_has_its_certificate() -> None:
+def test_the_image_environment_is_valid_configuration_once_grpc_has_its_certificate(tmp_path: Path) -> None:
     warnings: list[str] = []
-    config = load_config(env={**_image_env(), **GRPC_TLS}, warn=warnings.append)
+    config = load_config(env={**_image_env(), **_grpc_tls(tmp_path)}, warn=warnings.append)
     assert warnings == []  # every variable the image sets is a configuration key
     assert config.broker_is_managed and config.mqtt_tls_port  # cars reach the TLS listener
 
@@ -56,8 +63,8 @@ def test_without_a_grpc_certificate_the_image_stops_as_documented() -> None:
         load_config(env=_image_env(), warn=lambda _: None)
 
 
-def test_the_image_exposes_exactly_the_listeners_it_opens_beyond_loopback() -> None:
-    config = load_config(env={**_image_env(), **GRPC_TLS}, warn=lambda _: None)
+def test_the_image_exposes_exactly_the_listeners_it_opens_beyond_loopback(tmp_path: Path) -> None:
+    config = load_config(env={**_image_env(), **_grpc_tls(tmp_path)}, warn=lambda _: None)
     exposed = {int(p) for line in _runtime_stage() if line.upper().startswith("EXPOSE ")
                for p in line.split()[1:]}
     opened = {
