@@ -96,19 +96,24 @@ def test_environment_entries_hold_hashes_and_a_bad_one_is_a_config_error_without
     assert stored not in repr(config)
 
 
-def test_grpc_beyond_loopback_needs_tls_and_cert_and_key_go_together() -> None:
+def test_grpc_beyond_loopback_needs_tls_and_cert_and_key_go_together(tmp_path: Path) -> None:
+    cert, key, ca = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    for f in (cert, key, ca):
+        f.write_text("-\n")  # the configuration checks the files are readable, not their content
     with pytest.raises(ConfigError, match="not loopback"):
         load_config(None, env={}, grpc_listen="0.0.0.0:50051")
     with pytest.raises(ConfigError, match="not loopback"):
         load_config(None, env={}, grpc_listen="gateway.example.com:50051")
     with pytest.raises(ConfigError, match="set both"):
-        load_config(None, env={}, grpc_tls_cert="/x/cert.pem")
+        load_config(None, env={}, grpc_tls_cert=str(cert))
     with pytest.raises(ConfigError, match="mutual TLS"):
-        load_config(None, env={}, grpc_tls_client_ca="/x/ca.pem")
+        load_config(None, env={}, grpc_tls_client_ca=str(ca))
     for loopback in ("127.0.0.1:0", "[::1]:50051", "localhost:50051"):
         assert isinstance(load_config(None, env={}, grpc_listen=loopback), Config)
-    tls = load_config(None, env={}, grpc_listen="0.0.0.0:50051", grpc_tls_cert="/c", grpc_tls_key="/k")
-    assert tls.grpc_tls_cert == "/c"
+    tls = load_config(
+        None, env={}, grpc_listen="0.0.0.0:50051", grpc_tls_cert=str(cert), grpc_tls_key=str(key)
+    )
+    assert tls.grpc_tls_cert == str(cert)
 
 
 def test_cli_add_prints_the_token_once_and_list_shows_no_secret(
