@@ -6,8 +6,10 @@ R1): the caller knows which account it asked about.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
 import grpc
@@ -16,6 +18,7 @@ from gateway._gen.telematics.v1 import security_codes_pb2 as pb
 from gateway._gen.telematics.v1 import security_codes_pb2_grpc
 from gateway.api.errors import ApiError, invalid, not_found, unary
 from gateway.clock import Clock
+from gateway.entitlements.ledger import LedgerError
 from gateway.metrics import Metrics
 from gateway.rules.decision import Decision
 from gateway.security.code_store import CheckResult, CodeAlreadySet, SecurityCodes
@@ -24,6 +27,16 @@ from gateway.security.codes import Attempt, LockoutPolicy, check_format
 __all__ = ["SecurityCodeGate", "SecurityCodeService"]
 
 RETRY_AFTER_KEY = "retry-after-s"  # trailing metadata of RESOURCE_EXHAUSTED: whole seconds
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """The codes and the owners live in the ledger's database: when it fails, UNAVAILABLE (retry),
+    as for every entitlement RPC, never INTERNAL."""
+    try:
+        yield
+    except (LedgerError, sqlite3.Error) as exc:
+        raise ApiError(grpc.StatusCode.UNAVAILABLE, "the security-code store is unavailable") from exc
 
 
 def _code_format(code: str, field: str) -> None:
@@ -107,6 +120,10 @@ class SecurityCodeGate:
                 " security_code",
             )
         _code_format(code, "security_code")
+        with _store_errors():
+            await self._check(vin, code)
+
+    async def _check(self, vin: str, code: str) -> None:
         owner = await self._owner_of(vin)
         if owner is None:
             self._checks.count(Attempt.NOT_SET)
@@ -145,10 +162,13 @@ class SecurityCodeService(security_codes_pb2_grpc.SecurityCodeServiceServicer):
         _code_format(request.new_code, "new_code")
         if request.old_code:
             _code_format(request.old_code, "old_code")
-        if not await self._owned_vins(request.account):
+        with _store_errors():
+            owns = bool(await self._owned_vins(request.account))
+        if not owns:
             raise not_found("the account owns no vehicle (SetVehicleOwner)")
         try:
-            result = await self._codes.set_code(request.account, request.new_code, request.old_code)
+            with _store_errors():
+                result = await self._codes.set_code(request.account, request.new_code, request.old_code)
         except CodeAlreadySet:
             raise ApiError(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -168,6 +188,7 @@ class SecurityCodeService(security_codes_pb2_grpc.SecurityCodeServiceServicer):
     ) -> pb.ResetSecurityCodeResponse:
         if not request.account:
             raise invalid("account must not be empty")
-        had = await self._codes.reset(request.account)
+        with _store_errors():
+            had = await self._codes.reset(request.account)
         self._metrics.security_code_changes.labels("reset").inc()
         return pb.ResetSecurityCodeResponse(had_code=had)
