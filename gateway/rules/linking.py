@@ -13,6 +13,7 @@ from typing import Literal
 from gateway.model import VehicleSession
 from gateway.reference.schema import LinkingMethod, MenuPath, SimProfile
 from gateway.reference.snapshot import ReferenceData
+from gateway.rules.security_code import security_code_decision
 
 __all__ = ["LinkingFacts", "linking_advice", "linking_facts"]
 
@@ -52,7 +53,9 @@ def linking_facts(ref: ReferenceData, session: VehicleSession) -> LinkingFacts |
         menu=_menu(profile, methods[0]),
         alternative_method=alternative,
         alternative_menu=_menu(profile, alternative) if alternative is not None else None,
-        security_code_required=profile.security_code_required,
+        # R7 is the model's and the account's country's: the same decision SendRemoteCommand
+        # applies, so GetVehicle never says "no code" where a command would ask for one.
+        security_code_required=not security_code_decision(ref, session).allowed,
     )
 
 

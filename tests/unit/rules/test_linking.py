@@ -3,6 +3,7 @@ year, from the shipped sim_profiles/ (boundaries MY2017-2021 / 2022, Macan 2018 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,14 @@ def test_advice_for_an_account_id_car_names_the_menu_and_the_security_code() -> 
 def test_advice_for_model_year_2021_offers_both_ways() -> None:
     en = linking_advice(REF, VehicleSession(VIN, model="Panamera", model_year=2021), "en")
     assert PAIR_NEW in en and ACCOUNT in en
+
+
+def test_the_security_code_fact_follows_the_country_as_the_remote_command_check_does() -> None:
+    # R7 is country-dependent: a Taycan whose home country does not use the code needs none.
+    de = REF.country("DE").model_copy(update={"security_code_required": False})
+    ref = dataclasses.replace(REF, countries={**REF.countries, "DE": de})
+    taycan = VehicleSession(vin=VIN, model="Taycan", model_year=2023, home_country="DE")
+    facts = linking_facts(ref, taycan)
+    assert facts is not None and not facts.security_code_required
+    facts = linking_facts(REF, taycan)
+    assert facts is not None and facts.security_code_required
