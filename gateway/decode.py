@@ -36,6 +36,7 @@ class Rejected:
 class Decoded:
     vin: str
     envelope: uplink_pb2.Envelope
+    body: str  # the envelope's body field name (its oneof), read once here
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,29 @@ class DecodedWill:
 
 def decode(topic: str, payload: bytes, max_bytes: int, *, now: float) -> Decoded | DecodedWill | Rejected:
     """``now``: the gateway's clock (unix seconds), the reference for the car's timestamps."""
+    parsed = decode_topic(topic)
+    if isinstance(parsed, Rejected):
+        return parsed
+    return decode_payload(*parsed, payload, max_bytes, now=now)
+
+
+def decode_topic(topic: str) -> tuple[str, topics.Channel] | Rejected:
+    """The topic's VIN and channel. Apart from the payload, so that the pipeline parses a topic
+    once for both its per-car limit and decoding."""
     parsed = topics.parse(topic)
     if parsed is None:
-        return Rejected("bad_topic", f"topic {topic!r} is not a vehicle uplink topic")
-    vin, channel = parsed
-    if not is_valid_vin(vin):
-        return Rejected("vin_syntax", f"topic VIN {vin!r} is not 17 characters of A-Z/0-9 without I, O, Q")
+        return Rejected("bad_topic", f"topic {_shown(topic)} is not a vehicle uplink topic")
+    if not is_valid_vin(parsed[0]):
+        return Rejected(
+            "vin_syntax", f"topic VIN {_shown(parsed[0])} is not 17 characters of A-Z/0-9 without I, O, Q"
+        )
+    return parsed
+
+
+def decode_payload(
+    vin: str, channel: topics.Channel, payload: bytes, max_bytes: int, *, now: float
+) -> Decoded | DecodedWill | Rejected:
+    """The payload of a message on `vin`'s `channel` topic (see decode_topic)."""
     if len(payload) > max_bytes:
         return Rejected("oversize", f"payload of {len(payload)} bytes exceeds {max_bytes}", vin)
     if channel is topics.Channel.WILL:
@@ -74,7 +92,7 @@ def decode(topic: str, payload: bytes, max_bytes: int, *, now: float) -> Decoded
     invalid = validate.check(env, body, now)
     if invalid is not None:
         return Rejected(invalid.reason, invalid.detail, vin)
-    return Decoded(vin, env)
+    return Decoded(vin, env, body)
 
 
 def _shown(text: str) -> str:

@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 from typing import Protocol
 
-from gateway import topics
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import Clock
 from gateway.convert import egress_event, event_to_proto, privacy_from_proto
-from gateway.decode import Decoded, Rejected, decode
+from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload, decode_topic
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
@@ -48,7 +47,6 @@ from gateway.store.base import PendingEvent, Store
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2_000
-_VIN_LENGTH = 17  # ISO 3779 (gateway/model.py VIN_PATTERN)
 CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
 # Bodies whose content leaves the gateway as is (telemetry records, the charging event).
 _EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
@@ -185,20 +183,22 @@ class Pipeline:
             if not limits.active(now):
                 limits = None  # catching up on the broker's backlog after a reconnect (ratelimit.py)
         for msg in batch:
-            # Per-car limit before decoding: a flood of bad payloads is dropped as cheaply as one
-            # of good ones, and never reaches the session. Keyed by the topic's VIN (the broker's
-            # ACL confines a car to its own topics); a topic without one is rejected by decode
-            # just as cheaply. A dropped QoS 1 message is acknowledged with the batch like any
-            # rejected one (README "MQTT topics", Limits).
-            if limits is not None:
-                vin = _topic_vin(msg.topic)
-                if vin and not limits.messages.take(vin, now):
-                    rejected["rate_limited"] += 1
-                    if self._log_budget.allow():
-                        log.warning("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
-                                    msg.topic, limits.messages.rate, limits.messages.burst)
-                    continue
-            d = decode(msg.topic, msg.payload, self._max_payload, now=now)
+            # The topic first (parsed once for both uses), then the per-car limit before the
+            # payload is decoded: a flood of bad payloads is dropped as cheaply as one of good
+            # ones, and never reaches the session. Keyed by the topic's VIN (the broker's ACL
+            # confines a car to its own topics). A dropped QoS 1 message is acknowledged with
+            # the batch like any rejected one (README "MQTT topics", Limits).
+            topic = decode_topic(msg.topic)
+            if isinstance(topic, Rejected):
+                d: Decoded | DecodedWill | Rejected = topic
+            elif limits is not None and not limits.messages.take(topic[0], now):
+                rejected["rate_limited"] += 1
+                if self._log_budget.allow():
+                    log.warning("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
+                                msg.topic, limits.messages.rate, limits.messages.burst)
+                continue
+            else:
+                d = decode_payload(*topic, msg.payload, self._max_payload, now=now)
             if isinstance(d, Rejected):
                 rejected[d.reason] += 1
                 if self._log_budget.allow():
@@ -209,8 +209,7 @@ class Pipeline:
             # VehicleSession is an immutable value (Privacy and VehicleState are frozen).
             snapshot: VehicleSession | None = None
             if isinstance(d, Decoded):
-                env = d.envelope
-                body: str = env.WhichOneof("body") or ""
+                env, body = d.envelope, d.body
                 if (
                     body == "hello" and limits is not None and not self._reinstalled(env)
                     and not limits.hellos.take(env.vin, now)
@@ -262,12 +261,12 @@ class Pipeline:
             else:
                 body = "will"
                 t = self._apply_will(d.vin, d.connection_id, now)
+                if t.dirty:
+                    dirty[t.session.vin] = t.session
                 if t.events:
                     snapshot = copy.copy(t.session)
                     updates.append(VehicleUpdate(snapshot))
             kinds[body] += 1
-            if t.dirty:
-                dirty[t.session.vin] = t.session
             if t.events:
                 # R22 and "the session right after the event": judged and serialized with a
                 # copy of the session as this message left it (the tracker changes sessions in
@@ -442,15 +441,6 @@ class Pipeline:
         self._m.vehicles_tracked.set(len(self._tracker.sessions))
 
 
-
-
-def _topic_vin(topic: str) -> str:
-    """The VIN segment of a vehicle topic when it has a VIN's length, else "" (decode rejects
-    the message: bad_topic or vin_syntax). The length bound keeps the bucket keys small."""
-    parsed = topics.parse(topic)
-    if parsed is None or len(parsed[0]) != _VIN_LENGTH:
-        return ""
-    return parsed[0]
 
 
 def _egress(
