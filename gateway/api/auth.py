@@ -121,10 +121,6 @@ def short_name(method: str) -> str:
     return method.rsplit("/", 1)[-1]
 
 
-def audited_short_names() -> tuple[str, ...]:
-    return tuple(short_name(m) for m in AUDITED)
-
-
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The edge's verdict on one call: `code` None means it may proceed."""

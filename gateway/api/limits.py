@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 
 # -- the limits (documented in proto/telematics/v1/*.proto and the README) ---------------------
@@ -49,9 +48,8 @@ MAX_REQUEST_BYTES = 64 * 1024
 
 
 class LimitExceeded(Exception):
-    """A request field is outside its documented limit; `message` names the field and limit."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    """A request field is outside its documented limit; `message` names the field and limit
+    (INVALID_ARGUMENT at the edge: gateway/api/errors.py check_limits)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

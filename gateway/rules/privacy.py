@@ -88,9 +88,6 @@ class TelemetryRedaction:
     def withholds(self) -> bool:
         return self.decision.outcome is Outcome.REDACT
 
-    def keeps_location(self) -> bool:
-        return not self.withholds
-
     def keeps_signal(self, name: str) -> bool:
         # R22 fail closed: a signal may carry a position (gps.lat, a geohash, an address), so
         # under privacy only the names the catalogue declares not personal pass.

