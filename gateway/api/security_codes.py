@@ -45,14 +45,19 @@ def _code_format(code: str, field: str) -> None:
         raise invalid(f"{field}: {problem}")
 
 
+def _until(retry_at: float, now: float) -> tuple[str, int, tuple[tuple[str, str], ...]]:
+    """When a lockout ends: as UTC text, in whole seconds from now, and as trailing metadata."""
+    wait = max(1, math.ceil(retry_at - now))
+    return (datetime.fromtimestamp(retry_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), wait,
+            ((RETRY_AFTER_KEY, str(wait)),))
+
+
 def _locked(result: CheckResult, now: float) -> ApiError:
-    wait = max(1, math.ceil(result.retry_at - now))
-    until = datetime.fromtimestamp(result.retry_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    until, wait, trailing = _until(result.retry_at, now)
     return ApiError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"R7: too many wrong security codes; the account is locked until {until}"
-        f" (retry in {wait} s)",
-        ((RETRY_AFTER_KEY, str(wait)),),
+        f"R7: too many wrong security codes; the account is locked until {until} (retry in {wait} s)",
+        trailing,
     )
 
 
@@ -75,15 +80,21 @@ class _Checks:
                 return None
             case Attempt.LOCKED:
                 return _locked(result, self._clock.now())
+            case Attempt.WRONG if result.retry_at:
+                # The wrong code that starts the lockout: its answer carries the retry time too.
+                until, wait, trailing = _until(result.retry_at, self._clock.now())
+                return ApiError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"R7: wrong security code; the account is now locked until {until} (retry in {wait} s)",
+                    trailing,
+                )
             case Attempt.WRONG:
                 left = self._policy.max_failures - result.failures
-                if result.retry_at:
-                    until = datetime.fromtimestamp(result.retry_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    tail = f"; the account is now locked until {until}"
-                else:
-                    tail = f"; {left} more wrong {'code locks' if left == 1 else 'codes lock'} the account"
-                return ApiError(grpc.StatusCode.PERMISSION_DENIED, f"R7: wrong security code{tail}")
-            case Attempt.NOT_SET | Attempt.MISSING:
+                tail = f"{left} more wrong {'code locks' if left == 1 else 'codes lock'} the account"
+                return ApiError(grpc.StatusCode.PERMISSION_DENIED, f"R7: wrong security code; {tail}")
+            case Attempt.MISSING:
+                raise AssertionError("a missing code is answered before any check (SecurityCodeGate)")
+            case Attempt.NOT_SET:
                 return ApiError(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     "R7: the owner's account has no security code; set one with SetSecurityCode",

@@ -115,6 +115,9 @@ async def test_five_wrong_codes_lock_the_taycan_owner_until_the_lockout_has_pass
                 said = f"{left} more wrong code locks" if left == 1 else f"{left} more wrong codes lock"
                 assert f"; {said} the account" in (wrong.details() or "")
         assert "now locked until" in (wrong.details() or "")
+        # The fifth wrong code starts the lockout: its answer says when to retry, as the locked
+        # answers do.
+        assert dict(wrong.trailing_metadata() or ())["retry-after-s"] == "900"
         assert checks(gateway, "wrong") == 5
 
         clock.advance(600)
