@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import pkgutil
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +38,15 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
         await asyncio.sleep(0.02)  # paces the poll; a caller never uses this to prove an absence
+
+
+async def telemetry_subscribed(gw: Gateway, before: Collection[object]) -> None:
+    """Wait until a SubscribeTelemetry stream that was not among `before` is registered (the
+    call has reached the gateway), or fail after `eventually`'s timeout."""
+    await eventually(
+        lambda: asyncio.sleep(0, list(gw.fanout.subscribers)),
+        lambda subs: any(sub not in before for sub in subs),
+    )
 
 
 def admin_token(data_dir: str | Path) -> str:

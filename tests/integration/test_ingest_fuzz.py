@@ -18,7 +18,7 @@ import aiohttp
 import aiomqtt
 import grpc
 import pytest
-from support import eventually
+from support import eventually, telemetry_subscribed
 from vehicle_client import TestVehicle
 
 from gateway import topics
@@ -138,8 +138,7 @@ async def test_random_and_mutated_payloads_on_real_topics_are_all_counted_and_ot
                 got.update((r.vin, r.sequence) for r in batch.records if r.vin in GOOD)
 
     reader = asyncio.create_task(collect())
-    while all(sub in before for sub in gateway.fanout.subscribers):  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    await telemetry_subscribed(gateway, before)
 
     hostile = [TestVehicle(vin, port) for vin in HOSTILE]
     good = [TestVehicle(vin, port) for vin in GOOD]

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import gateway_channel
+from support import gateway_channel, telemetry_subscribed
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc, uplink_pb2
@@ -122,8 +122,7 @@ async def test_location_and_private_signals_reach_the_stream_only_when_privacy_a
             telemetry_pb2.SubscribeTelemetryRequest()
         )
         reader = asyncio.ensure_future(stream.read())  # starts the call
-        while all(sub in before for sub in gateway.fanout.subscribers):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        await telemetry_subscribed(gateway, before)
         car = TestVehicle(vin, gateway.config.mqtt_port, bearer=common_pb2.BEARER_INSERTED_SIM)
         await car.connect()
         expected: dict[int, Seen] = {}  # sequence -> what the stream may show of it

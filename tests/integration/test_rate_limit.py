@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support import eventually, free_port, gateway_channel
+from support import eventually, free_port, gateway_channel, telemetry_subscribed
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc
@@ -70,8 +70,7 @@ async def test_a_car_over_its_limit_loses_the_excess_counted_and_another_car_is_
             telemetry_pb2.SubscribeTelemetryRequest()
         )
         first = asyncio.ensure_future(stream.read())  # starts the call
-        while all(sub in before for sub in gw.fanout.subscribers):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        await telemetry_subscribed(gw, before)
 
         port = gw.config.mqtt_port
         flooder = TestVehicle(FLOODER, port, bearer=common_pb2.BEARER_EMBEDDED_SIM)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import eventually, gateway_channel
+from support import eventually, gateway_channel, telemetry_subscribed
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import (
@@ -61,8 +61,7 @@ async def test_cars_that_sent_a_far_ahead_sequence_or_restarted_counting_keep_de
             telemetry_pb2.SubscribeTelemetryRequest()
         )
         reader = asyncio.ensure_future(stream.read())  # starts the call
-        while all(sub in before for sub in gateway.fanout.subscribers):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        await telemetry_subscribed(gateway, before)
 
         # A car of the old contract (no epoch) sends one envelope far ahead, says goodbye,
         # reboots: it must keep delivering.

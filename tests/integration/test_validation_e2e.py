@@ -10,7 +10,7 @@ import time
 import aiohttp
 import grpc
 import pytest
-from support import eventually
+from support import eventually, telemetry_subscribed
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import (
@@ -58,8 +58,7 @@ async def test_nan_coordinates_and_negative_energy_are_rejected_and_the_next_mes
         telemetry_pb2.SubscribeTelemetryRequest()
     )
     first_records = asyncio.ensure_future(records.read())  # starts the call
-    while all(sub in before for sub in gateway.fanout.subscribers):  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    await telemetry_subscribed(gateway, before)
     events = vehicles_pb2_grpc.VehicleServiceStub(channel).WatchVehicleEvents(
         vehicles_pb2.WatchVehicleEventsRequest(vin=VIN)
     )
