@@ -21,7 +21,7 @@ from gateway.clock import Clock
 from gateway.entitlements.ledger import LedgerError
 from gateway.metrics import Metrics
 from gateway.rules.decision import Decision
-from gateway.security.code_store import CheckResult, CodeAlreadySet, SecurityCodes
+from gateway.security.code_store import CheckResult, CodeAlreadySet, NoVehicle, SecurityCodes
 from gateway.security.codes import Attempt, LockoutPolicy, check_format
 
 __all__ = ["SecurityCodeGate", "SecurityCodeService"]
@@ -180,6 +180,8 @@ class SecurityCodeService(security_codes_pb2_grpc.SecurityCodeServiceServicer):
         try:
             with _store_errors():
                 result = await self._codes.set_code(request.account, request.new_code, request.old_code)
+        except NoVehicle:  # DeleteAccount (R4) came between the check above and the write
+            raise not_found("the account owns no vehicle (SetVehicleOwner)") from None
         except CodeAlreadySet:
             raise ApiError(
                 grpc.StatusCode.FAILED_PRECONDITION,

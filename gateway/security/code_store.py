@@ -59,6 +59,10 @@ class CodeAlreadySet(Exception):
     """SetSecurityCode without the old code while one is set."""
 
 
+class NoVehicle(Exception):
+    """The account owns no vehicle (any more): a code belongs to an account with a car (R7)."""
+
+
 class SecurityCodes:
     def __init__(self, *, db: SqliteThread, clock: Clock, policy: LockoutPolicy) -> None:
         """db: the ledger's open database thread. clock: every lockout decision asks it."""
@@ -91,19 +95,24 @@ class SecurityCodes:
 
         return await self._db.run(read)
 
-    async def _write(self, account: str, record: CodeRecord) -> None:
+    async def _write(self, account: str, record: CodeRecord) -> bool:
+        """Store `record`; False (nothing written) when the account owns no vehicle any more.
+        The ownership test is in the same statement: a DeleteAccount (R4) between the caller's
+        check and this write cannot leave a code behind for an erased account."""
         now = self._clock.now()
 
-        def write(db: sqlite3.Connection) -> None:
-            db.execute(
+        def write(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "INSERT INTO security_codes (account, code_hash, failures, locked_until, updated_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(account) DO UPDATE SET"
+                " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM vehicle_owners WHERE account = ?)"
+                " ON CONFLICT(account) DO UPDATE SET"
                 " code_hash = excluded.code_hash, failures = excluded.failures,"
                 " locked_until = excluded.locked_until, updated_at = excluded.updated_at",
-                (account, record.code_hash, record.failures, record.locked_until, now),
+                (account, record.code_hash, record.failures, record.locked_until, now, account),
             )
+            return cur.rowcount > 0
 
-        await self._db.transaction(write)
+        return await self._db.transaction(write)
 
     async def _check_locked(self, account: str, code: str) -> tuple[CheckResult, CodeRecord | None]:
         """The check itself; the caller holds the account's lock."""
@@ -147,13 +156,15 @@ class SecurityCodes:
         async with self._serial(account):
             record = await self._read(account)
             if record is None or record.code_hash is None:
-                await self._write(account, CodeRecord(code_hash=new_hash))
+                if not await self._write(account, CodeRecord(code_hash=new_hash)):
+                    raise NoVehicle
                 return SetResult(changed=False, check=CheckResult(Attempt.OK))
             if not old_code:
                 raise CodeAlreadySet
             result, record = await self._check_locked(account, old_code)
-            if result.attempt is Attempt.OK:
-                await self._write(account, CodeRecord(code_hash=new_hash))
+            changed = result.attempt is Attempt.OK
+            if changed and not await self._write(account, CodeRecord(code_hash=new_hash)):
+                raise NoVehicle
             return SetResult(changed=True, check=result)
 
     async def reset(self, account: str) -> bool:

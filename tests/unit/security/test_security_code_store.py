@@ -11,7 +11,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.entitlements.ledger_sqlite import SqliteLedger
-from gateway.security.code_store import CodeAlreadySet, SecurityCodes
+from gateway.security.code_store import CodeAlreadySet, NoVehicle, SecurityCodes
 from gateway.security.codes import Attempt, LockoutPolicy
 
 ACCOUNT = "driver@example.com"
@@ -28,6 +28,9 @@ class Opened:
 async def _open(path: Path, clock: ManualClock) -> Opened:
     ledger = SqliteLedger(path=path)
     await ledger.open()
+    # A code belongs to an account that owns a car (SetVehicleOwner, R3).
+    await ledger.set_owner("WP0ZZZ99ZPS900001", ACCOUNT)
+    await ledger.set_owner("WP0ZZZ99ZPS900002", OTHER)
     return Opened(ledger, SecurityCodes(db=ledger.thread, clock=clock, policy=POLICY))
 
 
@@ -157,4 +160,15 @@ async def test_deleting_the_account_deletes_its_code(db: Opened, clock: ManualCl
     await db.ledger.set_owner(vin, ACCOUNT)
     await db.codes.set_code(ACCOUNT, "4711", "")
     await db.ledger.delete_account(ACCOUNT, clock.now())
+    assert not await db.codes.is_set(ACCOUNT)
+
+
+async def test_no_code_is_written_for_an_account_that_owns_no_vehicle_any_more(
+    db: Opened, clock: ManualClock
+) -> None:
+    # DeleteAccount (R4) between SetSecurityCode's ownership check and the write: the write
+    # must not bring the erased account's code back.
+    await db.ledger.delete_account(ACCOUNT, clock.now())
+    with pytest.raises(NoVehicle):
+        await db.codes.set_code(ACCOUNT, "4711", "")
     assert not await db.codes.is_set(ACCOUNT)
