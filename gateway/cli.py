@@ -62,8 +62,6 @@ async def _run(gateway: Gateway) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "pki":
-        return pki_cli.run(args)
     flags = {"data_dir": args.data_dir}
     if args.command == "run":
         flags.update(mqtt_url=args.mqtt_url, grpc_listen=args.grpc_listen, http_listen=args.http_listen)
@@ -77,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "credentials":
         return credentials_cli.run(args, config)
+    if args.command == "pki":
+        return pki_cli.run(args, config)
     logging.basicConfig(
         level=config.log_level,  # checked against the level names by load_config
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, load_config
+from gateway.config import Config
 from gateway.security import pki
 
 
@@ -43,16 +43,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(
-            args.config,
-            warn=lambda line: print(f"warning: {line}", file=sys.stderr),
-            data_dir=args.data_dir,
-        )
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace, config: Config) -> int:
+    """`config`: loaded and checked by the CLI, like every subcommand's."""
     directory = config.pki_dir
     try:
         if args.pki_command == "init":
