@@ -357,14 +357,23 @@ class Pipeline:
             # A car whose clock is not set sends no sent_at (validate.py): the records then have
             # none either, rather than 1970-01-01 (CopyFrom of an unset field marks it present).
             sent_at = env.sent_at if env.HasField("sent_at") else None
+            withheld_records = withheld_signals = 0
             for sample in batch.samples:
                 rec = telemetry_pb2.TelemetryRecord(
                     vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample,
                     sent_at=sent_at,
                 )
                 if redaction.withholds:
-                    self._redact(rec, redaction)
+                    signals = _redact(rec, redaction)
+                    if rec.location_withheld or signals:
+                        withheld_records += 1
+                        withheld_signals += signals
                 records.append(rec)
+            # Counted once per envelope, not per sample (a metric update takes a lock).
+            if withheld_records:
+                self._m.privacy_withheld_records.inc(withheld_records)
+            if withheld_signals:
+                self._m.privacy_withheld_signals.inc(withheld_signals)
         elif body == "charging_session":
             cs = common_pb2.ChargingSession()
             cs.CopyFrom(env.charging_session)
@@ -383,24 +392,6 @@ class Pipeline:
                     dedupe_key=f"charging:{cs.session_id}",
                 )
             )
-
-    def _redact(self, rec: telemetry_pb2.TelemetryRecord, redaction: TelemetryRedaction) -> None:
-        sample = rec.sample
-        withheld = False
-        if sample.HasField("location"):
-            sample.ClearField("location")
-            rec.location_withheld = True
-            withheld = True
-        kept = [s for s in sample.signals if redaction.keeps_signal(s.name)]
-        dropped = len(sample.signals) - len(kept)
-        if dropped:
-            del sample.signals[:]
-            sample.signals.extend(kept)
-            rec.signals_withheld = dropped
-            self._m.privacy_withheld_signals.inc(dropped)
-            withheld = True
-        if withheld:
-            self._m.privacy_withheld_records.inc()
 
     async def _commit(
         self,
@@ -441,6 +432,24 @@ class Pipeline:
         self._m.vehicles_tracked.set(len(self._tracker.sessions))
 
 
+
+
+def _redact(rec: telemetry_pb2.TelemetryRecord, redaction: TelemetryRedaction) -> int:
+    """Strip what privacy withholds from one record (R22): its location (flagged in
+    location_withheld) and every signal the catalogue does not declare public. Returns the
+    number of signals withheld (also in signals_withheld)."""
+    sample = rec.sample
+    if sample.HasField("location"):
+        sample.ClearField("location")
+        rec.location_withheld = True
+    public = redaction.public_signals
+    kept = [s for s in sample.signals if s.name in public]
+    dropped = len(sample.signals) - len(kept)
+    if dropped:
+        del sample.signals[:]
+        sample.signals.extend(kept)
+        rec.signals_withheld = dropped
+    return dropped
 
 
 def _egress(
