@@ -7,8 +7,9 @@ are a lookup, not a mapping table to keep in sync by hand (see gateway/api/conve
 from __future__ import annotations
 
 import enum
+import operator
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 # 17 characters, digits and capitals without I, O and Q (ISO 3779).
 VIN_PATTERN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
@@ -137,3 +138,12 @@ class VehicleSession:
     connection_id: int = 0
     software_version: str = ""
     heartbeat_interval_s: int = 0  # announced in the Hello; 0 = none (config default applies)
+
+    def __copy__(self) -> VehicleSession:
+        # The pipeline snapshots a session per message with events (copy.copy). The generic
+        # copy of a slots dataclass goes through __reduce_ex__ (~4 us); every field is an
+        # immutable value, so a positional rebuild is the same shallow copy at a fifth the cost.
+        return VehicleSession(*_SESSION_FIELDS(self))
+
+
+_SESSION_FIELDS = operator.attrgetter(*(f.name for f in fields(VehicleSession)))

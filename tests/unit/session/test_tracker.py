@@ -261,3 +261,17 @@ def test_an_envelope_within_the_grace_period_cancels_the_pending_offline() -> No
     t.apply_will(VIN, 5, 2.0, grace_s=120.0)
     t.apply(heartbeat(2), 3.0)
     assert t.expire(500.0) == [] and t.sessions[VIN].presence is Presence.ONLINE
+
+
+def test_a_session_copy_is_an_equal_independent_snapshot() -> None:
+    # The pipeline snapshots sessions with copy.copy (VehicleSession.__copy__): every field,
+    # and a later change of the original does not reach the snapshot.
+    import copy
+
+    from gateway.model import Presence, VehicleSession
+
+    s = VehicleSession(vin="WP0ZZZ99ZTS392124", model="Taycan", sequence_epoch=7, heartbeat_interval_s=30)
+    snap = copy.copy(s)
+    assert snap == s and snap is not s
+    s.presence, s.last_sequence = Presence.ONLINE, 5
+    assert snap.presence is Presence.OFFLINE and snap.last_sequence == 0
