@@ -18,12 +18,12 @@ run: setup-run
 test: setup
 	$(PY) scripts/gen_proto.py --check
 	$(PY) -m ruff check gateway tests scripts $(wildcard load)
-	$(PY) scripts/typecheck.py  # mypy --strict on gateway, tests and load
+	$(PY) scripts/typecheck.py  # mypy --strict on gateway, tests, load and scripts
 	$(PY) -m pytest -q
 
 lint: setup
 	$(PY) -m ruff check gateway tests scripts $(wildcard load)
-	$(PY) scripts/typecheck.py  # mypy --strict on gateway, tests and load
+	$(PY) scripts/typecheck.py  # mypy --strict on gateway, tests, load and scripts
 
 proto: setup
 	$(PY) scripts/gen_proto.py

@@ -125,9 +125,9 @@ class Gateway:
         tls = self._mqtt_tls() if address.tls else None
         if self.broker is not None:
             # On the main thread (blocks ~50 ms once): the broker's death signal follows it.
-            creds = self.broker.start_sync()
+            login = self.broker.start_sync()
             if tls is None:  # on the TLS listener the gateway is known by its certificate
-                username, password = creds.username, creds.password
+                username, password = login.username, login.password
             self._log_listeners()
         await self.store.open()
         self.tracker = SessionTracker(await self.store.load_sessions(), restored_at=self.clock.now())
