@@ -32,6 +32,8 @@ class ReferenceHooks:
         if service is None:
             return True, ""
         decision = rules.service_available(rules.visited_country(ref, session), service)
+        if rules.withholds_visited_country(session.privacy):
+            decision = rules.without_place(decision)  # R22: the reason is logged and explained
         return decision.allowed, decision.detail
 
     def offered_for_model(self, session: VehicleSession, product: str) -> tuple[bool, str]:

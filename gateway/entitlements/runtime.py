@@ -43,7 +43,6 @@ from gateway.entitlements.types import (
 from gateway.entitlements.vehicle import VehicleUpdate, default_link_good, is_online
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
-from gateway.rules.privacy import withholds_visited_country
 from gateway.session.hub import EventHub
 
 log = logging.getLogger(__name__)
@@ -190,10 +189,7 @@ class EngineCore:
                     continue
                 ok, reason = self._available(session, e.product_id)
                 if not ok:  # R12: waits for a boot in a country that offers it
-                    # R22: the reason names the visited country; not logged while privacy
-                    # withholds it (a log line leaves the gateway too).
-                    if withholds_visited_country(session.privacy):
-                        reason = "not offered in the visited country (withheld: privacy mode)"
+                    # R22: the reason names no country while privacy withholds it (hooks.offered).
                     log.info("%s for %s held back: %s", e.product_id, vin, reason)
                     continue
             if e.state in (S.PENDING, S.DELIVERY_DUE, S.DELIVERED, S.REVOKE_PENDING):

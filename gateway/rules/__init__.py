@@ -17,6 +17,7 @@ from gateway.rules.privacy import (
     strictest_privacy,
     telemetry_redaction,
     withholds_visited_country,
+    without_place,
 )
 from gateway.rules.security_code import security_code_decision, security_code_required
 
@@ -44,4 +45,5 @@ __all__ = [
     "telemetry_redaction",
     "visited_country",
     "withholds_visited_country",
+    "without_place",
 ]

@@ -6,7 +6,7 @@ a text is exactly as right as the data behind it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, assert_never
 
 from gateway.model import Bearer, VehicleSession
@@ -14,7 +14,7 @@ from gateway.reference.schema import Country, MenuPath, SimProfile
 from gateway.reference.snapshot import ReferenceData
 from gateway.rules.decision import Decision, Outcome, Reason
 from gateway.rules.evaluate import evaluate, visited_country
-from gateway.rules.privacy import withholds_visited_country
+from gateway.rules.privacy import withholds_visited_country, without_place
 
 __all__ = ["Explanation", "Lang", "explain", "fod_retry_steps"]
 
@@ -47,7 +47,7 @@ def explain(ref: ReferenceData, session: VehicleSession, lang: Lang) -> list[Exp
     )
     return [
         Explanation(
-            decision=_without_place(d) if ctx.place_hidden else d,
+            decision=without_place(d) if ctx.place_hidden else d,
             next_step=_next_step(d, ctx),
             support_contact=ctx.contact,
         )
@@ -57,21 +57,6 @@ def explain(ref: ReferenceData, session: VehicleSession, lang: Lang) -> list[Exp
 
 
 # Reasons whose detail (gateway/rules/access.py) names the visited country.
-_PLACE_REASONS = frozenset({
-    Reason.SERVICE_OFFERED, Reason.SERVICE_UNAVAILABLE_IN_COUNTRY, Reason.ROAMING_DISABLED,
-    Reason.ROAMING_FEE_FREE, Reason.ROAMING_ALLOWED, Reason.PAID_BEARER_BULK,
-    Reason.IDENTITY_VERIFICATION_REQUIRED,
-})
-
-
-def _without_place(d: Decision) -> Decision:
-    # R22: the reason code stays (what blocks, machine-readable); the country does not.
-    if d.reason not in _PLACE_REASONS:
-        return d
-    what = d.reason.value.replace("_", " ")
-    return replace(d, detail=f"{what} (visited country withheld: privacy mode, R22)")
-
-
 def fod_retry_steps(profile: SimProfile, lang: Lang) -> tuple[str, ...]:
     """R18: what to do when an FoD unlock or an installation failed, step by step."""
     return profile.fod_retry_steps.get(lang)

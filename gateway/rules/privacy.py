@@ -19,7 +19,7 @@ The decisions written down (README "Rules", privacy bullet):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import assert_never
 
 from gateway.model import Privacy, PrivacyMode, VehicleSession
@@ -35,6 +35,7 @@ __all__ = [
     "telemetry_redaction",
     "withheld_vehicle_fields",
     "withholds_visited_country",
+    "without_place",
 ]
 
 REMOTE_SERVICES = "remote-services"
@@ -166,3 +167,20 @@ def remote_command_allowed(
 
 def _allow(reason: Reason, detail: str, service: str) -> Decision:
     return Decision(_RULE, Outcome.ALLOW, reason, detail, service)
+
+
+_PLACE_REASONS = frozenset({
+    Reason.SERVICE_OFFERED, Reason.SERVICE_UNAVAILABLE_IN_COUNTRY, Reason.ROAMING_DISABLED,
+    Reason.ROAMING_FEE_FREE, Reason.ROAMING_ALLOWED, Reason.PAID_BEARER_BULK,
+    Reason.IDENTITY_VERIFICATION_REQUIRED,
+})
+
+
+def without_place(d: Decision) -> Decision:
+    """R22: the decision without the visited country in its detail, for whatever leaves the
+    gateway (an answer, a log line) while privacy withholds the country. The reason code stays
+    (what blocks, machine-readable); the place does not."""
+    if d.reason not in _PLACE_REASONS:
+        return d
+    what = d.reason.value.replace("_", " ")
+    return replace(d, detail=f"{what} (visited country withheld: privacy mode, R22)")

@@ -1,7 +1,7 @@
 from gateway.config import PROJECT_ROOT
 from gateway.entitlements.reference_hooks import ReferenceHooks
 from gateway.metrics import Metrics
-from gateway.model import Bearer, Presence, Radio, VehicleSession, VehicleState
+from gateway.model import Bearer, Presence, Privacy, PrivacyMode, Radio, VehicleSession, VehicleState
 
 REFERENCE_ROOT = PROJECT_ROOT
 
@@ -49,3 +49,17 @@ def test_retry_steps_come_from_the_models_profile() -> None:
     h, _ = hooks()
     steps = h.fod_retry_steps(car(Bearer.EMBEDDED_SIM, "DE"), "en")
     assert steps and any("10 minutes" in s or "lock" in s.lower() for s in steps)
+
+
+def test_why_a_service_is_not_offered_names_the_country_only_while_privacy_allows_it() -> None:
+    # R22: the detail is logged and explained; the visited country is a coarse location. Brazil
+    # is not on the support list: the fallback offers no navigation-plus there (R12, R30).
+    h, _ = hooks()
+    session = car(Bearer.EMBEDDED_SIM, "BR")
+    session.privacy = Privacy(PrivacyMode.OFF)
+    ok, detail = h.offered(session, "navigation-plus")
+    assert not ok and "BR" in detail
+    for mode in (PrivacyMode.ALL_SERVICES, PrivacyMode.UNSPECIFIED):
+        session.privacy = Privacy(mode)
+        ok, detail = h.offered(session, "navigation-plus")
+        assert not ok and "BR" not in detail and "withheld" in detail

@@ -30,6 +30,7 @@ def test_rules_exports_only_the_documented_names() -> None:
         "telemetry_redaction",
         "visited_country",
         "withholds_visited_country",
+        "without_place",
     ]
     for name in gateway.rules.__all__:
         assert hasattr(gateway.rules, name)
