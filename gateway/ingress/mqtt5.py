@@ -101,6 +101,7 @@ class _Connection(asyncio.Protocol):
         self.keepalive_task: asyncio.Task[None] | None = None
         self.last_write = self.loop.time()
         self.ping_sent_at = 0.0  # oldest unanswered PINGREQ (0: none)
+        self.pings_answered = 0  # PINGRESPs on this connection (diagnostics, tests)
         self.reading_paused = False
         self.server_receive_maximum = 65535
         self.server_maximum_packet_size = 0  # 0: no limit announced
@@ -230,6 +231,7 @@ class _Connection(asyncio.Protocol):
                     break
         elif kind == codec.PINGRESP:
             self.ping_sent_at = 0.0
+            self.pings_answered += 1
         elif kind == codec.SUBACK:
             packet_id, codes, _ = codec.decode_suback(body)
             sub = self.subacks.pop(packet_id, None)
@@ -363,6 +365,11 @@ class Mqtt5Client:
     @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.connected
+
+    @property
+    def pings_answered(self) -> int:
+        """PINGRESPs the broker sent on the current connection: the keepalive at work."""
+        return self._conn.pings_answered if self._conn is not None else 0
 
     @property
     def generation(self) -> int:
