@@ -27,6 +27,7 @@ from gateway.api.server import SERVICE_NAMES, ServerTls, build_server
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
 from gateway.broker.managed import ManagedBroker, TlsListener
+from gateway.broker.quarantine import QuarantineOrders
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
@@ -46,6 +47,7 @@ from gateway.security.code_store import SecurityCodes
 from gateway.security.codes import LockoutPolicy
 from gateway.security.pki import EmbeddedPki, PkiError, ensure_embedded_pki
 from gateway.session.hub import EventHub
+from gateway.session.quarantine import FloodQuarantine
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
 from gateway.store.sqlite import SqliteStore
@@ -165,7 +167,13 @@ class Gateway:
             if kill_after_entitlements is not None:
                 kill_after_entitlements(len(updates))  # the ledger has them, the session store not yet
 
-        limits = CarLimits(cfg.car_rate_per_s, cfg.car_burst, cfg.car_hello_rate_per_s, cfg.car_hello_burst)
+        quarantine = FloodQuarantine(
+            excess=cfg.car_quarantine_excess,
+            window_s=cfg.car_quarantine_window_s,
+            duration_s=cfg.car_quarantine_s,
+        ) if cfg.car_quarantine_excess else None
+        limits = CarLimits(cfg.car_rate_per_s, cfg.car_burst, cfg.car_hello_rate_per_s, cfg.car_hello_burst,
+                           quarantine)
         self.pipeline = pipeline = Pipeline(
             tracker=self.tracker,
             store=self.store,
@@ -182,6 +190,8 @@ class Gateway:
             entitlements=on_updates,
             heartbeat_default_s=cfg.heartbeat_default_s,
             limits=limits,
+            quarantine_changed=QuarantineOrders(quarantine, self.broker, self.metrics).changed
+            if quarantine is not None else None,
         )
 
         def on_session(present: bool) -> None:

@@ -119,6 +119,13 @@ class Config:
     # what it queued meanwhile at the gateway's pace: the per-car limits pause this long so a
     # car's backlog is not dropped as a flood.
     car_limit_catch_up_s: float = 300.0
+    # A car with more than car_quarantine_excess messages over its limit within
+    # car_quarantine_window_s seconds is quarantined for car_quarantine_s: the managed broker
+    # drops its uplink (an external broker cannot be told: the gateway drops it, and the
+    # broker's own per-client limit is the real defence, README "Limits"). 0 disables it.
+    car_quarantine_excess: int = 5000
+    car_quarantine_window_s: float = 10.0
+    car_quarantine_s: float = 300.0
     log_level: str = "INFO"
 
     @property
@@ -209,6 +216,9 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "car_hello_rate_per_s": cv.rate_in(0, 1_000_000),
     "car_hello_burst": cv.int_in(1, 10_000_000),
     "car_limit_catch_up_s": cv.seconds_in(0, 3600),
+    "car_quarantine_excess": cv.int_in(0, 1_000_000_000),
+    "car_quarantine_window_s": cv.seconds_in(0, 3600, lo_inclusive=False),
+    "car_quarantine_s": cv.seconds_in(0, 7 * 86400, lo_inclusive=False),
     "log_level": cv.log_level,
 }
 KEYS = tuple(f.name for f in fields(Config))

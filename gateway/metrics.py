@@ -44,6 +44,7 @@ REJECT_REASONS = (
     # per-car limits (gateway/session/ratelimit.py; README "MQTT topics" -> Limits)
     "rate_limited",  # over car_rate_per_s / car_burst: any message of the car, valid or not
     "hello_rate_limited",  # over car_hello_rate_per_s / car_hello_burst: a reconnect storm
+    "quarantined",  # the car flooded far over its limit and is shut out for a while (session/quarantine.py)
 )
 
 # gateway_security_code_checks_total{result}: gateway/security/codes.py Attempt (R7).
@@ -89,6 +90,19 @@ class Metrics:
         )
         self.vehicles_tracked = Gauge(
             "gateway_vehicles_tracked", "Vehicles with a session in memory", registry=r
+        )
+        self.cars_quarantined = Gauge(
+            "gateway_cars_quarantined",
+            "Cars quarantined for flooding: their uplink is dropped (by the managed broker)",
+            registry=r,
+        )
+        self.car_quarantines = Counter(
+            "gateway_car_quarantines_total", "Cars put in quarantine for flooding", registry=r
+        )
+        self.quarantine_order_failures = Counter(
+            "gateway_quarantine_order_failures_total",
+            "Times the managed broker could not be told which cars' uplink to drop",
+            registry=r,
         )
         self.mqtt_connected = Gauge(
             "gateway_mqtt_connected", "1 while the gateway's broker session is up", registry=r

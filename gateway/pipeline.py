@@ -92,6 +92,7 @@ class Pipeline:
         entitlements: Callable[[Sequence[VehicleUpdate]], Awaitable[None]] | None = None,
         heartbeat_default_s: float = 120.0,
         limits: CarLimits | None = None,
+        quarantine_changed: Callable[[Sequence[str], Sequence[str]], None] | None = None,
     ) -> None:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
@@ -103,6 +104,8 @@ class Pipeline:
         pause_reading, resume_reading: stop and restart reading from the broker socket.
         heartbeat_default_s: the heartbeat interval of a car whose Hello announces none.
         limits: per-car token buckets (messages, Hellos); None: unlimited (unit tests).
+        quarantine_changed: called with (quarantined, released) VINs after a batch in which
+            ``limits.quarantine`` changed, to have the broker drop or let in their uplink.
         """
         self._tracker = tracker
         self._store = store
@@ -121,6 +124,7 @@ class Pipeline:
         self._entitlements = entitlements
         self._heartbeat_default_s = heartbeat_default_s
         self._limits = limits
+        self._quarantine_changed = quarantine_changed
         self._paused = False
         self._closing = False
         self._received = {k: metrics.messages_received.labels(k) for k in MESSAGE_KINDS}
@@ -148,13 +152,18 @@ class Pipeline:
                 batch.extend(self._queue.get_nowait())
             self._queued -= len(batch)
             # An empty batch is a tick: grace periods and liveness timeouts run out.
-            if batch or self._tracker.has_deadlines:
+            if batch or self._tracker.has_deadlines or self._quarantined:
                 await self.process(batch)
             if self._closing and self._queue.empty():
                 return
             if self._paused and self._queued <= self._queue_limit // 2:
                 self._paused = False
                 self._resume()
+
+    @property
+    def _quarantined(self) -> bool:
+        quarantine = self._limits.quarantine if self._limits is not None else None
+        return quarantine is not None and len(quarantine) > 0
 
     def close(self) -> None:
         """Finish: ``run`` returns after processing what is queued (reading has stopped)."""
@@ -178,6 +187,10 @@ class Pipeline:
             events.extend(_egress(expired.events, gone))
             updates.append(VehicleUpdate(gone))
         limits = self._limits
+        quarantine = limits.quarantine if limits is not None else None
+        quarantined: list[str] = []
+        released = quarantine.release_due(now) if quarantine is not None else []
+        blocked = quarantine.blocked if quarantine is not None else frozenset()
         if limits is not None:
             limits.evict(now)
             if not limits.active(now):
@@ -191,8 +204,16 @@ class Pipeline:
             topic = decode_topic(msg.topic)
             if isinstance(topic, Rejected):
                 d: Decoded | DecodedWill | Rejected = topic
+            elif blocked and topic[0] in blocked:
+                # Quarantined (session/quarantine.py): what the broker had queued before it was
+                # told, or everything where the broker cannot be told (an external one).
+                rejected["quarantined"] += 1
+                continue
             elif limits is not None and not limits.messages.take(topic[0], now):
                 rejected["rate_limited"] += 1
+                if quarantine is not None and quarantine.refused(topic[0], now):
+                    quarantined.append(topic[0])
+                    blocked = quarantine.blocked
                 if self._log_budget.allow():
                     log.warning("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
                                 msg.topic, limits.messages.rate, limits.messages.burst)
@@ -280,6 +301,8 @@ class Pipeline:
             gone = copy.copy(silent.session)
             events.extend(_egress(silent.events, gone))
             updates.append(VehicleUpdate(gone))
+        if (quarantined or released) and self._quarantine_changed is not None:
+            self._quarantine_changed(quarantined, released)
         if self._entitlements is not None and updates:
             # Before the session commit: after a crash in between, the replay window has not
             # seen these messages, so the broker's redelivery reaches the engine again (its
@@ -317,8 +340,10 @@ class Pipeline:
         return liveness_timeout_s(session.heartbeat_interval_s, self._heartbeat_default_s, grace)
 
     def presence_due(self) -> bool:
-        """A grace period or a liveness timeout may have run out: worth a tick."""
-        return self._tracker.due(self._clock.now())
+        """A grace period, a liveness timeout or a quarantine may have run out: worth a tick."""
+        now = self._clock.now()
+        quarantine = self._limits.quarantine if self._limits is not None else None
+        return self._tracker.due(now) or (quarantine is not None and quarantine.due(now))
 
     def _public_signals(self, service: str) -> tuple[str, ...]:
         known = self._reference.current.service(service)

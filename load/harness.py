@@ -94,18 +94,30 @@ def metric_sum(metrics: dict[str, float], name: str) -> float:
 
 
 class GatewayProcess:
-    """``python -m gateway run`` with GATEWAY_* variables, against an external broker."""
+    """``python -m gateway run`` with GATEWAY_* variables, against a BenchBroker or its own."""
 
-    def __init__(self, data_dir: Path, broker: BenchBroker, *, log_level: str = "INFO") -> None:
+    def __init__(
+        self, data_dir: Path, broker: BenchBroker | None, *, log_level: str = "INFO",
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """broker: None to have the gateway start its own (managed) broker, as `make run` does;
+        its plain listener is then ``mqtt_port``. settings: more GATEWAY_* variables."""
         self.grpc_port = free_port()
         self.http_port = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "gateway.log"
         # An admin credential given through the environment (hash only); clients send `token`.
         self.token, stored = new_token("load-harness")
+        if broker is not None:
+            self.mqtt_port = broker.port
+            where = {"GATEWAY_MQTT_URL": f"mqtt://{broker.user}:{broker.password}@127.0.0.1:{broker.port}"}
+        else:
+            self.mqtt_port = free_port()
+            where = {"GATEWAY_MQTT_PORT": str(self.mqtt_port), "GATEWAY_MQTT_TLS_PORT": str(free_port())}
         env = dict(
             os.environ,
-            GATEWAY_MQTT_URL=f"mqtt://{broker.user}:{broker.password}@127.0.0.1:{broker.port}",
+            **where,
+            **(settings or {}),
             GATEWAY_DATA_DIR=str(data_dir),
             GATEWAY_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}",
             GATEWAY_HTTP_LISTEN=f"127.0.0.1:{self.http_port}",

@@ -209,13 +209,16 @@ def text_summary(doc: dict[str, Any]) -> str:
             lines.append(f"  ratio {name}: {_fmt(r, '', 3)}")
     elif doc["scenario"] == "flood":
         for run in doc.get("runs", []):
+            lines.append(f"  defence {run.get('defence', '?')}:")
             for phase, ph in run["phases"].items():
                 lat = ph["latency"]
                 lines.append(
                     f"  {phase:>10}: normal cars p50/p99 {lat.get('p50_ms', float('nan')):.1f} / "
                     f"{lat.get('p99_ms', float('nan')):.1f} ms, received {ph['normal_received']:,} of "
                     f"{ph['normal_sent']:,}; flooder sent {ph['flood_sent']:,} "
-                    f"({ph['flood_sent_per_s']:,.0f}/s), rate_limited {ph['rate_limited']:,.0f}"
+                    f"({ph['flood_sent_per_s']:,.0f}/s), rate_limited {ph['rate_limited']:,.0f}, "
+                    f"quarantined {ph.get('quarantined', 0):,.0f}"
+                    + (f"; onset p99 {ph['onset_p99_ms']:.1f} ms" if phase != "baseline" else "")
                 )
         for name, r in doc.get("summary", {}).get("ratios", {}).items():
             lines.append(f"  ratio {name}: {r}")

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from gateway import topics
+from gateway.model import is_valid_vin
+
 GATEWAY_USER = "gateway"
 
 
@@ -101,19 +104,10 @@ def write_broker_files(
         # Not CalledProcessError: its message holds the argv, and so the password.
         said = done.stderr.strip().replace(creds.password, "***")
         raise BrokerStartError(f"{tool} failed with exit code {done.returncode}: {said}")
-    acl_file = directory / "mosquitto.acl"
+    acl_file, tls_acl_file = write_acls(directory, gateway_user=creds.username, tls=tls)
     package = resources.files("gateway.broker")
-    acl_file.write_text(
-        package.joinpath("mosquitto.acl").read_text().replace("{gateway_user}", creds.username)
-    )
     tls_listener = ""
     if tls is not None:
-        tls_acl_file = directory / "mosquitto-tls.acl"
-        tls_acl_file.write_text(
-            package.joinpath("mosquitto-tls.acl").read_text().replace(
-                "{gateway_user}", tls.gateway_identity
-            )
-        )
         tls_listener = package.joinpath("mosquitto-tls.conf").read_text().format(
             tls_port=tls.port,
             tls_host=tls.host,
@@ -135,6 +129,42 @@ def write_broker_files(
     conf_file = directory / "mosquitto.conf"
     conf_file.write_text(conf)
     return conf_file, creds
+
+
+def write_acls(
+    directory: Path, *, gateway_user: str, tls: TlsListener | None, denied: frozenset[str] = frozenset()
+) -> tuple[Path, Path]:
+    """Render the plain and TLS listeners' ACLs; ``denied``: VINs whose uplink the broker drops
+    (quarantined for flooding, gateway/session/quarantine.py). Returns both paths (the TLS one
+    is written only with a TLS listener)."""
+    for vin in denied:  # a line break in a name would add an ACL rule of the sender's choosing
+        if not is_valid_vin(vin):
+            raise ValueError(f"not a VIN: {vin!r}")
+    package = resources.files("gateway.broker")
+    # Deny lines come first: Mosquitto checks denials before grants, and the plain listener's
+    # anonymous clients (the cars) are the lines before the first `user`.
+    deny = "".join(f"topic deny {topics.uplink(vin)}\n" for vin in sorted(denied))
+    acl_file = directory / "mosquitto.acl"
+    _write_replacing(acl_file, _QUARANTINE_HEAD + deny + package.joinpath("mosquitto.acl").read_text()
+                     .replace("{gateway_user}", gateway_user))
+    tls_acl_file = directory / "mosquitto-tls.acl"
+    if tls is not None:
+        # On the TLS listener a car's username is its VIN: a denial in its own user section.
+        per_car = "".join(f"user {vin}\ntopic deny {topics.uplink(vin)}\n" for vin in sorted(denied))
+        _write_replacing(tls_acl_file, package.joinpath("mosquitto-tls.acl").read_text()
+                         .replace("{gateway_user}", tls.gateway_identity) + _QUARANTINE_TAIL + per_car)
+    return acl_file, tls_acl_file
+
+
+_QUARANTINE_HEAD = "# Quarantined cars (flooding; written by the gateway, see README \"Limits\"):\n"
+_QUARANTINE_TAIL = "\n" + _QUARANTINE_HEAD
+
+
+def _write_replacing(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: the broker may read it at any moment (SIGHUP)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _die_with_parent() -> None:
@@ -245,6 +275,17 @@ class ManagedBroker:
             time.sleep(0.02)
         self.stop_sync()
         raise BrokerStartError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
+
+    def deny_uplinks(self, vins: frozenset[str]) -> None:
+        """Have the running broker drop the uplink messages of ``vins``, and only theirs (the
+        set replaces the last one): rewrite the ACLs and have Mosquitto reload them (SIGHUP),
+        which applies to clients already connected. A car publishing QoS 1 is answered "not
+        authorized" (MQTT 5 reason 0x87), so it can tell."""
+        proc, creds = self._proc, self.credentials
+        if proc is None or creds is None or proc.poll() is not None:
+            raise BrokerStartError("the managed broker is not running")
+        write_acls(self.directory, gateway_user=creds.username, tls=self.tls, denied=vins)
+        proc.send_signal(signal.SIGHUP)
 
     def stop_sync(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None

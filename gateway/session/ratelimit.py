@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from gateway.session.quarantine import FloodQuarantine
+
 # Float slack, in tokens, for "exactly `burst` messages pass at one instant": tat grows by
 # repeated additions of 1 / rate, which may land a few ulps above (burst - 1) / rate. Times are
 # kept relative to the first one seen (small numbers, fine ulps), not as unix seconds.
@@ -104,11 +106,21 @@ class CarLimits:
     write and the entitlement engine's boot handling per Hello.
     """
 
-    __slots__ = ("catch_up_until", "hellos", "messages")
+    __slots__ = ("catch_up_until", "hellos", "messages", "quarantine")
 
-    def __init__(self, rate_per_s: float, burst: int, hello_rate_per_s: float, hello_burst: int) -> None:
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: int,
+        hello_rate_per_s: float,
+        hello_burst: int,
+        quarantine: FloodQuarantine | None = None,
+    ) -> None:
+        """quarantine: who is shut out at the broker for flooding far over ``rate_per_s``
+        (quarantine.py); None: the buckets alone."""
         self.messages = TokenBuckets(rate_per_s, burst)
         self.hellos = TokenBuckets(hello_rate_per_s, hello_burst)
+        self.quarantine = quarantine
         self.catch_up_until = 0.0
 
     def catch_up(self, now: float, seconds: float) -> None:

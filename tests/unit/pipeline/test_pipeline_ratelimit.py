@@ -16,6 +16,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceStore
 from gateway.session.hub import EventHub
+from gateway.session.quarantine import FloodQuarantine
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
 from gateway.store.sqlite import SqliteStore
@@ -33,6 +34,16 @@ class Msg:
     payload: bytes
 
 
+class Orders:
+    """Records what the pipeline tells the quarantine's executor (QuarantineOrders.changed)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[str]]] = []
+
+    def changed(self, quarantined: Sequence[str], released: Sequence[str]) -> None:
+        self.calls.append((list(quarantined), list(released)))
+
+
 @dataclass
 class Rig:
     pipeline: Pipeline
@@ -41,6 +52,7 @@ class Rig:
     sub: TelemetrySubscriber
     acked: list[Message]
     limits: CarLimits
+    orders: Orders
 
     def rejected(self, reason: str) -> float:
         value = self.metrics.registry.get_sample_value("gateway_messages_rejected_total", {"reason": reason})
@@ -69,12 +81,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         acked.extend(batch)
 
     limits = CarLimits(rate_per_s=10.0, burst=BURST, hello_rate_per_s=1.0, hello_burst=HELLO_BURST)
+    orders = Orders()
     pipeline = Pipeline(
         tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout, metrics=metrics,
         clock=clock, reference=REFERENCE, max_payload_bytes=4096, queue_messages=100, ack=ack,
         pause_reading=lambda: None, resume_reading=lambda: None, limits=limits,
+        quarantine_changed=orders.changed,
     )
-    yield Rig(pipeline, clock, metrics, fanout.subscribe(frozenset()), acked, limits)
+    yield Rig(pipeline, clock, metrics, fanout.subscribe(frozenset()), acked, limits, orders)
     await store.close()
 
 
@@ -163,3 +177,30 @@ async def test_a_hello_of_a_reset_head_unit_passes_even_when_the_hello_bucket_is
     assert registry.get_sample_value("gateway_messages_received_total", {"kind": "hello"}) == HELLO_BURST + 1
     # The telemetry is applied in the new epoch, not set aside as an unknown epoch's.
     assert registry.get_sample_value("gateway_messages_stale_total", {"outcome": "other_epoch"}) == 0
+
+
+EXCESS = 3
+
+
+async def test_a_car_far_over_its_limit_is_quarantined_then_dropped_whole_until_its_time_is_up(
+    rig: Rig,
+) -> None:
+    orders = rig.orders
+    rig.limits.quarantine = FloodQuarantine(excess=EXCESS, window_s=10, duration_s=60)
+    await rig.pipeline.process([telemetry(FLOODER, seq) for seq in range(1, BURST + EXCESS + 2)])
+    assert orders.calls == [([FLOODER], [])]  # once, after the batch
+    assert rig.rejected("rate_limited") == EXCESS + 1
+    rig.forwarded()
+    # Quarantined: even a message its refilled bucket would let through is dropped (an external
+    # broker keeps forwarding them), and the quiet car is served.
+    rig.clock.advance(30)
+    await rig.pipeline.process([telemetry(FLOODER, 100), telemetry(QUIET, 1)])
+    assert rig.rejected("quarantined") == 1
+    assert rig.forwarded() == [(QUIET, 1)]
+    assert rig.pipeline.presence_due() is False
+    rig.clock.advance(30)
+    assert rig.pipeline.presence_due() is True  # a tick lets it in even when nothing arrives
+    await rig.pipeline.process([])
+    assert orders.calls[-1] == ([], [FLOODER])
+    await rig.pipeline.process([telemetry(FLOODER, 101)])
+    assert rig.forwarded() == [(FLOODER, 101)]
