@@ -27,7 +27,6 @@ from gateway.entitlements.ledger import (
 from gateway.entitlements.ledger_sqlite_rows import (
     COMMAND_COLUMNS,
     REVOKED,
-    SCHEMA,
     command_from_row,
     entitlement_from_json,
     put_command,
@@ -35,6 +34,7 @@ from gateway.entitlements.ledger_sqlite_rows import (
     write_entitlements,
 )
 from gateway.entitlements.types import Entitlement, LifecycleEvent
+from gateway.store.migrate import MigrationError
 from gateway.store.sqlite_thread import SqliteThread, cursor_arg, first_cursor, prune_keeping
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ class SqliteLedger:
     def __init__(self, *, path: Path) -> None:
         """path: the database file (`<data_dir>/entitlements.db`); its directory is created."""
         self.path = path
-        self._db = SqliteThread(path=path, schema=SCHEMA, name="sqlite-ledger")
+        self._db = SqliteThread(path=path, migrations="sqlite_ledger", name="sqlite-ledger")
 
     @property
     def is_open(self) -> bool:
@@ -69,7 +69,7 @@ class SqliteLedger:
     async def open(self) -> None:
         try:
             await self._db.open()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, MigrationError) as exc:
             raise LedgerError(f"cannot open sqlite database {self.path}: {exc}") from exc
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Rows of the SQLite ledger: the schema, the JSON form of an entitlement, and the writes that
+"""Rows of the SQLite ledger: the JSON form of an entitlement, and the writes that
 `SqliteLedger` runs inside its transactions (on its database thread)."""
 
 from __future__ import annotations
@@ -20,71 +20,8 @@ from gateway.entitlements.types import (
     LifecycleEvent,
     PurchaserRole,
 )
-from gateway.security.code_store import SCHEMA as SECURITY_CODES_SCHEMA
 
 REVOKED = EntitlementState.REVOKED.value
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS entitlements (
-    entitlement_id TEXT PRIMARY KEY,
-    order_id TEXT NOT NULL UNIQUE,        -- idempotency key of grants
-    vin TEXT NOT NULL,                    -- never changes (R8)
-    state TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    data TEXT NOT NULL                    -- the whole Entitlement as JSON, order included
-);
-CREATE INDEX IF NOT EXISTS entitlements_vin ON entitlements (vin);
-CREATE INDEX IF NOT EXISTS entitlements_state ON entitlements (state);
-CREATE TABLE IF NOT EXISTS entitlement_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    entitlement_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    from_state TEXT,                      -- NULL: created
-    to_state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entitlement_history_id ON entitlement_history (entitlement_id, id);
-CREATE TABLE IF NOT EXISTS entitlement_events (
-    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
-    vin TEXT NOT NULL,
-    entitlement_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload BLOB NOT NULL                 -- telematics.v1.EntitlementEvent without cursor
-);
-CREATE INDEX IF NOT EXISTS entitlement_events_vin ON entitlement_events (vin, cursor);
-CREATE TABLE IF NOT EXISTS vehicle_owners (
-    vin TEXT PRIMARY KEY,
-    account TEXT NOT NULL                 -- the primary user (R3)
-);
-CREATE INDEX IF NOT EXISTS vehicle_owners_account ON vehicle_owners (account);
-CREATE TABLE IF NOT EXISTS deleted_accounts (
-    account TEXT PRIMARY KEY,
-    deleted_at REAL NOT NULL,
-    vins TEXT NOT NULL                    -- JSON list: the vehicles unlinked by the deletion (R4)
-);
-CREATE TABLE IF NOT EXISTS entitlement_sets (
-    vin TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    entitlement_ids TEXT NOT NULL,        -- JSON list
-    recorded_at REAL NOT NULL,
-    published_at REAL,
-    acked_at REAL,
-    PRIMARY KEY (vin, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fod_commands (
-    command_id TEXT PRIMARY KEY,
-    entitlement_id TEXT NOT NULL,
-    vin TEXT NOT NULL,
-    action TEXT NOT NULL,
-    sent_at REAL NOT NULL,
-    eligible_at REAL,
-    result_at REAL,
-    success INTEGER
-);
-CREATE INDEX IF NOT EXISTS fod_commands_entitlement ON fod_commands (entitlement_id);
-"""
-# R7: security codes live beside the accounts (gateway/security/code_store.py).
-SCHEMA += SECURITY_CODES_SCHEMA
-
 
 # -- codec -------------------------------------------------------------------------------------
 

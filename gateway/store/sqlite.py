@@ -11,33 +11,10 @@ from gateway._gen.telematics.v1 import vehicles_pb2
 from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store.base import PendingEvent, StoredEvent, StoreError
+from gateway.store.migrate import MigrationError
 from gateway.store.sqlite_thread import SqliteThread, cursor_arg, first_cursor, prune_keeping
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS vehicles (
-    vin TEXT PRIMARY KEY,
-    snapshot BLOB NOT NULL,          -- telematics.v1.Vehicle
-    connection_id BLOB NOT NULL,     -- 8 bytes, big endian (SQLite integers are signed)
-    -- The replay window of gateway/session/sequence.py (8 bytes, big endian), then the
-    -- sequence space the current epoch replaced: epoch, last sequence, window (8 bytes each).
-    -- Rows written before epochs existed hold the window alone.
-    seq_window BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS vehicle_events (
-    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
-    vin TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload BLOB NOT NULL            -- telematics.v1.VehicleEvent without cursor
-);
-CREATE INDEX IF NOT EXISTS vehicle_events_vin ON vehicle_events (vin, cursor);
-CREATE TABLE IF NOT EXISTS event_dedupe (
-    vin TEXT NOT NULL,
-    key TEXT NOT NULL,
-    PRIMARY KEY (vin, key)
-) WITHOUT ROWID;
-"""
 
 
 def _u64(value: int) -> bytes:
@@ -62,7 +39,7 @@ class SqliteStore:
     def __init__(self, *, path: Path) -> None:
         """path: the database file; its directory is created when missing."""
         self.path = path
-        self._db = SqliteThread(path=path, schema=SCHEMA, name="sqlite-store")
+        self._db = SqliteThread(path=path, migrations="sqlite_store", name="sqlite-store")
 
     @property
     def is_open(self) -> bool:
@@ -77,7 +54,7 @@ class SqliteStore:
     async def open(self) -> None:
         try:
             await self._db.open()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, MigrationError) as exc:
             raise StoreError(f"cannot open sqlite database {self.path}: {exc}") from exc
 
     async def close(self) -> None:

@@ -1,20 +1,24 @@
-from pathlib import Path
+"""The vehicle store, on SQLite and on PostgreSQL (each test runs on both: tests/conftest.py)."""
+
+from collections.abc import Callable
+
+import pytest
 
 from gateway.model import Bearer, Presence, VehicleSession
-from gateway.store.base import PendingEvent
-from gateway.store.sqlite import SqliteStore
+from gateway.store.base import PendingEvent, Store, StoreError
 
 VIN = "WP0ZZZ99ZTS392124"
+MakeStore = Callable[[], Store]
 
 
-async def test_sessions_survive_reopening_the_store(tmp_path: Path) -> None:
-    store = SqliteStore(path=tmp_path / "g.db")
+async def test_sessions_survive_reopening_the_store(make_store: MakeStore) -> None:
+    store = make_store()
     await store.open()
     s = VehicleSession(vin=VIN, bearer=Bearer.WIFI_HOTSPOT, presence=Presence.ONLINE,
                        last_sequence=42, seen_window=(1 << 63) | 1, connection_id=2**64 - 1)
     await store.commit_batch([s], [])
     await store.close()
-    store = SqliteStore(path=tmp_path / "g.db")
+    store = make_store()
     await store.open()
     [loaded] = await store.load_sessions()
     await store.close()
@@ -23,8 +27,8 @@ async def test_sessions_survive_reopening_the_store(tmp_path: Path) -> None:
     assert loaded.seen_window == (1 << 63) | 1 and loaded.connection_id == 2**64 - 1
 
 
-async def test_events_get_increasing_cursors_and_read_back_in_order(tmp_path: Path) -> None:
-    store = SqliteStore(path=tmp_path / "g.db")
+async def test_events_get_increasing_cursors_and_read_back_in_order(make_store: MakeStore) -> None:
+    store = make_store()
     await store.open()
     events = [PendingEvent(VIN, "online", b"a"), PendingEvent(VIN, "offline", b"b")]
     written = await store.commit_batch([], events)
@@ -34,8 +38,8 @@ async def test_events_get_increasing_cursors_and_read_back_in_order(tmp_path: Pa
     await store.close()
 
 
-async def test_event_with_a_seen_dedupe_key_is_written_once(tmp_path: Path) -> None:
-    store = SqliteStore(path=tmp_path / "g.db")
+async def test_event_with_a_seen_dedupe_key_is_written_once(make_store: MakeStore) -> None:
+    store = make_store()
     await store.open()
     e = PendingEvent(VIN, "charging_session", b"x", dedupe_key="charging:s1")
     assert len(await store.commit_batch([], [e])) == 1
@@ -44,8 +48,8 @@ async def test_event_with_a_seen_dedupe_key_is_written_once(tmp_path: Path) -> N
     await store.close()
 
 
-async def test_pruning_keeps_the_newest_events(tmp_path: Path) -> None:
-    store = SqliteStore(path=tmp_path / "g.db")
+async def test_pruning_keeps_the_newest_events(make_store: MakeStore) -> None:
+    store = make_store()
     await store.open()
     await store.commit_batch([], [PendingEvent(VIN, "online", bytes([i])) for i in range(10)])
     assert await store.prune_events(keep=3) == 7
@@ -53,8 +57,8 @@ async def test_pruning_keeps_the_newest_events(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_vin_filter_reads_only_that_vehicles_events(tmp_path: Path) -> None:
-    store = SqliteStore(path=tmp_path / "g.db")
+async def test_vin_filter_reads_only_that_vehicles_events(make_store: MakeStore) -> None:
+    store = make_store()
     await store.open()
     other = "WP0ZZZ99ZTS392125"
     await store.commit_batch([], [PendingEvent(VIN, "online", b"a"), PendingEvent(other, "online", b"b")])
@@ -62,15 +66,17 @@ async def test_vin_filter_reads_only_that_vehicles_events(tmp_path: Path) -> Non
     await store.close()
 
 
-async def test_sequence_epochs_and_heartbeat_interval_survive_reopening_the_store(tmp_path: Path) -> None:
-    store = SqliteStore(path=tmp_path / "g.db")
+async def test_sequence_epochs_and_heartbeat_interval_survive_reopening_the_store(
+    make_store: MakeStore
+) -> None:
+    store = make_store()
     await store.open()
     s = VehicleSession(vin=VIN, sequence_epoch=2**64 - 1, last_sequence=3, seen_window=0b101,
                        previous_epoch=7, previous_last_sequence=5001, previous_seen_window=1 << 63,
                        heartbeat_interval_s=30)
     await store.commit_batch([s], [])
     await store.close()
-    store = SqliteStore(path=tmp_path / "g.db")
+    store = make_store()
     await store.open()
     [loaded] = await store.load_sessions()
     await store.close()
@@ -81,13 +87,34 @@ async def test_sequence_epochs_and_heartbeat_interval_survive_reopening_the_stor
     assert loaded.heartbeat_interval_s == 30
 
 
-async def test_a_cursor_beyond_what_sqlite_can_store_reads_nothing_instead_of_failing(tmp_path: Path) -> None:
-    # Cursors are uint64 on the wire, SQLite integers signed 64-bit: 2^63 and above used to raise
-    # OverflowError (INTERNAL at the gRPC edge).
-    store = SqliteStore(path=tmp_path / "g.db")
+async def test_a_cursor_beyond_what_the_database_can_store_reads_nothing_instead_of_failing(
+    make_store: MakeStore
+) -> None:
+    # Cursors are uint64 on the wire, SQLite integers and PostgreSQL bigints signed 64-bit: 2^63
+    # and above used to raise OverflowError (INTERNAL at the gRPC edge).
+    store = make_store()
     await store.open()
     await store.commit_batch([], [PendingEvent(VIN, "online", b"a")])
     for after in (2**63 - 1, 2**63, 2**64 - 1):
         assert await store.read_events(after, 10) == []
         assert await store.read_events(after, 10, VIN) == []
     await store.close()
+
+
+async def test_an_event_key_seen_twice_in_one_batch_is_written_once(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    e = PendingEvent(VIN, "charging_session", b"x", dedupe_key="charging:s2")
+    written = await store.commit_batch([], [e, PendingEvent(VIN, "online", b"y"), e])
+    assert [w.payload for w in written] == [b"x", b"y"]
+    assert [w.cursor for w in written] == [1, 2]
+    await store.close()
+
+
+async def test_a_closed_store_raises_store_error(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    await store.close()
+    assert not store.is_open
+    with pytest.raises(StoreError):
+        await store.read_events(0, 10)

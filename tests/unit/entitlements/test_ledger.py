@@ -1,10 +1,11 @@
-"""SqliteLedger: entitlements survive reopening, the outbox is written with the change or not
-at all, order ids are unique, owners and deleted accounts (R3, R4)."""
+"""The ledger, on SQLite and on PostgreSQL (each test runs on both: tests/conftest.py):
+entitlements survive reopening, the outbox is written with the change or not at all, order ids
+are unique, owners and deleted accounts (R3, R4)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from engine_harness import OWNER, VIN, VIN2, at, order
@@ -18,8 +19,8 @@ from gateway.entitlements import (
     LifecycleEventKind,
     grant,
 )
-from gateway.entitlements.ledger import CommandRecord, DuplicateOrder, SetMark, SetRecord
-from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.entitlements.ledger import CommandRecord, DuplicateOrder, Ledger, SetMark, SetRecord
+from gateway.store.backends import Backends
 
 NOW = at(2026, 3, 1, 10)
 
@@ -28,27 +29,30 @@ def granted() -> tuple[Entitlement, list[LifecycleEvent]]:
     return grant(order(EntitlementKind.FIXED_TERM, term_months=12, auto_renew=True), NOW, is_owner=True)
 
 
-async def open_ledger(path: Path) -> SqliteLedger:
-    ledger = SqliteLedger(path=path / "entitlements.db")
+MakeBackends = Callable[[], Backends]
+
+
+async def open_ledger(make: MakeBackends) -> Ledger:
+    ledger = make().ledger
     await ledger.open()
     return ledger
 
 
-async def test_entitlement_round_trips_whole_through_a_reopen(tmp_path: Path) -> None:
-    ledger = await open_ledger(tmp_path)
+async def test_entitlement_round_trips_whole_through_a_reopen(make_backends: MakeBackends) -> None:
+    ledger = await open_ledger(make_backends)
     e, events = granted()
     e = replace(e, failures=2, last_failure_at=NOW + 1, billed_at=NOW + 2)
     await ledger.create(e, events)
     await ledger.close()
-    ledger = await open_ledger(tmp_path)
+    ledger = await open_ledger(make_backends)
     assert await ledger.load_live() == [e]
     assert await ledger.find_by_order("order-1") == e
     assert await ledger.get(e.entitlement_id) == e
     await ledger.close()
 
 
-async def test_an_order_id_is_created_once(tmp_path: Path) -> None:
-    ledger = await open_ledger(tmp_path)
+async def test_an_order_id_is_created_once(make_backends: MakeBackends) -> None:
+    ledger = await open_ledger(make_backends)
     e, events = granted()
     await ledger.create(e, events)
     with pytest.raises(DuplicateOrder):
@@ -57,8 +61,8 @@ async def test_an_order_id_is_created_once(tmp_path: Path) -> None:
     await ledger.close()
 
 
-async def test_a_failed_save_writes_neither_the_change_nor_its_events(tmp_path: Path) -> None:
-    ledger = await open_ledger(tmp_path)
+async def test_a_failed_save_writes_neither_the_change_nor_its_events(make_backends: MakeBackends) -> None:
+    ledger = await open_ledger(make_backends)
     e, events = granted()
     await ledger.create(e, events)
     changed = replace(e, state=EntitlementState.DELIVERY_DUE)
@@ -71,8 +75,8 @@ async def test_a_failed_save_writes_neither_the_change_nor_its_events(tmp_path: 
     await ledger.close()
 
 
-async def test_outbox_cursors_increase_and_filter_by_vin(tmp_path: Path) -> None:
-    ledger = await open_ledger(tmp_path)
+async def test_outbox_cursors_increase_and_filter_by_vin(make_backends: MakeBackends) -> None:
+    ledger = await open_ledger(make_backends)
     a, ea = granted()
     b, eb = grant(order(order_id="o2", vin=VIN2), NOW, is_owner=True)
     await ledger.create(a, ea)
@@ -84,8 +88,8 @@ async def test_outbox_cursors_increase_and_filter_by_vin(tmp_path: Path) -> None
     await ledger.close()
 
 
-async def test_sets_and_commands_are_remembered(tmp_path: Path) -> None:
-    ledger = await open_ledger(tmp_path)
+async def test_sets_and_commands_are_remembered(make_backends: MakeBackends) -> None:
+    ledger = await open_ledger(make_backends)
     await ledger.save([], [], sets=[SetRecord(VIN, 1, ("a", "b"), NOW)])
     await ledger.save([], [], sets=[SetRecord(VIN, 2, ("a",), NOW)], published=[SetMark(VIN, 2, NOW + 1)])
     await ledger.save([], [], acked=[SetMark(VIN, 2, NOW + 2)])
@@ -99,8 +103,8 @@ async def test_sets_and_commands_are_remembered(tmp_path: Path) -> None:
     await ledger.close()
 
 
-async def test_deleting_an_account_unlinks_its_vehicles_once(tmp_path: Path) -> None:  # R4
-    ledger = await open_ledger(tmp_path)
+async def test_deleting_an_account_unlinks_its_vehicles_once(make_backends: MakeBackends) -> None:  # R4
+    ledger = await open_ledger(make_backends)
     await ledger.set_owner(VIN, OWNER)
     await ledger.set_owner(VIN2, OWNER)
     assert await ledger.owned_vins(OWNER) == [VIN, VIN2]
@@ -112,14 +116,16 @@ async def test_deleting_an_account_unlinks_its_vehicles_once(tmp_path: Path) -> 
     await ledger.close()
 
 
-async def _outbox_of(ledger: SqliteLedger, n: int, first: int = 0) -> None:
+async def _outbox_of(ledger: Ledger, n: int, first: int = 0) -> None:
     for i in range(first, first + n):
         e, events = grant(order(EntitlementKind.SERVICE, order_id=f"o{i}"), NOW, is_owner=True)
         await ledger.create(e, events)
 
 
-async def test_pruning_the_outbox_keeps_the_newest_events_and_cursors_keep_counting(tmp_path: Path) -> None:
-    ledger = await open_ledger(tmp_path)
+async def test_pruning_the_outbox_keeps_the_newest_events_and_cursors_keep_counting(
+    make_backends: MakeBackends
+) -> None:
+    ledger = await open_ledger(make_backends)
     assert (await ledger.first_cursor(), await ledger.prune_events(keep=3)) == (0, 0)
     await _outbox_of(ledger, 10)
     assert await ledger.first_cursor() == 1
@@ -128,16 +134,18 @@ async def test_pruning_the_outbox_keeps_the_newest_events_and_cursors_keep_count
     assert [ev.cursor for ev in await ledger.read_events(0, 100)] == [8, 9, 10]
     assert await ledger.prune_events(keep=3) == 0
     await ledger.close()
-    ledger = await open_ledger(tmp_path)
+    ledger = await open_ledger(make_backends)
     await _outbox_of(ledger, 1, first=10)  # a pruned cursor is never handed out again
     assert [ev.cursor for ev in await ledger.read_events(0, 100)] == [8, 9, 10, 11]
     await ledger.close()
 
 
-async def test_pruning_the_outbox_leaves_the_entitlements_and_their_delivery_state(tmp_path: Path) -> None:
+async def test_pruning_the_outbox_leaves_the_entitlements_and_their_delivery_state(
+    make_backends: MakeBackends
+) -> None:
     # The outbox only feeds WatchEntitlementEvents; what goes to a car is decided from the
     # entitlements, sets and commands, so they must survive any pruning.
-    ledger = await open_ledger(tmp_path)
+    ledger = await open_ledger(make_backends)
     await _outbox_of(ledger, 3)
     live = await ledger.load_live()
     await ledger.prune_events(keep=1)
@@ -145,8 +153,10 @@ async def test_pruning_the_outbox_leaves_the_entitlements_and_their_delivery_sta
     await ledger.close()
 
 
-async def test_an_outbox_cursor_beyond_what_sqlite_can_store_reads_nothing(tmp_path: Path) -> None:
-    ledger = await open_ledger(tmp_path)
+async def test_an_outbox_cursor_beyond_what_the_database_can_store_reads_nothing(
+    make_backends: MakeBackends
+) -> None:
+    ledger = await open_ledger(make_backends)
     await _outbox_of(ledger, 1)
     for after in (2**63 - 1, 2**63, 2**64 - 1):
         assert await ledger.read_events(after, 10) == []
