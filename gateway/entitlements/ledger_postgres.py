@@ -4,11 +4,14 @@ database the vehicle store uses.
 Entitlements are kept whole as JSON (the same codec as SQLite) with the columns the queries
 need beside it; `order_id` is UNIQUE, the backstop behind idempotent grants. Outbox cursors are
 handed out in commit order (gateway/store/pg_outbox.py). Lists are native arrays, booleans
-booleans; `seq` columns keep the insertion order SQLite's rowid gave.
+booleans; `seq` columns keep the insertion order SQLite's rowid gave. Each update names the
+version it replaces (gateway/store/versions.py); this ledger's writes take turns (a lock, as
+SQLite's one thread does), so they never refuse each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -24,6 +27,7 @@ from gateway.entitlements.ledger import (
     SetMark,
     SetRecord,
     VehicleSets,
+    VersionConflict,
 )
 from gateway.entitlements.ledger_sqlite_rows import (
     COMMAND_COLUMNS,
@@ -36,6 +40,7 @@ from gateway.entitlements.types import Entitlement, LifecycleEvent
 from gateway.store import pg_outbox
 from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase
 from gateway.store.pg_outbox import ENTITLEMENT_EVENTS
+from gateway.store.versions import KnownVersions
 
 T = TypeVar("T")
 
@@ -44,6 +49,8 @@ class PostgresLedger:
     def __init__(self, *, url: str, pool_size: int = 8) -> None:
         """url: postgresql://user@host:port/db; the schema is migrated at open."""
         self._db = PgDatabase(url=url, name="gateway-ledger", max_size=pool_size)
+        self._versions = KnownVersions()
+        self._write_lock = asyncio.Lock()
 
     @property
     def display(self) -> str:
@@ -74,6 +81,15 @@ class PostgresLedger:
 
         return await self._run(tx())
 
+    async def _write(self, fn: Callable[[PgConnection, dict[str, int]], Awaitable[T]]) -> T:
+        """A transaction that writes entitlements: the versions it wrote are remembered once
+        it committed."""
+        async with self._write_lock:
+            written: dict[str, int] = {}
+            result = await self._transaction(lambda conn: fn(conn, written))
+            self._versions.written(written)
+            return result
+
     async def open(self) -> None:
         try:
             await self._db.open()
@@ -86,20 +102,33 @@ class PostgresLedger:
     # -- entitlements and the outbox ------------------------------------------------------------
 
     async def load_live(self) -> list[Entitlement]:
-        return await self._entitlements(
-            "SELECT data FROM entitlements WHERE state != $1 ORDER BY seq", REVOKED
-        )
-
-    async def _entitlements(self, sql: str, *args: object) -> list[Entitlement]:
         async def load() -> list[Entitlement]:
-            return [entitlement_from_json(r["data"]) for r in await self._db.pool.fetch(sql, *args)]
+            rows = await self._db.pool.fetch(
+                "SELECT entitlement_id, data, version FROM entitlements WHERE state != $1 ORDER BY seq",
+                REVOKED,
+            )
+            self._versions.reset({r["entitlement_id"]: int(r["version"]) for r in rows})
+            return [entitlement_from_json(r["data"]) for r in rows]
+
+        return await self._run(load())
+
+    async def _entitlements(self, where: str, *args: object) -> list[Entitlement]:
+        async def load() -> list[Entitlement]:
+            rows = await self._db.pool.fetch(
+                f"SELECT entitlement_id, data, version FROM entitlements WHERE {where} ORDER BY seq", *args
+            )
+            for r in rows:
+                self._versions.seen(r["entitlement_id"], int(r["version"]))
+            return [entitlement_from_json(r["data"]) for r in rows]
 
         return await self._run(load())
 
     async def create(self, entitlement: Entitlement, events: Sequence[LifecycleEvent]) -> list[OutboxEvent]:
         payloads = _payloads(events)
-        return await self._transaction(
-            lambda c: _write_entitlements(c, [entitlement], events, payloads, insert=True)
+        return await self._write(
+            lambda c, written: _write_entitlements(
+                c, [entitlement], events, payloads, insert=True, versions=self._versions, written=written
+            )
         )
 
     async def save(
@@ -114,7 +143,7 @@ class PostgresLedger:
     ) -> list[OutboxEvent]:
         payloads = _payloads(events)  # before the transaction: an event without a wire form writes nothing
 
-        async def save(conn: PgConnection) -> list[OutboxEvent]:
+        async def save(conn: PgConnection, written: dict[str, int]) -> list[OutboxEvent]:
             for c in commands:
                 await conn.execute(
                     f"INSERT INTO fod_commands ({COMMAND_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
@@ -137,9 +166,11 @@ class PostgresLedger:
                         m.at, m.vin, m.version,
                     )
             # Last: the outbox lock is held from here to the commit.
-            return await _write_entitlements(conn, entitlements, events, payloads, insert=False)
+            return await _write_entitlements(
+                conn, entitlements, events, payloads, insert=False, versions=self._versions, written=written
+            )
 
-        return await self._transaction(save)
+        return await self._write(save)
 
     async def read_events(self, after: int, limit: int, vin: str = "") -> list[OutboxEvent]:
         async def read() -> list[OutboxEvent]:
@@ -165,13 +196,13 @@ class PostgresLedger:
         return await pg_outbox.prune_keeping(self._db.pool, ENTITLEMENT_EVENTS, keep)
 
     async def find_by_order(self, order_id: str) -> Entitlement | None:
-        return await self._one("SELECT data FROM entitlements WHERE order_id = $1", order_id)
+        return await self._one("order_id = $1", order_id)
 
     async def get(self, entitlement_id: str) -> Entitlement | None:
-        return await self._one("SELECT data FROM entitlements WHERE entitlement_id = $1", entitlement_id)
+        return await self._one("entitlement_id = $1", entitlement_id)
 
-    async def _one(self, sql: str, key: str) -> Entitlement | None:
-        found = await self._entitlements(sql, key)
+    async def _one(self, where: str, key: str) -> Entitlement | None:
+        found = await self._entitlements(where, key)
         return found[0] if found else None
 
     async def history(self, entitlement_id: str) -> list[tuple[float, str | None, str]]:
@@ -298,10 +329,8 @@ class PostgresLedger:
     # Last in the class: after it, `list` in annotations would name this method.
     async def list(self, vin: str, include_ended: bool) -> builtins.list[Entitlement]:
         if include_ended:
-            return await self._entitlements("SELECT data FROM entitlements WHERE vin = $1 ORDER BY seq", vin)
-        return await self._entitlements(
-            "SELECT data FROM entitlements WHERE vin = $1 AND state != $2 ORDER BY seq", vin, REVOKED
-        )
+            return await self._entitlements("vin = $1", vin)
+        return await self._entitlements("vin = $1 AND state != $2", vin, REVOKED)
 
 
 def _qualified(alias: str, columns: str) -> str:
@@ -320,24 +349,35 @@ async def _write_entitlements(
     payloads: Sequence[bytes],
     *,
     insert: bool,
+    versions: KnownVersions,
+    written: dict[str, int],
 ) -> list[OutboxEvent]:
+    """`written` receives the version each entitlement now has (for `versions` after COMMIT)."""
     for e in entitlements:
-        old_state = await conn.fetchval(
-            "SELECT state FROM entitlements WHERE entitlement_id = $1 FOR UPDATE", e.entitlement_id
+        row = await conn.fetchrow(
+            "SELECT state, version FROM entitlements WHERE entitlement_id = $1", e.entitlement_id
         )
-        if old_state is not None and insert:
+        old_state = None if row is None else row["state"]
+        if row is not None and insert:
             raise DuplicateOrder(f"entitlement {e.entitlement_id} exists")
-        if old_state is None:
+        if row is None:
             await conn.execute(
-                "INSERT INTO entitlements (entitlement_id, order_id, vin, state, updated_at, data)"
-                " VALUES ($1,$2,$3,$4,$5,$6)",
+                "INSERT INTO entitlements (entitlement_id, order_id, vin, state, updated_at, data, version)"
+                " VALUES ($1,$2,$3,$4,$5,$6,1)",
                 e.entitlement_id, e.order_id, e.vin, e.state.value, e.updated_at, entitlement_to_json(e),
             )
+            written[e.entitlement_id] = 1
         else:
-            await conn.execute(
-                "UPDATE entitlements SET state = $1, updated_at = $2, data = $3 WHERE entitlement_id = $4",
-                e.state.value, e.updated_at, entitlement_to_json(e), e.entitlement_id,
+            old = written.get(e.entitlement_id, versions.expected(e.entitlement_id))
+            old = int(row["version"]) if old is None else old  # never seen by this ledger: nothing to guard
+            status = await conn.execute(
+                "UPDATE entitlements SET state = $1, updated_at = $2, data = $3, version = $4"
+                " WHERE entitlement_id = $5 AND version = $6",
+                e.state.value, e.updated_at, entitlement_to_json(e), old + 1, e.entitlement_id, old,
             )
+            if status == "UPDATE 0":
+                raise VersionConflict(f"entitlement {e.entitlement_id}: changed since read (version {old})")
+            written[e.entitlement_id] = old + 1
         if old_state != e.state.value:
             await conn.execute(
                 "INSERT INTO entitlement_history (entitlement_id, at, from_state, to_state)"

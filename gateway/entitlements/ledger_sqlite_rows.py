@@ -10,7 +10,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from gateway.entitlements import wire
-from gateway.entitlements.ledger import CommandRecord, OutboxEvent, SetRecord
+from gateway.entitlements.ledger import CommandRecord, OutboxEvent, SetRecord, VersionConflict
 from gateway.entitlements.types import (
     Entitlement,
     EntitlementKind,
@@ -20,6 +20,7 @@ from gateway.entitlements.types import (
     LifecycleEvent,
     PurchaserRole,
 )
+from gateway.store.versions import KnownVersions
 
 REVOKED = EntitlementState.REVOKED.value
 
@@ -68,31 +69,40 @@ def write_entitlements(
     events: Sequence[LifecycleEvent],
     *,
     insert: bool,
+    versions: KnownVersions,
+    written: dict[str, int],
 ) -> list[OutboxEvent]:
+    """`written` receives the version each entitlement now has (for `versions` after COMMIT)."""
     for e in entitlements:
         row = db.execute(
-            "SELECT state FROM entitlements WHERE entitlement_id = ?", (e.entitlement_id,)
+            "SELECT state, version FROM entitlements WHERE entitlement_id = ?", (e.entitlement_id,)
         ).fetchone()
         if row is not None and insert:
             raise sqlite3.IntegrityError(f"entitlement {e.entitlement_id} exists")
         values = (e.entitlement_id, e.order_id, e.vin, e.state.value, e.updated_at, entitlement_to_json(e))
         if row is None:
             db.execute(
-                "INSERT INTO entitlements (entitlement_id, order_id, vin, state, updated_at, data)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO entitlements (entitlement_id, order_id, vin, state, updated_at, data, version)"
+                " VALUES (?,?,?,?,?,?,1)",
                 values,
             )
+            written[e.entitlement_id] = 1
         else:
-            db.execute(
-                "UPDATE entitlements SET state = ?, updated_at = ?, data = ? WHERE entitlement_id = ?",
-                (e.state.value, e.updated_at, entitlement_to_json(e), e.entitlement_id),
-            )
+            old = written.get(e.entitlement_id, versions.expected(e.entitlement_id))
+            old = row[1] if old is None else old  # never seen by this ledger: nothing to guard
+            if not db.execute(
+                "UPDATE entitlements SET state = ?, updated_at = ?, data = ?, version = ?"
+                " WHERE entitlement_id = ? AND version = ?",
+                (e.state.value, e.updated_at, entitlement_to_json(e), old + 1, e.entitlement_id, old),
+            ).rowcount:
+                raise VersionConflict(f"entitlement {e.entitlement_id}: changed since read (version {old})")
+            written[e.entitlement_id] = old + 1
         if row is None or row[0] != e.state.value:
             db.execute(
                 "INSERT INTO entitlement_history (entitlement_id, at, from_state, to_state) VALUES (?,?,?,?)",
                 (e.entitlement_id, e.updated_at, None if row is None else row[0], e.state.value),
             )
-    written = []
+    outbox = []
     for ev in events:
         payload = wire.event_to_proto(ev).SerializeToString()
         cur = db.execute(
@@ -100,8 +110,8 @@ def write_entitlements(
             (ev.vin, ev.entitlement_id, ev.kind.value, payload),
         )
         assert cur.lastrowid is not None
-        written.append(OutboxEvent(cur.lastrowid, ev.vin, ev.entitlement_id, ev.kind.value, payload))
-    return written
+        outbox.append(OutboxEvent(cur.lastrowid, ev.vin, ev.entitlement_id, ev.kind.value, payload))
+    return outbox
 
 
 def put_set(db: sqlite3.Connection, s: SetRecord) -> None:

@@ -2,11 +2,15 @@
 
 Unsigned 64-bit values are numeric(20, 0) columns (SQLite needed them as 8-byte blobs); event
 cursors are handed out in commit order (gateway/store/pg_outbox.py), so a Watch reader that
-moves past a cursor never misses an event committed later with a lower one.
+moves past a cursor never misses an event committed later with a lower one. A snapshot is
+written only over the row version this store last read or wrote (gateway/store/versions.py):
+this store's commits take turns (a lock), so its own writes never refuse each other.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
@@ -17,18 +21,23 @@ from gateway.store import pg_outbox
 from gateway.store.base import PendingEvent, StoredEvent, StoreError
 from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase, u64
 from gateway.store.pg_outbox import VEHICLE_EVENTS
+from gateway.store.versions import KnownVersions
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _UPSERT = (
     "INSERT INTO vehicles (vin, snapshot, connection_id, seen_window, previous_epoch,"
-    " previous_last_sequence, previous_seen_window)"
+    " previous_last_sequence, previous_seen_window, version)"
     " SELECT * FROM unnest($1::text[], $2::bytea[], $3::numeric[], $4::numeric[], $5::numeric[],"
-    " $6::numeric[], $7::numeric[])"
+    " $6::numeric[], $7::numeric[], $8::bigint[])"
     " ON CONFLICT (vin) DO UPDATE SET snapshot = excluded.snapshot,"
     " connection_id = excluded.connection_id, seen_window = excluded.seen_window,"
     " previous_epoch = excluded.previous_epoch, previous_last_sequence = excluded.previous_last_sequence,"
-    " previous_seen_window = excluded.previous_seen_window"
+    " previous_seen_window = excluded.previous_seen_window, version = excluded.version"
+    # Written when new, or when still at the version before this one.
+    " WHERE vehicles.version = excluded.version - 1"
+    " RETURNING vin, version"
 )
 
 
@@ -36,6 +45,13 @@ class PostgresStore:
     def __init__(self, *, url: str, pool_size: int = 8) -> None:
         """url: postgresql://user@host:port/db; the schema is migrated at open."""
         self._db = PgDatabase(url=url, name="gateway-store", max_size=pool_size)
+        self._versions = KnownVersions()
+        self._commit_lock = asyncio.Lock()
+
+    @property
+    def stale_snapshots(self) -> int:
+        """Snapshots not written because the stored row was newer (another gateway's)."""
+        return self._versions.stale
 
     @property
     def display(self) -> str:
@@ -64,8 +80,9 @@ class PostgresStore:
         async def load() -> list[VehicleSession]:
             rows = await self._db.pool.fetch(
                 "SELECT snapshot, connection_id, seen_window, previous_epoch, previous_last_sequence,"
-                " previous_seen_window FROM vehicles"
+                " previous_seen_window, vin, version FROM vehicles"
             )
+            self._versions.reset({r["vin"]: int(r["version"]) for r in rows})
             return [
                 vehicle_from_proto(
                     vehicles_pb2.Vehicle.FromString(r["snapshot"]),
@@ -95,17 +112,31 @@ class PostgresStore:
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
 
-        async def commit() -> list[StoredEvent]:
-            async with self._db.pool.acquire() as conn, conn.transaction():
-                if vehicles:
-                    await conn.execute(_UPSERT, *columns)
-                fresh = await self._first_seen(conn, events)
-                kept = [e for e in events if not e.dedupe_key or fresh.pop((e.vin, e.dedupe_key), False)]
-                rows = [(e.vin, e.kind, e.payload) for e in kept]
-                cursors = await pg_outbox.append(conn, VEHICLE_EVENTS, rows)
-                return [StoredEvent(c, e.vin, e.payload, e.kind) for c, e in zip(cursors, kept, strict=True)]
+        async with self._commit_lock:
+            versions = [(self._versions.expected(s.vin) or 0) + 1 for s in vehicles]
+            written, stored = await self._run(self._commit(columns, versions, events))
+            self._versions.written(written)  # committed
+        stale = [s.vin for s in vehicles if s.vin not in written]
+        if stale:
+            self._versions.stale += len(stale)
+            log.warning("vehicles %s: snapshots not written, the stored ones are newer", ", ".join(stale))
+        return stored
 
-        return await self._run(commit())
+    async def _commit(
+        self, columns: tuple[list[object], ...], versions: list[int], events: Sequence[PendingEvent]
+    ) -> tuple[dict[str, int], list[StoredEvent]]:
+        """One transaction: the snapshots still at their expected versions, then the events;
+        the versions written and the events stored."""
+        async with self._db.pool.acquire() as conn, conn.transaction():
+            written: dict[str, int] = {}
+            if versions:
+                rows = await conn.fetch(_UPSERT, *columns, versions)
+                written = {r["vin"]: int(r["version"]) for r in rows}
+            fresh = await self._first_seen(conn, events)
+            kept = [e for e in events if not e.dedupe_key or fresh.pop((e.vin, e.dedupe_key), False)]
+            cursors = await pg_outbox.append(conn, VEHICLE_EVENTS, [(e.vin, e.kind, e.payload) for e in kept])
+            stored = [StoredEvent(c, e.vin, e.payload, e.kind) for c, e in zip(cursors, kept, strict=True)]
+            return written, stored
 
     @staticmethod
     async def _first_seen(

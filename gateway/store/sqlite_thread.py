@@ -86,8 +86,12 @@ class SqliteThread:
             raise SqliteClosed(f"{self.path} is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
 
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT; any exception rolls back."""
+    async def transaction(
+        self, fn: Callable[[sqlite3.Connection], T], after_commit: Callable[[], None] | None = None
+    ) -> T:
+        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT; any exception rolls back. `after_commit`
+        runs on the database thread once the COMMIT succeeded, before any later call starts:
+        what it remembers about the database is never seen by a call that ran before it."""
 
         def tx(db: sqlite3.Connection) -> T:
             db.execute("BEGIN IMMEDIATE")
@@ -97,6 +101,8 @@ class SqliteThread:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if after_commit is not None:
+                after_commit()
             return result
 
         return await self.run(tx)

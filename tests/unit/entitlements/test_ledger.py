@@ -19,7 +19,14 @@ from gateway.entitlements import (
     LifecycleEventKind,
     grant,
 )
-from gateway.entitlements.ledger import CommandRecord, DuplicateOrder, Ledger, SetMark, SetRecord
+from gateway.entitlements.ledger import (
+    CommandRecord,
+    DuplicateOrder,
+    Ledger,
+    SetMark,
+    SetRecord,
+    VersionConflict,
+)
 from gateway.store.backends import Backends
 
 NOW = at(2026, 3, 1, 10)
@@ -161,4 +168,43 @@ async def test_an_outbox_cursor_beyond_what_the_database_can_store_reads_nothing
     for after in (2**63 - 1, 2**63, 2**64 - 1):
         assert await ledger.read_events(after, 10) == []
         assert await ledger.read_events(after, 10, VIN) == []
+    await ledger.close()
+
+
+# -- no last-writer-wins (gateway/store/versions.py): two ledgers on one database are two gateways
+
+
+async def test_an_update_based_on_an_old_read_raises_version_conflict_and_writes_nothing(
+    make_backends: MakeBackends,
+) -> None:
+    a, b = await open_ledger(make_backends), await open_ledger(make_backends)
+    e, events = granted()
+    await a.create(e, events)
+    [seen] = await b.load_live()
+    by_b = replace(seen, state=EntitlementState.DELIVERY_DUE, updated_at=NOW + 1)
+    await b.save([by_b], [])
+    by_a = replace(e, state=EntitlementState.REVOKED, updated_at=NOW + 2)  # from a's older view
+    revoked = LifecycleEvent(LifecycleEventKind.REVOKED, e.entitlement_id, VIN, "p", NOW + 2)
+    with pytest.raises(VersionConflict):
+        await a.save([by_a], [revoked], sets=[SetRecord(VIN, 1, ("x",), NOW)])
+    assert await b.get(e.entitlement_id) == by_b
+    assert len(await b.read_events(0, 10)) == 1  # the refused save's event is not in the outbox
+    assert await b.get_set(VIN, 1) is None  # nor anything else of its transaction
+    # Having read the newer entitlement, `a` updates it.
+    [fresh] = await a.load_live()
+    await a.save([replace(fresh, state=EntitlementState.REVOKED, updated_at=NOW + 3)], [revoked])
+    final = replace(by_b, state=EntitlementState.REVOKED, updated_at=NOW + 3)
+    assert await b.get(e.entitlement_id) == final
+    await a.close()
+    await b.close()
+
+
+async def test_a_ledger_saves_each_of_its_own_successive_updates(make_backends: MakeBackends) -> None:
+    ledger = await open_ledger(make_backends)
+    e, events = granted()
+    await ledger.create(e, events)
+    for i in range(1, 5):
+        e = replace(e, failures=i, updated_at=NOW + i)
+        await ledger.save([e], [])
+    assert await ledger.get(e.entitlement_id) == e
     await ledger.close()

@@ -6,9 +6,17 @@ import pytest
 
 from gateway.model import Bearer, Presence, VehicleSession
 from gateway.store.base import PendingEvent, Store, StoreError
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore
 
 VIN = "WP0ZZZ99ZTS392124"
 MakeStore = Callable[[], Store]
+
+
+def stale(store: Store) -> int:
+    """Snapshots the store refused because the stored row was newer (not in the Store protocol)."""
+    assert isinstance(store, SqliteStore | PostgresStore)
+    return store.stale_snapshots
 
 
 async def test_sessions_survive_reopening_the_store(make_store: MakeStore) -> None:
@@ -118,3 +126,58 @@ async def test_a_closed_store_raises_store_error(make_store: MakeStore) -> None:
     assert not store.is_open
     with pytest.raises(StoreError):
         await store.read_events(0, 10)
+
+
+# -- no last-writer-wins (gateway/store/versions.py): two stores on one database are two gateways
+
+
+async def test_a_snapshot_based_on_an_old_read_does_not_replace_a_newer_one(make_store: MakeStore) -> None:
+    a, b = make_store(), make_store()
+    await a.open()
+    await a.load_sessions()
+    await a.commit_batch([VehicleSession(vin=VIN, presence=Presence.ONLINE, last_sequence=1)], [])
+    await b.open()
+    [seen] = await b.load_sessions()
+    seen.presence, seen.last_sequence = Presence.OFFLINE, 2
+    await b.commit_batch([seen], [])
+    # `a` still works from its own (older) view of the car: its snapshot is refused, its event kept.
+    old_view = VehicleSession(vin=VIN, presence=Presence.ONLINE, last_sequence=3)
+    written = await a.commit_batch([old_view], [PendingEvent(VIN, "online", b"e")])
+    assert [e.payload for e in written] == [b"e"]
+    assert (stale(a), stale(b)) == (1, 0)
+    [stored] = await b.load_sessions()
+    assert (stored.presence, stored.last_sequence) == (Presence.OFFLINE, 2)
+    # Having read the newer row, `a` writes again.
+    [fresh] = await a.load_sessions()
+    fresh.last_sequence = 4
+    await a.commit_batch([fresh], [])
+    [stored] = await b.load_sessions()
+    assert stored.last_sequence == 4 and stale(a) == 1
+    await a.close()
+    await b.close()
+
+
+async def test_a_car_first_written_by_another_gateway_is_not_overwritten_by_one_that_never_read_it(
+    make_store: MakeStore,
+) -> None:
+    a, b = make_store(), make_store()
+    await a.open()
+    await b.open()
+    assert await a.load_sessions() == [] and await b.load_sessions() == []
+    await b.commit_batch([VehicleSession(vin=VIN, last_sequence=7)], [])
+    await a.commit_batch([VehicleSession(vin=VIN, last_sequence=1)], [])
+    [stored] = await b.load_sessions()
+    assert stored.last_sequence == 7 and stale(a) == 1
+    await a.close()
+    await b.close()
+
+
+async def test_a_store_writes_each_of_its_own_successive_snapshots(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    await store.load_sessions()
+    for seq in range(1, 6):
+        await store.commit_batch([VehicleSession(vin=VIN, last_sequence=seq)], [])
+    [stored] = await store.load_sessions()
+    assert stored.last_sequence == 5 and stale(store) == 0
+    await store.close()
