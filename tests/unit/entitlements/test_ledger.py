@@ -208,3 +208,42 @@ async def test_a_ledger_saves_each_of_its_own_successive_updates(make_backends: 
         await ledger.save([e], [])
     assert await ledger.get(e.entitlement_id) == e
     await ledger.close()
+
+
+async def test_a_vehicles_entitlements_are_listed_in_grant_order_with_or_without_ended_ones(
+    make_backends: MakeBackends,
+) -> None:
+    ledger = await open_ledger(make_backends)
+    made = []
+    for i in range(3):
+        e, events = grant(order(EntitlementKind.SERVICE, order_id=f"o{i}"), NOW + i, is_owner=True)
+        await ledger.create(e, events)
+        made.append(e)
+    ended = replace(made[1], state=EntitlementState.REVOKED, updated_at=NOW + 9)
+    await ledger.save([ended], [])
+    assert await ledger.list(VIN, include_ended=True) == [made[0], ended, made[2]]
+    assert await ledger.list(VIN, include_ended=False) == [made[0], made[2]]
+    assert await ledger.list(VIN2, include_ended=True) == []
+    assert await ledger.load_live() == [made[0], made[2]]
+    await ledger.close()
+
+
+async def test_the_latest_command_of_each_live_entitlement_is_found_after_a_restart(
+    make_backends: MakeBackends,
+) -> None:
+    ledger = await open_ledger(make_backends)
+    fod, events = grant(order(EntitlementKind.FIXED_TERM, term_months=1), NOW, is_owner=True)
+    await ledger.create(fod, events)
+    first = CommandRecord("c1", fod.entitlement_id, VIN, FodAction.UNLOCK, NOW)
+    second = CommandRecord("c2", fod.entitlement_id, VIN, FodAction.UNLOCK, NOW + 60)
+    await ledger.save([], [], commands=[first])
+    await ledger.save([], [], commands=[second])
+    await ledger.save([], [], commands=[replace(first, result_at=NOW + 90, success=False)])
+    gone = CommandRecord("c3", "no-such-entitlement", VIN, FodAction.UNLOCK, NOW)
+    await ledger.save([], [], commands=[gone])
+    await ledger.close()
+    ledger = await open_ledger(make_backends)
+    assert await ledger.latest_commands() == [second]
+    await ledger.save([replace(fod, state=EntitlementState.REVOKED, updated_at=NOW + 99)], [])
+    assert await ledger.latest_commands() == []
+    await ledger.close()
