@@ -32,7 +32,6 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
-from gateway.entitlements.ledger_sqlite import SqliteLedger
 from gateway.entitlements.reference_hooks import ReferenceHooks
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
@@ -50,7 +49,7 @@ from gateway.session.hub import EventHub
 from gateway.session.quarantine import FloodQuarantine
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
-from gateway.store.sqlite import SqliteStore
+from gateway.store.backends import build_backends
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,10 @@ class Gateway:
         self.entitlement_hub = EventHub()  # its own: outbox cursors are not vehicle-event cursors
         self.fanout = TelemetryFanout(queue_size=config.telemetry_subscriber_queue)
         data_dir = Path(config.data_dir)
-        self.store = SqliteStore(path=data_dir / "gateway.db")
+        backends = build_backends(config)
+        self.store = backends.store
+        self._code_records = backends.code_records
+        self._store_display = backends.display
         self.broker: ManagedBroker | None = None
         if config.broker_is_managed:
             pki = EmbeddedPki(config.pki_dir)
@@ -92,7 +94,7 @@ class Gateway:
                 ) if config.mqtt_tls_port else None,
             )
         self.tracker = SessionTracker()
-        self.ledger = SqliteLedger(path=data_dir / "entitlements.db")
+        self.ledger = backends.ledger
         self.entitlements: EntitlementEngine | None = None
         self.reference: ReferenceStore | None = None
         self.explain: ExplainService | None = None
@@ -133,7 +135,9 @@ class Gateway:
             self._log_listeners()
         await self.store.open()
         self.tracker = SessionTracker(await self.store.load_sessions(), restored_at=self.clock.now())
-        log.info("store open, %d vehicle sessions loaded", len(self.tracker.sessions))
+        log.info(
+            "store open (%s), %d vehicle sessions loaded", self._store_display, len(self.tracker.sessions)
+        )
         await self.ledger.open()
         hooks = ReferenceHooks(reference=reference, metrics=self.metrics)
         self.entitlements = engine = EntitlementEngine(
@@ -228,7 +232,9 @@ class Gateway:
 
         # R7: security codes live in the ledger's database, beside the accounts they belong to.
         policy = LockoutPolicy(cfg.security_code_max_failures, cfg.security_code_lockout_s)
-        self.security_codes = codes = SecurityCodes(db=self.ledger.thread, clock=self.clock, policy=policy)
+        self.security_codes = codes = SecurityCodes(
+            records=self._code_records, clock=self.clock, policy=policy
+        )
         vehicles = VehicleService(
             tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics,
             publish=self.publish_downlink, reference=reference,

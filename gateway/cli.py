@@ -14,6 +14,7 @@ import uvloop
 from gateway.app import Gateway, GatewayStartError
 from gateway.broker.managed import BrokerStartError
 from gateway.config import ConfigError, load_config
+from gateway.entitlements.ledger import LedgerError
 from gateway.security import credentials_cli, pki_cli
 from gateway.store.base import StoreError
 
@@ -27,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML config file (also GATEWAY_CONFIG)")
     run.add_argument("--mqtt-url", help="external broker, e.g. mqtt://user:pass@host:1883")
     run.add_argument("--data-dir", help="directory for the SQLite store and the managed broker")
+    run.add_argument("--store-url", help="PostgreSQL instead of SQLite: postgresql://user@host:5432/db")
     run.add_argument("--grpc-listen", help="host:port for gRPC (default 127.0.0.1:50051)")
     run.add_argument("--http-listen", help="host:port for /metrics, /healthz, /readyz")
     pki_cli.add_parser(sub)
@@ -41,7 +43,7 @@ async def _run(gateway: Gateway) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await gateway.start()
-    except (GatewayStartError, BrokerStartError, StoreError, OSError) as exc:
+    except (GatewayStartError, BrokerStartError, StoreError, LedgerError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         await gateway.stop()
         return 2
@@ -64,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     flags = {"data_dir": args.data_dir}
     if args.command == "run":
-        flags.update(mqtt_url=args.mqtt_url, grpc_listen=args.grpc_listen, http_listen=args.http_listen)
+        flags.update(
+            mqtt_url=args.mqtt_url, store_url=args.store_url, grpc_listen=args.grpc_listen,
+            http_listen=args.http_listen,
+        )
     try:
         config = load_config(
             args.config, warn=lambda line: print(f"warning: {line}", file=sys.stderr), **flags

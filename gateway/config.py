@@ -67,8 +67,10 @@ class Config:
     # Non-empty: subscribe through $share/<group>/ so several gateways split the load.
     mqtt_shared_group: str = ""
     mosquitto_bin: str = ""  # empty: found on PATH or in /usr/sbin
-    # Store.
+    # Store. Empty store_url: SQLite files in data_dir; postgresql://user@host:port/db: that
+    # PostgreSQL database (README "PostgreSQL"). Not in repr(): it may hold a password.
     data_dir: str = "data"
+    store_url: str = field(default="", repr=False)
     # Servers.
     grpc_listen: str = "127.0.0.1:50051"
     http_listen: str = "127.0.0.1:8080"
@@ -162,6 +164,11 @@ class Config:
             return f"mqtts://{f'[{host}]' if ':' in host else host}:{self.mqtt_tls_port}"
         return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
 
+    @property
+    def store_display(self) -> str:
+        """Where the store is, in a form that may be logged (no password)."""
+        return redact_url(self.store_url) if self.store_url else f"sqlite:{self.data_dir}"
+
 
 def parse_mqtt_url(url: str) -> BrokerAddress:
     try:
@@ -191,6 +198,7 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "mqtt_shared_group": cv.shared_group,
     "mosquitto_bin": cv.executable,
     "data_dir": cv.non_empty,
+    "store_url": cv.store_url,
     "grpc_listen": cv.listen,
     "http_listen": cv.listen,
     "grpc_tls_cert": cv.optional_file,
@@ -226,8 +234,8 @@ ENV_PREFIX = "GATEWAY_"
 # GATEWAY_* variables that are not keys but are read (GATEWAY_CONFIG names the file;
 # GATEWAY_TEST_KILL is the crash tests' fault injection, gateway/faults.py).
 ENV_EXTRA = frozenset({"GATEWAY_CONFIG", "GATEWAY_TEST_KILL"})
-FLAGS = {"mqtt_url": "--mqtt-url", "data_dir": "--data-dir", "grpc_listen": "--grpc-listen",
-         "http_listen": "--http-listen"}
+FLAGS = {"mqtt_url": "--mqtt-url", "data_dir": "--data-dir", "store_url": "--store-url",
+         "grpc_listen": "--grpc-listen", "http_listen": "--http-listen"}
 
 
 def _suggest(name: str, candidates: list[str], prefix: str = "") -> str:

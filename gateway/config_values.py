@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from gateway.redact import redact_url
 
@@ -240,6 +240,50 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
     password = unquote(parts.password) if parts.password else None
     tls = parts.scheme == "mqtts"
     return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), user, password, shown, tls)
+
+
+# Connection parameters a store_url may carry in its query (libpq names that asyncpg reads).
+# Not `password`: a password belongs in the userinfo, the one place every message redacts.
+STORE_URL_PARAMS = frozenset({
+    "host", "port", "sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword_file",
+    "application_name", "connect_timeout", "target_session_attrs", "passfile", "server_settings",
+})
+
+
+def store_url(raw: object) -> str:
+    """Empty (the embedded SQLite files in data_dir), or ``postgresql://user@host:port/db``."""
+    value = as_str(raw).strip()
+    if value:
+        check_store_url(value)
+    return value
+
+
+def check_store_url(url: str) -> None:
+    shown = redact_url(url)  # every message below names the URL only in this form
+    try:
+        parts = urlsplit(url)
+        _port = parts.port
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(f"bad host, port or query in {shown!r} (port 1..65535)") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"scheme must be postgresql:// (got {shown!r}; empty: SQLite in data_dir)")
+    keys = {k for k, _v in query}
+    if not parts.hostname and "host" not in keys:
+        raise ValueError(f"no host in {shown!r} (a Unix socket: postgresql://user@/db?host=/run/postgresql)")
+    if _port == 0:
+        raise ValueError(f"bad port in {shown!r} (port 1..65535)")
+    if not parts.path.strip("/"):
+        raise ValueError(f"no database name in {shown!r} (postgresql://user@host:5432/gateway)")
+    if parts.fragment:
+        raise ValueError(f"unexpected fragment in {shown!r}")
+    unknown = sorted(keys - STORE_URL_PARAMS)
+    if unknown:
+        # The keys only: a value may be a secret (a password given as ?password=...).
+        raise ValueError(
+            f"unsupported parameter {', '.join(unknown)} in the query of {redact_url(url.split('?')[0])!r}"
+            " (a password goes in the userinfo: postgresql://user:password@host/db)"
+        )
 
 
 def optional_path(raw: object) -> str:

@@ -4,7 +4,10 @@
 # virtualenv with the pinned dependencies.
 #   run: the runtime dependencies only (the generated code gateway/_gen is committed, so
 #        running needs no grpcio-tools), so the first `make run` answers soon;
-#   dev: the runtime ones plus the [dev] extras (test, lint, codegen and benchmark tools).
+#   dev: the runtime ones plus the [dev] extras (test, lint, codegen and benchmark tools), and
+#        a PostgreSQL for the store tests (tests/pg_support.py) when none listens on
+#        127.0.0.1:5432 and GATEWAY_TEST_PG_DSN names none: the `postgresql` package, its
+#        cluster started, and a superuser role for the current user (reached on the Unix socket).
 # Each level has a stamp holding the hash of pyproject.toml: a changed pyproject.toml (or a
 # level never installed, e.g. `make test` after `make run`) installs again; otherwise nothing.
 set -euo pipefail
@@ -48,6 +51,51 @@ if ! have mosquitto_sub; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients >/dev/null || true
   fi
+fi
+
+pg_listening() {  # something accepts connections on 127.0.0.1:5432
+  (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+}
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else return 1; fi
+}
+pg_cluster_version() {  # the newest installed cluster's version (empty: none)
+  pg_lsclusters -h 2>/dev/null | awk '{print $1}' | sort -V | tail -n 1
+}
+ensure_test_postgres() {
+  if [ -n "${GATEWAY_TEST_PG_DSN:-}" ] || pg_listening; then return 0; fi
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "note: no PostgreSQL on 127.0.0.1:5432 and no root to install one: its tests will be skipped." >&2
+    return 0
+  fi
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "note: no PostgreSQL and no apt-get: the PostgreSQL tests will be skipped (or set GATEWAY_TEST_PG_DSN)." >&2
+      return 0
+    fi
+    echo "PostgreSQL is missing (for the store tests); installing it with apt-get ..."
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  local ver
+  ver="$(pg_cluster_version)"
+  if [ -z "$ver" ]; then
+    ver="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
+    as_root pg_createcluster "$ver" main >/dev/null
+  fi
+  echo "Starting the PostgreSQL $ver cluster for the store tests ..."
+  as_root pg_ctlcluster "$ver" main start 2>/dev/null \
+    || as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start \
+    || { pg_lsclusters -h | grep -q online; }
+  # The tests connect on the Unix socket as the current user (peer authentication): that role.
+  local user
+  user="$(id -un)"
+  if ! as_root runuser -u postgres -- psql -qAt -c "SELECT 1 FROM pg_roles WHERE rolname = '$user'" | grep -q 1; then
+    as_root runuser -u postgres -- createuser --superuser "$user"
+  fi
+}
+if [ "$level" = dev ]; then
+  ensure_test_postgres
 fi
 
 wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
@@ -35,7 +34,7 @@ def _store_errors() -> Iterator[None]:
     as for every entitlement RPC, never INTERNAL."""
     try:
         yield
-    except (LedgerError, sqlite3.Error) as exc:
+    except LedgerError as exc:
         raise ApiError(grpc.StatusCode.UNAVAILABLE, "the security-code store is unavailable") from exc
 
 

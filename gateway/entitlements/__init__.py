@@ -3,7 +3,7 @@
 No I/O and no asyncio in what this package exports: the engine that persists entitlements and
 talks to vehicles calls these functions with facts and a time. The runtime is imported from its
 own modules: `engine` (EntitlementEngine, VehicleUpdate), `ledger` (the Ledger protocol) and
-`ledger_sqlite` (SqliteLedger).
+`ledger_sqlite` (SqliteLedger), `ledger_postgres` (PostgresLedger).
 """
 
 from gateway.entitlements.eligibility import (

@@ -1,7 +1,8 @@
 """The ledger seam: durable entitlements, their outbox, owners, entitlement sets and FoD commands.
 
 One small protocol with one implementation per database (`ledger_sqlite.SqliteLedger` for the
-embedded deployment). Every write that changes an entitlement also writes its outbox events in
+embedded deployment, `ledger_postgres.PostgresLedger` for store_url; gateway/store/backends.py
+chooses). Every write that changes an entitlement also writes its outbox events in
 the same transaction, so an event exists exactly when the change it reports does.
 """
 
@@ -21,6 +22,11 @@ class LedgerError(Exception):
 
 class DuplicateOrder(LedgerError):
     """`create` found the order id taken (the UNIQUE constraint behind grant idempotency)."""
+
+
+class VersionConflict(LedgerError):
+    """`save` found an entitlement changed since this ledger last read or wrote it (another
+    gateway sharing the database wrote it: gateway/store/versions.py); nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +123,9 @@ class Ledger(Protocol):
         acked: Sequence[SetMark] = (),
     ) -> list[OutboxEvent]:
         """Upsert entitlements, append outbox events and the rest in ONE transaction; return
-        the events written, with their cursors, in order."""
+        the events written, with their cursors, in order. Each update names the version of the
+        entitlement this ledger last read or wrote: VersionConflict when the stored one moved
+        on since (nothing is written then)."""
         ...
 
     async def read_events(self, after: int, limit: int, vin: str = "") -> list[OutboxEvent]: ...

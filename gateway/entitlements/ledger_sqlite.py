@@ -3,7 +3,8 @@
 One dedicated thread owns the connection (gateway/store/sqlite_thread.py, shared with the
 vehicle store); WAL with synchronous=NORMAL survives a crash of the gateway process.
 Entitlements are kept whole as JSON (the order included), with the columns the queries need
-beside it; `order_id` is UNIQUE, the backstop behind idempotent grants.
+beside it; `order_id` is UNIQUE, the backstop behind idempotent grants. Each update names the
+version it replaces (gateway/store/versions.py); the versions are kept on the database thread.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import builtins
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +28,6 @@ from gateway.entitlements.ledger import (
 from gateway.entitlements.ledger_sqlite_rows import (
     COMMAND_COLUMNS,
     REVOKED,
-    SCHEMA,
     command_from_row,
     entitlement_from_json,
     put_command,
@@ -35,7 +35,9 @@ from gateway.entitlements.ledger_sqlite_rows import (
     write_entitlements,
 )
 from gateway.entitlements.types import Entitlement, LifecycleEvent
+from gateway.store.migrate import MigrationError
 from gateway.store.sqlite_thread import SqliteThread, cursor_arg, first_cursor, prune_keeping
+from gateway.store.versions import KnownVersions
 
 T = TypeVar("T")
 
@@ -43,7 +45,8 @@ class SqliteLedger:
     def __init__(self, *, path: Path) -> None:
         """path: the database file (`<data_dir>/entitlements.db`); its directory is created."""
         self.path = path
-        self._db = SqliteThread(path=path, schema=SCHEMA, name="sqlite-ledger")
+        self._db = SqliteThread(path=path, migrations="sqlite_ledger", name="sqlite-ledger")
+        self._versions = KnownVersions()
 
     @property
     def is_open(self) -> bool:
@@ -55,9 +58,15 @@ class SqliteLedger:
         which live beside the accounts."""
         return self._db
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, transaction: bool = False) -> T:
+    async def _run(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        transaction: bool = False,
+        after_commit: Callable[[], None] | None = None,
+    ) -> T:
         try:
-            return await (self._db.transaction(fn) if transaction else self._db.run(fn))
+            return await (self._db.transaction(fn, after_commit) if transaction else self._db.run(fn))
         except sqlite3.IntegrityError as exc:  # the only constraints: entitlement id, order id
             raise DuplicateOrder(f"sqlite {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
@@ -66,10 +75,30 @@ class SqliteLedger:
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(fn, transaction=True)
 
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection, KnownVersions, dict[str, int]], T]
+    ) -> T:
+        """A transaction that writes entitlements: the versions it wrote are remembered once
+        it committed."""
+        written: dict[str, int] = {}
+        return await self._run(
+            lambda db: fn(db, self._versions, written),
+            transaction=True,
+            after_commit=lambda: self._versions.written(written),
+        )
+
+    def _seen(self, rows: Iterable[tuple[str, str, int]]) -> builtins.list[Entitlement]:
+        """Entitlements read as (entitlement_id, data, version) rows (on the database thread)."""
+        out = []
+        for eid, data, version in rows:
+            self._versions.seen(eid, version)
+            out.append(entitlement_from_json(data))
+        return out
+
     async def open(self) -> None:
         try:
             await self._db.open()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, MigrationError) as exc:
             raise LedgerError(f"cannot open sqlite database {self.path}: {exc}") from exc
 
     async def close(self) -> None:
@@ -79,13 +108,20 @@ class SqliteLedger:
 
     async def load_live(self) -> list[Entitlement]:
         def load(db: sqlite3.Connection) -> list[Entitlement]:
-            rows = db.execute("SELECT data FROM entitlements WHERE state != ?", (REVOKED,))
-            return [entitlement_from_json(d) for (d,) in rows]
+            rows = db.execute(
+                "SELECT entitlement_id, data, version FROM entitlements WHERE state != ?", (REVOKED,)
+            ).fetchall()
+            self._versions.reset({eid: version for eid, _data, version in rows})
+            return [entitlement_from_json(data) for _eid, data, _version in rows]
 
         return await self._run(load)
 
     async def create(self, entitlement: Entitlement, events: Sequence[LifecycleEvent]) -> list[OutboxEvent]:
-        return await self._transaction(lambda db: write_entitlements(db, [entitlement], events, insert=True))
+        return await self._write(
+            lambda db, versions, written: write_entitlements(
+                db, [entitlement], events, insert=True, versions=versions, written=written
+            )
+        )
 
     async def save(
         self,
@@ -97,8 +133,10 @@ class SqliteLedger:
         published: Sequence[SetMark] = (),
         acked: Sequence[SetMark] = (),
     ) -> list[OutboxEvent]:
-        def save(db: sqlite3.Connection) -> list[OutboxEvent]:
-            written = write_entitlements(db, entitlements, events, insert=False)
+        def save(db: sqlite3.Connection, known: KnownVersions, now_at: dict[str, int]) -> list[OutboxEvent]:
+            written = write_entitlements(
+                db, entitlements, events, insert=False, versions=known, written=now_at
+            )
             for c in commands:
                 put_command(db, c)
             for s in sets:
@@ -117,7 +155,7 @@ class SqliteLedger:
                 )
             return written
 
-        return await self._transaction(save)
+        return await self._write(save)
 
     async def read_events(self, after: int, limit: int, vin: str = "") -> list[OutboxEvent]:
         def read(db: sqlite3.Connection) -> list[OutboxEvent]:
@@ -142,15 +180,19 @@ class SqliteLedger:
         return await self._transaction(lambda db: prune_keeping(db, "entitlement_events", keep))
 
     async def find_by_order(self, order_id: str) -> Entitlement | None:
-        return await self._one("SELECT data FROM entitlements WHERE order_id = ?", order_id)
+        return await self._one(
+            "SELECT entitlement_id, data, version FROM entitlements WHERE order_id = ?", order_id
+        )
 
     async def get(self, entitlement_id: str) -> Entitlement | None:
-        return await self._one("SELECT data FROM entitlements WHERE entitlement_id = ?", entitlement_id)
+        return await self._one(
+            "SELECT entitlement_id, data, version FROM entitlements WHERE entitlement_id = ?", entitlement_id
+        )
 
     async def _one(self, sql: str, key: str) -> Entitlement | None:
         def one(db: sqlite3.Connection) -> Entitlement | None:
-            row = db.execute(sql, (key,)).fetchone()
-            return None if row is None else entitlement_from_json(row[0])
+            found = self._seen(db.execute(sql, (key,)))
+            return found[0] if found else None
 
         return await self._run(one)
 
@@ -284,12 +326,11 @@ class SqliteLedger:
     # Last in the class: after it, `list` in annotations would name this method.
     async def list(self, vin: str, include_ended: bool) -> builtins.list[Entitlement]:
         def list_(db: sqlite3.Connection) -> builtins.list[Entitlement]:
-            sql = "SELECT data FROM entitlements WHERE vin = ?"
+            sql = "SELECT entitlement_id, data, version FROM entitlements WHERE vin = ?"
             args: tuple[str, ...] = (vin,)
             if not include_ended:
                 sql += " AND state != ?"
                 args += (REVOKED,)
-            rows = db.execute(sql + " ORDER BY rowid", args)
-            return [entitlement_from_json(d) for (d,) in rows]
+            return self._seen(db.execute(sql + " ORDER BY rowid", args))
 
         return await self._run(list_)

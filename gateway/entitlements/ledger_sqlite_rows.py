@@ -1,4 +1,4 @@
-"""Rows of the SQLite ledger: the schema, the JSON form of an entitlement, and the writes that
+"""Rows of the SQLite ledger: the JSON form of an entitlement, and the writes that
 `SqliteLedger` runs inside its transactions (on its database thread)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from gateway.entitlements import wire
-from gateway.entitlements.ledger import CommandRecord, OutboxEvent, SetRecord
+from gateway.entitlements.ledger import CommandRecord, OutboxEvent, SetRecord, VersionConflict
 from gateway.entitlements.types import (
     Entitlement,
     EntitlementKind,
@@ -20,71 +20,9 @@ from gateway.entitlements.types import (
     LifecycleEvent,
     PurchaserRole,
 )
-from gateway.security.code_store import SCHEMA as SECURITY_CODES_SCHEMA
+from gateway.store.versions import KnownVersions
 
 REVOKED = EntitlementState.REVOKED.value
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS entitlements (
-    entitlement_id TEXT PRIMARY KEY,
-    order_id TEXT NOT NULL UNIQUE,        -- idempotency key of grants
-    vin TEXT NOT NULL,                    -- never changes (R8)
-    state TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    data TEXT NOT NULL                    -- the whole Entitlement as JSON, order included
-);
-CREATE INDEX IF NOT EXISTS entitlements_vin ON entitlements (vin);
-CREATE INDEX IF NOT EXISTS entitlements_state ON entitlements (state);
-CREATE TABLE IF NOT EXISTS entitlement_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    entitlement_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    from_state TEXT,                      -- NULL: created
-    to_state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entitlement_history_id ON entitlement_history (entitlement_id, id);
-CREATE TABLE IF NOT EXISTS entitlement_events (
-    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
-    vin TEXT NOT NULL,
-    entitlement_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload BLOB NOT NULL                 -- telematics.v1.EntitlementEvent without cursor
-);
-CREATE INDEX IF NOT EXISTS entitlement_events_vin ON entitlement_events (vin, cursor);
-CREATE TABLE IF NOT EXISTS vehicle_owners (
-    vin TEXT PRIMARY KEY,
-    account TEXT NOT NULL                 -- the primary user (R3)
-);
-CREATE INDEX IF NOT EXISTS vehicle_owners_account ON vehicle_owners (account);
-CREATE TABLE IF NOT EXISTS deleted_accounts (
-    account TEXT PRIMARY KEY,
-    deleted_at REAL NOT NULL,
-    vins TEXT NOT NULL                    -- JSON list: the vehicles unlinked by the deletion (R4)
-);
-CREATE TABLE IF NOT EXISTS entitlement_sets (
-    vin TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    entitlement_ids TEXT NOT NULL,        -- JSON list
-    recorded_at REAL NOT NULL,
-    published_at REAL,
-    acked_at REAL,
-    PRIMARY KEY (vin, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fod_commands (
-    command_id TEXT PRIMARY KEY,
-    entitlement_id TEXT NOT NULL,
-    vin TEXT NOT NULL,
-    action TEXT NOT NULL,
-    sent_at REAL NOT NULL,
-    eligible_at REAL,
-    result_at REAL,
-    success INTEGER
-);
-CREATE INDEX IF NOT EXISTS fod_commands_entitlement ON fod_commands (entitlement_id);
-"""
-# R7: security codes live beside the accounts (gateway/security/code_store.py).
-SCHEMA += SECURITY_CODES_SCHEMA
-
 
 # -- codec -------------------------------------------------------------------------------------
 
@@ -131,31 +69,40 @@ def write_entitlements(
     events: Sequence[LifecycleEvent],
     *,
     insert: bool,
+    versions: KnownVersions,
+    written: dict[str, int],
 ) -> list[OutboxEvent]:
+    """`written` receives the version each entitlement now has (for `versions` after COMMIT)."""
     for e in entitlements:
         row = db.execute(
-            "SELECT state FROM entitlements WHERE entitlement_id = ?", (e.entitlement_id,)
+            "SELECT state, version FROM entitlements WHERE entitlement_id = ?", (e.entitlement_id,)
         ).fetchone()
         if row is not None and insert:
             raise sqlite3.IntegrityError(f"entitlement {e.entitlement_id} exists")
         values = (e.entitlement_id, e.order_id, e.vin, e.state.value, e.updated_at, entitlement_to_json(e))
         if row is None:
             db.execute(
-                "INSERT INTO entitlements (entitlement_id, order_id, vin, state, updated_at, data)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO entitlements (entitlement_id, order_id, vin, state, updated_at, data, version)"
+                " VALUES (?,?,?,?,?,?,1)",
                 values,
             )
+            written[e.entitlement_id] = 1
         else:
-            db.execute(
-                "UPDATE entitlements SET state = ?, updated_at = ?, data = ? WHERE entitlement_id = ?",
-                (e.state.value, e.updated_at, entitlement_to_json(e), e.entitlement_id),
-            )
+            old = written.get(e.entitlement_id, versions.expected(e.entitlement_id))
+            old = row[1] if old is None else old  # never seen by this ledger: nothing to guard
+            if not db.execute(
+                "UPDATE entitlements SET state = ?, updated_at = ?, data = ?, version = ?"
+                " WHERE entitlement_id = ? AND version = ?",
+                (e.state.value, e.updated_at, entitlement_to_json(e), old + 1, e.entitlement_id, old),
+            ).rowcount:
+                raise VersionConflict(f"entitlement {e.entitlement_id}: changed since read (version {old})")
+            written[e.entitlement_id] = old + 1
         if row is None or row[0] != e.state.value:
             db.execute(
                 "INSERT INTO entitlement_history (entitlement_id, at, from_state, to_state) VALUES (?,?,?,?)",
                 (e.entitlement_id, e.updated_at, None if row is None else row[0], e.state.value),
             )
-    written = []
+    outbox = []
     for ev in events:
         payload = wire.event_to_proto(ev).SerializeToString()
         cur = db.execute(
@@ -163,8 +110,8 @@ def write_entitlements(
             (ev.vin, ev.entitlement_id, ev.kind.value, payload),
         )
         assert cur.lastrowid is not None
-        written.append(OutboxEvent(cur.lastrowid, ev.vin, ev.entitlement_id, ev.kind.value, payload))
-    return written
+        outbox.append(OutboxEvent(cur.lastrowid, ev.vin, ev.entitlement_id, ev.kind.value, payload))
+    return outbox
 
 
 def put_set(db: sqlite3.Connection, s: SetRecord) -> None:

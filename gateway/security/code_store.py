@@ -1,24 +1,24 @@
-"""R7: security codes kept in the ledger's SQLite database (`entitlements.db`), beside the
-accounts they belong to (vehicle_owners): deleting an account (R4) deletes its code in the same
-transaction, and every acknowledged set, change, reset and counted failure is committed (WAL,
-synchronous=NORMAL: it survives a crash of the gateway process, like the ledger).
+"""R7: security codes kept in the ledger's database, beside the accounts they belong to
+(vehicle_owners): deleting an account (R4) deletes its code in the same transaction, and every
+acknowledged set, change, reset and counted failure is committed before it is answered. Where
+the records live is behind `CodeRecords` (gateway/security/code_records.py).
 
 The failure count and the lockout are durable on purpose: restarting (or crashing) the gateway
 must not give an attacker a fresh series of guesses. Attempts on one account are serialised
-(an asyncio lock per account), so parallel guesses cannot all be checked before the first
-failure is counted; the embedded database has one gateway process, so that lock is enough.
-The slow hash runs in a worker thread, never on the event loop or the database thread.
+(an asyncio lock per account, and the records' own `exclusive` for gateways sharing one
+database), so parallel guesses cannot all be checked before the first failure is counted.
+The slow hash runs in a worker thread, never on the event loop or a database thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from gateway.clock import Clock
+from gateway.security.code_records import CodeRecords
 from gateway.security.codes import (
     Attempt,
     CodeRecord,
@@ -26,20 +26,8 @@ from gateway.security.codes import (
     hash_code,
     verify_code,
 )
-from gateway.store.sqlite_thread import SqliteThread
 
-__all__ = ["SCHEMA", "CheckResult", "CodeAlreadySet", "SecurityCodes", "SetResult"]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS security_codes (
-    account TEXT PRIMARY KEY,             -- the account id (e-mail address, R1)
-    code_hash TEXT,                       -- scrypt$n$r$p$salt$key; NULL: none set (R7)
-    failures INTEGER NOT NULL DEFAULT 0,  -- wrong codes in a row
-    locked_until REAL NOT NULL DEFAULT 0, -- unix seconds; 0: not locked
-    updated_at REAL NOT NULL
-);
-"""
-
+__all__ = ["CheckResult", "CodeAlreadySet", "SecurityCodes", "SetResult"]
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
@@ -64,9 +52,10 @@ class NoVehicle(Exception):
 
 
 class SecurityCodes:
-    def __init__(self, *, db: SqliteThread, clock: Clock, policy: LockoutPolicy) -> None:
-        """db: the ledger's open database thread. clock: every lockout decision asks it."""
-        self._db = db
+    def __init__(self, *, records: CodeRecords, clock: Clock, policy: LockoutPolicy) -> None:
+        """records: where the codes live (the ledger's database). clock: every lockout
+        decision asks it."""
+        self._records = records
         self._clock = clock
         self._policy = policy
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -76,7 +65,7 @@ class SecurityCodes:
         lock, users = self._locks.get(account, (asyncio.Lock(), 0))
         self._locks[account] = (lock, users + 1)
         try:
-            async with lock:
+            async with lock, self._records.exclusive(account):
                 yield
         finally:
             lock, users = self._locks[account]
@@ -86,33 +75,11 @@ class SecurityCodes:
                 self._locks[account] = (lock, users - 1)
 
     async def _read(self, account: str) -> CodeRecord | None:
-        def read(db: sqlite3.Connection) -> CodeRecord | None:
-            row = db.execute(
-                "SELECT code_hash, failures, locked_until FROM security_codes WHERE account = ?",
-                (account,),
-            ).fetchone()
-            return None if row is None else CodeRecord(row[0], int(row[1]), float(row[2]))
-
-        return await self._db.run(read)
+        return await self._records.read(account)
 
     async def _write(self, account: str, record: CodeRecord) -> bool:
-        """Store `record`; False (nothing written) when the account owns no vehicle any more.
-        The ownership test is in the same statement: a DeleteAccount (R4) between the caller's
-        check and this write cannot leave a code behind for an erased account."""
-        now = self._clock.now()
-
-        def write(db: sqlite3.Connection) -> bool:
-            cur = db.execute(
-                "INSERT INTO security_codes (account, code_hash, failures, locked_until, updated_at)"
-                " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM vehicle_owners WHERE account = ?)"
-                " ON CONFLICT(account) DO UPDATE SET"
-                " code_hash = excluded.code_hash, failures = excluded.failures,"
-                " locked_until = excluded.locked_until, updated_at = excluded.updated_at",
-                (account, record.code_hash, record.failures, record.locked_until, now, account),
-            )
-            return cur.rowcount > 0
-
-        return await self._db.transaction(write)
+        """Store `record`; False (nothing written) when the account owns no vehicle any more."""
+        return await self._records.write(account, record, self._clock.now())
 
     async def _check_locked(self, account: str, code: str) -> tuple[CheckResult, CodeRecord | None]:
         """The check itself; the caller holds the account's lock."""
@@ -170,13 +137,5 @@ class SecurityCodes:
     async def reset(self, account: str) -> bool:
         """Clear the code and its failure count and lockout, so the user can set a new one
         (R7). True when there was a code."""
-
-        def delete(db: sqlite3.Connection) -> bool:
-            row = db.execute(
-                "SELECT code_hash FROM security_codes WHERE account = ?", (account,)
-            ).fetchone()
-            db.execute("DELETE FROM security_codes WHERE account = ?", (account,))
-            return row is not None and row[0] is not None
-
         async with self._serial(account):
-            return await self._db.transaction(delete)
+            return await self._records.delete(account)

@@ -1,4 +1,5 @@
-"""The store seam: a small protocol with one implementation per database."""
+"""The store seam: a small protocol with one implementation per database (sqlite.SqliteStore,
+postgres.PostgresStore; gateway/store/backends.py chooses)."""
 
 from __future__ import annotations
 

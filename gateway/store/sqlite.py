@@ -1,7 +1,12 @@
-"""SQLite store for the embedded deployment (one thread, WAL: see sqlite_thread.py)."""
+"""SQLite store for the embedded deployment (one thread, WAL: see sqlite_thread.py).
+
+A snapshot is written only over the row version this store last read or wrote
+(gateway/store/versions.py); the versions are kept on the database thread.
+"""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,33 +16,20 @@ from gateway._gen.telematics.v1 import vehicles_pb2
 from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store.base import PendingEvent, StoredEvent, StoreError
+from gateway.store.migrate import MigrationError
 from gateway.store.sqlite_thread import SqliteThread, cursor_arg, first_cursor, prune_keeping
+from gateway.store.versions import KnownVersions
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS vehicles (
-    vin TEXT PRIMARY KEY,
-    snapshot BLOB NOT NULL,          -- telematics.v1.Vehicle
-    connection_id BLOB NOT NULL,     -- 8 bytes, big endian (SQLite integers are signed)
-    -- The replay window of gateway/session/sequence.py (8 bytes, big endian), then the
-    -- sequence space the current epoch replaced: epoch, last sequence, window (8 bytes each).
-    -- Rows written before epochs existed hold the window alone.
-    seq_window BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS vehicle_events (
-    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
-    vin TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload BLOB NOT NULL            -- telematics.v1.VehicleEvent without cursor
-);
-CREATE INDEX IF NOT EXISTS vehicle_events_vin ON vehicle_events (vin, cursor);
-CREATE TABLE IF NOT EXISTS event_dedupe (
-    vin TEXT NOT NULL,
-    key TEXT NOT NULL,
-    PRIMARY KEY (vin, key)
-) WITHOUT ROWID;
-"""
+# The row is written when new, or when it is still at the version before this one.
+_UPSERT = (
+    "INSERT INTO vehicles (vin, snapshot, connection_id, seq_window, version) VALUES (?,?,?,?,?)"
+    " ON CONFLICT(vin) DO UPDATE SET snapshot=excluded.snapshot, connection_id=excluded.connection_id,"
+    " seq_window=excluded.seq_window, version=excluded.version"
+    " WHERE vehicles.version = excluded.version - 1"
+)
 
 
 def _u64(value: int) -> bytes:
@@ -62,7 +54,13 @@ class SqliteStore:
     def __init__(self, *, path: Path) -> None:
         """path: the database file; its directory is created when missing."""
         self.path = path
-        self._db = SqliteThread(path=path, schema=SCHEMA, name="sqlite-store")
+        self._db = SqliteThread(path=path, migrations="sqlite_store", name="sqlite-store")
+        self._versions = KnownVersions()
+
+    @property
+    def stale_snapshots(self) -> int:
+        """Snapshots not written because the stored row was newer (another gateway's)."""
+        return self._versions.stale
 
     @property
     def is_open(self) -> bool:
@@ -77,7 +75,7 @@ class SqliteStore:
     async def open(self) -> None:
         try:
             await self._db.open()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, MigrationError) as exc:
             raise StoreError(f"cannot open sqlite database {self.path}: {exc}") from exc
 
     async def close(self) -> None:
@@ -86,9 +84,11 @@ class SqliteStore:
     async def load_sessions(self) -> list[VehicleSession]:
         def load(db: sqlite3.Connection) -> list[VehicleSession]:
             out = []
-            for _vin, snap, conn_id, window in db.execute(
-                "SELECT vin, snapshot, connection_id, seq_window FROM vehicles"
+            versions = {}
+            for vin, snap, conn_id, window, version in db.execute(
+                "SELECT vin, snapshot, connection_id, seq_window, version FROM vehicles"
             ):
+                versions[vin] = version
                 v = vehicles_pb2.Vehicle.FromString(snap)
                 out.append(
                     vehicle_from_proto(
@@ -97,6 +97,7 @@ class SqliteStore:
                         sequence=_sequence_extra(window),
                     )
                 )
+            self._versions.reset(versions)
             return out
 
         return await self._run(load)
@@ -110,14 +111,17 @@ class SqliteStore:
             for s in vehicles
         ]
 
+        versions: dict[str, int] = {}
+
         def commit(db: sqlite3.Connection) -> list[StoredEvent]:
             written: list[StoredEvent] = []
-            db.executemany(
-                "INSERT INTO vehicles (vin, snapshot, connection_id, seq_window) VALUES (?,?,?,?)"
-                " ON CONFLICT(vin) DO UPDATE SET snapshot=excluded.snapshot,"
-                " connection_id=excluded.connection_id, seq_window=excluded.seq_window",
-                rows,
-            )
+            for row in rows:
+                version = (self._versions.expected(row[0]) or 0) + 1
+                if db.execute(_UPSERT, (*row, version)).rowcount:
+                    versions[row[0]] = version
+                else:
+                    self._versions.stale += 1
+                    log.warning("vehicle %s: snapshot not written, the stored one is newer", row[0])
             for e in events:
                 if e.dedupe_key:
                     cur = db.execute(
@@ -135,7 +139,7 @@ class SqliteStore:
             return written
 
         try:
-            return await self._db.transaction(commit)
+            return await self._db.transaction(commit, lambda: self._versions.written(versions))
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
 

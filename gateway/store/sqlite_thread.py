@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.store.migrate import migrate_sqlite
+
 T = TypeVar("T")
 
 # SQLite integers are signed 64-bit: no rowid (cursor) is ever above this, and binding a larger
@@ -49,11 +51,12 @@ class SqliteClosed(sqlite3.Error):
 
 
 class SqliteThread:
-    def __init__(self, *, path: Path, schema: str, name: str) -> None:
-        """path: the database file (its directory is created). schema: idempotent DDL run at
-        open. name: the thread's name prefix, for stack dumps."""
+    def __init__(self, *, path: Path, migrations: str, name: str) -> None:
+        """path: the database file (its directory is created). migrations: the folder of
+        gateway/store/migrations applied at open (gateway/store/migrate.py). name: the thread's
+        name prefix, for stack dumps."""
         self.path = path
-        self._schema = schema
+        self._migrations = migrations
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
@@ -68,7 +71,11 @@ class SqliteThread:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(self._schema)
+            try:
+                migrate_sqlite(db, self._migrations, str(self.path))
+            except BaseException:
+                db.close()
+                raise
             return db
 
         self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -79,8 +86,12 @@ class SqliteThread:
             raise SqliteClosed(f"{self.path} is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
 
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT; any exception rolls back."""
+    async def transaction(
+        self, fn: Callable[[sqlite3.Connection], T], after_commit: Callable[[], None] | None = None
+    ) -> T:
+        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT; any exception rolls back. `after_commit`
+        runs on the database thread once the COMMIT succeeded, before any later call starts:
+        what it remembers about the database is never seen by a call that ran before it."""
 
         def tx(db: sqlite3.Connection) -> T:
             db.execute("BEGIN IMMEDIATE")
@@ -90,6 +101,8 @@ class SqliteThread:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if after_commit is not None:
+                after_commit()
             return result
 
         return await self.run(tx)

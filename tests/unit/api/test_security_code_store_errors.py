@@ -13,6 +13,7 @@ from gateway.clock import ManualClock
 from gateway.entitlements.ledger_sqlite import SqliteLedger
 from gateway.metrics import Metrics
 from gateway.rules.decision import Decision, Outcome, Reason
+from gateway.security.code_records_sqlite import SqliteCodeRecords
 from gateway.security.code_store import SecurityCodes
 from gateway.security.codes import LockoutPolicy
 
@@ -25,7 +26,8 @@ async def test_a_remote_command_check_on_a_failed_store_is_unavailable(tmp_path:
     clock = ManualClock()
     policy = LockoutPolicy(max_failures=5, lockout_s=900.0)
     gate = SecurityCodeGate(
-        codes=SecurityCodes(db=ledger.thread, clock=clock, policy=policy), owner_of=ledger.get_owner,
+        codes=SecurityCodes(records=SqliteCodeRecords(ledger.thread), clock=clock, policy=policy),
+        owner_of=ledger.get_owner,
         metrics=Metrics(), clock=clock, policy=policy,
     )
     await ledger.close()  # the database is gone (disk failure, shutdown in progress)

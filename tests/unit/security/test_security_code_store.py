@@ -1,37 +1,43 @@
-"""R7: security codes in the ledger's real SQLite database, on a ManualClock: set, change,
-reset, the durable lockout, serialised attempts, and deletion with the account (R4)."""
+"""R7: security codes in the ledger's real database (SQLite and PostgreSQL: each test runs on
+both, tests/conftest.py), on a ManualClock: set, change, reset, the durable lockout, serialised
+attempts, and deletion with the account (R4)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.config import Config
+from gateway.entitlements.ledger import Ledger
 from gateway.security.code_store import CodeAlreadySet, NoVehicle, SecurityCodes
 from gateway.security.codes import Attempt, LockoutPolicy
+from gateway.store.backends import Backends, build_backends
 
 ACCOUNT = "driver@example.com"
 OTHER = "other@example.com"
 POLICY = LockoutPolicy(max_failures=5, lockout_s=900.0)
+MakeBackends = Callable[[], Backends]
 
 
 class Opened:
-    def __init__(self, ledger: SqliteLedger, codes: SecurityCodes) -> None:
+    def __init__(self, ledger: Ledger, codes: SecurityCodes) -> None:
         self.ledger = ledger
         self.codes = codes
 
 
-async def _open(path: Path, clock: ManualClock) -> Opened:
-    ledger = SqliteLedger(path=path)
+async def _open(make: MakeBackends, clock: ManualClock) -> Opened:
+    backends = make()
+    ledger = backends.ledger
     await ledger.open()
     # A code belongs to an account that owns a car (SetVehicleOwner, R3).
     await ledger.set_owner("WP0ZZZ99ZPS900001", ACCOUNT)
     await ledger.set_owner("WP0ZZZ99ZPS900002", OTHER)
-    return Opened(ledger, SecurityCodes(db=ledger.thread, clock=clock, policy=POLICY))
+    return Opened(ledger, SecurityCodes(records=backends.code_records, clock=clock, policy=POLICY))
 
 
 @pytest.fixture
@@ -40,8 +46,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def db(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Opened]:
-    opened = await _open(tmp_path / "entitlements.db", clock)
+async def db(make_backends: MakeBackends, clock: ManualClock) -> AsyncIterator[Opened]:
+    opened = await _open(make_backends, clock)
     yield opened
     await opened.ledger.close()
 
@@ -58,14 +64,29 @@ async def test_set_then_right_and_wrong_code(db: Opened) -> None:
     assert (wrong.attempt, wrong.failures, wrong.retry_at) == (Attempt.WRONG, 1, 0.0)
 
 
-async def test_the_code_is_stored_only_as_a_hash(db: Opened, tmp_path: Path) -> None:
+async def _everything_stored(store_url: str, tmp_path: Path) -> bytes:
+    """Every byte the database holds: the SQLite files, or every row of every PostgreSQL table."""
+    if not store_url:
+        return await asyncio.to_thread(
+            lambda: b"".join(p.read_bytes() for p in tmp_path.glob("entitlements.db*"))
+        )
+    conn = await asyncpg.connect(store_url)
+    try:
+        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        rows = [await conn.fetch(f"SELECT t::text AS row FROM {t['tablename']} t") for t in tables]
+        return "".join(r["row"] for table in rows for r in table).encode()
+    finally:
+        await conn.close()
+
+
+async def test_the_code_is_stored_only_as_a_hash(
+    db: Opened, make_backends: MakeBackends, store_url: str, tmp_path: Path
+) -> None:
     await db.codes.set_code(ACCOUNT, "47114711", "")
     await db.ledger.close()
-    raw = await asyncio.to_thread(
-        lambda: b"".join(p.read_bytes() for p in tmp_path.glob("entitlements.db*"))
-    )
-    assert b"47114711" not in raw
-    reopened = await _open(tmp_path / "entitlements.db", ManualClock())
+    raw = await _everything_stored(store_url, tmp_path)
+    assert b"scrypt$" in raw and b"47114711" not in raw
+    reopened = await _open(make_backends, ManualClock())
     db.ledger = reopened.ledger  # closed by the fixture
     assert (await reopened.codes.check(ACCOUNT, "47114711")).attempt is Attempt.OK
 
@@ -110,18 +131,18 @@ async def test_after_a_lockout_a_wrong_code_starts_a_new_series(db: Opened, cloc
     assert (after.attempt, after.failures, after.retry_at) == (Attempt.WRONG, 1, 0.0)
 
 
-async def test_the_lockout_survives_a_restart(tmp_path: Path, clock: ManualClock) -> None:
-    first = await _open(tmp_path / "entitlements.db", clock)
+async def test_the_lockout_survives_a_restart(make_backends: MakeBackends, clock: ManualClock) -> None:
+    first = await _open(make_backends, clock)
     await first.codes.set_code(ACCOUNT, "4711", "")
     for _ in range(3):
         await first.codes.check(ACCOUNT, "0000")
     await first.ledger.close()
-    second = await _open(tmp_path / "entitlements.db", clock)
+    second = await _open(make_backends, clock)
     try:
         assert (await second.codes.check(ACCOUNT, "0000")).failures == 4  # the count survived
         await second.codes.check(ACCOUNT, "0000")
         await second.ledger.close()
-        third = await _open(tmp_path / "entitlements.db", clock)
+        third = await _open(make_backends, clock)
         second = third
         assert (await third.codes.check(ACCOUNT, "4711")).attempt is Attempt.LOCKED
     finally:
@@ -172,3 +193,22 @@ async def test_no_code_is_written_for_an_account_that_owns_no_vehicle_any_more(
     with pytest.raises(NoVehicle):
         await db.codes.set_code(ACCOUNT, "4711", "")
     assert not await db.codes.is_set(ACCOUNT)
+
+
+async def test_parallel_guesses_through_two_gateways_sharing_postgresql_cannot_outrun_the_count(
+    pg_url: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    # Two gateways (two pools, two SecurityCodes with their own per-process locks) on one database.
+    config = Config(data_dir=str(tmp_path), store_url=pg_url)
+    gateways = [await _open(lambda: build_backends(config), clock) for _ in range(2)]
+    try:
+        await gateways[0].codes.set_code(ACCOUNT, "4711", "")
+        guesses = [f"{n:04d}" for n in range(20)]
+        results = await asyncio.gather(
+            *(gateways[i % 2].codes.check(ACCOUNT, g) for i, g in enumerate(guesses))
+        )
+        attempts = [r.attempt for r in results]
+        assert attempts.count(Attempt.WRONG) == 5 and attempts.count(Attempt.LOCKED) == 15
+    finally:
+        for g in gateways:
+            await g.ledger.close()

@@ -1,0 +1,51 @@
+"""Which databases the gateway uses, from its configuration: the one place that chooses.
+
+Empty store_url: the embedded SQLite files in data_dir (`gateway.db` for the vehicle store,
+`entitlements.db` for the ledger and the R7 security codes). A postgresql:// URL: that one
+database for all three. Either way the schema is migrated when each is opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.entitlements.ledger import Ledger
+from gateway.entitlements.ledger_postgres import PostgresLedger
+from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.security.code_records import CodeRecords
+from gateway.security.code_records_postgres import PostgresCodeRecords
+from gateway.security.code_records_sqlite import SqliteCodeRecords
+from gateway.store.base import Store
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    store: Store
+    ledger: Ledger
+    # The R7 code records live in the ledger's database: usable once the ledger is open.
+    code_records: CodeRecords
+    display: str  # where the data is, without a password (for log lines)
+
+
+def build_backends(config: Config) -> Backends:
+    """The (unopened) store, ledger and code records for `config`."""
+    if config.store_url:
+        pg_ledger = PostgresLedger(url=config.store_url)
+        return Backends(
+            store=PostgresStore(url=config.store_url),
+            ledger=pg_ledger,
+            code_records=PostgresCodeRecords(pg_ledger.database),
+            display=pg_ledger.display,
+        )
+    data_dir = Path(config.data_dir)
+    sqlite_ledger = SqliteLedger(path=data_dir / "entitlements.db")
+    return Backends(
+        store=SqliteStore(path=data_dir / "gateway.db"),
+        ledger=sqlite_ledger,
+        code_records=SqliteCodeRecords(sqlite_ledger.thread),
+        display=f"sqlite files in {data_dir}",
+    )

@@ -1,0 +1,174 @@
+"""PostgreSQL vehicle store (store_url): the same observable behaviour as the SQLite store.
+
+Unsigned 64-bit values are numeric(20, 0) columns (SQLite needed them as 8-byte blobs); event
+cursors are handed out in commit order (gateway/store/pg_outbox.py), so a Watch reader that
+moves past a cursor never misses an event committed later with a lower one. A snapshot is
+written only over the row version this store last read or wrote (gateway/store/versions.py):
+this store's commits take turns (a lock), so its own writes never refuse each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
+
+from gateway._gen.telematics.v1 import vehicles_pb2
+from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
+from gateway.model import VehicleSession
+from gateway.store import pg_outbox
+from gateway.store.base import PendingEvent, StoredEvent, StoreError
+from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase, u64
+from gateway.store.pg_outbox import VEHICLE_EVENTS
+from gateway.store.versions import KnownVersions
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_UPSERT = (
+    "INSERT INTO vehicles (vin, snapshot, connection_id, seen_window, previous_epoch,"
+    " previous_last_sequence, previous_seen_window, version)"
+    " SELECT * FROM unnest($1::text[], $2::bytea[], $3::numeric[], $4::numeric[], $5::numeric[],"
+    " $6::numeric[], $7::numeric[], $8::bigint[])"
+    " ON CONFLICT (vin) DO UPDATE SET snapshot = excluded.snapshot,"
+    " connection_id = excluded.connection_id, seen_window = excluded.seen_window,"
+    " previous_epoch = excluded.previous_epoch, previous_last_sequence = excluded.previous_last_sequence,"
+    " previous_seen_window = excluded.previous_seen_window, version = excluded.version"
+    # Written when new, or when still at the version before this one.
+    " WHERE vehicles.version = excluded.version - 1"
+    " RETURNING vin, version"
+)
+
+
+class PostgresStore:
+    def __init__(self, *, url: str, pool_size: int = 8) -> None:
+        """url: postgresql://user@host:port/db; the schema is migrated at open."""
+        self._db = PgDatabase(url=url, name="gateway-store", max_size=pool_size)
+        self._versions = KnownVersions()
+        self._commit_lock = asyncio.Lock()
+
+    @property
+    def stale_snapshots(self) -> int:
+        """Snapshots not written because the stored row was newer (another gateway's)."""
+        return self._versions.stale
+
+    @property
+    def display(self) -> str:
+        return self._db.display
+
+    @property
+    def is_open(self) -> bool:
+        return self._db.is_open
+
+    async def _run(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except PG_ERRORS as exc:
+            raise StoreError(f"postgresql {self.display}: {exc}") from exc
+
+    async def open(self) -> None:
+        try:
+            await self._db.open()
+        except OPEN_ERRORS as exc:
+            raise StoreError(f"cannot open postgresql database {self.display}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def load_sessions(self) -> list[VehicleSession]:
+        async def load() -> list[VehicleSession]:
+            rows = await self._db.pool.fetch(
+                "SELECT snapshot, connection_id, seen_window, previous_epoch, previous_last_sequence,"
+                " previous_seen_window, vin, version FROM vehicles"
+            )
+            self._versions.reset({r["vin"]: int(r["version"]) for r in rows})
+            return [
+                vehicle_from_proto(
+                    vehicles_pb2.Vehicle.FromString(r["snapshot"]),
+                    connection_id=u64(r["connection_id"]),
+                    sequence=SequenceExtra(
+                        u64(r["seen_window"]),
+                        u64(r["previous_epoch"]),
+                        u64(r["previous_last_sequence"]),
+                        u64(r["previous_seen_window"]),
+                    ),
+                )
+                for r in rows
+            ]
+
+        return await self._run(load())
+
+    async def commit_batch(
+        self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
+    ) -> list[StoredEvent]:
+        # Serialize on the event loop: sessions are mutated there and must be read there.
+        columns: tuple[list[object], ...] = ([], [], [], [], [], [], [])
+        for s in vehicles:
+            values = (
+                s.vin, vehicle_to_proto(s).SerializeToString(), s.connection_id, s.seen_window,
+                s.previous_epoch, s.previous_last_sequence, s.previous_seen_window,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+
+        async with self._commit_lock:
+            versions = [(self._versions.expected(s.vin) or 0) + 1 for s in vehicles]
+            written, stored = await self._run(self._commit(columns, versions, events))
+            self._versions.written(written)  # committed
+        stale = [s.vin for s in vehicles if s.vin not in written]
+        if stale:
+            self._versions.stale += len(stale)
+            log.warning("vehicles %s: snapshots not written, the stored ones are newer", ", ".join(stale))
+        return stored
+
+    async def _commit(
+        self, columns: tuple[list[object], ...], versions: list[int], events: Sequence[PendingEvent]
+    ) -> tuple[dict[str, int], list[StoredEvent]]:
+        """One transaction: the snapshots still at their expected versions, then the events;
+        the versions written and the events stored."""
+        async with self._db.pool.acquire() as conn, conn.transaction():
+            written: dict[str, int] = {}
+            if versions:
+                rows = await conn.fetch(_UPSERT, *columns, versions)
+                written = {r["vin"]: int(r["version"]) for r in rows}
+            fresh = await self._first_seen(conn, events)
+            kept = [e for e in events if not e.dedupe_key or fresh.pop((e.vin, e.dedupe_key), False)]
+            cursors = await pg_outbox.append(conn, VEHICLE_EVENTS, [(e.vin, e.kind, e.payload) for e in kept])
+            stored = [StoredEvent(c, e.vin, e.payload, e.kind) for c, e in zip(cursors, kept, strict=True)]
+            return written, stored
+
+    @staticmethod
+    async def _first_seen(
+        conn: PgConnection, events: Sequence[PendingEvent]
+    ) -> dict[tuple[str, str], bool]:
+        """The (vin, dedupe key) pairs of `events` never seen before, now recorded (R28)."""
+        keyed = [e for e in events if e.dedupe_key]
+        if not keyed:
+            return {}
+        rows = await conn.fetch(
+            "INSERT INTO event_dedupe (vin, key) SELECT * FROM unnest($1::text[], $2::text[])"
+            " ON CONFLICT DO NOTHING RETURNING vin, key",
+            [e.vin for e in keyed],
+            [e.dedupe_key for e in keyed],
+        )
+        return {(r["vin"], r["key"]): True for r in rows}
+
+    async def read_events(self, after: int, limit: int, vin: str = "") -> list[StoredEvent]:
+        async def read() -> list[StoredEvent]:
+            rows = await pg_outbox.read(self._db.pool, VEHICLE_EVENTS, after, limit, vin)
+            return [StoredEvent(int(r["cursor"]), r["vin"], r["payload"]) for r in rows]
+
+        return await self._run(read())
+
+    async def first_cursor(self) -> int:
+        return await self._run(self._first_cursor())
+
+    async def _first_cursor(self) -> int:
+        return await pg_outbox.first_cursor(self._db.pool, VEHICLE_EVENTS)
+
+    async def prune_events(self, keep: int) -> int:
+        return await self._run(self._prune(keep))
+
+    async def _prune(self, keep: int) -> int:
+        return await pg_outbox.prune_keeping(self._db.pool, VEHICLE_EVENTS, keep)
