@@ -8,13 +8,14 @@ import pkgutil
 import socket
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from gateway.api.client import aio_channel, token_from
 from gateway.app import Gateway
+from gateway.config import Config, load_config
 from gateway.security.credentials import ADMIN_TOKEN_FILE, CREDENTIALS_DIR, new_token
 
 T = TypeVar("T")
@@ -86,3 +87,19 @@ def gateway_services() -> list[ServiceDescriptor]:
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             services += module.DESCRIPTOR.services_by_name.values()
     return sorted(services, key=lambda s: s.full_name)
+
+
+def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: Any) -> Config:
+    # The gateway reaches its managed broker over TLS with its own certificate, as `run` does:
+    # every test through this fixture exercises that path. Its own free port: tests run beside
+    # each other (and beside other checkouts) on one machine.
+    overrides.setdefault("mqtt_tls_port", free_port())
+    return load_config(
+        None,  # no config file: the overrides below are the whole configuration
+        env={},
+        data_dir=str(tmp_path / "data"),
+        mqtt_port=mqtt_port,
+        grpc_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        **overrides,
+    )

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import gateway_config
-from support import eventually, free_port, gateway_channel
+from support import eventually, free_port, gateway_channel, gateway_config
 from test_car_identity import car_tls, get_vehicle, is_locked
 from vehicle_client import TestVehicle
 

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support import eventually, free_port, gateway_channel, telemetry_subscribed
+from support import eventually, free_port, gateway_channel, gateway_config, telemetry_subscribed
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc
 from gateway.app import Gateway
 from gateway.broker.managed import ManagedBroker
 from gateway.clock import ManualClock
-from gateway.config import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +46,7 @@ async def rejected(gw: Gateway, reason: str) -> float:
 @pytest.fixture
 async def limited_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     clock = ManualClock(start=time.time())  # never advanced: no refill during the test
-    # As conftest.gateway_config builds it, with the per-car limit set low.
-    config = load_config(
-        None, env={}, data_dir=str(tmp_path / "data"), mqtt_port=free_port(), mqtt_tls_port=free_port(),
-        grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", car_rate_per_s=1.0, car_burst=BURST,
-    )
+    config = gateway_config(tmp_path, free_port(), car_rate_per_s=1.0, car_burst=BURST)  # a low limit
     gw = Gateway(config, clock=clock)
     await gw.start()
     try:
