@@ -21,6 +21,7 @@ from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_
 from gateway.app import Gateway
 from gateway.broker.managed import ManagedBroker
 from gateway.clock import ManualClock
+from gateway.config import load_config
 
 pytestmark = pytest.mark.integration
 
