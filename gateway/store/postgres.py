@@ -119,7 +119,9 @@ class PostgresStore:
         stale = [s.vin for s in vehicles if s.vin not in written]
         if stale:
             self._versions.stale += len(stale)
-            log.warning("vehicles %s: snapshots not written, the stored ones are newer", ", ".join(stale))
+            # Bounded: a gateway that lost many cars to another one must not write a line per fleet.
+            shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+            log.warning("%d vehicle snapshots not written, the stored ones are newer: %s", len(stale), shown)
         return stored
 
     async def _commit(
