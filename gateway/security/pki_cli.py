@@ -6,6 +6,7 @@ Prints paths only, never a key.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,6 +42,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     gateway.add_argument(
         "--days", type=int, default=pki.LEAF_DAYS, help=f"validity (default {pki.LEAF_DAYS})"
     )
+    server = common(commands.add_parser(
+        "issue-server",
+        help="a server certificate for NAMES (a broker or gRPC listener you run, e.g. in docker-compose.yml)",
+    ))
+    server.add_argument("names", nargs="+", help="DNS names or IP addresses; the first is the subject CN")
+    server.add_argument("--out", required=True, help="directory for server.crt, server.key and ca.crt")
+    server.add_argument("--days", type=int, default=pki.LEAF_DAYS, help=f"validity (default {pki.LEAF_DAYS})")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -64,6 +72,13 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 f"connect: mosquitto_pub -V mqttv5 -h 127.0.0.1 -p {port} --cafile {out / 'ca.crt'} "
                 f"--cert {cert} --key {key} -t v1/vehicles/{args.vin}/up -f <envelope>"
             )
+            return 0
+        if args.pki_command == "issue-server":
+            out = Path(args.out)
+            cert, key = out / "server.crt", out / "server.key"
+            pki.issue_broker(directory, args.names, cert, key, days=args.days)
+            shutil.copyfile(directory / "ca.crt", out / "ca.crt")
+            print(f"server certificate {cert} ({', '.join(args.names)}), key {key}, CA {out / 'ca.crt'}")
             return 0
         out = Path(args.out) if args.out else directory / "gateways"
         cert, key = pki.issue_gateway(directory, args.name, out, days=args.days)
