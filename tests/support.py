@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
@@ -103,3 +104,19 @@ def gateway_config(tmp_path: Path, mqtt_port: int, **overrides: Any) -> Config:
         http_listen="127.0.0.1:0",
         **overrides,
     )
+
+
+async def scraped(gw: Gateway, name: str) -> float:
+    """A sample of the gateway's /metrics as an SRE reads it (``name`` with its labels, e.g.
+    'gateway_messages_rejected_total{reason="rate_limited"}'); missing: AssertionError."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gw.http_port}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not exported")
+
+
+async def rejected(gw: Gateway, reason: str) -> float:
+    """gateway_messages_rejected_total{reason}, from /metrics."""
+    return await scraped(gw, f'gateway_messages_rejected_total{{reason="{reason}"}}')

@@ -16,9 +16,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from support import eventually, free_port, gateway_channel, gateway_config
+from support import eventually, free_port, gateway_channel, gateway_config, scraped
 from test_car_identity import car_tls, get_vehicle, is_locked
 from vehicle_client import TestVehicle
 
@@ -86,15 +85,6 @@ def locked_hello(vin: str) -> bytes:
     return env.SerializeToString()
 
 
-async def metric(gw: Gateway, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gw.http_port}/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} is not exported")
-
-
 @pytest.fixture
 async def quarantining_gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, ManualClock]]:
     clock = ManualClock(start=time.time())  # no token refills and no release until the test says
@@ -123,15 +113,15 @@ async def test_a_flooding_car_is_dropped_by_the_broker_while_others_are_served_a
     # the excess refused by the gateway.
     garbage = b"\xff\xfe not an envelope"
     assert await flooder.publish(garbage, BURST + EXCESS + 1) == [0] * (BURST + EXCESS + 1)
-    assert await eventually(lambda: metric(gw, "gateway_car_quarantines_total"), lambda v: v == 1) == 1
-    assert await metric(gw, "gateway_cars_quarantined") == 1
+    assert await eventually(lambda: scraped(gw, "gateway_car_quarantines_total"), lambda v: v == 1) == 1
+    assert await scraped(gw, "gateway_cars_quarantined") == 1
 
     # The broker was told: soon it answers "not authorized" and forwards nothing of the car.
     async def refused() -> list[int]:
         return await flooder.publish(garbage)
 
     await eventually(refused, lambda codes: codes == [NOT_AUTHORIZED])
-    assert await metric(gw, "gateway_quarantine_order_failures_total") == 0
+    assert await scraped(gw, "gateway_quarantine_order_failures_total") == 0
 
     # Meanwhile the other car is served in full.
     async with gateway_channel(gw) as channel:
@@ -142,7 +132,7 @@ async def test_a_flooding_car_is_dropped_by_the_broker_while_others_are_served_a
         # After the quarantine (the clock moved; the gateway's next tick sees it) the broker
         # forwards the car's messages again, and a valid one changes its state.
         clock.advance(QUARANTINE_S + 1)
-        assert await eventually(lambda: metric(gw, "gateway_cars_quarantined"), lambda v: v == 0) == 0
+        assert await eventually(lambda: scraped(gw, "gateway_cars_quarantined"), lambda v: v == 0) == 0
         await eventually(refused, lambda codes: codes == [0])
         assert await flooder.publish(locked_hello(FLOODER)) == [0]
         await eventually(lambda: get_vehicle(stub, FLOODER), is_locked)
@@ -163,8 +153,8 @@ async def test_a_car_within_its_burst_is_never_quarantined(
     async with gateway_channel(gw) as channel:
         await eventually(lambda: get_vehicle(vehicles_pb2_grpc.VehicleServiceStub(channel), QUIET),
                          lambda v: v is not None)
-    assert await metric(gw, 'gateway_messages_rejected_total{reason="rate_limited"}') == EXCESS
-    assert await metric(gw, "gateway_car_quarantines_total") == 0
+    assert await scraped(gw, 'gateway_messages_rejected_total{reason="rate_limited"}') == EXCESS
+    assert await scraped(gw, "gateway_car_quarantines_total") == 0
     await car.close()
     await sentinel.close()
 

@@ -12,9 +12,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from support import eventually, free_port, gateway_channel, gateway_config, telemetry_subscribed
+from support import eventually, free_port, gateway_channel, gateway_config, rejected, telemetry_subscribed
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc
@@ -31,17 +30,6 @@ BURST = 20
 GOOD_FLOOD = 60  # telemetry envelopes after the flooder's Hello
 BAD_FLOOD = 15  # and garbage payloads: a flood of bad input uses the same tokens
 QUIET_MESSAGES = 10
-
-
-async def rejected(gw: Gateway, reason: str) -> float:
-    """gateway_messages_rejected_total{reason} as an SRE reads it, from /metrics."""
-    name = f'gateway_messages_rejected_total{{reason="{reason}"}}'
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gw.http_port}/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} is not exported")
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ import asyncio
 import math
 import time
 
-import aiohttp
 import grpc
 import pytest
-from support import eventually, telemetry_subscribed
+from support import eventually, rejected, telemetry_subscribed
 from vehicle_client import TestVehicle
 
 from gateway._gen.telematics.v1 import (
@@ -26,17 +25,6 @@ from gateway.app import Gateway
 pytestmark = pytest.mark.integration
 
 VIN = "WP0ZZZ99ZJS700001"
-
-
-async def rejected(gw: Gateway, reason: str) -> float:
-    """gateway_messages_rejected_total{reason} as an SRE reads it, from /metrics."""
-    name = f'gateway_messages_rejected_total{{reason="{reason}"}}'
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gw.http_port}/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} is not exported")
 
 
 def charging(car: TestVehicle, session_id: str, energy_kwh: float) -> uplink_pb2.Envelope:
