@@ -25,6 +25,7 @@ from gateway.api.explain import ExplainService
 from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.server import SERVICE_NAMES, ServerTls, build_server
 from gateway.api.telemetry import TelemetryService
+from gateway.api.vehicle_reads import StoreReads
 from gateway.api.vehicles import VehicleService
 from gateway.broker.managed import ManagedBroker, TlsListener
 from gateway.broker.quarantine import QuarantineOrders
@@ -50,6 +51,8 @@ from gateway.session.quarantine import FloodQuarantine
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
 from gateway.store.backends import build_backends
+from gateway.store.pg_notify import OutboxListener, Wake
+from gateway.store.pg_outbox import ENTITLEMENT_EVENTS, VEHICLE_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,12 @@ class Gateway:
             )
         self.tracker = SessionTracker()
         self.ledger = backends.ledger
+        # Shared PostgreSQL: other gateways' commits wake this one's Watch streams (NOTIFY).
+        self.outbox_listener = OutboxListener(
+            url=config.store_url, metrics=self.metrics,
+            wakes=(Wake(VEHICLE_EVENTS, self.hub.notify),
+                   Wake(ENTITLEMENT_EVENTS, self.entitlement_hub.notify)),
+        ) if config.store_url else None
         self.entitlements: EntitlementEngine | None = None
         self.reference: ReferenceStore | None = None
         self.explain: ExplainService | None = None
@@ -139,6 +148,8 @@ class Gateway:
             "store open (%s), %d vehicle sessions loaded", self._store_display, len(self.tracker.sessions)
         )
         await self.ledger.open()
+        if self.outbox_listener is not None:
+            await self.outbox_listener.start()
         hooks = ReferenceHooks(reference=reference, metrics=self.metrics)
         self.entitlements = engine = EntitlementEngine(
             ledger=self.ledger,
@@ -242,6 +253,8 @@ class Gateway:
                 codes=codes, owner_of=self.ledger.get_owner, metrics=self.metrics, clock=self.clock,
                 policy=policy,
             ),
+            # Shared PostgreSQL: each car's session is in the memory of the gateway it talks to.
+            reads=StoreReads(self.store) if cfg.store_url else None,
         )
         telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
         self.explain = ExplainService(
@@ -292,6 +305,9 @@ class Gateway:
             asyncio.create_task(self._presence_loop(), name="gateway.presence-grace"),
             asyncio.create_task(engine.run(), name="gateway.entitlements"),
         ]
+        if self.outbox_listener is not None:
+            listen = self.outbox_listener.run()
+            self._tasks.append(asyncio.create_task(listen, name="gateway.outbox-listener"))
         log.info(
             "gateway up: mqtt %s, grpc %s:%d, http %s:%d",
             address.display, cfg.grpc_listen.rpartition(":")[0], self.grpc_port, host, self.http_port,
@@ -477,6 +493,8 @@ class Gateway:
             await self._grpc_server.stop(grace)  # type: ignore[attr-defined]
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self.outbox_listener is not None:
+            await self.outbox_listener.close()
         await self.ledger.close()
         await self.store.close()
         if self.broker is not None:

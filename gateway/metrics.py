@@ -266,3 +266,21 @@ class Metrics:
             "Entitlement sets the car did not ack within the ack timeout (resent on the next boot)",
             registry=r,
         )
+        # -- several gateways on one PostgreSQL database: commit wake-ups (gateway/store/pg_notify.py) --
+        self.store_notify_connected = Gauge(
+            "gateway_store_notify_connected",
+            "1 while the LISTEN connection for commits of other gateways is up (store_url only)",
+            registry=r,
+        )
+        self.store_notify_reconnects = Counter(
+            "gateway_store_notify_reconnects_total",
+            "LISTEN connections re-established after the previous one was lost",
+            registry=r,
+        )
+        self.store_notifications = Counter(
+            "gateway_store_notifications_total",
+            "Commit notifications received, by outbox (vehicle_events, entitlement_events) and"
+            " outcome (ok, bad_payload)",
+            ["outbox", "outcome"],
+            registry=r,
+        )

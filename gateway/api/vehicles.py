@@ -1,4 +1,5 @@
-"""telematics.v1.VehicleService: sessions from the in-memory tracker, events from the store."""
+"""telematics.v1.VehicleService: sessions from the in-memory tracker (or, with several gateways
+on one database, from the store: gateway/api/vehicle_reads.py), events from the store."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, vehicles_pb2, vehicles_pb2_grpc
 from gateway.api.errors import ApiError, check_vin, invalid, not_found, stream, unary, without_gaps
 from gateway.api.security_codes import SecurityCodeGate
+from gateway.api.vehicle_reads import MemoryReads, VehicleReads
 from gateway.convert import account_linking_to_proto, vehicle_to_api
 from gateway.metrics import Metrics
 from gateway.model import Presence, VehicleSession, is_valid_vin
@@ -51,10 +53,13 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         publish: Callable[[str, bytes], Awaitable[None]],
         reference: ReferenceStore,
         security: SecurityCodeGate,
+        reads: VehicleReads | None = None,
     ) -> None:
         """publish: QoS 1 to the broker; raises when the broker session is down.
         reference: sim_profiles/ for the R5/R7 linking facts, read at answer time.
-        security: the R7 security code check of remote commands."""
+        security: the R7 security code check of remote commands.
+        reads: where GetVehicle and ListVehicles find sessions; the tracker when None."""
+        self._reads = reads or MemoryReads(tracker)
         self._security = security
         self._publish = publish
         self._reference = reference
@@ -68,7 +73,7 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         self, request: vehicles_pb2.GetVehicleRequest, context: grpc.aio.ServicerContext
     ) -> vehicles_pb2.Vehicle:
         check_vin(request.vin)
-        session = self._tracker.get(request.vin)
+        session = await self._reads.get(request.vin)
         if session is None:
             raise not_found(f"vehicle {request.vin} has never connected")
         return self._answer(session)
@@ -89,13 +94,12 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
             raise invalid(f"page_size must be 1..{_PAGE_MAX}, got {request.page_size}")
         after = _untoken(request.page_token) if request.page_token else ""
         # Sorted by VIN so that a token (the last VIN) stays valid while vehicles are added.
-        vins = sorted(v for v in self._tracker.sessions if v > after)
-        page = vins[:size]
-        resp = vehicles_pb2.ListVehiclesResponse(
-            vehicles=[self._answer(self._tracker.sessions[v]) for v in page]
-        )
-        if len(vins) > size:
-            resp.next_page_token = _token(page[-1])
+        # One more than the page: whether another page follows.
+        found = await self._reads.page(after, size + 1)
+        page = found[:size]
+        resp = vehicles_pb2.ListVehiclesResponse(vehicles=[self._answer(s) for s in page])
+        if len(found) > size:
+            resp.next_page_token = _token(page[-1].vin)
         return resp
 
     @stream("WatchVehicleEvents")

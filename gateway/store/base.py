@@ -42,6 +42,19 @@ class Store(Protocol):
 
     async def load_sessions(self) -> list[VehicleSession]: ...
 
+    # Reads for the vehicle API when several gateways share the database: what is stored is
+    # what the gateway that owns each car last wrote. Reads only: unlike load_sessions they do
+    # not move the version guards (a gateway's own snapshots are still written only over what
+    # it last read for its pipeline or wrote itself).
+    async def get_vehicle(self, vin: str) -> VehicleSession | None:
+        """The stored session of `vin`, None when none is stored."""
+        ...
+
+    async def list_vehicles(self, after: str, limit: int) -> list[VehicleSession]:
+        """Up to `limit` stored sessions with a VIN above `after` ("" = from the first), in
+        VIN order."""
+        ...
+
     async def commit_batch(
         self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
     ) -> list[StoredEvent]:

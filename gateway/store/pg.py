@@ -1,7 +1,7 @@
 """A PostgreSQL database reached by URL (store_url): a pool of connections, migrated at open.
 
 asyncpg: well kept, fast (binary protocol, native asyncio, a pool of its own), and with
-LISTEN/NOTIFY for the fleet of gateways sharing one database that comes later. A pool, not one
+LISTEN/NOTIFY for a fleet of gateways sharing one database (gateway/store/pg_notify.py). A pool, not one
 connection: the pipeline's commits, Watch readers and the gRPC calls run side by side.
 
 Every message that names the database shows `display` (the URL without its password).

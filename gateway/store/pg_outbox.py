@@ -38,14 +38,19 @@ class Outbox:
     columns: tuple[str, ...]    # written by `append`, read back after `cursor`
     types: tuple[str, ...]      # their PostgreSQL types (for unnest)
     lock_key: int               # the advisory lock that orders this outbox's writers
+    channel: str                # NOTIFY channel: the highest cursor of each commit (pg_notify.py)
 
 
-VEHICLE_EVENTS = Outbox("vehicle_events", ("vin", "kind", "payload"), ("text", "text", "bytea"), 0x67770001)
+VEHICLE_EVENTS = Outbox(
+    "vehicle_events", ("vin", "kind", "payload"), ("text", "text", "bytea"), 0x67770001,
+    "gateway_vehicle_events",
+)
 ENTITLEMENT_EVENTS = Outbox(
     "entitlement_events",
     ("vin", "entitlement_id", "kind", "payload"),
     ("text", "text", "text", "bytea"),
     0x67770002,
+    "gateway_entitlement_events",
 )
 
 
@@ -57,11 +62,18 @@ def cursor_arg(after: int) -> int:
 async def append(conn: PgConnection, outbox: Outbox, rows: Sequence[tuple[Any, ...]]) -> list[int]:
     """Insert `rows` (values of outbox.columns) inside the caller's transaction; their cursors,
     in order. Takes the outbox's lock (held until the caller's transaction ends): call it as
-    the transaction's last write."""
+    the transaction's last write.
+
+    Also queues a NOTIFY on outbox.channel with the highest cursor (nothing else: no VIN, no
+    data). PostgreSQL delivers it only if the transaction commits, and after the rows are
+    visible, so every gateway listening (gateway/store/pg_notify.py) can wake its Watch streams,
+    which then read the rows by cursor as after a local commit."""
     if not rows:
         return []
     await conn.execute("SELECT pg_advisory_xact_lock($1)", outbox.lock_key)
-    return await append_unordered(conn, outbox, rows)
+    cursors = await append_unordered(conn, outbox, rows)
+    await conn.execute("SELECT pg_notify($1, $2)", outbox.channel, str(cursors[-1]))
+    return cursors
 
 
 async def append_unordered(
@@ -92,6 +104,12 @@ async def read(
         sql += " AND vin = $2"
         args.append(vin)
     return list(await conn.fetch(f"{sql} ORDER BY cursor LIMIT ${len(args) + 1}", *args, limit))
+
+
+async def last_cursor(conn: PgExecutor, outbox: Outbox) -> int:
+    """The newest cursor, 0 when the outbox is empty."""
+    value = await conn.fetchval(f"SELECT MAX(cursor) FROM {outbox.table}")
+    return 0 if value is None else int(value)
 
 
 async def first_cursor(conn: PgExecutor, outbox: Outbox) -> int:

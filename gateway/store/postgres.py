@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
+import asyncpg
+
 from gateway._gen.telematics.v1 import vehicles_pb2
 from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
@@ -39,6 +41,25 @@ _UPSERT = (
     " WHERE vehicles.version = excluded.version - 1"
     " RETURNING vin, version"
 )
+
+
+_SESSION_COLUMNS = (
+    "snapshot, connection_id, seen_window, previous_epoch, previous_last_sequence, previous_seen_window"
+)
+
+
+def _session(r: asyncpg.Record) -> VehicleSession:
+    """A session from a row with _SESSION_COLUMNS."""
+    return vehicle_from_proto(
+        vehicles_pb2.Vehicle.FromString(r["snapshot"]),
+        connection_id=u64(r["connection_id"]),
+        sequence=SequenceExtra(
+            u64(r["seen_window"]),
+            u64(r["previous_epoch"]),
+            u64(r["previous_last_sequence"]),
+            u64(r["previous_seen_window"]),
+        ),
+    )
 
 
 class PostgresStore:
@@ -78,26 +99,29 @@ class PostgresStore:
 
     async def load_sessions(self) -> list[VehicleSession]:
         async def load() -> list[VehicleSession]:
-            rows = await self._db.pool.fetch(
-                "SELECT snapshot, connection_id, seen_window, previous_epoch, previous_last_sequence,"
-                " previous_seen_window, vin, version FROM vehicles"
-            )
+            rows = await self._db.pool.fetch(f"SELECT {_SESSION_COLUMNS}, vin, version FROM vehicles")
             self._versions.reset({r["vin"]: int(r["version"]) for r in rows})
-            return [
-                vehicle_from_proto(
-                    vehicles_pb2.Vehicle.FromString(r["snapshot"]),
-                    connection_id=u64(r["connection_id"]),
-                    sequence=SequenceExtra(
-                        u64(r["seen_window"]),
-                        u64(r["previous_epoch"]),
-                        u64(r["previous_last_sequence"]),
-                        u64(r["previous_seen_window"]),
-                    ),
-                )
-                for r in rows
-            ]
+            return [_session(r) for r in rows]
 
         return await self._run(load())
+
+    async def get_vehicle(self, vin: str) -> VehicleSession | None:
+        async def read() -> VehicleSession | None:
+            row = await self._db.pool.fetchrow(f"SELECT {_SESSION_COLUMNS} FROM vehicles WHERE vin = $1", vin)
+            return None if row is None else _session(row)
+
+        return await self._run(read())
+
+    async def list_vehicles(self, after: str, limit: int) -> list[VehicleSession]:
+        # The primary key's index serves the range and the order. Its collation is the
+        # database's, which orders VINs (upper-case letters and digits only) as Python does.
+        async def read() -> list[VehicleSession]:
+            rows = await self._db.pool.fetch(
+                f"SELECT {_SESSION_COLUMNS} FROM vehicles WHERE vin > $1 ORDER BY vin LIMIT $2", after, limit
+            )
+            return [_session(r) for r in rows]
+
+        return await self._run(read())
 
     async def commit_batch(
         self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]

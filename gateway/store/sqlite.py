@@ -50,6 +50,18 @@ def _sequence_extra(blob: bytes) -> SequenceExtra:
     return SequenceExtra(*words[:4])
 
 
+_SESSION_COLUMNS = "snapshot, connection_id, seq_window"
+
+
+def _session(snapshot: bytes, connection_id: bytes, window: bytes) -> VehicleSession:
+    """A session from the row's _SESSION_COLUMNS."""
+    return vehicle_from_proto(
+        vehicles_pb2.Vehicle.FromString(snapshot),
+        connection_id=int.from_bytes(connection_id, "big"),
+        sequence=_sequence_extra(window),
+    )
+
+
 class SqliteStore:
     def __init__(self, *, path: Path) -> None:
         """path: the database file; its directory is created when missing."""
@@ -86,21 +98,30 @@ class SqliteStore:
             out = []
             versions = {}
             for vin, snap, conn_id, window, version in db.execute(
-                "SELECT vin, snapshot, connection_id, seq_window, version FROM vehicles"
+                f"SELECT vin, {_SESSION_COLUMNS}, version FROM vehicles"
             ):
                 versions[vin] = version
-                v = vehicles_pb2.Vehicle.FromString(snap)
-                out.append(
-                    vehicle_from_proto(
-                        v,
-                        connection_id=int.from_bytes(conn_id, "big"),
-                        sequence=_sequence_extra(window),
-                    )
-                )
+                out.append(_session(snap, conn_id, window))
             self._versions.reset(versions)
             return out
 
         return await self._run(load)
+
+    async def get_vehicle(self, vin: str) -> VehicleSession | None:
+        def read(db: sqlite3.Connection) -> VehicleSession | None:
+            row = db.execute(f"SELECT {_SESSION_COLUMNS} FROM vehicles WHERE vin = ?", (vin,)).fetchone()
+            return None if row is None else _session(*row)
+
+        return await self._run(read)
+
+    async def list_vehicles(self, after: str, limit: int) -> list[VehicleSession]:
+        def read(db: sqlite3.Connection) -> list[VehicleSession]:
+            rows = db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM vehicles WHERE vin > ? ORDER BY vin LIMIT ?", (after, limit)
+            )
+            return [_session(*row) for row in rows]
+
+        return await self._run(read)
 
     async def commit_batch(
         self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]

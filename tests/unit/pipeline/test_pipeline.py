@@ -60,6 +60,12 @@ class FakeStore:
     async def load_sessions(self) -> list[VehicleSession]:
         return list(self.sessions.values())
 
+    async def get_vehicle(self, vin: str) -> VehicleSession | None:
+        return self.sessions.get(vin)
+
+    async def list_vehicles(self, after: str, limit: int) -> list[VehicleSession]:
+        return [self.sessions[v] for v in sorted(self.sessions) if v > after][:limit]
+
     async def commit_batch(
         self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
     ) -> list[StoredEvent]:

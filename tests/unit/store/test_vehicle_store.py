@@ -126,6 +126,10 @@ async def test_a_closed_store_raises_store_error(make_store: MakeStore) -> None:
     assert not store.is_open
     with pytest.raises(StoreError):
         await store.read_events(0, 10)
+    with pytest.raises(StoreError):
+        await store.get_vehicle(VIN)
+    with pytest.raises(StoreError):
+        await store.list_vehicles("", 10)
 
 
 # -- no last-writer-wins (gateway/store/versions.py): two stores on one database are two gateways
@@ -181,3 +185,51 @@ async def test_a_store_writes_each_of_its_own_successive_snapshots(make_store: M
     [stored] = await store.load_sessions()
     assert stored.last_sequence == 5 and stale(store) == 0
     await store.close()
+
+
+# -- reads for the vehicle API (several gateways: what the car's own gateway wrote)
+
+
+async def test_a_stored_vehicle_reads_back_by_vin_and_an_unknown_one_is_none(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    await store.commit_batch([VehicleSession(vin=VIN, bearer=Bearer.WIFI_HOTSPOT, presence=Presence.ONLINE,
+                                             visited_country="AT", last_sequence=9)], [])
+    found = await store.get_vehicle(VIN)
+    assert found is not None
+    assert (found.bearer, found.presence, found.visited_country, found.last_sequence) == (
+        Bearer.WIFI_HOTSPOT, Presence.ONLINE, "AT", 9,
+    )
+    assert await store.get_vehicle("WP0ZZZ99ZTS392199") is None
+    await store.close()
+
+
+async def test_vehicles_list_in_vin_order_a_page_after_a_vin(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.open()
+    vins = [f"WP0ZZZ99ZTS39{n:04d}" for n in (7, 1, 30, 2, 5)]
+    await store.commit_batch([VehicleSession(vin=v) for v in vins], [])
+    first = await store.list_vehicles("", 2)
+    assert [s.vin for s in first] == sorted(vins)[:2]
+    rest = await store.list_vehicles(first[-1].vin, 10)
+    assert [s.vin for s in rest] == sorted(vins)[2:]
+    assert await store.list_vehicles(sorted(vins)[-1], 10) == []
+    await store.close()
+
+
+async def test_reading_a_vehicle_another_gateway_wrote_does_not_let_this_one_overwrite_it(
+    make_store: MakeStore,
+) -> None:
+    # API reads are not the pipeline's view: they must not move the version guard, or a gateway
+    # that answered GetVehicle would overwrite the car's owner's newer snapshot with its own.
+    a, b = make_store(), make_store()
+    await a.open()
+    await b.open()
+    assert await a.load_sessions() == [] and await b.load_sessions() == []
+    await b.commit_batch([VehicleSession(vin=VIN, last_sequence=7)], [])
+    assert (await a.get_vehicle(VIN)) is not None and len(await a.list_vehicles("", 10)) == 1
+    await a.commit_batch([VehicleSession(vin=VIN, last_sequence=1)], [])
+    found = await b.get_vehicle(VIN)
+    assert found is not None and found.last_sequence == 7 and stale(a) == 1
+    await a.close()
+    await b.close()
