@@ -32,6 +32,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
+from gateway.entitlements.ledger import LedgerError
 from gateway.entitlements.reference_hooks import ReferenceHooks
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
@@ -49,7 +50,9 @@ from gateway.session.hub import EventHub
 from gateway.session.quarantine import FloodQuarantine
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
+from gateway.store.availability import StoreAvailability
 from gateway.store.backends import build_backends
+from gateway.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,10 @@ class Gateway:
             )
         self.tracker = SessionTracker()
         self.ledger = backends.ledger
+        # /readyz "store": both databases take writes (probes and the pipeline's commits).
+        self.availability = StoreAvailability(
+            {"store": self.store.probe, "ledger": self.ledger.probe}, self.metrics
+        )
         self.entitlements: EntitlementEngine | None = None
         self.reference: ReferenceStore | None = None
         self.explain: ExplainService | None = None
@@ -196,6 +203,7 @@ class Gateway:
             limits=limits,
             quarantine_changed=QuarantineOrders(quarantine, self.broker, self.metrics).changed
             if quarantine is not None else None,
+            outcome=self.availability.report,
         )
 
         def on_session(present: bool) -> None:
@@ -291,6 +299,7 @@ class Gateway:
             asyncio.create_task(self._prune_loop(), name="gateway.event-pruning"),
             asyncio.create_task(self._presence_loop(), name="gateway.presence-grace"),
             asyncio.create_task(engine.run(), name="gateway.entitlements"),
+            asyncio.create_task(self.availability.run(), name="gateway.store-availability"),
         ]
         log.info(
             "gateway up: mqtt %s, grpc %s:%d, http %s:%d",
@@ -401,7 +410,7 @@ class Gateway:
     def readiness(self) -> dict[str, bool]:
         return {
             "mqtt": bool(self.mqtt and self.mqtt.connected) and not self._stopping,
-            "store": self.store.is_open and self.ledger.is_open,
+            "store": self.store.is_open and self.ledger.is_open and self.availability.available,
         }
 
     def reload_reference(self) -> tuple[bool, str]:
@@ -423,7 +432,10 @@ class Gateway:
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
-            await self.prune_once()
+            try:
+                await self.prune_once()
+            except (StoreError, LedgerError) as exc:  # the database is down: the next round prunes
+                log.warning("pruning old events failed: %s", exc)
 
     async def prune_once(self) -> tuple[int, int]:
         """Drop what is beyond retention from the vehicle event log and the entitlement outbox

@@ -40,6 +40,10 @@ class Store(Protocol):
     @property
     def is_open(self) -> bool: ...
 
+    async def probe(self) -> None:
+        """Raise StoreError unless the database takes a write now (readiness, cheap)."""
+        ...
+
     async def load_sessions(self) -> list[VehicleSession]: ...
 
     async def commit_batch(
