@@ -33,6 +33,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
+from gateway.entitlements.ledger import LedgerError
 from gateway.entitlements.reference_hooks import ReferenceHooks
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
@@ -50,7 +51,9 @@ from gateway.session.hub import EventHub
 from gateway.session.quarantine import FloodQuarantine
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
+from gateway.store.availability import StoreAvailability
 from gateway.store.backends import build_backends
+from gateway.store.base import StoreError
 from gateway.store.pg_notify import OutboxListener, Wake
 from gateway.store.pg_outbox import ENTITLEMENT_EVENTS, VEHICLE_EVENTS
 
@@ -104,6 +107,10 @@ class Gateway:
             wakes=(Wake(VEHICLE_EVENTS, self.hub.notify),
                    Wake(ENTITLEMENT_EVENTS, self.entitlement_hub.notify)),
         ) if config.store_url else None
+        # /readyz "store": both databases take writes (probes and the pipeline's commits).
+        self.availability = StoreAvailability(
+            {"store": self.store.probe, "ledger": self.ledger.probe}, self.metrics
+        )
         self.entitlements: EntitlementEngine | None = None
         self.reference: ReferenceStore | None = None
         self.explain: ExplainService | None = None
@@ -207,6 +214,7 @@ class Gateway:
             limits=limits,
             quarantine_changed=QuarantineOrders(quarantine, self.broker, self.metrics).changed
             if quarantine is not None else None,
+            outcome=self.availability.report,
         )
 
         def on_session(present: bool) -> None:
@@ -304,6 +312,7 @@ class Gateway:
             asyncio.create_task(self._prune_loop(), name="gateway.event-pruning"),
             asyncio.create_task(self._presence_loop(), name="gateway.presence-grace"),
             asyncio.create_task(engine.run(), name="gateway.entitlements"),
+            asyncio.create_task(self.availability.run(), name="gateway.store-availability"),
         ]
         if self.outbox_listener is not None:
             listen = self.outbox_listener.run()
@@ -417,7 +426,7 @@ class Gateway:
     def readiness(self) -> dict[str, bool]:
         return {
             "mqtt": bool(self.mqtt and self.mqtt.connected) and not self._stopping,
-            "store": self.store.is_open and self.ledger.is_open,
+            "store": self.store.is_open and self.ledger.is_open and self.availability.available,
         }
 
     def reload_reference(self) -> tuple[bool, str]:
@@ -439,7 +448,10 @@ class Gateway:
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
-            await self.prune_once()
+            try:
+                await self.prune_once()
+            except (StoreError, LedgerError) as exc:  # the database is down: the next round prunes
+                log.warning("pruning old events failed: %s", exc)
 
     async def prune_once(self) -> tuple[int, int]:
         """Drop what is beyond retention from the vehicle event log and the entitlement outbox

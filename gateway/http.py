@@ -22,11 +22,11 @@ def build_http_app(
 
     async def readyz(_: web.Request) -> web.Response:
         parts = readiness()
-        ready = all(parts.values())
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "components": parts},
-            status=200 if ready else 503,
-        )
+        down = [name for name, up in parts.items() if not up]
+        body: dict[str, object] = {"status": "not ready" if down else "ready", "components": parts}
+        if down:  # e.g. "store unavailable": the gateway waits for its database (alive, /healthz)
+            body["reason"] = ", ".join(f"{name} unavailable" for name in down)
+        return web.json_response(body, status=503 if down else 200)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -127,6 +127,24 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        # A database outage (gateway/store/availability.py; the pipeline's retries).
+        self.store_commit_retries = Counter(
+            "gateway_store_commit_retries_total",
+            "Ingest batch commits that failed and are retried (the batch stays unacknowledged),"
+            " by the step that failed (entitlements: the ledger, store: the vehicle store)",
+            ["step"],
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "gateway_store_up", "1 while the database component (store, ledger) takes writes",
+            ["component"], registry=r,
+        )
+        self.store_probe_failures = Counter(
+            "gateway_store_probe_failures_total",
+            "Availability probes of a database component (store, ledger) that failed",
+            ["component"],
+            registry=r,
+        )
         self.events_written = Counter(
             "gateway_vehicle_events_total", "Vehicle events written to the event log", ["kind"],
             registry=r,

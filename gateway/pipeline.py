@@ -5,7 +5,9 @@ The MQTT protocol hands over every complete PUBLISH of one socket read as one ba
 has accumulated, so per-batch costs (a transaction, metric updates, a gRPC message) are paid
 once for many messages. QoS 1 messages are acknowledged to the broker only after the batch's
 state and events are committed: a crash before that makes the broker deliver them again, and
-the replay window drops what was already applied.
+the replay window drops what was already applied. While the database cannot commit, the batch
+waits (its writes retried with backoff, reading from the broker paused): nothing is
+acknowledged before it is durable, and nothing read is dropped (`_make_durable`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from functools import lru_cache
 from typing import Protocol
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
+from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.convert import egress_event, event_to_proto, privacy_from_proto
 from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload, decode_topic
 from gateway.egress.telemetry import TelemetryFanout
+from gateway.entitlements.ledger import LedgerError
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
 from gateway.model import Bearer, VehicleSession
@@ -42,11 +46,14 @@ from gateway.session.liveness import liveness_timeout_s
 from gateway.session.ratelimit import CarLimits
 from gateway.session.sequence import MAX_JUMP, Arrival
 from gateway.session.tracker import SessionTracker, Tracked
-from gateway.store.base import PendingEvent, Store
+from gateway.store.base import PendingEvent, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2_000
+# Waits between attempts to commit a batch while the database fails: 0.1 s doubling to 2 s, so
+# a database back after an outage is used again within 2 s.
+COMMIT_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
 CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
 # Bodies whose content leaves the gateway as is (telemetry records, the charging event).
 _EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
@@ -93,6 +100,9 @@ class Pipeline:
         heartbeat_default_s: float = 120.0,
         limits: CarLimits | None = None,
         quarantine_changed: Callable[[Sequence[str], Sequence[str]], None] | None = None,
+        commit_backoff: Backoff = COMMIT_BACKOFF,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        outcome: Callable[[str, BaseException | None], None] | None = None,
     ) -> None:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
@@ -106,6 +116,10 @@ class Pipeline:
         limits: per-car token buckets (messages, Hellos); None: unlimited (unit tests).
         quarantine_changed: called with (quarantined, released) VINs after a batch in which
             ``limits.quarantine`` changed, to have the broker drop or let in their uplink.
+        commit_backoff, sleep: the waits between attempts to commit a batch while the database
+            fails (tests pass a sleep that records instead of waiting).
+        outcome: told each commit's outcome per component ("ledger", "store"; None = it
+            succeeded), for readiness (gateway/store/availability.py).
         """
         self._tracker = tracker
         self._store = store
@@ -125,11 +139,15 @@ class Pipeline:
         self._heartbeat_default_s = heartbeat_default_s
         self._limits = limits
         self._quarantine_changed = quarantine_changed
+        self._commit_backoff = commit_backoff
+        self._sleep = sleep
+        self._outcome = outcome
         self._paused = False
         self._closing = False
         self._received = {k: metrics.messages_received.labels(k) for k in MESSAGE_KINDS}
         self._rejected = metrics.messages_rejected
         self._log_budget = _LogBudget()
+        self._commit_log_budget = _LogBudget()  # its own: rejections must not silence it
         self.processed = 0
 
     # -- called from the MQTT protocol (synchronously, on the event loop) --
@@ -303,12 +321,7 @@ class Pipeline:
             updates.append(VehicleUpdate(gone))
         if (quarantined or released) and self._quarantine_changed is not None:
             self._quarantine_changed(quarantined, released)
-        if self._entitlements is not None and updates:
-            # Before the session commit: after a crash in between, the replay window has not
-            # seen these messages, so the broker's redelivery reaches the engine again (its
-            # handling is idempotent). The other order could drop an FoD result as a duplicate.
-            await self._entitlements(updates)
-        await self._commit(dirty, events)
+        await self._make_durable(updates, dirty, events)
         self._ack(batch)
         if records:
             got = await self._telemetry.publish(records)
@@ -317,6 +330,62 @@ class Pipeline:
         self._update_metrics(len(batch), kinds, rejected, stale)
         for (rule, outcome), count in decisions.items():
             self._m.rule_decisions.labels(rule, outcome).inc(count)
+
+    async def _make_durable(
+        self,
+        updates: list[VehicleUpdate],
+        dirty: dict[str, VehicleSession],
+        events: list[tuple[SessionEvent, VehicleSession]],
+    ) -> None:
+        """Commit the batch's entitlement changes, then its snapshots and events; while the
+        database fails, wait and try again (bounded exponential backoff) with reading from the
+        broker paused, so the broker keeps what is not acknowledged yet (README "Architecture").
+
+        Only the writes are retried, never the messages: they were applied to the in-memory
+        sessions once (the replay window has marked their sequences, so applying them again
+        would drop them as duplicates). The snapshots are serialized from those sessions at each
+        attempt; nothing else changes them meanwhile (this task is their only writer, and it
+        waits here). A step that committed is not repeated: the entitlement engine's writes
+        are idempotent for a replay, but need not be done twice.
+
+        Every StoreError and LedgerError is retried, a refusal as much as a lost connection:
+        dropping the batch would lose what the cars sent, so a database that keeps refusing
+        holds the ingest (readiness says so, gateway_store_commit_retries_total counts
+        it) rather than losing it.
+        """
+        engine_due = self._entitlements is not None and bool(updates)
+        delays = self._commit_backoff.delays()
+        while True:
+            step = "entitlements" if engine_due else "store"
+            try:
+                if engine_due and self._entitlements is not None:
+                    # Before the session commit: after a crash in between, the replay window
+                    # has not seen these messages, so the broker's redelivery reaches the engine
+                    # again (its handling is idempotent). The other order could drop an FoD
+                    # result as a duplicate.
+                    await self._entitlements(updates)
+                    engine_due = False
+                    self._tell("ledger", None)
+                    step = "store"
+                if await self._commit(dirty, events):
+                    self._tell("store", None)
+                return
+            except (StoreError, LedgerError) as exc:
+                self._tell("ledger" if step == "entitlements" else "store", exc)
+                self._m.store_commit_retries.labels(step).inc()
+                if not self._paused:
+                    # Backpressure: what the broker has not sent yet stays with it.
+                    self._paused = True
+                    self._pause()
+                delay = next(delays)
+                if self._commit_log_budget.allow():
+                    log.warning("batch commit failed (%s): %s; retrying in %.1f s, not acknowledged",
+                                step, exc, delay)
+                await self._sleep(delay)
+
+    def _tell(self, component: str, error: BaseException | None) -> None:
+        if self._outcome is not None:
+            self._outcome(component, error)
 
     def _apply_will(self, vin: str, connection_id: int, now: float) -> Tracked:
         session = self._tracker.get(vin)
@@ -422,9 +491,10 @@ class Pipeline:
         self,
         dirty: dict[str, VehicleSession],
         events: list[tuple[SessionEvent, VehicleSession]],
-    ) -> None:
+    ) -> bool:
+        """Write the batch's snapshots and events; False when there was nothing to write."""
         if not dirty and not events:
-            return
+            return False
         pending = [
             PendingEvent(
                 e.vin,
@@ -441,6 +511,7 @@ class Pipeline:
             for w in written:
                 self._m.events_written.labels(w.kind).inc()
             self._hub.notify(written[-1].cursor)
+        return True
 
     def _update_metrics(
         self, n: int, kinds: Counter[str], rejected: Counter[str], stale: Counter[str]

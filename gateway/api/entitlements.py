@@ -67,7 +67,10 @@ def _translated() -> Iterator[None]:
     except EntitlementError as exc:
         raise ApiError(status_of(exc), exc.message) from exc
     except LedgerError as exc:
-        raise ApiError(grpc.StatusCode.UNAVAILABLE, "the entitlement ledger is unavailable") from exc
+        # Retrying is safe: a Grant with the same order_id is never granted twice.
+        raise ApiError(
+            grpc.StatusCode.UNAVAILABLE, "the entitlement ledger is unavailable; retry later"
+        ) from exc
 
 
 def _required(value: str, name: str) -> None:

@@ -1,7 +1,8 @@
 """Errors at the gRPC edge: handlers raise ``ApiError``; one wrapper checks every request
 against its field limits (gateway/api/limits.py), turns ApiError into a status code, counts
 every call by method and code, and keeps unexpected exceptions from leaking internals (they
-become INTERNAL with a generic message and a log line)."""
+become INTERNAL with a generic message and a log line). A database that cannot answer
+(StoreError, LedgerError not translated by the handler) is UNAVAILABLE: the client retries."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import Protocol, TypeVar
 import grpc
 
 from gateway.api import limits
+from gateway.entitlements.ledger import LedgerError
 from gateway.metrics import Metrics
 from gateway.model import is_valid_vin
+from gateway.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,12 @@ def without_gaps(
     return checked
 
 
+def unavailable(method: str) -> ApiError:
+    """The database did not answer: the call changed nothing it reports, the client retries.
+    The message names no database (its URL is for the operator's log, not the caller)."""
+    return ApiError(grpc.StatusCode.UNAVAILABLE, f"{method}: the database is unavailable; retry later")
+
+
 def invalid(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
@@ -115,6 +124,12 @@ def unary(
                 code = exc.code
                 await context.abort(exc.code, exc.message, exc.trailing)
                 raise  # unreachable: abort raises
+            except (StoreError, LedgerError):
+                # Not logged per call (an outage would flood the log): the availability
+                # monitor logs the outage once (gateway/store/availability.py).
+                code = grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, unavailable(method).message)
+                raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("%s failed", method)
@@ -153,6 +168,11 @@ def stream(
             except ApiError as exc:
                 code = exc.code
                 await context.abort(exc.code, exc.message)
+            except (StoreError, LedgerError):
+                # Not logged per call (an outage would flood the log): the availability
+                # monitor logs the outage once (gateway/store/availability.py).
+                code = grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, unavailable(method).message)
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("%s failed", method)

@@ -98,6 +98,10 @@ class Ledger(Protocol):
     @property
     def is_open(self) -> bool: ...
 
+    async def probe(self) -> None:
+        """Raise LedgerError unless the database takes a write now (readiness, cheap)."""
+        ...
+
     async def load_live(self) -> list[Entitlement]:
         """Every entitlement not REVOKED."""
         ...

@@ -99,6 +99,9 @@ class PostgresLedger:
     async def close(self) -> None:
         await self._db.close()
 
+    async def probe(self) -> None:
+        await self._run(self._db.probe())
+
     # -- entitlements and the outbox ------------------------------------------------------------
 
     async def load_live(self) -> list[Entitlement]:

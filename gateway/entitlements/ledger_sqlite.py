@@ -104,6 +104,12 @@ class SqliteLedger:
     async def close(self) -> None:
         await self._db.close()
 
+    async def probe(self) -> None:
+        try:
+            await self._db.probe_write()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"sqlite {self.path}: {exc}") from exc
+
     # -- entitlements and the outbox ------------------------------------------------------------
 
     async def load_live(self) -> list[Entitlement]:

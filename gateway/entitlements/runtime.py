@@ -22,7 +22,7 @@ from gateway.clock import Clock
 from gateway.entitlements import delivery, wire
 from gateway.entitlements.eligibility import EligibilityPolicy, IdleTimer, RetryPolicy
 from gateway.entitlements.explain import generic_fod_retry_steps
-from gateway.entitlements.ledger import CommandRecord, Ledger, OutboxEvent, SetMark, SetRecord
+from gateway.entitlements.ledger import CommandRecord, Ledger, LedgerError, OutboxEvent, SetMark, SetRecord
 from gateway.entitlements.lifecycle import transition
 from gateway.entitlements.live import LiveIndex
 from gateway.entitlements.setbook import SetBook
@@ -148,6 +148,8 @@ class EngineCore:
             self._wake.clear()
             try:
                 await self.tick()
+            except LedgerError as exc:  # the database is down: no stack trace per tick
+                log.warning("entitlement tick failed: %s; the next one tries again", exc)
             except Exception:
                 log.exception("entitlement tick failed; the next one tries again")
 

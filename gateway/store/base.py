@@ -40,6 +40,10 @@ class Store(Protocol):
     @property
     def is_open(self) -> bool: ...
 
+    async def probe(self) -> None:
+        """Raise StoreError unless the database takes a write now (readiness, cheap)."""
+        ...
+
     async def load_sessions(self) -> list[VehicleSession]: ...
 
     # Reads for the vehicle API when several gateways share the database: what is stored is

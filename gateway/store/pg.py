@@ -74,6 +74,12 @@ class PgDatabase:
             raise
         self._pool = pool
 
+    async def probe(self) -> None:
+        """One round trip over a pooled connection (availability probe; a connection the
+        outage broke is replaced by the pool here, which is how the pool recovers)."""
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:

@@ -97,6 +97,9 @@ class PostgresStore:
     async def close(self) -> None:
         await self._db.close()
 
+    async def probe(self) -> None:
+        await self._run(self._db.probe())
+
     async def load_sessions(self) -> list[VehicleSession]:
         async def load() -> list[VehicleSession]:
             rows = await self._db.pool.fetch(f"SELECT {_SESSION_COLUMNS}, vin, version FROM vehicles")

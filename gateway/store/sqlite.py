@@ -93,6 +93,12 @@ class SqliteStore:
     async def close(self) -> None:
         await self._db.close()
 
+    async def probe(self) -> None:
+        try:
+            await self._db.probe_write()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
     async def load_sessions(self) -> list[VehicleSession]:
         def load(db: sqlite3.Connection) -> list[VehicleSession]:
             out = []

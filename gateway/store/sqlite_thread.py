@@ -22,6 +22,9 @@ T = TypeVar("T")
 # SQLite integers are signed 64-bit: no rowid (cursor) is ever above this, and binding a larger
 # Python int raises OverflowError. Cursors on the wire are uint64, so readers clamp to it.
 MAX_INTEGER = 2**63 - 1
+# How long a statement waits for another connection's write lock before "database is locked".
+BUSY_TIMEOUT_MS = 5000
+PROBE_BUSY_MS = 100  # the availability probe's wait (gateway/store/availability.py)
 
 
 def cursor_arg(after: int) -> int:
@@ -70,7 +73,7 @@ class SqliteThread:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             try:
                 migrate_sqlite(db, self._migrations, str(self.path))
             except BaseException:
@@ -106,6 +109,21 @@ class SqliteThread:
             return result
 
         return await self.run(tx)
+
+    async def probe_write(self) -> None:
+        """Take the write lock and give it back at once (availability probe): raises
+        sqlite3.OperationalError ("database is locked") when another connection holds it. Waits
+        at most PROBE_BUSY_MS for it, not the commits' busy_timeout, and restores that."""
+
+        def probe(db: sqlite3.Connection) -> None:
+            db.execute(f"PRAGMA busy_timeout={PROBE_BUSY_MS}")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+            finally:
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+        await self.run(probe)
 
     async def close(self) -> None:
         db, self._db = self._db, None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -38,7 +38,8 @@ class FakeStore:
     database write would), so an ack sent before the commit finished shows up first.
     """
 
-    def __init__(self, log: list[str] | None = None, fail: bool = False) -> None:
+    def __init__(self, log: list[str] | None = None, fail: int = 0) -> None:
+        """fail: this many commits fail (StoreError) before they succeed again."""
         self.fail = fail
         self.log: list[str] = [] if log is None else log
         self.commits: list[tuple[list[str], list[str]]] = []
@@ -57,6 +58,10 @@ class FakeStore:
     def is_open(self) -> bool:
         return self._open
 
+    async def probe(self) -> None:
+        if self.fail:
+            raise StoreError("database unreachable")
+
     async def load_sessions(self) -> list[VehicleSession]:
         return list(self.sessions.values())
 
@@ -71,8 +76,9 @@ class FakeStore:
     ) -> list[StoredEvent]:
         await asyncio.sleep(0)  # a real write yields to the loop; an early ack would run here
         if self.fail:
+            self.fail -= 1
             self.log.append("commit failed")
-            raise StoreError("disk full")
+            raise StoreError("database unreachable")
         written: list[StoredEvent] = []
         for e in events:
             if e.dedupe_key and (e.vin, e.dedupe_key) in self._dedupe:
@@ -99,7 +105,15 @@ class FakeStore:
         return drop
 
 
-def make(store: FakeStore) -> tuple[Pipeline, list[Sequence[Message]], TelemetryFanout]:
+def make(
+    store: FakeStore,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    pause: Callable[[], None] = lambda: None,
+    resume: Callable[[], None] = lambda: None,
+    outcome: Callable[[str, BaseException | None], None] | None = None,
+    metrics: Metrics | None = None,
+) -> tuple[Pipeline, list[Sequence[Message]], TelemetryFanout]:
     acked: list[Sequence[Message]] = []
 
     def ack(batch: Sequence[Message]) -> None:
@@ -109,8 +123,9 @@ def make(store: FakeStore) -> tuple[Pipeline, list[Sequence[Message]], Telemetry
     fanout = TelemetryFanout(queue_size=10)
     p = Pipeline(
         tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout,
-        metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096, queue_messages=4,
-        ack=ack, pause_reading=lambda: None, resume_reading=lambda: None,
+        metrics=metrics or Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096,
+        queue_messages=4,
+        ack=ack, pause_reading=pause, resume_reading=resume, sleep=sleep, outcome=outcome,
     )
     return p, acked, fanout
 
@@ -149,12 +164,70 @@ async def test_batch_is_acknowledged_after_its_commit() -> None:
     assert store.log == ["commit", "ack"]  # acked first, a crash in between would lose the batch
 
 
-async def test_batch_whose_commit_fails_is_not_acknowledged() -> None:
-    store = FakeStore(fail=True)
-    p, acked, _ = make(store)
-    with pytest.raises(StoreError):
-        await p.process([hello()])
-    assert store.log == ["commit failed"] and acked == []  # the broker keeps them and delivers again
+async def test_batch_whose_commit_fails_is_not_acknowledged_until_a_retry_commits_it() -> None:
+    store = FakeStore(fail=3)
+    waits: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+        store.log.append("wait")
+
+    p, acked, _ = make(store, sleep=sleep)
+    await p.process([hello()])
+    assert store.log == ["commit failed", "wait"] * 3 + ["commit", "ack"]
+    assert waits == [0.1, 0.2, 0.4] and len(acked) == 1
+    # The message was applied to the session once: the retried commit wrote it as it was.
+    assert store.commits == [([VIN], ["online"])]
+    assert p.processed == 1
+
+
+async def test_commit_backoff_doubles_up_to_its_bound() -> None:
+    from gateway.pipeline import COMMIT_BACKOFF
+
+    delays = COMMIT_BACKOFF.delays()
+    assert [next(delays) for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+
+
+async def test_failing_commit_pauses_reading_and_the_drained_pipeline_resumes_it() -> None:
+    store = FakeStore(fail=2)
+    events: list[str] = []
+    gate = asyncio.Event()
+
+    async def sleep(_delay: float) -> None:
+        events.append("wait")
+        await gate.wait()  # the database stays down until the test lets it come back
+
+    p, acked, _ = make(store, sleep=sleep, pause=lambda: events.append("pause"),
+                       resume=lambda: events.append("resume"))
+    task = asyncio.create_task(p.run())
+    p.on_batch([hello(1)])
+    while "wait" not in events:  # noqa: ASYNC110 - stepping another task
+        await asyncio.sleep(0)
+    assert events == ["pause", "wait"] and acked == []  # not read further, not acknowledged
+    p.on_batch([hello(2)])  # already read from the socket before the pause: queued, kept
+    gate.set()
+    while p.processed < 2:  # noqa: ASYNC110 - stepping another task
+        await asyncio.sleep(0)
+    assert events == ["pause", "wait", "wait", "resume"]
+    assert [len(b) for b in acked] == [1, 1]
+    p.close()
+    await task
+
+
+async def test_outcome_of_each_commit_is_reported_for_readiness() -> None:
+    store = FakeStore(fail=1)
+    outcomes: list[tuple[str, str]] = []
+
+    async def no_wait(_delay: float) -> None:
+        return None
+
+    metrics = Metrics()
+    p, _, _ = make(store, sleep=no_wait, metrics=metrics,
+                   outcome=lambda c, e: outcomes.append((c, "ok" if e is None else str(e))))
+    await p.process([hello()])
+    assert outcomes == [("store", "database unreachable"), ("store", "ok")]
+    retries = metrics.registry.get_sample_value("gateway_store_commit_retries_total", {"step": "store"})
+    assert retries == 1
 
 
 async def test_rejected_messages_are_acknowledged_without_a_commit() -> None:
@@ -234,3 +307,30 @@ async def test_a_record_has_no_sent_at_when_the_car_sent_none() -> None:
     await p.process([hello(1), telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
     [record] = next_batch(sub).records
     assert not record.HasField("sent_at")
+
+
+async def test_a_ledger_failure_retries_the_engine_step_and_the_store_commits_once() -> None:
+    from gateway.entitlements.ledger import LedgerError
+    from gateway.entitlements.vehicle import VehicleUpdate
+
+    store = FakeStore()
+    calls: list[int] = []
+
+    async def engine(updates: Sequence[VehicleUpdate]) -> None:
+        calls.append(len(updates))
+        if len(calls) == 1:
+            raise LedgerError("ledger unreachable")
+
+    async def no_wait(_delay: float) -> None:
+        return None
+
+    acked: list[Sequence[Message]] = []
+    p = Pipeline(
+        tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=TelemetryFanout(queue_size=10),
+        metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096,
+        queue_messages=4, ack=acked.append, pause_reading=lambda: None, resume_reading=lambda: None,
+        entitlements=engine, sleep=no_wait,
+    )
+    await p.process([hello()])
+    assert calls == [1, 1]  # the same update again, not the message applied again
+    assert store.commits == [([VIN], ["online"])] and len(acked) == 1
