@@ -55,7 +55,9 @@ class MemoryLeaseTable:
     async def claim(self, holder: str, slots: Sequence[str], count: int, lease_s: float) -> list[str]:
         self._up()
         now = self.clock.now()
-        free = sorted((s for s in slots if self.leases[s][1] <= now), key=lambda s: (self.leases[s][0] == "", s))
+        # Orphans (held before) first, as the PostgreSQL table does.
+        free = [s for s in slots if self.leases[s][1] <= now]
+        free.sort(key=lambda s: (not self.leases[s][0], s))
         taken = free[:count]
         for slot in taken:
             self.leases[slot] = (holder, now + lease_s)
@@ -182,7 +184,9 @@ async def test_a_failed_round_changes_nothing_and_the_next_one_renews(
     assert a.overdue() == [] and a.held == {"gw-1"}
 
 
-async def test_a_renewal_refused_by_the_table_loses_the_slot(clock: ManualClock, table: MemoryLeaseTable) -> None:
+async def test_a_renewal_refused_by_the_table_loses_the_slot(
+    clock: ManualClock, table: MemoryLeaseTable
+) -> None:
     a = keeper(table, clock, "a", ["gw-1"])
     await a.join()
     await a.tick()

@@ -74,7 +74,9 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_renew_it
     assert await table.renew("a", [slot], LONG) == set()
 
 
-async def test_a_released_slot_is_free_at_once_and_orphans_are_claimed_first(table: PostgresLeaseTable) -> None:
+async def test_a_released_slot_is_free_at_once_and_orphans_are_claimed_first(
+    table: PostgresLeaseTable,
+) -> None:
     assert await table.claim("a", SLOTS[1:2], 1, LONG) == [SLOTS[1]]
     await table.release("a", [SLOTS[1]])
     # gw-2 was held before (its session has a queue at the broker): before never-held gw-1.
