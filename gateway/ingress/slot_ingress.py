@@ -220,7 +220,7 @@ class SlotIngress:
             result = await asyncio.wait_for(self._keeper.tick(), self._keeper.period_s / 2)
         except (*PG_ERRORS, TimeoutError) as exc:
             self._m.ingest_lease_errors.inc()
-            log.warning("ingest slots: lease renewal failed: %s", exc or type(exc).__name__)
+            log.warning("ingest slots: lease renewal failed: %s", str(exc) or type(exc).__name__)
             return
         await self._apply(result)
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from support import eventually, free_port
 from test_cli_run import RunningGateway
@@ -255,4 +256,41 @@ async def test_without_store_url_one_gateway_keeps_its_client_id_and_takes_no_le
         await cars[0].heartbeat()
         await eventually(lambda: asyncio.sleep(0, processed(gw)), lambda n: n == 2)
     finally:
+        await gw.stop()
+
+
+async def test_a_gateway_that_cannot_renew_disconnects_before_its_leases_can_be_taken(
+    tmp_path: Path, fleet_broker: ManagedBroker, pg_url: str
+) -> None:
+    """The database stops answering the lease table (a lock held by the test): the gateway's
+    rounds time out, and it drops its slots while the database still counts them as its own,
+    so no other gateway can be connected as them yet. When the database answers again it claims
+    them back."""
+    lease_s = 3.0
+    gw = Gateway(fleet_config(tmp_path / "gw", fleet_broker, pg_url, mqtt_slot_lease_s=lease_s))
+    await gw.start()
+    blocker = await asyncpg.connect(pg_url)
+    try:
+        ingress = slots_of(gw)
+        assert len(ingress.held) == 2 and ingress.connected
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("LOCK TABLE ingest_members IN ACCESS EXCLUSIVE MODE")  # heartbeats wait
+        await eventually(lambda: asyncio.sleep(0, (ingress.held, ingress.sessions)),
+                         lambda state: state == (frozenset(), {}))
+        # Still ours by the database's clock: nobody could have claimed them before we let go.
+        still_leased = await blocker.fetchval(
+            "SELECT count(*) FROM ingest_slots WHERE holder = $1 AND expires_at > clock_timestamp()",
+            ingress.holder,
+        )
+        assert still_leased == 2
+        assert gw.readiness()["mqtt"] is False
+        sample = gw.metrics.registry.get_sample_value
+        assert sample("gateway_ingest_slot_changes_total", {"change": "lost"}) == 2
+        assert (sample("gateway_ingest_lease_errors_total") or 0) >= 1
+        await transaction.rollback()
+        await eventually(lambda: asyncio.sleep(0, (len(ingress.held), ingress.connected)),
+                         lambda state: state == (2, True), timeout=3 * lease_s)
+    finally:
+        await blocker.close()
         await gw.stop()
