@@ -40,6 +40,8 @@ from gateway.http import build_http_app
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.ingress.mqtt_tls import MqttTls, MqttTlsError, client_context
+from gateway.ingress.slot_ingress import SlotIngress, SlotStartError, build_slot_ingress
+from gateway.ingress.slots import uses_slots
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
@@ -115,7 +117,7 @@ class Gateway:
         self.reference: ReferenceStore | None = None
         self.explain: ExplainService | None = None
         self.security_codes: SecurityCodes | None = None
-        self.mqtt: MqttSession | None = None
+        self.mqtt: MqttSession | SlotIngress | None = None
         self.pipeline: Pipeline | None = None
         self.grpc_port = 0
         # data_dir/credentials/admin.token when the embedded default manages credentials.
@@ -174,7 +176,7 @@ class Gateway:
         )
         await engine.start()
 
-        holder: list[MqttSession] = []
+        holder: list[MqttSession | SlotIngress] = []
         # Test-only crash points (gateway/faults.py); None unless GATEWAY_TEST_KILL is set.
         kill_before_ack = faults.killer("before_ack")
         kill_after_entitlements = faults.killer("after_entitlements")
@@ -221,11 +223,11 @@ class Gateway:
             if present:  # the broker kept our session: it now delivers what it queued meanwhile
                 limits.catch_up(self.clock.now(), cfg.car_limit_catch_up_s)
 
-        def make_client() -> Mqtt5Client:
+        def make_client(client_id: str = cfg.mqtt_client_id) -> Mqtt5Client:
             return Mqtt5Client(
                 host=address.host,
                 port=address.port,
-                client_id=cfg.mqtt_client_id,
+                client_id=client_id,
                 username=username,
                 password=password,
                 clean_start=False,  # persistent: the broker keeps what we have not acked
@@ -234,20 +236,26 @@ class Gateway:
                 tls=tls,
             )
 
-        self.mqtt = MqttSession(
-            make_client=make_client,
-            subscriptions=[(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)],
-            on_connected=lambda _present: self.metrics.mqtt_connected.set(1),
-            on_session=on_session,
-            on_disconnected=lambda _exc: self.metrics.mqtt_connected.set(0),
-            on_reconnect=self.metrics.mqtt_reconnects.inc,
-        )
+        subscriptions = [(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)]
+        if uses_slots(cfg):  # several gateways may share the broker: leased client ids (slots.py)
+            self.mqtt = build_slot_ingress(cfg, make_client, subscriptions, self.metrics, on_session)
+        else:
+            self.mqtt = MqttSession(
+                make_client=make_client,
+                subscriptions=subscriptions,
+                on_connected=lambda _present: self.metrics.mqtt_connected.set(1),
+                on_session=on_session,
+                on_disconnected=lambda _exc: self.metrics.mqtt_connected.set(0),
+                on_reconnect=self.metrics.mqtt_reconnects.inc,
+            )
         holder.append(self.mqtt)
         try:
             await self.mqtt.start()
         except MqttConnectError as exc:
             raise GatewayStartError(f"cannot connect to the MQTT broker at {address.display}: {exc}") from exc
-        self.metrics.mqtt_connected.set(1)
+        except SlotStartError as exc:
+            raise GatewayStartError(f"{exc} ({self._store_display})") from exc
+        self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
 
         # R7: security codes live in the ledger's database, beside the accounts they belong to.
         policy = LockoutPolicy(cfg.security_code_max_failures, cfg.security_code_lockout_s)

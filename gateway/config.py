@@ -66,6 +66,11 @@ class Config:
     mqtt_client_id: str = "telematics-gateway"
     # Non-empty: subscribe through $share/<group>/ so several gateways split the load.
     mqtt_shared_group: str = ""
+    # With store_url and mqtt_url (several gateways on one broker): the ingest slots, client ids
+    # <mqtt_client_id>-1 .. -N, each held by one gateway under a lease in PostgreSQL that is
+    # renewed every third of mqtt_slot_lease_s (gateway/ingress/slots.py).
+    mqtt_slots: int = 1
+    mqtt_slot_lease_s: float = 15.0
     mosquitto_bin: str = ""  # empty: found on PATH or in /usr/sbin
     # Store. Empty store_url: SQLite files in data_dir; postgresql://user@host:port/db: that
     # PostgreSQL database (README "PostgreSQL"). Not in repr(): it may hold a password.
@@ -196,6 +201,8 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "mqtt_key_file": cv.optional_file,
     "mqtt_client_id": cv.client_id,
     "mqtt_shared_group": cv.shared_group,
+    "mqtt_slots": cv.int_in(1, 1000),
+    "mqtt_slot_lease_s": cv.seconds_in(0.3, 3600),
     "mosquitto_bin": cv.executable,
     "data_dir": cv.non_empty,
     "store_url": cv.store_url,
@@ -315,6 +322,12 @@ def _check_combinations(config: Config) -> None:
         )
     if config.broker_is_managed and config.mqtt_tls_port and config.mqtt_tls_port == config.mqtt_port:
         raise ConfigError(f"mqtt_tls_port: {config.mqtt_tls_port} is also mqtt_port")
+    if config.mqtt_slots > 1 and not (config.store_url and config.mqtt_url and config.mqtt_shared_group):
+        # Slots are leased in PostgreSQL, shared on a broker all gateways reach, and split the
+        # messages only within a shared group (else each slot would receive every message).
+        raise ConfigError(
+            f"mqtt_slots: {config.mqtt_slots} slots need store_url, mqtt_url and mqtt_shared_group"
+        )
 
 
 def _check_grpc_tls(config: Config) -> None:

@@ -110,6 +110,24 @@ class Metrics:
         self.mqtt_reconnects = Counter(
             "gateway_mqtt_reconnects_total", "Reconnections to the broker", registry=r
         )
+        # Ingest slots (gateway/ingress/slots.py): only with store_url and an external broker.
+        self.ingest_slots_held = Gauge(
+            "gateway_ingest_slots_held", "Ingest slots (MQTT client ids) this gateway holds a lease on",
+            registry=r,
+        )
+        self.ingest_slot_changes = Counter(
+            "gateway_ingest_slot_changes_total",
+            "Ingest slot leases claimed, lost (not renewed in time, or taken) and released",
+            ["change"],
+            registry=r,
+        )
+        for change in ("claimed", "lost", "released"):
+            self.ingest_slot_changes.labels(change)
+        self.ingest_lease_errors = Counter(
+            "gateway_ingest_lease_errors_total",
+            "Lease renewal rounds that failed (database unreachable or too slow)",
+            registry=r,
+        )
         self.ingress_batch_messages = Histogram(
             "gateway_ingress_batch_messages",
             "Messages processed per pipeline batch",

@@ -1,0 +1,324 @@
+"""One MQTT session per ingest slot this gateway holds, driven by its leases (slots.py).
+
+Stands where a single MqttSession stands otherwise (gateway/app.py): the pipeline acknowledges,
+pauses and resumes through it, downlinks are published through it. A message is acknowledged
+on the session it arrived on (by its connection generation): packet ids mean nothing elsewhere.
+
+The lease loop renews every third of the lease, each round bounded to half a period, and wakes
+as well at the first local drop time, so a slot whose lease could not be renewed is dropped
+(connection closed, supervision stopped) before the database lets another gateway claim it.
+The loop runs on through the gateway's drain at shutdown (the leases must outlive the last
+acknowledgement); stop() ends it, disconnects every slot cleanly and releases the leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from gateway.config import Config
+from gateway.ingress.mqtt5 import (
+    InboundMessage,
+    Mqtt5Client,
+    MqttConnectionLost,
+    MqttError,
+)
+from gateway.ingress.mqtt_session import MqttSession
+from gateway.ingress.slots import MonotonicClock, Round, SlotKeeper, holder_name, slot_names
+from gateway.metrics import Metrics
+from gateway.store.pg import PG_ERRORS
+from gateway.store.slot_leases_postgres import PostgresLeaseTable
+
+__all__ = ["SlotIngress", "SlotStartError", "build_slot_ingress"]
+
+log = logging.getLogger(__name__)
+
+# A slot given up: the clean DISCONNECT may take this long before the connection is dropped.
+_DROP_GRACE_S = 1.0
+
+
+class SlotStartError(Exception):
+    """The lease table could not be reached or set up at start."""
+
+
+class SlotIngress:
+    def __init__(
+        self,
+        *,
+        keeper: SlotKeeper,
+        make_client: Callable[[str], Mqtt5Client],
+        subscriptions: Sequence[tuple[str, int]],
+        metrics: Metrics,
+        on_session: Callable[[bool], None] | None = None,
+        open_table: Callable[[], Awaitable[None]] | None = None,
+        close_table: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """make_client(slot): a client connecting as client id `slot` (persistent session).
+        on_session: MqttSession's, for every slot. open_table, close_table: the lease table's
+        connection, opened in start() and closed in stop()."""
+        self._keeper = keeper
+        self._make_client = make_client
+        self._subscriptions = list(subscriptions)
+        self._m = metrics
+        self._on_session = on_session
+        self._open_table = open_table
+        self._close_table = close_table
+        self.sessions: dict[str, MqttSession] = {}
+        self._supervisors: dict[str, asyncio.Task[None]] = {}
+        self._paused = False
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- the interface of MqttSession that the gateway uses --------------------------------
+
+    @property
+    def holder(self) -> str:
+        return self._keeper.holder
+
+    @property
+    def held(self) -> frozenset[str]:
+        return self._keeper.held
+
+    @property
+    def connected(self) -> bool:
+        """Every slot held has its session up (a standby holding none is not connected)."""
+        return bool(self.sessions) and all(s.connected for s in self.sessions.values())
+
+    @property
+    def client(self) -> Mqtt5Client | None:
+        """The first slot's client (diagnostics); None when holding none."""
+        for slot in sorted(self.sessions, key=self._keeper.slots.index):
+            return self.sessions[slot].client
+        return None
+
+    async def start(self) -> None:
+        """Join the table, take the first share of slots and connect them. SlotStartError when
+        the table is unreachable; MqttConnectError when the broker refuses a slot."""
+        try:
+            if self._open_table is not None:
+                await self._open_table()
+            await self._keeper.join()
+            first = await asyncio.wait_for(self._keeper.tick(), self._keeper.period_s)
+        except (*PG_ERRORS, TimeoutError) as exc:
+            if self._close_table is not None:
+                await self._close_table()
+            raise SlotStartError(f"ingest slot leases: {exc}") from exc
+        log.info(
+            "ingest slots: holder %s, %d slot(s) %s, lease %gs", self.holder, len(self._keeper.slots),
+            ", ".join(self._keeper.slots), self._keeper.lease_s,
+        )
+        for slot in first.claimed:
+            session = self._new_session(slot)
+            try:
+                await session.start()
+            except BaseException:
+                await self.stop()  # what started disconnects, the leases are released
+                raise
+            self._supervisors[slot] = asyncio.create_task(session.run(), name=f"gateway.slot.{slot}")
+            self._claimed(slot)
+        if not first.claimed:
+            log.warning("ingest slots: none free, standing by (holder %s)", self.holder)
+        self._publish_state()
+
+    async def run(self) -> None:
+        """The lease loop until stop(). Cancelling run() does not stop it (see the docstring)."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._lease_loop(), name="gateway.slot-leases")
+        await asyncio.shield(self._loop_task)
+
+    async def stop(self) -> None:
+        """Disconnect every slot cleanly, then release the leases and leave the table."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for slot in list(self.sessions):
+            await self._disconnect(slot)
+        try:
+            await asyncio.wait_for(self._keeper.leave(), self._keeper.period_s)
+        except (*PG_ERRORS, TimeoutError) as exc:
+            log.warning("ingest slots: could not release the leases (they expire): %s", exc)
+        self._publish_state()
+        if self._close_table is not None:
+            await self._close_table()
+
+    def ack(self, messages: Iterable[InboundMessage]) -> None:
+        """PUBACK each message on the session it arrived on; others (older connections, slots
+        given up) are skipped: the broker delivers those again to the slot's next holder."""
+        batch = list(messages)
+        by_generation = {
+            s.client.generation: s for s in self.sessions.values() if s.client is not None
+        }
+        if len(by_generation) == 1:
+            next(iter(by_generation.values())).ack(batch)
+            return
+        groups: dict[int, list[InboundMessage]] = {}
+        for msg in batch:
+            groups.setdefault(msg.generation, []).append(msg)
+        for generation, group in groups.items():
+            session = by_generation.get(generation)
+            if session is not None:
+                session.ack(group)
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, timeout: float = 10.0
+    ) -> int:
+        """Through the first connected slot (a downlink goes to the car whichever session sends it)."""
+        for slot in sorted(self.sessions, key=self._keeper.slots.index):
+            session = self.sessions[slot]
+            if session.connected:
+                return await session.publish(topic, payload, qos, retain, timeout)
+        raise MqttConnectionLost("no ingest slot connected (standing by, or reconnecting)")
+
+    def pause_reading(self) -> None:
+        self._paused = True
+        for session in self.sessions.values():
+            session.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        for session in self.sessions.values():
+            session.resume_reading()
+
+    # -- the lease loop ----------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        keeper = self._keeper
+        next_round = loop.time() + keeper.period_s
+        while not self._stopping:
+            wait = next_round - loop.time()
+            until_drop = keeper.seconds_to_deadline()
+            if until_drop is not None:
+                wait = min(wait, until_drop)
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            if self._stopping:
+                return
+            if loop.time() >= next_round:
+                next_round = loop.time() + keeper.period_s
+                await self._round()
+            for slot in keeper.overdue():
+                self._m.ingest_slot_changes.labels("lost").inc()
+                log.error(
+                    "ingest slot %s: lease not renewed in time (database unreachable?): disconnecting"
+                    " before another gateway may take it", slot,
+                )
+                await self._disconnect(slot)
+            self._publish_state()
+
+    async def _round(self) -> None:
+        try:
+            result = await asyncio.wait_for(self._keeper.tick(), self._keeper.period_s / 2)
+        except (*PG_ERRORS, TimeoutError) as exc:
+            self._m.ingest_lease_errors.inc()
+            log.warning("ingest slots: lease renewal failed: %s", str(exc) or type(exc).__name__)
+            return
+        await self._apply(result)
+
+    async def _apply(self, result: Round) -> None:
+        for slot in result.lost:
+            self._m.ingest_slot_changes.labels("lost").inc()
+            log.error("ingest slot %s: lease lost (taken or expired): disconnecting", slot)
+            await self._disconnect(slot)
+        for slot in result.surplus:
+            # Disconnect first, release after: the next holder connects only once we are gone.
+            log.info("ingest slot %s: beyond this gateway's share, handing it back", slot)
+            await self._disconnect(slot)
+            try:
+                await self._keeper.release([slot])
+            except PG_ERRORS as exc:
+                log.warning("ingest slot %s: release failed (the lease expires): %s", slot, exc)
+            self._m.ingest_slot_changes.labels("released").inc()
+        for slot in result.claimed:
+            self._claimed(slot)
+            session = self._new_session(slot)
+            self._supervisors[slot] = asyncio.create_task(
+                self._connect_and_supervise(slot, session), name=f"gateway.slot.{slot}"
+            )
+
+    async def _connect_and_supervise(self, slot: str, session: MqttSession) -> None:
+        """Connect as a newly claimed slot (retrying while the broker is away), then keep it."""
+        delay = 0.2
+        while True:
+            try:
+                await session.start()
+                break
+            except (MqttError, OSError) as exc:
+                log.warning("ingest slot %s: connect failed, retrying in %.1fs: %s", slot, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._publish_state()
+        await session.run()
+
+    async def _disconnect(self, slot: str) -> None:
+        """End the slot's session now: a clean DISCONNECT (the broker keeps the session and its
+        queue for the next holder), or dropping the connection when that takes too long."""
+        session = self.sessions.pop(slot, None)
+        task = self._supervisors.pop(slot, None)
+        if session is not None:
+            try:
+                await asyncio.wait_for(session.stop(), _DROP_GRACE_S)
+            except (TimeoutError, MqttError, OSError):
+                if session.client is not None:
+                    session.client.abort()
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MqttError, OSError):
+                await task
+        self._publish_state()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _new_session(self, slot: str) -> MqttSession:
+        session = MqttSession(
+            make_client=lambda: self._make_client(slot),
+            subscriptions=self._subscriptions,
+            on_connected=lambda _present: self._publish_state(),
+            on_session=self._on_session,
+            on_disconnected=lambda _exc: self._publish_state(),
+            on_reconnect=self._m.mqtt_reconnects.inc,
+        )
+        if self._paused:
+            session.pause_reading()
+        self.sessions[slot] = session
+        return session
+
+    def _claimed(self, slot: str) -> None:
+        self._m.ingest_slot_changes.labels("claimed").inc()
+        log.info("ingest slot %s: claimed by %s, connecting", slot, self.holder)
+
+    def _publish_state(self) -> None:
+        self._m.ingest_slots_held.set(len(self._keeper.held))
+        self._m.mqtt_connected.set(1 if self.connected else 0)
+
+
+
+def build_slot_ingress(
+    config: Config,
+    make_client: Callable[[str], Mqtt5Client],
+    subscriptions: Sequence[tuple[str, int]],
+    metrics: Metrics,
+    on_session: Callable[[bool], None] | None = None,
+) -> SlotIngress:
+    """The slots of `config` (`<mqtt_client_id>-1 .. -mqtt_slots`), leased in its store_url."""
+    table = PostgresLeaseTable(url=config.store_url)
+    keeper = SlotKeeper(
+        table,
+        holder=holder_name(),
+        slots=slot_names(config.mqtt_client_id, config.mqtt_slots),
+        lease_s=config.mqtt_slot_lease_s,
+        clock=MonotonicClock(),
+    )
+    return SlotIngress(
+        keeper=keeper, make_client=make_client, subscriptions=subscriptions, metrics=metrics,
+        on_session=on_session, open_table=table.open, close_table=table.close,
+    )
