@@ -120,8 +120,17 @@ def test_each_gateway_instance_has_a_valid_configuration_of_its_own(secrets: Pat
     config = load_config(env={**image_env, **env}, warn=warnings.append)
     assert warnings == []
     assert not config.broker_is_managed and config.store_url.startswith("postgresql://")
-    others = [compose()["services"][s]["environment"]["GATEWAY_MQTT_CLIENT_ID"] for s in GATEWAYS]
-    assert len(set(others)) == len(GATEWAYS)  # one client id each: neither kicks the other off
+    # One shared subscription, with a slot (client id) for each instance to lease.
+    assert config.mqtt_shared_group and config.mqtt_slots >= len(GATEWAYS)
+
+
+def test_the_gateway_instances_agree_on_their_slots() -> None:
+    # Slots are the same client ids for all (README "Several gateways on one broker").
+    def slots(service: str) -> dict[str, str]:
+        env: dict[str, str] = compose()["services"][service]["environment"]
+        return {k: v for k, v in env.items() if k.startswith("GATEWAY_MQTT_")}
+
+    assert all(slots(s) == slots(GATEWAYS[0]) for s in GATEWAYS)
 
 
 @pytest.fixture
