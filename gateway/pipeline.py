@@ -8,6 +8,14 @@ state and events are committed: a crash before that makes the broker deliver the
 the replay window drops what was already applied. While the database cannot commit, the batch
 waits (its writes retried with backoff, reading from the broker paused): nothing is
 acknowledged before it is durable, and nothing read is dropped (`_make_durable`).
+
+Several gateways on one PostgreSQL database (a SharedStore) may each get messages of the same
+car. A batch therefore goes: the gate (topic, quarantine, rate limits, payload: decided once per
+message), then the refresh (the batch's cars that another gateway wrote since this one last read
+or wrote them, in one query, replace the tracker's sessions), then the apply, then the commit. A
+commit that finds one of its cars written by another gateway meanwhile (StoreConflict) wrote
+nothing; the batch's cars are restored from the store and the batch applied again
+(`_apply_durably`), never skipped. On SQLite (one gateway) there is no refresh and no conflict.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ async def test_one_cars_messages_spread_over_two_gateways_leave_its_state_and_ev
                 await car.publish(env)  # the car sends it again (QoS 1 redelivery): a duplicate
                 sent += 1
                 resent += 1
-            await eventually(lambda: asyncio.sleep(0, both(a, b)), lambda n: n >= sent)
+            await eventually(lambda: asyncio.sleep(0, both(a, b)), lambda n, sent=sent: n >= sent)
         # A burst: both gateways apply the car's messages at the same time, from the same
         # stored version; whichever commits second must apply its batch again.
         for _ in range(60):
@@ -87,7 +87,8 @@ async def test_one_cars_messages_spread_over_two_gateways_leave_its_state_and_ev
                 found = await get_vehicle(vehicles_pb2_grpc.VehicleServiceStub(channel), VIN)
                 assert found is not None
                 assert (found.state.lock, found.last_sequence) == (LOCKED, car.sequence)
-        events = [vehicles_pb2.VehicleEvent.FromString(e.payload) for e in await a.store.read_events(0, 1000, VIN)]
+        stored = await a.store.read_events(0, 1000, VIN)
+        events = [vehicles_pb2.VehicleEvent.FromString(e.payload) for e in stored]
         lock_changes = [
             (e.vehicle.last_sequence, e.vehicle.state.lock)
             for e in events
