@@ -32,6 +32,11 @@ def both(a: Gateway, b: Gateway) -> int:
     return processed(a) + processed(b)
 
 
+async def all_processed(a: Gateway, b: Gateway, sent: int) -> None:
+    """The gateways together processed `sent` messages (each message reaches one of them)."""
+    await eventually(lambda: asyncio.sleep(0, both(a, b)), lambda n: n >= sent)
+
+
 def duplicates(*gateways: Gateway) -> float:
     return sum(
         g.metrics.registry.get_sample_value("gateway_messages_stale_total", {"outcome": "duplicate"}) or 0
@@ -51,10 +56,10 @@ async def test_one_cars_messages_spread_over_two_gateways_leave_its_state_and_ev
         await settled(a, b)
         await car.connect(with_will=False, lock=UNLOCKED)
         sent, resent = 1, 0
-        await eventually(lambda: asyncio.sleep(0, both(a, b)), lambda n: n >= sent)
+        await all_processed(a, b, sent)
         changes: list[tuple[int, int]] = []  # (sequence, lock) of every state change sent
 
-        async def state_change(lock: int) -> uplink_pb2.Envelope:
+        async def state_change(lock: common_pb2.LockState.ValueType) -> uplink_pb2.Envelope:
             nonlocal sent
             env = car.envelope()
             env.state_change.state.lock = lock
@@ -71,14 +76,14 @@ async def test_one_cars_messages_spread_over_two_gateways_leave_its_state_and_ev
                 await car.publish(env)  # the car sends it again (QoS 1 redelivery): a duplicate
                 sent += 1
                 resent += 1
-            await eventually(lambda: asyncio.sleep(0, both(a, b)), lambda n, sent=sent: n >= sent)
+            await all_processed(a, b, sent)
         # A burst: both gateways apply the car's messages at the same time, from the same
         # stored version; whichever commits second must apply its batch again.
         for _ in range(60):
             await car.heartbeat()
         sent += 60
         await state_change(LOCKED)  # the known final state
-        await eventually(lambda: asyncio.sleep(0, both(a, b)), lambda n: n >= sent)
+        await all_processed(a, b, sent)
 
         assert processed(a) > 0 and processed(b) > 0  # the broker did spread the car's messages
         assert duplicates(a, b) == resent
