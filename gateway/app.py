@@ -81,6 +81,7 @@ class Gateway:
         data_dir = Path(config.data_dir)
         backends = build_backends(config)
         self.store = backends.store
+        self._shared_store = backends.shared_store
         self._code_records = backends.code_records
         self._store_display = backends.display
         self.broker: ManagedBroker | None = None
@@ -217,6 +218,7 @@ class Gateway:
             quarantine_changed=QuarantineOrders(quarantine, self.broker, self.metrics).changed
             if quarantine is not None else None,
             outcome=self.availability.report,
+            shared_store=self._shared_store,
         )
 
         def on_session(present: bool) -> None:

@@ -153,6 +153,19 @@ class Metrics:
             ["step"],
             registry=r,
         )
+        # Several gateways on one store (gateway/pipeline.py `_apply_durably`, `_adopt_stored`).
+        self.store_conflicts = Counter(
+            "gateway_store_conflicts_total",
+            "Ingest batch commits refused because another gateway had written one of their cars"
+            " meanwhile; the batch is applied again on the stored state (store_url only)",
+            registry=r,
+        )
+        self.vehicles_refreshed = Counter(
+            "gateway_vehicles_refreshed_total",
+            "Vehicle sessions replaced before a batch by the stored ones another gateway had"
+            " written (store_url only)",
+            registry=r,
+        )
         self.store_up = Gauge(
             "gateway_store_up", "1 while the database component (store, ledger) takes writes",
             ["component"], registry=r,

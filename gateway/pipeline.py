@@ -8,6 +8,14 @@ state and events are committed: a crash before that makes the broker deliver the
 the replay window drops what was already applied. While the database cannot commit, the batch
 waits (its writes retried with backoff, reading from the broker paused): nothing is
 acknowledged before it is durable, and nothing read is dropped (`_make_durable`).
+
+Several gateways on one PostgreSQL database (a SharedStore) may each get messages of the same
+car. A batch therefore goes: the gate (topic, quarantine, rate limits, payload: decided once per
+message), then the refresh (the batch's cars that another gateway wrote since this one last read
+or wrote them, in one query, replace the tracker's sessions), then the apply, then the commit. A
+commit that finds one of its cars written by another gateway meanwhile (StoreConflict) wrote
+nothing; the batch's cars are restored from the store and the batch applied again
+(`_apply_durably`), never skipped. On SQLite (one gateway) there is no refresh and no conflict.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ import copy
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
+from gateway import topics
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.backoff import Backoff
 from gateway.clock import Clock
@@ -46,7 +56,7 @@ from gateway.session.liveness import liveness_timeout_s
 from gateway.session.ratelimit import CarLimits
 from gateway.session.sequence import MAX_JUMP, Arrival
 from gateway.session.tracker import SessionTracker, Tracked
-from gateway.store.base import PendingEvent, Store, StoreError
+from gateway.store.base import PendingEvent, SharedStore, Store, StoreConflict, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,9 @@ MAX_BATCH = 2_000
 # Waits between attempts to commit a batch while the database fails: 0.1 s doubling to 2 s, so
 # a database back after an outage is used again within 2 s.
 COMMIT_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
+# Conflicting commits of one batch (another gateway wrote one of its cars meanwhile) applied
+# again at once; beyond that each attempt waits as a failed commit does (`_apply_durably`).
+MAX_REAPPLY = 5
 CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
 # Bodies whose content leaves the gateway as is (telemetry records, the charging event).
 _EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
@@ -62,6 +75,35 @@ _EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
 # The rule is pure and its inputs few (settings x services x catalogue allowlists): computed
 # once per combination, not per message.
 _redaction = lru_cache(maxsize=4096)(telemetry_redaction)
+
+
+@dataclass(slots=True)
+class _Gated:
+    """The messages of a batch that passed the gate, and what the gate decided besides."""
+
+    items: list[Decoded | DecodedWill]
+    quarantined: list[str]  # cars quarantined by this batch
+    released: list[str]     # cars whose quarantine ended
+    limits: CarLimits | None  # the limits in force for this batch (None: none)
+
+
+@dataclass(slots=True)
+class _Applied:
+    """What one application of a batch's messages produced: written and counted only once it
+    committed (an application that conflicted is thrown away, see `_apply_durably`)."""
+
+    dirty: dict[str, VehicleSession] = field(default_factory=dict)
+    events: list[tuple[SessionEvent, VehicleSession]] = field(default_factory=list)
+    records: list[telemetry_pb2.TelemetryRecord] = field(default_factory=list)
+    updates: list[VehicleUpdate] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)  # sequence_jump: judged by the session
+    stale: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    grace: Counter[str] = field(default_factory=Counter)  # gateway_presence_grace_total outcomes
+    timeouts: int = 0
+    withheld_records: int = 0
+    withheld_signals: int = 0
 
 
 class Message(Protocol):
@@ -103,6 +145,7 @@ class Pipeline:
         commit_backoff: Backoff = COMMIT_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         outcome: Callable[[str, BaseException | None], None] | None = None,
+        shared_store: SharedStore | None = None,
     ) -> None:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
@@ -120,6 +163,9 @@ class Pipeline:
             fails (tests pass a sleep that records instead of waiting).
         outcome: told each commit's outcome per component ("ledger", "store"; None = it
             succeeded), for readiness (gateway/store/availability.py).
+        shared_store: `store` when other gateways write it too (PostgreSQL): the batch's cars
+            are refreshed from it before each batch, and a conflicting commit is applied again
+            (`_apply_durably`). None (SQLite, one gateway): the memory is the whole truth.
         """
         self._tracker = tracker
         self._store = store
@@ -142,6 +188,7 @@ class Pipeline:
         self._commit_backoff = commit_backoff
         self._sleep = sleep
         self._outcome = outcome
+        self._shared = shared_store
         self._paused = False
         self._closing = False
         self._received = {k: metrics.messages_received.labels(k) for k in MESSAGE_KINDS}
@@ -190,20 +237,33 @@ class Pipeline:
 
     async def process(self, batch: Sequence[Message]) -> None:
         now = self._clock.now()
-        dirty: dict[str, VehicleSession] = {}
-        events: list[tuple[SessionEvent, VehicleSession]] = []
-        records: list[telemetry_pb2.TelemetryRecord] = []
-        kinds: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
-        stale: Counter[str] = Counter()
-        decisions: Counter[tuple[str, str]] = Counter()
-        updates: list[VehicleUpdate] = []
-        for expired in self._tracker.expire(now):
-            self._m.presence_grace_started.labels("expired").inc()
-            dirty[expired.session.vin] = expired.session
-            gone = copy.copy(expired.session)  # as the expiry left it (see below)
-            events.extend(_egress(expired.events, gone))
-            updates.append(VehicleUpdate(gone))
+        # The gate decides once per message, whatever happens to the apply below: a message is
+        # charged to its car's rate limits once even when its batch is applied twice.
+        gated = self._gate(batch, now, rejected)
+        if (gated.quarantined or gated.released) and self._quarantine_changed is not None:
+            self._quarantine_changed(gated.quarantined, gated.released)
+        touched: set[str] = set()
+        if self._shared is not None:
+            # Another gateway may have applied messages of these cars since this one last read
+            # or wrote them (the broker spreads a car's messages): apply on the stored state.
+            touched = {d.vin for d in gated.items} | self._tracker.due_vins(now)
+            await self._adopt_stored(self._shared, touched, now=now, every=False)
+        items = self._gate_hellos(gated, now, rejected)
+        applied = await self._apply_durably(items, now, touched)
+        self._ack(batch)
+        records = applied.records
+        if records:
+            got = await self._telemetry.publish(records)
+            self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
+        self.processed += len(batch)
+        rejected.update(applied.rejected)
+        self._update_metrics(len(batch), applied.kinds, rejected, applied.stale)
+        self._applied_metrics(applied)
+
+    def _gate(self, batch: Sequence[Message], now: float, rejected: Counter[str]) -> _Gated:
+        """The messages that pass the topic, quarantine, the per-car message limit and the
+        payload's validation; the others counted in `rejected`."""
         limits = self._limits
         quarantine = limits.quarantine if limits is not None else None
         quarantined: list[str] = []
@@ -213,6 +273,7 @@ class Pipeline:
             limits.evict(now)
             if not limits.active(now):
                 limits = None  # catching up on the broker's backlog after a reconnect (ratelimit.py)
+        items: list[Decoded | DecodedWill] = []
         for msg in batch:
             # The topic first (parsed once for both uses), then the per-car limit before the
             # payload is decoded: a flood of bad payloads is dropped as cheaply as one of good
@@ -243,46 +304,144 @@ class Pipeline:
                 if self._log_budget.allow():
                     log.warning("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail)
                 continue
+            items.append(d)
+        return _Gated(items, quarantined, released, limits)
+
+    def _gate_hellos(self, gated: _Gated, now: float, rejected: Counter[str]) -> list[Decoded | DecodedWill]:
+        """The per-car Hello limit, after the refresh: it needs the car's sequence epoch."""
+        limits = gated.limits
+        if limits is None:
+            return gated.items
+        epochs: dict[str, int] = {}  # a Hello that passed opens its epoch for the next ones
+        out: list[Decoded | DecodedWill] = []
+        for d in gated.items:
+            if isinstance(d, Decoded) and d.body == "hello":
+                env = d.envelope
+                epoch = epochs.get(env.vin)
+                if epoch is None:
+                    session = self._tracker.get(env.vin)
+                    epoch = session.sequence_epoch if session is not None else None
+                # A reconnect storm of one car: each connection's Hello costs an online event, a
+                # store write and the entitlement engine's boot handling. A Hello that opens a
+                # new sequence epoch (a new or reset head unit) always passes: dropped, every
+                # later envelope of that epoch would count as other_epoch and the car could
+                # never be seen again (it still took a message token).
+                reinstalled = epoch is not None and epoch != env.sequence_epoch
+                if not reinstalled and not limits.hellos.take(env.vin, now):
+                    rejected["hello_rate_limited"] += 1
+                    if self._log_budget.allow():
+                        log.warning("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
+                                    topics.uplink(env.vin), limits.hellos.rate, limits.hellos.burst)
+                    continue
+                epochs[env.vin] = env.sequence_epoch
+            out.append(d)
+        return out
+
+    async def _apply_durably(
+        self, items: list[Decoded | DecodedWill], now: float, touched: set[str]
+    ) -> _Applied:
+        """Apply the messages to the sessions and make the outcome durable (`_make_durable`).
+
+        On a shared store (PostgreSQL) the commit may find that another gateway wrote one of the
+        cars after the refresh (StoreConflict, nothing written): every car the batch touched is
+        restored from the store, with the grace periods as they were, and the batch applied
+        again, so no state change is lost and every event is computed from the car's real
+        state. A message the other gateway applied already is then a duplicate for the replay
+        window and dropped (at least once: each of its effects happens once). The entitlement
+        engine may see a message twice that way, as after a redelivery (its handling is
+        idempotent for replays). After MAX_REAPPLY conflicts in a row each further attempt waits
+        as a failed commit does (backoff, reading paused): a car hammered by two gateways at
+        once must not spin the loop. SQLite (one gateway, no SharedStore) never conflicts.
+        """
+        shared = self._shared
+        pending = dict(self._tracker.pending_offline) if shared is not None else None
+        delays = self._commit_backoff.delays()
+        conflicts = 0
+        while True:
+            applied = self._apply(items, now)
+            try:
+                await self._make_durable(applied.updates, applied.dirty, applied.events)
+                return applied
+            except StoreConflict as conflict:
+                if shared is None:
+                    raise  # a store that is not shared has no other writer: a bug, not a race
+                conflicts += 1
+                self._m.store_conflicts.inc()
+                if conflicts > MAX_REAPPLY:
+                    await self._failed("store", conflict, delays, outage=False)
+                elif self._commit_log_budget.allow():
+                    log.info("batch commit conflicted (%s); applying it again on the stored state", conflict)
+                await self._adopt_stored(
+                    shared, touched | applied.dirty.keys(), now=now, every=True, pending=pending
+                )
+
+    async def _adopt_stored(
+        self,
+        shared: SharedStore,
+        vins: set[str],
+        *,
+        now: float,
+        every: bool,
+        pending: dict[str, tuple[float, int]] | None = None,
+    ) -> None:
+        """Replace the tracker's sessions of `vins` by the stored ones: those another gateway
+        wrote (every=False, before applying), or all of them (every=True, undoing an apply that
+        did not commit: the cars it created and never stored are forgotten). While the
+        database fails, wait and read again as `_make_durable` does."""
+        delays = self._commit_backoff.delays()
+        failed = False
+        while True:
+            try:
+                fresh = await shared.fresh_sessions(sorted(vins), every=every)
+                break
+            except StoreError as exc:
+                failed = True
+                await self._failed("store", exc, delays)
+        if failed:
+            self._tell("store", None)
+        gone = vins - {s.vin for s in fresh} if every else set()
+        self._tracker.adopt(fresh, gone, now=now, pending=pending)
+        if fresh and not every:
+            self._m.vehicles_refreshed.inc(len(fresh))
+
+    def _apply(self, items: Sequence[Decoded | DecodedWill], now: float) -> _Applied:
+        """Apply the gated messages and what time did (grace periods, liveness timeouts) to the
+        sessions; collect what is to be written, forwarded and counted once it committed."""
+        a = _Applied()
+        dirty, events, updates = a.dirty, a.events, a.updates
+        for expired in self._tracker.expire(now):
+            a.grace["expired"] += 1
+            dirty[expired.session.vin] = expired.session
+            gone = copy.copy(expired.session)  # as the expiry left it (see below)
+            events.extend(_egress(expired.events, gone))
+            updates.append(VehicleUpdate(gone))
+        for d in items:
             # The session as this message left it, copied at most once per message (shared by
             # the VehicleUpdate and the events). A shallow copy suffices: every field of
             # VehicleSession is an immutable value (Privacy and VehicleState are frozen).
             snapshot: VehicleSession | None = None
             if isinstance(d, Decoded):
                 env, body = d.envelope, d.body
-                if (
-                    body == "hello" and limits is not None and not self._reinstalled(env)
-                    and not limits.hellos.take(env.vin, now)
-                ):
-                    # A reconnect storm of one car: each connection's Hello costs an online
-                    # event, a store write and the entitlement engine's boot handling. A Hello
-                    # that opens a new sequence epoch (a new or reset head unit) always passes:
-                    # dropped, every later envelope of that epoch would count as other_epoch
-                    # and the car could never be seen again (it still takes a message token).
-                    rejected["hello_rate_limited"] += 1
-                    if self._log_budget.allow():
-                        log.warning("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
-                                    msg.topic, limits.hellos.rate, limits.hellos.burst)
-                    continue
                 in_grace = env.vin in self._tracker.pending_offline
                 t = self._tracker.apply(env, now)
                 if in_grace and env.vin not in self._tracker.pending_offline:
-                    self._m.presence_grace_started.labels("reconnected").inc()
+                    a.grace["reconnected"] += 1
                 if t.dirty:
                     dirty[t.session.vin] = t.session  # also a late arrival's mark in the window
                 if t.arrival is Arrival.JUMP:
-                    rejected["sequence_jump"] += 1
+                    a.rejected["sequence_jump"] += 1
                     if self._log_budget.allow():
                         log.warning(
                             "rejected uplink on %s: sequence_jump: %d is more than %d above the"
-                            " highest sequence of its epoch", msg.topic, env.sequence, MAX_JUMP,
+                            " highest sequence of its epoch", topics.uplink(env.vin), env.sequence, MAX_JUMP,
                         )
                     continue
                 if t.arrival is Arrival.DUPLICATE or t.arrival is Arrival.TOO_OLD:
-                    stale[t.arrival.value] += 1
+                    a.stale[t.arrival.value] += 1
                     continue
                 if t.arrival is Arrival.LATE or t.arrival is Arrival.OTHER_EPOCH:
-                    stale[t.arrival.value] += 1
-                self._route_body(env, body, t, records, decisions)
+                    a.stale[t.arrival.value] += 1
+                self._route_body(env, body, t, a)
                 # Only what can move an entitlement: a change of presence, state, link or privacy
                 # (the tracker emitted an event) or the car's answers; plain telemetry cannot.
                 if t.events or body in ("entitlement_ack", "fod_result"):
@@ -299,13 +458,13 @@ class Pipeline:
                     )
             else:
                 body = "will"
-                t = self._apply_will(d.vin, d.connection_id, now)
+                t = self._apply_will(d.vin, d.connection_id, now, a)
                 if t.dirty:
                     dirty[t.session.vin] = t.session
                 if t.events:
                     snapshot = copy.copy(t.session)
                     updates.append(VehicleUpdate(snapshot))
-            kinds[body] += 1
+            a.kinds[body] += 1
             if t.events:
                 # R22 and "the session right after the event": judged and serialized with a
                 # copy of the session as this message left it (the tracker changes sessions in
@@ -314,22 +473,26 @@ class Pipeline:
                 events.extend(_egress(t.events, snapshot if snapshot is not None else copy.copy(t.session)))
         # After the batch: a car whose message is in it has spoken and is not timed out.
         for silent in self._tracker.expire_silent(now, self._liveness_timeout_s):
-            self._m.presence_timeouts.inc()
+            a.timeouts += 1
             dirty[silent.session.vin] = silent.session
             gone = copy.copy(silent.session)
             events.extend(_egress(silent.events, gone))
             updates.append(VehicleUpdate(gone))
-        if (quarantined or released) and self._quarantine_changed is not None:
-            self._quarantine_changed(quarantined, released)
-        await self._make_durable(updates, dirty, events)
-        self._ack(batch)
-        if records:
-            got = await self._telemetry.publish(records)
-            self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
-        self.processed += len(batch)
-        self._update_metrics(len(batch), kinds, rejected, stale)
-        for (rule, outcome), count in decisions.items():
+        return a
+
+    def _applied_metrics(self, a: _Applied) -> None:
+        """The counts of the apply that committed (one that conflicted counts for nothing)."""
+        for (rule, outcome), count in a.decisions.items():
             self._m.rule_decisions.labels(rule, outcome).inc(count)
+        for outcome, count in a.grace.items():
+            self._m.presence_grace_started.labels(outcome).inc(count)
+        if a.timeouts:
+            self._m.presence_timeouts.inc(a.timeouts)
+        # Counted once per batch, not per envelope (a metric update takes a lock).
+        if a.withheld_records:
+            self._m.privacy_withheld_records.inc(a.withheld_records)
+        if a.withheld_signals:
+            self._m.privacy_withheld_signals.inc(a.withheld_signals)
 
     async def _make_durable(
         self,
@@ -351,7 +514,9 @@ class Pipeline:
         Every StoreError and LedgerError is retried, a refusal as much as a lost connection:
         dropping the batch would lose what the cars sent, so a database that keeps refusing
         holds the ingest (readiness says so, gateway_store_commit_retries_total counts
-        it) rather than losing it.
+        it) rather than losing it. A StoreConflict (a shared store: another gateway wrote one of
+        the cars) is not retried here, where it could never succeed: it goes to the caller,
+        which applies the messages again on the stored state (`_apply_durably`).
         """
         engine_due = self._entitlements is not None and bool(updates)
         delays = self._commit_backoff.delays()
@@ -371,23 +536,31 @@ class Pipeline:
                     self._tell("store", None)
                 return
             except (StoreError, LedgerError) as exc:
-                self._tell("ledger" if step == "entitlements" else "store", exc)
-                self._m.store_commit_retries.labels(step).inc()
-                if not self._paused:
-                    # Backpressure: what the broker has not sent yet stays with it.
-                    self._paused = True
-                    self._pause()
-                delay = next(delays)
-                if self._commit_log_budget.allow():
-                    log.warning("batch commit failed (%s): %s; retrying in %.1f s, not acknowledged",
-                                step, exc, delay)
-                await self._sleep(delay)
+                await self._failed(step, exc, delays)
+
+    async def _failed(
+        self, step: str, exc: Exception, delays: Iterator[float], *, outage: bool = True
+    ) -> None:
+        """A step of making a batch durable failed: say so, pause reading, wait the next delay.
+        outage=False: the database works (a conflict storm), readiness is not told."""
+        if outage:
+            self._tell("ledger" if step == "entitlements" else "store", exc)
+        self._m.store_commit_retries.labels(step).inc()
+        if not self._paused:
+            # Backpressure: what the broker has not sent yet stays with it.
+            self._paused = True
+            self._pause()
+        delay = next(delays)
+        if self._commit_log_budget.allow():
+            log.warning("batch commit failed (%s): %s; retrying in %.1f s, not acknowledged",
+                        step, exc, delay)
+        await self._sleep(delay)
 
     def _tell(self, component: str, error: BaseException | None) -> None:
         if self._outcome is not None:
             self._outcome(component, error)
 
-    def _apply_will(self, vin: str, connection_id: int, now: float) -> Tracked:
+    def _apply_will(self, vin: str, connection_id: int, now: float, a: _Applied) -> Tracked:
         session = self._tracker.get(vin)
         grace = 0.0
         if session is not None:
@@ -395,13 +568,8 @@ class Pipeline:
             grace = offline_grace_s(self._reference.current.presence, session.bearer, session.radio)
         t = self._tracker.apply_will(vin, connection_id, now, grace)
         if vin in self._tracker.pending_offline:
-            self._m.presence_grace_started.labels("started").inc()
+            a.grace["started"] += 1
         return t
-
-    def _reinstalled(self, env: uplink_pb2.Envelope) -> bool:
-        """A known car's Hello with another sequence epoch: a new or reset head unit."""
-        session = self._tracker.get(env.vin)
-        return session is not None and session.sequence_epoch != env.sequence_epoch
 
     def _liveness_timeout_s(self, session: VehicleSession) -> float:
         # R20: the presence grace of the car's bearer and radio on top of its missed heartbeats.
@@ -423,10 +591,10 @@ class Pipeline:
         env: uplink_pb2.Envelope,
         body: str,
         t: Tracked,
-        records: list[telemetry_pb2.TelemetryRecord],
-        decisions: Counter[tuple[str, str]],
+        a: _Applied,
     ) -> None:
         session = t.session
+        records, decisions = a.records, a.decisions
         # R22: the envelope's own header is the car's setting when it sent it; a late envelope
         # (sequence below the highest) did not update the session, whose current setting may be
         # stricter. Judged by the stricter of both: fail closed.
@@ -451,7 +619,6 @@ class Pipeline:
             # A car whose clock is not set sends no sent_at (validate.py): the records then have
             # none either, rather than 1970-01-01 (CopyFrom of an unset field marks it present).
             sent_at = env.sent_at if env.HasField("sent_at") else None
-            withheld_records = withheld_signals = 0
             for sample in batch.samples:
                 rec = telemetry_pb2.TelemetryRecord(
                     vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample,
@@ -460,14 +627,9 @@ class Pipeline:
                 if redaction.withholds:
                     signals = _redact(rec, redaction)
                     if rec.location_withheld or signals:
-                        withheld_records += 1
-                        withheld_signals += signals
+                        a.withheld_records += 1
+                        a.withheld_signals += signals
                 records.append(rec)
-            # Counted once per envelope, not per sample (a metric update takes a lock).
-            if withheld_records:
-                self._m.privacy_withheld_records.inc(withheld_records)
-            if withheld_signals:
-                self._m.privacy_withheld_signals.inc(withheld_signals)
         elif body == "charging_session":
             cs = common_pb2.ChargingSession()
             cs.CopyFrom(env.charging_session)
@@ -476,7 +638,7 @@ class Pipeline:
             if decision.outcome is Outcome.REDACT:
                 cs.ClearField("location")
                 cs.ClearField("location_name")
-                self._m.privacy_withheld_records.inc()
+                a.withheld_records += 1
             t.events.append(
                 SessionEvent(
                     session.vin,

@@ -11,7 +11,7 @@ message never regresses a session.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
@@ -93,6 +93,59 @@ class SessionTracker:
 
     def get(self, vin: str) -> VehicleSession | None:
         return self.sessions.get(vin)
+
+    def due_vins(self, now: float) -> set[str]:
+        """The cars whose grace period or liveness check is due: a tick may change them. Their
+        liveness checks stay due."""
+        due = {vin for vin, (deadline, _) in self.pending_offline.items() if deadline <= now}
+        for vin in self.liveness.pop_due(now):
+            self.liveness.watch(vin, now)
+            due.add(vin)
+        return due
+
+    def adopt(
+        self,
+        fresh: Iterable[VehicleSession],
+        gone: Iterable[str] = (),
+        *,
+        now: float,
+        pending: Mapping[str, tuple[float, int]] | None = None,
+    ) -> None:
+        """Replace sessions by their stored copies (several gateways on one store: another one
+        wrote them, or this one's apply must be undone; gateway/pipeline.py) and forget `gone`
+        (never stored). pending: the grace periods to restore (those before an undone apply).
+
+        What lives in memory only follows: the online count per bearer, the liveness schedule
+        (a stored online car is looked at by the next tick, which reckons from its
+        last_seen_at), the grace periods (kept only while the stored car is online on the same
+        connection) and a refused sequence jump waiting for confirmation (kept for the same
+        sequence space)."""
+        if pending is not None:
+            self.pending_offline = dict(pending)
+        for s in fresh:
+            old = self.sessions.get(s.vin)
+            if old is not None:
+                self._count_online(old, -1)
+                if old.sequence_epoch == s.sequence_epoch:
+                    s.jump_candidate = old.jump_candidate
+                if old.previous_epoch == s.previous_epoch:
+                    s.previous_jump_candidate = old.previous_jump_candidate
+            self.sessions[s.vin] = s
+            self._count_online(s, +1)
+            if s.presence is Presence.ONLINE:
+                self.liveness.watch(s.vin, now)
+            grace = self.pending_offline.get(s.vin)
+            if grace is not None and (s.presence is not Presence.ONLINE or s.connection_id != grace[1]):
+                del self.pending_offline[s.vin]
+        for vin in gone:
+            old = self.sessions.pop(vin, None)
+            if old is not None:
+                self._count_online(old, -1)
+            self.pending_offline.pop(vin, None)  # the liveness schedule skips unknown cars
+
+    def _count_online(self, s: VehicleSession, delta: int) -> None:
+        if s.presence is Presence.ONLINE:
+            self.online_by_bearer[s.bearer] += delta
 
     def _session(self, vin: str) -> VehicleSession:
         s = self.sessions.get(vin)

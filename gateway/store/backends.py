@@ -17,7 +17,7 @@ from gateway.entitlements.ledger_sqlite import SqliteLedger
 from gateway.security.code_records import CodeRecords
 from gateway.security.code_records_postgres import PostgresCodeRecords
 from gateway.security.code_records_sqlite import SqliteCodeRecords
-from gateway.store.base import Store
+from gateway.store.base import SharedStore, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
@@ -29,14 +29,18 @@ class Backends:
     # The R7 code records live in the ledger's database: usable once the ledger is open.
     code_records: CodeRecords
     display: str  # where the data is, without a password (for log lines)
+    # `store` when several gateways may write it (PostgreSQL); None: one gateway's own (SQLite).
+    shared_store: SharedStore | None = None
 
 
 def build_backends(config: Config) -> Backends:
     """The (unopened) store, ledger and code records for `config`."""
     if config.store_url:
         pg_ledger = PostgresLedger(url=config.store_url)
+        pg_store = PostgresStore(url=config.store_url)
         return Backends(
-            store=PostgresStore(url=config.store_url),
+            store=pg_store,
+            shared_store=pg_store,
             ledger=pg_ledger,
             code_records=PostgresCodeRecords(pg_ledger.database),
             display=pg_ledger.display,

@@ -14,6 +14,19 @@ class StoreError(Exception):
     """The database refused or failed an operation."""
 
 
+class StoreConflict(Exception):
+    """A shared store refused a batch: another gateway committed some of its cars after this one
+    last read or wrote them, so its snapshots of those cars are based on an old view. Nothing of
+    the batch was written (no snapshot, no event). Not a StoreError on purpose: retrying the same
+    writes can never succeed, the batch must be applied again on the stored state
+    (gateway/pipeline.py)."""
+
+    def __init__(self, vins: Sequence[str]) -> None:
+        self.vins = tuple(vins)
+        shown = ", ".join(self.vins[:5]) + (f" and {len(self.vins) - 5} more" if len(self.vins) > 5 else "")
+        super().__init__(f"{len(self.vins)} vehicles were written by another gateway meanwhile: {shown}")
+
+
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
     vin: str
@@ -72,3 +85,15 @@ class Store(Protocol):
         ...
 
     async def prune_events(self, keep: int) -> int: ...
+
+
+class SharedStore(Store, Protocol):
+    """A store several gateways write (PostgreSQL): a car's messages may reach any of them, so
+    each refreshes the cars of a batch before applying it, and a commit over a car another
+    gateway wrote meanwhile raises StoreConflict instead of skipping the snapshot."""
+
+    async def fresh_sessions(self, vins: Sequence[str], *, every: bool = False) -> list[VehicleSession]:
+        """The stored sessions of those of `vins` whose stored version differs from the one this
+        store last read or wrote, or that it never saw (every=True: all stored ones of `vins`),
+        in one query. Their versions become what this store's next writes of them replace."""
+        ...

@@ -5,12 +5,17 @@ cursors are handed out in commit order (gateway/store/pg_outbox.py), so a Watch 
 moves past a cursor never misses an event committed later with a lower one. A snapshot is
 written only over the row version this store last read or wrote (gateway/store/versions.py):
 this store's commits take turns (a lock), so its own writes never refuse each other.
+
+Several gateways write the same cars (a car's messages reach any of them), so this is a
+SharedStore: `fresh_sessions` hands the pipeline the cars another gateway wrote since this one
+last read or wrote them (one query per batch), and a batch with a snapshot over such a car
+raises StoreConflict and is rolled back whole, its events with it; the pipeline then applies
+it again on the stored state. A snapshot is never skipped here: that would lose the change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
@@ -20,13 +25,12 @@ from gateway._gen.telematics.v1 import vehicles_pb2
 from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store import pg_outbox
-from gateway.store.base import PendingEvent, StoredEvent, StoreError
+from gateway.store.base import PendingEvent, StoreConflict, StoredEvent, StoreError
 from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase, u64
 from gateway.store.pg_outbox import VEHICLE_EVENTS
 from gateway.store.versions import KnownVersions
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 _UPSERT = (
     "INSERT INTO vehicles (vin, snapshot, connection_id, seen_window, previous_epoch,"
@@ -45,6 +49,15 @@ _UPSERT = (
 
 _SESSION_COLUMNS = (
     "snapshot, connection_id, seen_window, previous_epoch, previous_last_sequence, previous_seen_window"
+)
+
+# The rows of the given cars whose version is not the one this gateway knows (NULL: it never
+# saw the car, so any stored row is news). Served by the primary key, one round trip a batch.
+_FRESH = (
+    "SELECT v.vin, v.version, v.snapshot, v.connection_id, v.seen_window, v.previous_epoch,"
+    " v.previous_last_sequence, v.previous_seen_window"
+    " FROM unnest($1::text[], $2::bigint[]) AS k(vin, known) JOIN vehicles v ON v.vin = k.vin"
+    " WHERE v.version IS DISTINCT FROM k.known"
 )
 
 
@@ -126,9 +139,20 @@ class PostgresStore:
 
         return await self._run(read())
 
+    async def fresh_sessions(self, vins: Sequence[str], *, every: bool = False) -> list[VehicleSession]:
+        if not vins:
+            return []
+        async with self._commit_lock:  # the known versions change only between commits
+            known = [None if every else self._versions.expected(v) for v in vins]
+            rows = await self._run(self._db.pool.fetch(_FRESH, list(vins), known))
+            self._versions.refreshed({r["vin"]: int(r["version"]) for r in rows})
+        return [_session(r) for r in rows]
+
     async def commit_batch(
         self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
     ) -> list[StoredEvent]:
+        """Raises StoreConflict, writing nothing, when a car of `vehicles` was written by another
+        gateway since this store last read or wrote it."""
         # Serialize on the event loop: sessions are mutated there and must be read there.
         columns: tuple[list[object], ...] = ([], [], [], [], [], [], [])
         for s in vehicles:
@@ -141,26 +165,27 @@ class PostgresStore:
 
         async with self._commit_lock:
             versions = [(self._versions.expected(s.vin) or 0) + 1 for s in vehicles]
-            written, stored = await self._run(self._commit(columns, versions, events))
+            try:
+                written, stored = await self._run(self._commit(columns, versions, events))
+            except StoreConflict as conflict:
+                self._versions.stale += len(conflict.vins)
+                raise
             self._versions.written(written)  # committed
-        stale = [s.vin for s in vehicles if s.vin not in written]
-        if stale:
-            self._versions.stale += len(stale)
-            # Bounded: a gateway that lost many cars to another one must not write a line per fleet.
-            shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
-            log.warning("%d vehicle snapshots not written, the stored ones are newer: %s", len(stale), shown)
         return stored
 
     async def _commit(
         self, columns: tuple[list[object], ...], versions: list[int], events: Sequence[PendingEvent]
     ) -> tuple[dict[str, int], list[StoredEvent]]:
-        """One transaction: the snapshots still at their expected versions, then the events;
-        the versions written and the events stored."""
+        """One transaction: the snapshots, each over its expected version, then the events; the
+        versions written and the events stored. A snapshot refused by its version raises
+        StoreConflict, which rolls the transaction back."""
         async with self._db.pool.acquire() as conn, conn.transaction():
             written: dict[str, int] = {}
             if versions:
                 rows = await conn.fetch(_UPSERT, *columns, versions)
                 written = {r["vin"]: int(r["version"]) for r in rows}
+                if len(written) < len(versions):
+                    raise StoreConflict([str(v) for v in columns[0] if v not in written])
             fresh = await self._first_seen(conn, events)
             kept = [e for e in events if not e.dedupe_key or fresh.pop((e.vin, e.dedupe_key), False)]
             cursors = await pg_outbox.append(conn, VEHICLE_EVENTS, [(e.vin, e.kind, e.payload) for e in kept])

@@ -1,7 +1,12 @@
 """SQLite store for the embedded deployment (one thread, WAL: see sqlite_thread.py).
 
 A snapshot is written only over the row version this store last read or wrote
-(gateway/store/versions.py); the versions are kept on the database thread.
+(gateway/store/versions.py); the versions are kept on the database thread. A refused snapshot
+is skipped (logged and counted) and its batch's events still written; it cannot happen in a
+deployment: the file belongs to one gateway (its data_dir; several gateways need store_url), and
+that gateway's pipeline is the one writer of its snapshots, one batch after the other, so what
+it last wrote is always what is stored. Hence no refresh before a batch either (not a
+SharedStore): the gateway's memory is the whole truth, at no extra query.
 """
 
 from __future__ import annotations

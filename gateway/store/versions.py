@@ -11,10 +11,13 @@ so they have no order, and much of a snapshot changes without a new sequence num
 after a timeout, a will, a privacy change seen through the backend). A version the store bumps
 orders every write, whatever it changed.
 
-What a refused write does: a vehicle snapshot is skipped (the stored one is newer; the
-batch's events are still written, `stale` counts the skips); an entitlement update raises
-VersionConflict and its whole transaction rolls back (its outbox events with it). Within one
-gateway the writes are serialised, so neither ever happens to it alone.
+What a refused write does: on PostgreSQL (shared by several gateways) a vehicle snapshot
+raises StoreConflict and the whole batch rolls back, its events with it; the pipeline reads the
+stored cars and applies the batch again (gateway/pipeline.py). On SQLite (one gateway) the
+snapshot is skipped, the batch's events still written (it cannot happen there: see
+gateway/store/sqlite.py); `stale` counts either. An entitlement update raises VersionConflict
+and its whole transaction rolls back (its outbox events with it). Within one gateway the writes
+are serialised, so none of this ever happens to it alone.
 """
 
 from __future__ import annotations
@@ -43,4 +46,9 @@ class KnownVersions:
         return self._known.get(key)
 
     def written(self, versions: dict[str, int]) -> None:
+        self._known.update(versions)
+
+    def refreshed(self, versions: dict[str, int]) -> None:
+        """Rows read to replace this writer's view of them: their versions become the
+        expectation, whatever it was."""
         self._known.update(versions)

@@ -1,11 +1,11 @@
 """The vehicle store, on SQLite and on PostgreSQL (each test runs on both: tests/conftest.py)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from gateway.model import Bearer, Presence, VehicleSession
-from gateway.store.base import PendingEvent, Store, StoreError
+from gateway.store.base import PendingEvent, Store, StoreConflict, StoredEvent, StoreError
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
@@ -135,7 +135,22 @@ async def test_a_closed_store_raises_store_error(make_store: MakeStore) -> None:
 # -- no last-writer-wins (gateway/store/versions.py): two stores on one database are two gateways
 
 
-async def test_a_snapshot_based_on_an_old_read_does_not_replace_a_newer_one(make_store: MakeStore) -> None:
+async def commit_over_newer(
+    store: Store, backend: str, vehicles: list[VehicleSession], events: Sequence[PendingEvent] = ()
+) -> list[StoredEvent]:
+    """Commit snapshots of which one is based on an older view than the stored row: SQLite (one
+    gateway) skips it and writes the rest; PostgreSQL (shared) refuses the whole batch."""
+    if backend == "sqlite":
+        return await store.commit_batch(vehicles, events)
+    with pytest.raises(StoreConflict) as refused:
+        await store.commit_batch(vehicles, events)
+    assert refused.value.vins == (VIN,)
+    return []
+
+
+async def test_a_snapshot_based_on_an_old_read_does_not_replace_a_newer_one(
+    make_store: MakeStore, backend: str
+) -> None:
     a, b = make_store(), make_store()
     await a.open()
     await a.load_sessions()
@@ -144,10 +159,11 @@ async def test_a_snapshot_based_on_an_old_read_does_not_replace_a_newer_one(make
     [seen] = await b.load_sessions()
     seen.presence, seen.last_sequence = Presence.OFFLINE, 2
     await b.commit_batch([seen], [])
-    # `a` still works from its own (older) view of the car: its snapshot is refused, its event kept.
+    # `a` still works from its own (older) view of the car: its snapshot is refused.
     old_view = VehicleSession(vin=VIN, presence=Presence.ONLINE, last_sequence=3)
-    written = await a.commit_batch([old_view], [PendingEvent(VIN, "online", b"e")])
-    assert [e.payload for e in written] == [b"e"]
+    written = await commit_over_newer(a, backend, [old_view], [PendingEvent(VIN, "online", b"e")])
+    assert [e.payload for e in written] == ([b"e"] if backend == "sqlite" else [])
+    assert [e.payload for e in await b.read_events(0, 10)] == [e.payload for e in written]
     assert (stale(a), stale(b)) == (1, 0)
     [stored] = await b.load_sessions()
     assert (stored.presence, stored.last_sequence) == (Presence.OFFLINE, 2)
@@ -161,15 +177,68 @@ async def test_a_snapshot_based_on_an_old_read_does_not_replace_a_newer_one(make
     await b.close()
 
 
+async def test_a_conflicting_batch_on_postgresql_writes_none_of_its_snapshots_and_events(pg_url: str) -> None:
+    a, b = PostgresStore(url=pg_url), PostgresStore(url=pg_url)
+    await a.open()
+    await b.open()
+    other = "WP0ZZZ99ZTS392125"
+    await a.load_sessions()
+    await a.commit_batch([VehicleSession(vin=VIN, last_sequence=1)], [])
+    await b.load_sessions()
+    await b.commit_batch([VehicleSession(vin=VIN, last_sequence=2)], [])
+    charging = PendingEvent(other, "charging_session", b"c", dedupe_key="charging:s9")
+    with pytest.raises(StoreConflict) as refused:
+        await a.commit_batch(
+            [VehicleSession(vin=other, last_sequence=5), VehicleSession(vin=VIN, last_sequence=3)],
+            [PendingEvent(VIN, "state_changed", b"e"), charging],
+        )
+    assert refused.value.vins == (VIN,)
+    assert await b.read_events(0, 10) == [] and await b.get_vehicle(other) is None
+    stored = await b.get_vehicle(VIN)
+    assert stored is not None and stored.last_sequence == 2
+    # Rolled back whole: the charging record's dedupe key was not taken either.
+    [fresh] = await a.fresh_sessions([VIN, other])
+    fresh.last_sequence = 3
+    written = await a.commit_batch([fresh, VehicleSession(vin=other, last_sequence=5)], [charging])
+    assert [e.payload for e in written] == [b"c"]
+    await a.close()
+    await b.close()
+
+
+async def test_the_refresh_returns_exactly_the_cars_written_elsewhere_or_never_seen(pg_url: str) -> None:
+    a, b = PostgresStore(url=pg_url), PostgresStore(url=pg_url)
+    await a.open()
+    await b.open()
+    mine, theirs, unseen, absent = (f"WP0ZZZ99ZTS3921{n}" for n in (30, 31, 32, 33))
+    await a.load_sessions()
+    await a.commit_batch([VehicleSession(vin=v, last_sequence=1) for v in (mine, theirs)], [])
+    await b.load_sessions()
+    [seen] = [s for s in await b.load_sessions() if s.vin == theirs]
+    seen.last_sequence = 2
+    await b.commit_batch([seen, VehicleSession(vin=unseen, last_sequence=9)], [])
+    vins = [mine, theirs, unseen, absent]
+    fresh = await a.fresh_sessions(vins)
+    assert sorted((s.vin, s.last_sequence) for s in fresh) == [(theirs, 2), (unseen, 9)]
+    assert await a.fresh_sessions(vins) == []  # now known: one query, nothing to replace
+    assert {s.vin for s in await a.fresh_sessions(vins, every=True)} == {mine, theirs, unseen}
+    # What was read is what the next write replaces: no conflict.
+    for s in fresh:
+        s.last_sequence += 1
+    await a.commit_batch(fresh, [])
+    assert [s.last_sequence for s in await b.fresh_sessions([theirs])] == [3]  # a's write, news to b
+    await a.close()
+    await b.close()
+
+
 async def test_a_car_first_written_by_another_gateway_is_not_overwritten_by_one_that_never_read_it(
-    make_store: MakeStore,
+    make_store: MakeStore, backend: str
 ) -> None:
     a, b = make_store(), make_store()
     await a.open()
     await b.open()
     assert await a.load_sessions() == [] and await b.load_sessions() == []
     await b.commit_batch([VehicleSession(vin=VIN, last_sequence=7)], [])
-    await a.commit_batch([VehicleSession(vin=VIN, last_sequence=1)], [])
+    await commit_over_newer(a, backend, [VehicleSession(vin=VIN, last_sequence=1)])
     [stored] = await b.load_sessions()
     assert stored.last_sequence == 7 and stale(a) == 1
     await a.close()
@@ -218,7 +287,7 @@ async def test_vehicles_list_in_vin_order_a_page_after_a_vin(make_store: MakeSto
 
 
 async def test_reading_a_vehicle_another_gateway_wrote_does_not_let_this_one_overwrite_it(
-    make_store: MakeStore,
+    make_store: MakeStore, backend: str
 ) -> None:
     # API reads are not the pipeline's view: they must not move the version guard, or a gateway
     # that answered GetVehicle would overwrite the car's owner's newer snapshot with its own.
@@ -228,7 +297,7 @@ async def test_reading_a_vehicle_another_gateway_wrote_does_not_let_this_one_ove
     assert await a.load_sessions() == [] and await b.load_sessions() == []
     await b.commit_batch([VehicleSession(vin=VIN, last_sequence=7)], [])
     assert (await a.get_vehicle(VIN)) is not None and len(await a.list_vehicles("", 10)) == 1
-    await a.commit_batch([VehicleSession(vin=VIN, last_sequence=1)], [])
+    await commit_over_newer(a, backend, [VehicleSession(vin=VIN, last_sequence=1)])
     found = await b.get_vehicle(VIN)
     assert found is not None and found.last_sequence == 7 and stale(a) == 1
     await a.close()
