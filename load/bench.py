@@ -160,8 +160,8 @@ def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run
         "series": series,
     }
     for key in ("latency", "rss_per_vehicle_kib", "gateway_metrics", "exit_code", "log_problems", "error",
-                "backend_cpu_s", "mqtt_messages", "grpc_messages", "mode", "instances",
-                "records_per_instance", "store_commits", "store_commit_ms"):
+                "backend_cpu_s", "mqtt_messages", "grpc_messages", "mode", "instances", "database",
+                "records_per_instance", "store_commits", "store_commit_ms", "snapshots_not_written"):
         if key in result:
             out[key] = result[key]
     if "store_cpu_s" in result:

@@ -122,10 +122,11 @@ def plot_steady(doc: dict[str, Any], path: Path) -> None:
     ax2.legend(fontsize=8)
     _bars(ax3, summary, p["systems"], "messages_per_s", "messages/s (median, min-max)")
     ratios = doc.get("ratios", {})
-    note = "  ".join(f"{k}: {v['median']:.2f}" for k, v in ratios.items() if v.get("median") is not None
-                     and not math.isnan(v["median"]))
-    ax3.set_xlabel(note)
-    _bars(ax4, summary, p["systems"], "cpu_s_per_100k", "CPU seconds per 100k messages (sink process)")
+    shown = [f"{k}: {v['median']:.2f}" for k, v in ratios.items() if v.get("median") is not None
+             and not math.isnan(v["median"])]
+    ax3.set_xlabel("\n".join("  ".join(shown[i:i + 3]) for i in range(0, len(shown), 3)))
+    _bars(ax4, summary, p["systems"], "cpu_s_per_100k",
+          "CPU s per 100k messages (sink; gateway-pg2: both gateways)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
