@@ -1,10 +1,13 @@
 """Benchmark harness: ``python -m load.bench`` (see load/README.md).
 
 ``--scenario steady`` (default) runs the SAME generated load (same fleet, message count and
-payloads) against three systems, interleaved, ``--repeat`` times: the reference sink
-(mosquitto_sub), the naive baseline (aiomqtt + one gRPC message per record) and the gateway,
-each with a fresh broker. ``connections``, ``reconnect_storm`` and ``restart_storm`` measure
-the gateway's presence tracking with many connections (load/storms.py).
+payloads) against several systems, interleaved, ``--repeat`` times: the reference sink
+(mosquitto_sub), the naive baseline (aiomqtt + one gRPC message per record) and the gateway
+(embedded SQLite), each with a fresh broker; ``--systems`` adds ``gateway-pg`` and
+``gateway-pg2`` (one and two gateways on a fresh PostgreSQL database, load/fleet_sink.py), and
+with those the per-batch store cost (load/store_cost.py) is measured after the runs.
+``connections``, ``reconnect_storm`` and ``restart_storm`` measure the gateway's presence
+tracking with many connections (load/storms.py).
 
 Output: a live tqdm bar, ``<out>/bench-<timestamp>.json``, ``<out>/latest.json`` and
 ``<out>/latest.png``. Results are medians over the repeats with min and max.
@@ -13,6 +16,7 @@ Output: a live tqdm bar, ``<out>/bench-<timestamp>.json``, ``<out>/latest.json``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import sys
 import tempfile
@@ -30,7 +34,8 @@ from load.harness import BenchBroker
 from load.stats import ProcWatch, safe_ratio, spread
 from load.systems import Sink, make_sink
 
-SYSTEMS = ("reference", "naive", "gateway")
+SYSTEMS = ("reference", "naive", "gateway")  # the default set
+PG_SYSTEMS = ("gateway-pg", "gateway-pg2")  # load/fleet_sink.py: need a PostgreSQL server
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -55,6 +60,7 @@ class Params:
     smoke: bool = False
     phase_s: float = 15.0
     flood_rate: float = 0.0
+    store_cost: bool = True
 
 
 _phase = 0
@@ -107,7 +113,7 @@ def follow(sink: Sink, gen: Generator, start_at: float, expect: int, p: Params, 
 def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run_no: int) -> dict[str, Any]:
     sink = make_sink(system, p.naive_mode)
     expect_records = p.messages * p.samples
-    label = f"{system:>9} run {run_no + 1}/{p.repeat}"
+    label = f"{system:>11} run {run_no + 1}/{p.repeat}"
     with BenchBroker(workdir / f"broker-{system}-{run_no}") as broker:
         gen = Generator(fleet, port=broker.port, workers=p.workers, ips=source_ips(p.workers, next_group()),
                         seed=p.seed)
@@ -154,9 +160,13 @@ def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run
         "series": series,
     }
     for key in ("latency", "rss_per_vehicle_kib", "gateway_metrics", "exit_code", "log_problems", "error",
-                "backend_cpu_s", "mqtt_messages", "grpc_messages", "mode"):
+                "backend_cpu_s", "mqtt_messages", "grpc_messages", "mode", "instances", "database",
+                "records_per_instance", "store_commits", "store_commit_ms", "snapshots_not_written"):
         if key in result:
             out[key] = result[key]
+    if "store_cpu_s" in result:
+        out["store_cpu_s"] = round(result["store_cpu_s"], 3)
+        out["store_cpu_s_per_100k"] = round(result["store_cpu_s"] / p.messages * 1e5, 3)
     return out
 
 
@@ -179,15 +189,25 @@ def summarize_steady(runs: list[dict[str, Any]], p: Params) -> tuple[dict[str, A
         if system == "gateway":
             per_vehicle = [r.get("rss_per_vehicle_kib", math.nan) for r in mine]
             summary[system]["rss_per_vehicle_kib"] = spread(per_vehicle)
-    ratios: dict[str, Any] = {}
+        for key in ("store_commit_ms", "store_cpu_s_per_100k"):
+            if any(key in r for r in mine):
+                summary[system][key] = spread([r.get(key, math.nan) for r in mine])
+    return summary, ratio_pairs(runs, p.systems, p.repeat)
+
+
+def ratio_pairs(runs: list[dict[str, Any]], systems: tuple[str, ...], repeat: int) -> dict[str, Any]:
+    """messages/s ratios, each the median of the per-run ratios (same repeat, same drift): every
+    system to ``reference``, the gateway to ``naive``, the PostgreSQL ones to ``gateway``."""
+    pairs = [(s, "reference") for s in systems if s != "reference"]
+    pairs += [("gateway", "naive")] + [(s, "gateway") for s in PG_SYSTEMS]
     by = {(r["system"], r["run"]): r for r in runs}
-    for other in ("reference", "naive"):
-        if "gateway" in p.systems and other in p.systems:
-            ratios[f"gateway/{other}"] = spread([
-                safe_ratio(by[("gateway", i)]["messages_per_s"], by[(other, i)]["messages_per_s"])
-                for i in range(p.repeat)
-            ])
-    return summary, ratios
+    return {
+        f"{a}/{b}": spread([
+            safe_ratio(by[(a, i)]["messages_per_s"], by[(b, i)]["messages_per_s"])
+            for i in range(repeat) if (a, i) in by and (b, i) in by
+        ])
+        for a, b in pairs if a in systems and b in systems
+    }
 
 
 def run_steady(p: Params, workdir: Path) -> dict[str, Any]:
@@ -197,7 +217,21 @@ def run_steady(p: Params, workdir: Path) -> dict[str, Any]:
         for system in p.systems:  # interleaved: drift on a shared machine hits every system alike
             runs.append(run_steady_once(system, p, fleet, workdir, run_no))
     summary, ratios = summarize_steady(runs, p)
-    return {"runs": runs, "summary": summary, "ratios": ratios}
+    body: dict[str, Any] = {"runs": runs, "summary": summary, "ratios": ratios}
+    if p.store_cost and set(p.systems) & set(PG_SYSTEMS):
+        body["store_cost"] = run_store_cost(p)
+    return body
+
+
+def run_store_cost(p: Params) -> dict[str, Any]:
+    """The per-batch store cost (load/store_cost.py), SQLite and PostgreSQL, after the runs of
+    the same invocation (so it does not compete with them)."""
+    from load.fleet_sink import admin_url
+    from load.store_cost import run
+
+    cars, sizes, batches = (200, [10, 100], 5) if p.smoke else (20_000, [10, 100, 1000], 50)
+    print("store cost: SQLite and PostgreSQL, per batch ...", file=sys.stderr)
+    return {"cars": cars, "batches": batches, "results": asyncio.run(run(cars, sizes, batches, admin_url()))}
 
 
 def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
@@ -214,7 +248,10 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--naive-mode", choices=("stream", "unary"), default="stream")
-    ap.add_argument("--systems", default=",".join(SYSTEMS), help="steady: comma-separated subset")
+    ap.add_argument("--systems", default=",".join(SYSTEMS),
+                    help=f"steady: comma-separated, of {', '.join((*SYSTEMS, *PG_SYSTEMS))}")
+    ap.add_argument("--no-store-cost", action="store_true",
+                    help="steady with a gateway-pg system: skip the per-batch store cost (load.store_cost)")
     ap.add_argument("--concurrency", type=int, default=64, help="connects in flight per worker")
     ap.add_argument("--clean", action="store_true", help="connections: goodbye + DISCONNECT instead of drops")
     ap.add_argument("--window", type=float, default=10.0, help="restart_storm: boots spread over seconds")
@@ -225,8 +262,8 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args(argv)
     systems = tuple(s for s in a.systems.split(",") if s)
-    if set(systems) - set(SYSTEMS):
-        ap.error(f"--systems: choose from {', '.join(SYSTEMS)}")
+    if set(systems) - {*SYSTEMS, *PG_SYSTEMS}:
+        ap.error(f"--systems: choose from {', '.join((*SYSTEMS, *PG_SYSTEMS))}")
     steady = a.scenario == "steady"
     flood = a.scenario == "flood"
     p = Params(
@@ -235,7 +272,7 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
         burst=a.burst, rate=a.rate or (500.0 if flood else 0.0), repeat=1 if flood else a.repeat,
         phase_s=a.phase, seed=a.seed, naive_mode=a.naive_mode, systems=systems,
         concurrency=a.concurrency, unclean=not a.clean, window_s=a.window, smoke=a.smoke,
-        flood_rate=a.flood_rate,
+        flood_rate=a.flood_rate, store_cost=not a.no_store_cost,
     )
     if a.smoke:
         p = Params(**{**asdict(p), "cars": min(p.cars, 20), "messages": min(p.messages, 3000), "workers": 1,
@@ -246,6 +283,14 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     p, out = parse_args(argv)
+    if p.scenario == "steady" and set(p.systems) & set(PG_SYSTEMS):
+        from load.fleet_sink import PostgresUnavailable, admin_url, check_server
+
+        try:
+            check_server(admin_url())
+        except PostgresUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         if p.scenario == "steady":

@@ -119,8 +119,11 @@ def sink_main(counter: Any, pipe: Connection) -> None:
 
 
 # -- the gateway's consumer: one SubscribeTelemetry stream --
-def subscriber_main(target: str, counter: Any, pipe: Connection, expect: int = 0, token: str = "") -> None:
-    """Process entry: subscribe and count until ``expect`` records or a ``stop`` from the parent."""
+def subscriber_main(target: str, counter: Any, pipe: Connection, expect: int = 0, token: str = "",
+                    raw: bool = False) -> None:
+    """Process entry: subscribe and count until ``expect`` records or a ``stop`` from the parent.
+    ``raw``: the stats also carry every latency (``latencies_ms``, float64 bytes), so the parent
+    can merge several streams' percentiles exactly (load/fleet_sink.py)."""
     tally = Tally(counter)
     channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
     stub = telemetry_pb2_grpc.TelemetryServiceStub(channel)
@@ -145,4 +148,5 @@ def subscriber_main(target: str, counter: Any, pipe: Connection, expect: int = 0
         if exc.code() != grpc.StatusCode.CANCELLED:
             error = f"{exc.code().name}: {exc.details()}"
     channel.close()
-    pipe.send(tally.stats(error=error))
+    extra = {"latencies_ms": tally.latencies.values.tobytes()} if raw else {}
+    pipe.send(tally.stats(error=error, **extra))

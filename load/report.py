@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-COLORS = {"reference": "#7f7f7f", "naive": "#d62728", "gateway": "#1f77b4"}
+COLORS = {"reference": "#7f7f7f", "naive": "#d62728", "gateway": "#1f77b4", "gateway-pg": "#9467bd",
+          "gateway-pg2": "#ff7f0e"}
 
 
 def host_info() -> dict[str, Any]:
@@ -103,7 +104,7 @@ def plot_steady(doc: dict[str, Any], path: Path) -> None:
             ax1.plot(ts, rs, color="#2ca02c", ls="--", lw=1, label="generator send rate (gateway run)")
     ax1.set(title="throughput over time (median run)", xlabel="s since start", ylabel="per second")
     ax1.legend(fontsize=8)
-    for system in ("naive", "gateway"):
+    for system in (s for s in p["systems"] if s != "reference"):
         run = _median_run(runs, system)
         hist = (run or {}).get("latency", {}).get("histogram")
         if not hist:
@@ -121,10 +122,11 @@ def plot_steady(doc: dict[str, Any], path: Path) -> None:
     ax2.legend(fontsize=8)
     _bars(ax3, summary, p["systems"], "messages_per_s", "messages/s (median, min-max)")
     ratios = doc.get("ratios", {})
-    note = "  ".join(f"{k}: {v['median']:.2f}" for k, v in ratios.items() if v.get("median") is not None
-                     and not math.isnan(v["median"]))
-    ax3.set_xlabel(note)
-    _bars(ax4, summary, p["systems"], "cpu_s_per_100k", "CPU seconds per 100k messages (sink process)")
+    shown = [f"{k}: {v['median']:.2f}" for k, v in ratios.items() if v.get("median") is not None
+             and not math.isnan(v["median"])]
+    ax3.set_xlabel("\n".join("  ".join(shown[i:i + 3]) for i in range(0, len(shown), 3)))
+    _bars(ax4, summary, p["systems"], "cpu_s_per_100k",
+          "CPU s per 100k messages (sink; gateway-pg2: both gateways)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -191,12 +193,23 @@ def _fmt(v: dict[str, Any] | None, unit: str = "", digits: int = 0) -> str:
     return f"{f.format(v['median'])}{unit} [{f.format(v['min'])}-{f.format(v['max'])}]"
 
 
+def store_cost_lines(cost: dict[str, Any] | None) -> list[str]:
+    """The per-batch store cost (load/store_cost.py) measured in the same invocation."""
+    if not cost:
+        return []
+    lines = [f"  store cost per batch ({cost['cars']:,} vehicles, {cost['batches']} batches each):"]
+    for key, r in cost["results"].items():
+        lines.append(f"  {key:>15}: batch p50/p99 {r['batch_p50_ms']:.2f} / {r['batch_p99_ms']:.2f} ms, "
+                     f"{r['us_per_vehicle']:.1f} us per vehicle, {r['vehicles_per_s']:,} vehicles/s")
+    return lines
+
+
 def text_summary(doc: dict[str, Any]) -> str:
     lines = [f"scenario {doc['scenario']}: median [min-max] over {doc['params']['repeat']} runs"]
     if doc["scenario"] == "steady":
         for system, s in doc["summary"].items():
             lines.append(
-                f"  {system:>9}: {_fmt(s['messages_per_s'])} msg/s, records/s {_fmt(s['records_per_s'])}, "
+                f"  {system:>11}: {_fmt(s['messages_per_s'])} msg/s, records/s {_fmt(s['records_per_s'])}, "
                 f"latency p50/p99/p99.9 {_fmt(s['latency_p50_ms'], ' ms', 1)} / "
                 f"{_fmt(s['latency_p99_ms'], ' ms', 1)} / {_fmt(s['latency_p999_ms'], ' ms', 1)}, "
                 f"CPU {_fmt(s['cpu_s_per_100k'], ' s/100k', 2)}, "
@@ -204,9 +217,14 @@ def text_summary(doc: dict[str, Any]) -> str:
             )
             if "rss_per_vehicle_kib" in s:
                 rss = _fmt(s["rss_per_vehicle_kib"], " KiB", 1)
-                lines.append(f"             RSS per tracked vehicle {rss}")
+                lines.append(f"{'':>15}RSS per tracked vehicle {rss}")
+            if "store_commit_ms" in s:
+                lines.append(f"{'':>15}store commit per batch {_fmt(s['store_commit_ms'], ' ms', 2)}"
+                             + (f", PostgreSQL CPU {_fmt(s['store_cpu_s_per_100k'], ' s/100k', 2)}"
+                                if "store_cpu_s_per_100k" in s else ""))
         for name, r in doc.get("ratios", {}).items():
             lines.append(f"  ratio {name}: {_fmt(r, '', 3)}")
+        lines.extend(store_cost_lines(doc.get("store_cost")))
     elif doc["scenario"] == "flood":
         for run in doc.get("runs", []):
             lines.append(f"  defence {run.get('defence', '?')}:")

@@ -1,16 +1,18 @@
-"""The three systems measured against the same generated load (``steady``):
+"""The systems measured against the same generated load (``steady``):
 
 * ``reference``: ``mosquitto_sub -C N -t 'v1/vehicles/+/up' > /dev/null`` (C, libmosquitto),
   timed until it exits; the ceiling the broker and generator allow on this machine.
 * ``naive``: aiomqtt iterator + protobuf decode + one gRPC message per record (load/naive.py)
   to a counting backend process (load/consumer.py).
 * ``gateway``: ``python -m gateway run`` with a SubscribeTelemetry consumer process.
+* ``gateway-pg``, ``gateway-pg2``: one and two gateways on PostgreSQL (load/fleet_sink.py).
 
 Each implements the small ``Sink`` interface used by ``load.bench``.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -28,6 +30,26 @@ from load.stats import ProcWatch
 
 CTX = mp.get_context("spawn")
 TELEMETRY_RECEIVED = 'gateway_messages_received_total{kind="telemetry"}'
+STORE_COMMIT = "gateway_store_commit_seconds"
+
+
+def gateway_counts(metrics: dict[str, float]) -> dict[str, float]:
+    """The counters a run reports from a gateway's /metrics."""
+    return {
+        "telemetry_received": metric_sum(metrics, TELEMETRY_RECEIVED),
+        "rejected": metric_sum(metrics, "gateway_messages_rejected_total"),
+        "stale": metric_sum(metrics, "gateway_messages_stale_total"),
+        "backpressure_pauses": metric_sum(metrics, "gateway_ingress_backpressure_total"),
+        "vehicles_tracked": metric_sum(metrics, "gateway_vehicles_tracked"),
+    }
+
+
+def store_commit_ms(before: dict[str, float], after: dict[str, float]) -> tuple[float, int]:
+    """Mean milliseconds per store commit (one per pipeline batch) between two /metrics scrapes
+    of one gateway, and how many commits: the per-batch store cost inside the run."""
+    count = metric_sum(after, f"{STORE_COMMIT}_count") - metric_sum(before, f"{STORE_COMMIT}_count")
+    seconds = metric_sum(after, f"{STORE_COMMIT}_sum") - metric_sum(before, f"{STORE_COMMIT}_sum")
+    return (seconds / count * 1000 if count else math.nan), int(count)
 
 
 class Sink:
@@ -202,6 +224,7 @@ class GatewaySink(Sink):
         self.rss_base_kib = 0
         self.rss_online_kib = 0
         self.cars = 0
+        self.metrics0: dict[str, float] = {}
 
     def start(self, broker: BenchBroker, workdir: Path, expect_messages: int, expect_records: int) -> None:
         self.expect = expect_records
@@ -226,6 +249,7 @@ class GatewaySink(Sink):
         assert self.gw is not None
         self.watch = ProcWatch(self.gw.pid)
         self.watch.begin()
+        self.metrics0 = self.gw.metrics()
 
     def received(self) -> int:
         return int(self.records.value)
@@ -238,6 +262,7 @@ class GatewaySink(Sink):
         cpu = self.watch.cpu()
         hwm, rss = self.watch.hwm_kib(), self.watch.rss_kib()
         metrics = self.gw.metrics()
+        commit_ms, commits = store_commit_ms(self.metrics0, metrics)
         self.pipe.send("stop")
         sub = _recv(self.pipe, 30, "the telemetry subscriber")
         code = self.gw.stop()
@@ -252,13 +277,9 @@ class GatewaySink(Sink):
             "peak_rss_kib": hwm,
             "rss_end_kib": rss,
             "rss_per_vehicle_kib": round(per_vehicle, 2),
-            "gateway_metrics": {
-                "telemetry_received": metric_sum(metrics, TELEMETRY_RECEIVED),
-                "rejected": metric_sum(metrics, "gateway_messages_rejected_total"),
-                "stale": metric_sum(metrics, "gateway_messages_stale_total"),
-                "backpressure_pauses": metric_sum(metrics, "gateway_ingress_backpressure_total"),
-                "vehicles_tracked": metric_sum(metrics, "gateway_vehicles_tracked"),
-            },
+            "store_commits": commits,
+            "store_commit_ms": round(commit_ms, 3),
+            "gateway_metrics": gateway_counts(metrics),
             "exit_code": code,
             "log_problems": self.gw.log_problems(),
             "error": sub.get("error", ""),
@@ -279,4 +300,8 @@ def make_sink(name: str, naive_mode: str = "stream") -> Sink:
         return NaiveSink(naive_mode)
     if name == "gateway":
         return GatewaySink()
+    from load.fleet_sink import FLEET_SYSTEMS, FleetSink, admin_url  # imports this module
+
+    if name in FLEET_SYSTEMS:
+        return FleetSink(name, FLEET_SYSTEMS[name], admin_url())
     raise ValueError(f"unknown system {name!r}")

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import asyncpg
 import pytest
+from pg_support import TestDatabase
 
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2, uplink_pb2
@@ -28,10 +30,12 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_bench(out: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
+def run_bench(out: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+              ) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "load.bench", "--smoke", "--out", str(out), *args],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})), capture_output=True, text=True,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     doc: dict[str, Any] = json.loads((out / "latest.json").read_text())
@@ -72,6 +76,44 @@ def test_smoke_benchmark_measures_all_three_systems_on_the_same_load(tmp_path: P
     for name in ("gateway/reference", "gateway/naive"):
         assert finite_positive(doc["ratios"][name]["median"]), name
     assert doc["summary"]["gateway"]["complete_runs"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_smoke_benchmark_runs_two_gateways_on_one_postgres_database_and_counts_both_streams(
+    tmp_path: Path, pg_database: TestDatabase | str
+) -> None:
+    """gateway-pg2: two gateway processes, one shared subscription with two ingest slots, one
+    fresh database (dropped afterwards); both telemetry streams are counted together, and the
+    per-batch store cost of the same invocation is in the report."""
+    if isinstance(pg_database, str):
+        pytest.skip(pg_database)
+    doc = run_bench(tmp_path, "--systems", "gateway-pg2", env={"GATEWAY_BENCH_PG_DSN": pg_database.admin_url})
+    p = doc["params"]
+    (run,) = doc["runs"]
+    assert run["complete"] and run["exit_code"] == 0
+    assert run["instances"] == 2
+    per_instance = run["records_per_instance"]
+    assert sum(per_instance) == run["records"] == p["messages"] * p["samples"]
+    assert all(n > 0 for n in per_instance), per_instance  # the broker shared the load
+    assert run["latency"]["count"] == run["records"]  # both streams' latencies, merged
+    assert run["gateway_metrics"]["telemetry_received"] == p["messages"]
+    assert run["gateway_metrics"]["rejected"] == 0
+    assert finite_positive(run["messages_per_s"]) and finite_positive(run["cpu_s_per_100k"])
+    assert run["store_commits"] > 0 and finite_positive(run["store_commit_ms"])
+    assert set(doc["store_cost"]["results"]) == {"sqlite/10", "sqlite/100", "postgres/10", "postgres/100"}
+    assert run["database"].startswith("gwbench_")
+    assert run["database"] not in databases(pg_database.admin_url)  # dropped after the run
+
+
+def databases(admin_url: str) -> set[str]:
+    async def names() -> set[str]:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            return {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await conn.close()
+
+    return asyncio.run(names())
 
 
 @pytest.mark.timeout(120)

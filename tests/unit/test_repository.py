@@ -15,7 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
-REFERENCE_RESULT = "load/results/reference/steady-20261124-234702.json"
+REFERENCE_RESULTS = [
+    "load/results/reference/steady-20261124-234702.json",
+    "load/results/reference/steady-pg-20261128-101324.json",  # + PostgreSQL, two gateways
+    "load/results/reference/steady-pg-20261128-101504.json",
+]
 
 
 def tracked() -> list[str]:
@@ -48,12 +52,14 @@ def test_no_editor_or_patch_leftovers_are_tracked_and_git_ignores_them() -> None
     assert done.stdout.split() == probe
 
 
-def test_benchmark_output_is_ignored_except_the_reference_result_the_readme_cites() -> None:
+def test_benchmark_output_is_ignored_except_the_reference_results_the_readme_cites() -> None:
     results = [p for p in tracked() if p.startswith("load/results/")]
-    assert results == [REFERENCE_RESULT]
-    assert REFERENCE_RESULT in (ROOT / "README.md").read_text()
-    doc = json.loads((ROOT / REFERENCE_RESULT).read_text())
-    assert doc["scenario"] == "steady" and "gateway/reference" in doc["ratios"]
+    assert sorted(results) == REFERENCE_RESULTS
+    readme = (ROOT / "README.md").read_text()
+    for result in REFERENCE_RESULTS:
+        assert Path(result).name in readme, result
+        doc = json.loads((ROOT / result).read_text())
+        assert doc["scenario"] == "steady" and "gateway/reference" in doc["ratios"]
     probe = ["load/results/latest.json", "load/results/latest.png", "load/results/smoke/latest.json",
              "load/results/bench-20990101-000000.json"]
     done = subprocess.run(["git", "check-ignore", *probe], cwd=ROOT, capture_output=True, text=True)
