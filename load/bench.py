@@ -161,7 +161,7 @@ def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run
     }
     for key in ("latency", "rss_per_vehicle_kib", "gateway_metrics", "exit_code", "log_problems", "error",
                 "backend_cpu_s", "mqtt_messages", "grpc_messages", "mode", "instances", "database",
-                "records_per_instance", "store_commits", "store_commit_ms", "snapshots_not_written"):
+                "records_per_instance", "store_commits", "store_commit_ms"):
         if key in result:
             out[key] = result[key]
     if "store_cpu_s" in result:

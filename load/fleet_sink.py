@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -148,16 +147,6 @@ def merge_streams(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-_NOT_WRITTEN = re.compile(r"(\d+) vehicle snapshots not written, the stored ones are newer")
-
-
-def snapshots_not_written(log: str) -> int:
-    """Vehicle snapshots a gateway skipped because another had written a newer one (its WARNING
-    lines; there is no metric): with Mosquitto's round robin one car's messages reach both
-    gateways, so each often holds an older view of the car than the database."""
-    return sum(int(m.group(1)) for m in _NOT_WRITTEN.finditer(log))
-
-
 class FleetSink(Sink):
     """``instances`` gateways on one fresh PostgreSQL database and the run's broker."""
 
@@ -267,8 +256,6 @@ class FleetSink(Sink):
             "store_commits": n_commits,
             "store_commit_ms": round(commit_total_ms / n_commits, 3) if n_commits else float("nan"),
             "gateway_metrics": {k: sum(c[k] for c in counts) for k in counts[0]},
-            "snapshots_not_written": sum(snapshots_not_written(gw.log_path.read_text(errors="replace"))
-                                         for gw in self.gws),
             "exit_code": next((c for c in codes if c != 0), 0),
             "log_problems": [f"gateway-{i + 1}: {line}" for i, gw in enumerate(self.gws)
                              for line in gw.log_problems(10)],

@@ -41,6 +41,10 @@ def gateway_counts(metrics: dict[str, float]) -> dict[str, float]:
         "stale": metric_sum(metrics, "gateway_messages_stale_total"),
         "backpressure_pauses": metric_sum(metrics, "gateway_ingress_backpressure_total"),
         "vehicles_tracked": metric_sum(metrics, "gateway_vehicles_tracked"),
+        # Several gateways on one database: batches re-applied after another gateway committed
+        # the same car first, and cars reloaded from the database before a batch.
+        "store_conflicts": metric_sum(metrics, "gateway_store_conflicts_total"),
+        "vehicles_refreshed": metric_sum(metrics, "gateway_vehicles_refreshed_total"),
     }
 
 

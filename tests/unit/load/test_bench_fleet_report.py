@@ -13,7 +13,7 @@ from support import free_port
 
 from load import report
 from load.bench import Params, parse_args, ratio_pairs, summarize_steady
-from load.fleet_sink import FleetSink, PostgresUnavailable, check_server, merge_streams, snapshots_not_written
+from load.fleet_sink import FleetSink, PostgresUnavailable, check_server, merge_streams
 from load.stats import percentile
 from load.systems import store_commit_ms
 
@@ -118,15 +118,3 @@ def test_an_unreachable_server_is_a_clear_error_without_its_password() -> None:
     message = str(caught.value)
     assert "s3cret-pw" not in message
     assert "GATEWAY_BENCH_PG_DSN" in message and "127.0.0.1" in message
-
-
-def test_the_skipped_stale_snapshots_are_summed_from_the_gateway_log() -> None:
-    log = (
-        "2026-11-28 10:12:34,090 WARNING gateway.store.postgres: 10 vehicle snapshots not written, the stored"
-        " ones are newer: WP0ZZZ970ML348161 and 9 more\n"
-        "2026-11-28 10:12:34,091 WARNING gateway.ingress.slot_ingress: ingest slots: none free\n"
-        "2026-11-28 10:12:35,000 WARNING gateway.store.postgres: 3 vehicle snapshots not written, the stored"
-        " ones are newer: WP0ZZZ970ML348161, WP0ZZZ970ML348162, WP0ZZZ970ML348163\n"
-    )
-    assert snapshots_not_written(log) == 13
-    assert snapshots_not_written("") == 0
