@@ -14,7 +14,7 @@ from engine_harness import VIN, Bench, order
 
 from gateway.clock import ManualClock
 from gateway.entitlements import EntitlementKind, InvalidGrant
-from gateway.entitlements.offer import ProductNotOffered, check_grant, offered_for_model
+from gateway.entitlements.domain.offer import ProductNotOffered, check_grant, offered_for_model
 from gateway.model import VehicleSession
 from gateway.reference import load_reference
 
