@@ -91,7 +91,7 @@ def fod_blockers(
     policy: EligibilityPolicy = EligibilityPolicy(),
 ) -> list[Blocker]:
     """R17 preconditions not met right now, in the order a driver would fix them. The idle
-    wait is not included: see `IdleTimer.blockers`."""
+    wait is not included: see `fod_window`."""
     blockers: list[Blocker] = []
     if session.presence is not Presence.ONLINE:
         blockers.append(
@@ -226,6 +226,8 @@ class IdleTimer:
         return None if wait is None else wait.since + self._policy.idle_s
 
     def is_eligible(self, vin: str, now: float) -> bool:
+        """Has the recorded wait run out? (The engine decides by `observe`'s window, which
+        also checks the preconditions now.)"""
         at = self.eligible_at(vin)
         return at is not None and now >= at
 

@@ -107,7 +107,7 @@ def fod_blocker(blocker: Blocker, idle_left_s: float | None, lang: str) -> Entit
 
 def not_offered_for_model(e: Entitlement, session: VehicleSession, lang: str) -> EntitlementBlocker:
     """The car's Hello showed a model the product is not sold for: it is never delivered (see
-    entitlements/offer.py). The rule is the product catalogue, not a numbered domain rule."""
+    domain/offer.py). The rule is the product catalogue, not a numbered domain rule."""
     model, year = session.model, session.model_year
     return EntitlementBlocker(
         "not_offered_for_model",

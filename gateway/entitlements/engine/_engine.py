@@ -441,7 +441,7 @@ class EntitlementEngine:
                 self._idle.forget(vin)
                 continue
             session = self._session_of(vin)
-            if session is None:
+            if session is None:  # never connected: nothing to observe, Explain says so
                 continue
             window = self._idle.observe(session, now, link_good=self._link_good(session))
             if not window.eligible:  # R17: the decision Explain shows (`_fod_window`)

@@ -1,4 +1,4 @@
-"""The product catalogue at Grant and after the car's Hello (gateway/entitlements/offer.py):
+"""The product catalogue at Grant and after the car's Hello (gateway/entitlements/domain/offer.py):
 unknown products and kinds that do not fit are malformed orders, a product not sold for the
 car's known model is refused, and one granted before the model was known stays undelivered
 with `not_offered_for_model` once the Hello shows a model it is not sold for."""
