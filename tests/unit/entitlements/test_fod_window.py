@@ -20,6 +20,7 @@ from gateway.entitlements import (
     fod_window,
 )
 from gateway.entitlements.domain import eligibility
+from gateway.entitlements.domain.explain import fod_blocker
 from gateway.model import (
     ChargingPlug,
     LockState,
@@ -211,3 +212,10 @@ async def test_the_engine_and_explain_both_act_on_fod_window(
     assert len(bench.commands()) == 1
     [(_, blockers)] = bench.engine.explain(VIN, "en")
     assert blockers == []
+
+
+@pytest.mark.parametrize("code", list(BlockerCode))
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_explain_has_words_for_every_r17_blocker(code: BlockerCode, lang: str) -> None:
+    shown = fod_blocker(Blocker(code, ("R17",), ""), 90.0, lang)
+    assert shown.code == code.value and shown.rule == "R17" and shown.next_step
