@@ -33,8 +33,8 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
+from gateway.entitlements.engine.reference_hooks import ReferenceHooks
 from gateway.entitlements.ledger import LedgerError
-from gateway.entitlements.reference_hooks import ReferenceHooks
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError

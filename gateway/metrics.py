@@ -275,7 +275,7 @@ class Metrics:
             self.vehicles_online.labels(bearer)
         for outcome in STALE_OUTCOMES:
             self.messages_stale.labels(outcome)
-        # -- entitlements (gateway/entitlements/engine.py) --
+        # -- entitlements (gateway/entitlements/engine/) --
         self.entitlements = Gauge(
             "gateway_entitlements", "Live (not revoked) entitlements by state", ["state"], registry=r
         )

@@ -14,11 +14,6 @@ import grpc
 
 from gateway._gen.telematics.v1 import entitlements_pb2 as pb
 from gateway._gen.telematics.v1 import entitlements_pb2_grpc, explain_pb2
-from gateway.api.entitlement_convert import (
-    entitlement_to_proto,
-    explanations_to_proto,
-    grant_request_from_proto,
-)
 from gateway.api.errors import ApiError, check_vin, invalid, stream, unary, without_gaps
 from gateway.convert import timestamp
 from gateway.entitlements import (
@@ -29,10 +24,15 @@ from gateway.entitlements import (
     PermissionRefused,
     TransitionError,
 )
+from gateway.entitlements.domain.offer import ProductNotOffered, check_grant
+from gateway.entitlements.domain.types import GrantRequest
 from gateway.entitlements.engine import EntitlementEngine, NotFound
 from gateway.entitlements.ledger import Ledger, LedgerError, OutboxEvent
-from gateway.entitlements.offer import ProductNotOffered, check_grant
-from gateway.entitlements.types import GrantRequest
+from gateway.entitlements.wire import (
+    entitlement_to_proto,
+    explanations_to_proto,
+    grant_request_from_proto,
+)
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.reference.store import ReferenceStore

@@ -1,22 +1,29 @@
-"""Entitlements: the pure domain core of grants, terms, FoD eligibility and the lifecycle.
+"""Entitlements: grants, terms, FoD eligibility and the lifecycle, delivered to the cars.
 
-No I/O and no asyncio in what this package exports: the engine that persists entitlements and
-talks to vehicles calls these functions with facts and a time. The runtime is imported from its
-own modules: `engine` (EntitlementEngine, VehicleUpdate), `ledger` (the Ledger protocol) and
-`ledger_sqlite` (SqliteLedger), `ledger_postgres` (PostgresLedger).
+The package is split by responsibility; imports point one way (wire, ledger -> domain;
+engine -> all three):
+
+- `domain/`: the pure core (types, terms, lifecycle, eligibility with R17's `fod_window`,
+  offer, Explain's texts). This module re-exports its public names, and imports nothing else.
+- `engine/`: `EntitlementEngine`, the one class that persists entitlements and talks to cars.
+- `ledger/`: the `Ledger` protocol (`base`) and its SQLite and PostgreSQL implementations.
+- `wire.py`: every conversion to and from telematics.v1 (downlinks, outbox events, API types).
+- `vehicle.py`: `VehicleUpdate`, what the pipeline hands the engine.
 """
 
-from gateway.entitlements.eligibility import (
+from gateway.entitlements.domain.eligibility import (
     Blocker,
     BlockerCode,
     EligibilityPolicy,
+    FodWindow,
     IdleTimer,
     RetryPolicy,
     fod_blockers,
+    fod_window,
     next_retry_at,
 )
-from gateway.entitlements.lifecycle import grant, transition
-from gateway.entitlements.terms import (
+from gateway.entitlements.domain.lifecycle import grant, transition
+from gateway.entitlements.domain.terms import (
     Permission,
     TermDecision,
     can_grant,
@@ -25,7 +32,7 @@ from gateway.entitlements.terms import (
     remaining_term_s,
     same_order,
 )
-from gateway.entitlements.types import (
+from gateway.entitlements.domain.types import (
     Acked,
     BootWhileOnline,
     Cancel,
@@ -66,6 +73,7 @@ __all__ = [
     "EntitlementState",
     "FodAction",
     "FodResult",
+    "FodWindow",
     "FodWindowOpen",
     "GrantRequest",
     "IdleTimer",
@@ -85,6 +93,7 @@ __all__ = [
     "can_grant",
     "ensure_same_vin",
     "fod_blockers",
+    "fod_window",
     "grant",
     "next_retry_at",
     "next_term_check_at",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from gateway.config import Config
 from gateway.entitlements.ledger import Ledger
-from gateway.entitlements.ledger_postgres import PostgresLedger
-from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.entitlements.ledger.postgres import PostgresLedger
+from gateway.entitlements.ledger.sqlite import SqliteLedger
 from gateway.security.code_records import CodeRecords
 from gateway.security.code_records_postgres import PostgresCodeRecords
 from gateway.security.code_records_sqlite import SqliteCodeRecords

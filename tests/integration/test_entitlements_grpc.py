@@ -19,7 +19,7 @@ from gateway._gen.telematics.v1 import entitlements_pb2_grpc
 from gateway.api.entitlements import EntitlementService
 from gateway.clock import ManualClock
 from gateway.entitlements.engine import EntitlementEngine
-from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.entitlements.ledger.sqlite import SqliteLedger
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.reference import ReferenceStore

@@ -9,8 +9,8 @@ import pytest
 from support import free_port
 
 from gateway.config import Config, ConfigError, load_config
-from gateway.entitlements.ledger_postgres import PostgresLedger
-from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.entitlements.ledger.postgres import PostgresLedger
+from gateway.entitlements.ledger.sqlite import SqliteLedger
 from gateway.store.backends import build_backends
 from gateway.store.base import StoreError
 from gateway.store.postgres import PostgresStore

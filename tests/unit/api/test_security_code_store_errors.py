@@ -10,7 +10,7 @@ import pytest
 from gateway.api.errors import ApiError
 from gateway.api.security_codes import SecurityCodeGate
 from gateway.clock import ManualClock
-from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.entitlements.ledger.sqlite import SqliteLedger
 from gateway.metrics import Metrics
 from gateway.rules.decision import Decision, Outcome, Reason
 from gateway.security.code_records_sqlite import SqliteCodeRecords

@@ -13,7 +13,7 @@ from gateway._gen.telematics.v1 import downlink_pb2, entitlements_pb2, uplink_pb
 from gateway.clock import ManualClock
 from gateway.entitlements import EntitlementKind, GrantRequest, PurchaserRole
 from gateway.entitlements.engine import EntitlementEngine, VehicleUpdate
-from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.entitlements.ledger.sqlite import SqliteLedger
 from gateway.metrics import Metrics
 from gateway.model import (
     ChargingPlug,

@@ -1,4 +1,4 @@
-"""The product catalogue at Grant and after the car's Hello (gateway/entitlements/offer.py):
+"""The product catalogue at Grant and after the car's Hello (gateway/entitlements/domain/offer.py):
 unknown products and kinds that do not fit are malformed orders, a product not sold for the
 car's known model is refused, and one granted before the model was known stays undelivered
 with `not_offered_for_model` once the Hello shows a model it is not sold for."""
@@ -14,7 +14,7 @@ from engine_harness import VIN, Bench, order
 
 from gateway.clock import ManualClock
 from gateway.entitlements import EntitlementKind, InvalidGrant
-from gateway.entitlements.offer import ProductNotOffered, check_grant, offered_for_model
+from gateway.entitlements.domain.offer import ProductNotOffered, check_grant, offered_for_model
 from gateway.model import VehicleSession
 from gateway.reference import load_reference
 

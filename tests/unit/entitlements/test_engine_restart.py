@@ -7,7 +7,7 @@ from engine_harness import VIN, Bench, at, set_ids
 
 from gateway.clock import ManualClock
 from gateway.entitlements import EntitlementKind
-from gateway.entitlements.ledger_sqlite import SqliteLedger
+from gateway.entitlements.ledger.sqlite import SqliteLedger
 
 FOD = EntitlementKind.FOD_UNLIMITED
 MINUTE = 60.0

@@ -21,7 +21,7 @@ from gateway.entitlements import (
     remaining_term_s,
     same_order,
 )
-from gateway.entitlements.terms import (
+from gateway.entitlements.domain.terms import (
     add_months,
     cancel_terms,
     check_request,

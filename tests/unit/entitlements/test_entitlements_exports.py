@@ -18,8 +18,8 @@ EXPECTED = {
     "Permission", "TermDecision", "can_grant", "ensure_same_vin", "next_term_check_at",
     "remaining_term_s", "same_order",
     # eligibility
-    "Blocker", "BlockerCode", "EligibilityPolicy", "IdleTimer", "RetryPolicy", "fod_blockers",
-    "next_retry_at",
+    "Blocker", "BlockerCode", "EligibilityPolicy", "FodWindow", "IdleTimer", "RetryPolicy",
+    "fod_blockers", "fod_window", "next_retry_at",
     # lifecycle
     "grant", "transition",
 }  # fmt: skip

@@ -16,7 +16,7 @@ from gateway.entitlements import (
     fod_blockers,
     next_retry_at,
 )
-from gateway.entitlements.eligibility import backoff_s
+from gateway.entitlements.domain.eligibility import backoff_s
 from gateway.model import (
     ChargingPlug,
     LockState,

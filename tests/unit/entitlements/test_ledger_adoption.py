@@ -10,8 +10,8 @@ import old_sqlite_schema
 from engine_harness import OWNER, VIN, at, order
 
 from gateway.entitlements import EntitlementKind, grant
-from gateway.entitlements.ledger_sqlite import SqliteLedger
-from gateway.entitlements.ledger_sqlite_rows import entitlement_to_json
+from gateway.entitlements.ledger.sqlite import SqliteLedger
+from gateway.entitlements.ledger.sqlite_rows import entitlement_to_json
 from gateway.store import migrate
 
 NOW = at(2026, 3, 1, 10)

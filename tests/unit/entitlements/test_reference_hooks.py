@@ -1,5 +1,5 @@
 from gateway.config import PROJECT_ROOT
-from gateway.entitlements.reference_hooks import ReferenceHooks
+from gateway.entitlements.engine.reference_hooks import ReferenceHooks
 from gateway.metrics import Metrics
 from gateway.model import Bearer, Presence, Privacy, PrivacyMode, Radio, VehicleSession, VehicleState
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.entitlements.ledger import (
+from gateway.entitlements.domain.types import Entitlement, LifecycleEvent
+from gateway.entitlements.ledger.base import (
     CommandRecord,
     DuplicateOrder,
     LedgerError,
@@ -25,7 +26,7 @@ from gateway.entitlements.ledger import (
     SetRecord,
     VehicleSets,
 )
-from gateway.entitlements.ledger_sqlite_rows import (
+from gateway.entitlements.ledger.sqlite_rows import (
     COMMAND_COLUMNS,
     REVOKED,
     command_from_row,
@@ -34,7 +35,6 @@ from gateway.entitlements.ledger_sqlite_rows import (
     put_set,
     write_entitlements,
 )
-from gateway.entitlements.types import Entitlement, LifecycleEvent
 from gateway.store.migrate import MigrationError
 from gateway.store.sqlite_thread import SqliteThread, cursor_arg, first_cursor, prune_keeping
 from gateway.store.versions import KnownVersions

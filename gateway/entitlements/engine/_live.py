@@ -6,8 +6,8 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 
-from gateway.entitlements.terms import next_term_check_at
-from gateway.entitlements.types import Entitlement, EntitlementState
+from gateway.entitlements.domain.terms import next_term_check_at
+from gateway.entitlements.domain.types import Entitlement, EntitlementState
 
 
 class LiveIndex:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
-from gateway.entitlements.types import (
+from gateway.entitlements.domain.types import (
     Entitlement,
     EntitlementKind,
     GrantRequest,
@@ -271,3 +271,28 @@ def initial_term(request: GrantRequest) -> tuple[float, float | None]:
     if request.term_months is not None:
         return start, add_months(start, request.term_months)
     return start, request.term_end
+
+
+def cancel_rule(kind: EntitlementKind) -> str:
+    """The rule that decides a cancellation's effective end."""
+    match kind:
+        case EntitlementKind.FOD_UNLIMITED:
+            return "R15"
+        case EntitlementKind.FOD_MONTHLY:
+            return "R16"
+        case EntitlementKind.SERVICE | EntitlementKind.FIXED_TERM:
+            return "R10"
+        case _:
+            assert_never(kind)
+
+
+def stops_with_account(e: Entitlement) -> bool:
+    """R4: what an account deletion ends on the account's vehicles.
+
+    Services and monthly FoD subscriptions are delivery for that account: they end. An
+    unlimited FoD the car has unlocked was paid once and stays with the vehicle (R15); one not
+    unlocked yet was never billed (R14) and ends.
+    """
+    if e.kind is EntitlementKind.FOD_UNLIMITED:
+        return e.unlocked_at is None
+    return True

@@ -15,7 +15,7 @@ Pure: the caller passes the snapshot and the vehicle's session (None when it nev
 
 from __future__ import annotations
 
-from gateway.entitlements.types import EntitlementError, GrantRequest, InvalidGrant
+from gateway.entitlements.domain.types import EntitlementError, GrantRequest, InvalidGrant
 from gateway.model import VehicleSession
 from gateway.reference.snapshot import ReferenceData
 

@@ -1,7 +1,7 @@
 """The ledger seam: durable entitlements, their outbox, owners, entitlement sets and FoD commands.
 
-One small protocol with one implementation per database (`ledger_sqlite.SqliteLedger` for the
-embedded deployment, `ledger_postgres.PostgresLedger` for store_url; gateway/store/backends.py
+One small protocol with one implementation per database (`sqlite.SqliteLedger` for the
+embedded deployment, `postgres.PostgresLedger` for store_url; gateway/store/backends.py
 chooses). Every write that changes an entitlement also writes its outbox events in
 the same transaction, so an event exists exactly when the change it reports does.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.entitlements.types import Entitlement, FodAction, LifecycleEvent
+from gateway.entitlements.domain.types import Entitlement, FodAction, LifecycleEvent
 
 
 class LedgerError(Exception):

@@ -3,14 +3,6 @@
 from __future__ import annotations
 
 from gateway._gen.telematics.v1 import entitlements_pb2 as pb
-from gateway.api.entitlement_convert import (
-    KINDS,
-    ROLES,
-    STATES,
-    entitlement_to_proto,
-    explanations_to_proto,
-    grant_request_from_proto,
-)
 from gateway.api.entitlements import EngineExplainer
 from gateway.api.explain import EntitlementExplainer
 from gateway.entitlements import (
@@ -21,8 +13,17 @@ from gateway.entitlements import (
     PurchaserRole,
     grant,
 )
-from gateway.entitlements.explain import EntitlementBlocker
-from gateway.entitlements.wire import EVENT_KINDS, OUTBOX_KINDS
+from gateway.entitlements.domain.explain import EntitlementBlocker
+from gateway.entitlements.wire import (
+    EVENT_KINDS,
+    KINDS,
+    OUTBOX_KINDS,
+    ROLES,
+    STATES,
+    entitlement_to_proto,
+    explanations_to_proto,
+    grant_request_from_proto,
+)
 
 VIN = "WP0ZZZ99ZTS392124"
 NOW = 1_772_359_200.0  # 2026-03-01T10:00:00Z

@@ -10,8 +10,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from gateway.entitlements import wire
-from gateway.entitlements.ledger import CommandRecord, OutboxEvent, SetRecord, VersionConflict
-from gateway.entitlements.types import (
+from gateway.entitlements.domain.types import (
     Entitlement,
     EntitlementKind,
     EntitlementState,
@@ -20,6 +19,7 @@ from gateway.entitlements.types import (
     LifecycleEvent,
     PurchaserRole,
 )
+from gateway.entitlements.ledger.base import CommandRecord, OutboxEvent, SetRecord, VersionConflict
 from gateway.store.versions import KnownVersions
 
 REVOKED = EntitlementState.REVOKED.value

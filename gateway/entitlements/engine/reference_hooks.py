@@ -7,9 +7,9 @@ from app.py so that the composition root only wires.
 from __future__ import annotations
 
 from gateway import rules
-from gateway.entitlements.explain import generic_fod_retry_steps
-from gateway.entitlements.offer import offered_for_model
-from gateway.entitlements.vehicle import default_link_good
+from gateway.entitlements.domain.eligibility import default_link_good
+from gateway.entitlements.domain.explain import generic_fod_retry_steps
+from gateway.entitlements.domain.offer import offered_for_model
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.reference.store import ReferenceStore

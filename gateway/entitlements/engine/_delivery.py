@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from gateway.entitlements.eligibility import RetryPolicy, next_retry_at
-from gateway.entitlements.ledger import CommandRecord, VehicleSets
-from gateway.entitlements.types import (
+from gateway.entitlements.domain.eligibility import RetryPolicy, next_retry_at
+from gateway.entitlements.domain.types import (
     Acked,
     Delivered,
     Entitlement,
@@ -17,6 +16,7 @@ from gateway.entitlements.types import (
     FodAction,
     Trigger,
 )
+from gateway.entitlements.ledger.base import CommandRecord, VehicleSets
 
 S = EntitlementState
 

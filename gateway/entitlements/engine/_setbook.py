@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from gateway.entitlements.ledger import SetMark, SetRecord, VehicleSets
+from gateway.entitlements.ledger.base import SetMark, SetRecord, VehicleSets
 
 
 class SetBook:

@@ -1,17 +1,17 @@
 """Why an entitlement has not reached the car yet, in plain English or German.
 
-Pure: the engine passes the facts (the vehicle's session, R12 availability, the R17 blockers of
-`IdleTimer.blockers`, the R18 retry time). Model-specific R18 steps come from the reference data
-through the engine's `fod_retry_steps` hook; `generic_fod_retry_steps` is the fallback.
-"""
+Pure: the engine passes the facts (the vehicle's session, R12 availability, the R17 decision
+`eligibility.fod_window` that also gates the engine's FoD commands, the R18 retry time).
+Model-specific R18 steps come from the reference data through the engine's `fod_retry_steps`
+hook; `generic_fod_retry_steps` is the fallback."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.entitlements.eligibility import Blocker, BlockerCode
-from gateway.entitlements.types import Entitlement, EntitlementState
+from gateway.entitlements.domain.eligibility import Blocker, BlockerCode, FodWindow
+from gateway.entitlements.domain.types import Entitlement, EntitlementState
 from gateway.model import Presence, VehicleSession
 from gateway.rules.privacy import withholds_visited_country
 
@@ -61,6 +61,10 @@ def generic_fod_retry_steps(session: VehicleSession, lang: str) -> tuple[str, ..
 
 
 _FOD_TEXTS: dict[BlockerCode, tuple[str, str]] = {
+    BlockerCode.NEVER_CONNECTED: (
+        "The vehicle has never connected to the gateway; connect it to the internet.",
+        "Das Fahrzeug war noch nie mit dem Gateway verbunden; verbinden Sie es mit dem Internet.",
+    ),
     BlockerCode.OFFLINE: (
         "Connect the vehicle to the internet.",
         "Verbinden Sie das Fahrzeug mit dem Internet.",
@@ -92,19 +96,18 @@ _FOD_TEXTS: dict[BlockerCode, tuple[str, str]] = {
 }
 
 
-def fod_blocker(blocker: Blocker, now: float, idle_s: float, lang: str) -> EntitlementBlocker:
+def fod_blocker(blocker: Blocker, idle_left_s: float | None, lang: str) -> EntitlementBlocker:
     """An R17 blocker in the driver's language; the idle wait says how long is left."""
     en, de = _FOD_TEXTS[blocker.code]
     text = _t(lang, en, de)
     if blocker.code is BlockerCode.IDLE_WAIT:
-        left = idle_s if blocker.until is None else max(0.0, blocker.until - now)
-        text = text.format(minutes=max(1, round(left / 60)))
+        text = text.format(minutes=max(1, round((idle_left_s or 0.0) / 60)))
     return EntitlementBlocker(blocker.code.value, blocker.rules[0], text)
 
 
 def not_offered_for_model(e: Entitlement, session: VehicleSession, lang: str) -> EntitlementBlocker:
     """The car's Hello showed a model the product is not sold for: it is never delivered (see
-    entitlements/offer.py). The rule is the product catalogue, not a numbered domain rule."""
+    domain/offer.py). The rule is the product catalogue, not a numbered domain rule."""
     model, year = session.model, session.model_year
     return EntitlementBlocker(
         "not_offered_for_model",
@@ -205,16 +208,16 @@ def explain_service(
 
 def explain_fod(
     e: Entitlement,
-    r17: list[Blocker],
+    window: FodWindow,
     *,
     now: float,
-    idle_s: float,
     retry_at: float | None,
     retry_steps: tuple[str, ...],
     lang: str,
 ) -> list[EntitlementBlocker]:
-    """R17 blockers of an FoD unlock or revoke, and after a failure the R18 steps."""
-    blockers = [fod_blocker(b, now, idle_s, lang) for b in r17]
+    """R17 blockers of an FoD unlock or revoke (`window`: the decision the engine acts on), and
+    after a failure the R18 steps."""
+    blockers = [fod_blocker(b, window.idle_left_s, lang) for b in window.blockers]
     if e.failures > 0 or e.state is S.FAILED:
         if retry_at is not None and retry_at > now:
             blockers.append(

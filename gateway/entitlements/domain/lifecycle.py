@@ -52,8 +52,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import assert_never
 
-from gateway.entitlements import terms
-from gateway.entitlements.types import (
+from gateway.entitlements.domain import terms
+from gateway.entitlements.domain.types import (
     Acked,
     BootWhileOnline,
     Cancel,

@@ -19,7 +19,8 @@ from typing import TypeVar
 import asyncpg
 
 from gateway.entitlements import wire
-from gateway.entitlements.ledger import (
+from gateway.entitlements.domain.types import Entitlement, LifecycleEvent
+from gateway.entitlements.ledger.base import (
     CommandRecord,
     DuplicateOrder,
     LedgerError,
@@ -29,14 +30,13 @@ from gateway.entitlements.ledger import (
     VehicleSets,
     VersionConflict,
 )
-from gateway.entitlements.ledger_sqlite_rows import (
+from gateway.entitlements.ledger.sqlite_rows import (
     COMMAND_COLUMNS,
     REVOKED,
     command_from_row,
     entitlement_from_json,
     entitlement_to_json,
 )
-from gateway.entitlements.types import Entitlement, LifecycleEvent
 from gateway.store import pg_outbox
 from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase
 from gateway.store.pg_outbox import ENTITLEMENT_EVENTS

@@ -1,75 +1,108 @@
-"""The engine's vehicle side and clock side: applies what cars say, runs time-driven work, and
-publishes downlinks. `engine.EntitlementEngine` adds the backend API on top.
+"""The entitlement engine: the pure lifecycle (domain/lifecycle.py) made durable in a Ledger,
+driven by the backend API, by what cars say, and by time.
 
-Every change is written with its outbox events in one ledger transaction before anyone is told
-(the pipeline acknowledges the car's message only after `on_vehicle_batch` returned). Downlinks
-go out after that, never while the lock is held: a publish waits for the broker, whose
-connection is the one the pipeline reads from.
+- Services (R12, R13): PENDING until a boot while online in a country where the service is
+  offered, then a new complete EntitlementSet; ACTIVE when the car acks a version holding it.
+- FoD (R14, R17, R18): a command in an R17 window (`domain.eligibility.fod_window`, which
+  Explain reads too), one BILLABLE event with the car's first confirmed unlock, retries with
+  backoff after a failure.
+- Terms (R10, R15, R16): renewals and ends at their time; an end sends a set without the
+  service, or an FoD revoke command under the same R17 preconditions.
+
+Every change is written with its outbox events in one ledger transaction before anyone is told:
+backend calls return only once their change is committed, and the pipeline acknowledges the
+car's message only after `on_vehicle_batch` returned. Downlinks go out after that, never while
+the lock is held: a publish waits for the broker, whose connection is the one the pipeline
+reads from.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
-from gateway import topics
-from gateway._gen.telematics.v1 import downlink_pb2, uplink_pb2
+from gateway._gen.telematics.v1 import uplink_pb2
 from gateway.clock import Clock
-from gateway.entitlements import delivery, wire
-from gateway.entitlements.eligibility import EligibilityPolicy, IdleTimer, RetryPolicy
-from gateway.entitlements.explain import generic_fod_retry_steps
-from gateway.entitlements.ledger import CommandRecord, Ledger, LedgerError, OutboxEvent, SetMark, SetRecord
-from gateway.entitlements.lifecycle import transition
-from gateway.entitlements.live import LiveIndex
-from gateway.entitlements.setbook import SetBook
-from gateway.entitlements.types import (
+from gateway.entitlements import wire
+from gateway.entitlements.domain.eligibility import (
+    EligibilityPolicy,
+    FodWindow,
+    IdleTimer,
+    RetryPolicy,
+    default_link_good,
+    is_online,
+)
+from gateway.entitlements.domain.explain import (
+    EntitlementBlocker,
+    explain_fod,
+    explain_service,
+    generic_fod_retry_steps,
+    not_offered_for_model,
+)
+from gateway.entitlements.domain.lifecycle import grant as grant_order
+from gateway.entitlements.domain.lifecycle import transition
+from gateway.entitlements.domain.terms import cancel_rule, stops_with_account
+from gateway.entitlements.domain.types import (
     BootWhileOnline,
+    Cancel,
     Delivered,
     Entitlement,
+    EntitlementError,
     EntitlementState,
     FodAction,
     FodResult,
     FodWindowOpen,
-    LifecycleEvent,
+    GrantRequest,
     LifecycleEventKind,
+    Revoke,
     TermEnded,
     TransitionError,
     Trigger,
 )
-from gateway.entitlements.vehicle import VehicleUpdate, default_link_good, is_online
+from gateway.entitlements.engine import _delivery as delivery
+from gateway.entitlements.engine._batch import Batch
+from gateway.entitlements.engine._downlinks import Downlinks
+from gateway.entitlements.engine._live import LiveIndex
+from gateway.entitlements.engine._setbook import SetBook
+from gateway.entitlements.ledger.base import (
+    CommandRecord,
+    DuplicateOrder,
+    Ledger,
+    LedgerError,
+    OutboxEvent,
+    SetMark,
+    SetRecord,
+)
+from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.session.hub import EventHub
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gateway.entitlements.engine")
 
 S = EntitlementState
 K = LifecycleEventKind
 
 DEFAULT_RETRY = RetryPolicy()
+ACCOUNT_DELETED = "account_deleted"
+
+Explained = tuple[Entitlement, list[EntitlementBlocker]]
 
 
-@dataclass(slots=True)
-class Batch:
-    """Changes made under the lock, written in one ledger transaction by `_commit`."""
-
-    changed: dict[str, Entitlement] = field(default_factory=dict)
-    events: list[LifecycleEvent] = field(default_factory=list)
-    commands: list[CommandRecord] = field(default_factory=list)
-    sets: list[SetRecord] = field(default_factory=list)
-    published: list[SetMark] = field(default_factory=list)
-    acked: list[SetMark] = field(default_factory=list)
-    downlinks: list[tuple[CommandRecord, downlink_pb2.Downlink]] = field(default_factory=list)
-
-    def empty(self) -> bool:
-        return not (self.changed or self.events or self.commands or self.sets or self.published or self.acked)
+class NotFound(EntitlementError):
+    """No entitlement has that id."""
 
 
-class EngineCore:
+class EntitlementEngine:
+    """See the module docstring. Sections: construction and the run loop, the backend API,
+    Explain, the vehicle side, time-driven work, and the shared machinery they all commit
+    through."""
+
     def __init__(
         self,
         *,
@@ -109,7 +142,7 @@ class EngineCore:
         self._ledger = ledger
         self._clock = clock
         self._m = metrics
-        self._publish = publish
+        self._downlinks = Downlinks(publish=publish, metrics=metrics)
         self._session_of = session_of
         self._hub = hub
         self._available = service_available
@@ -125,7 +158,6 @@ class EngineCore:
         self._live = LiveIndex()
         self._sets = SetBook()
         self._commands: dict[str, CommandRecord] = {}  # latest FoD command per entitlement
-        self._unsent: dict[str, downlink_pb2.Downlink] = {}  # command id -> FodCommand to retry
         self._fod_work: set[str] = set()  # VINs with an FoD waiting for an R17 window
         self._boot_at: dict[str, float] = {}  # latency metric: boot -> set published
 
@@ -155,6 +187,133 @@ class EngineCore:
 
     def now(self) -> float:
         return self._clock.now()
+
+    # -- backend API ------------------------------------------------------------------------------
+
+    async def grant(
+        self,
+        request: GrantRequest,
+        *,
+        booked_at_given: bool = True,
+        check: Callable[[GrantRequest, VehicleSession | None], None] | None = None,
+    ) -> Entitlement:
+        """Grant an order, idempotently by order id (R3, R8). Durable when it returns.
+
+        booked_at_given=False: the caller defaulted `booked_at` to now; a retry of a known order
+        then takes the stored booking time instead of conflicting with it.
+        check: validates a new order against the product catalogue with the car's current
+            session (offer.check_grant); not called for a retry of a known order, so a retry
+            still returns the entitlement granted first.
+        Raises InvalidGrant, PermissionRefused (R3), OrderConflict, or what `check` raises.
+        """
+        async with self._lock:
+            existing = self._live.by_order(request.order_id) or await self._ledger.find_by_order(
+                request.order_id
+            )
+            if existing is not None and not booked_at_given:
+                request = replace(request, booked_at=existing.booked_at)
+            if existing is None and check is not None:
+                check(request, self._session_of(request.vin))
+            is_owner = existing is None and await self._ledger.get_owner(request.vin) == request.purchaser
+            e, events = grant_order(request, self._clock.now(), is_owner=is_owner, existing=existing)
+            if not events:
+                return e
+            try:
+                written = await self._ledger.create(e, wire.outbox_events(events))
+            except DuplicateOrder:
+                # Another gateway instance granted it between our read and write.
+                stored = await self._ledger.find_by_order(request.order_id)
+                if stored is None:
+                    raise
+                return grant_order(request, self._clock.now(), is_owner=True, existing=stored)[0]
+            self._remember(e)
+            self._written(written)
+        self._wake.set()
+        return e
+
+    async def cancel(
+        self, entitlement_id: str, notice_s: float = 0.0
+    ) -> tuple[Entitlement, float | None, str]:
+        """Customer cancellation or withdrawal (R10, R15, R16): (entitlement, effective end, rule).
+        A second cancel returns the first one's end. Raises NotFound or CancelRefused."""
+        async with self._lock:
+            e = await self._find(entitlement_id)
+            batch = Batch()
+            e = self._apply(batch, e, Cancel(notice_s=notice_s), self._clock.now())
+            await self._commit(batch)
+        self._wake.set()
+        return e, e.effective_end, cancel_rule(e.kind)
+
+    async def revoke(self, entitlement_id: str, reason: str) -> Entitlement:
+        """End it now whatever the terms; the car drops it (a set without it, or an FoD revoke)."""
+        async with self._lock:
+            e = await self._find(entitlement_id)
+            batch = Batch()
+            e = self._apply(batch, e, Revoke(reason or "revoked"), self._clock.now())
+            await self._commit(batch)
+        self._wake.set()
+        return e
+
+    async def get(self, entitlement_id: str) -> Entitlement:
+        return self._live.get(entitlement_id) or await self._find(entitlement_id)
+
+    async def set_owner(self, vin: str, owner: str) -> None:
+        """R3: the primary user, the only one who may buy for the vehicle. A sale changes it;
+        entitlements stay with the vehicle (R8)."""
+        await self._ledger.set_owner(vin, owner)
+
+    async def delete_account(self, account: str) -> list[str]:
+        """R4: stop delivery for the account's vehicles (see `stops_with_account`), then unlink
+        them. Returns their VINs. Idempotent: a retry after a crash finishes the job.
+
+        Entitlements the account bought for vehicles it no longer owns stay with those vehicles
+        (R8: on a sale, the new holder keeps the remaining term).
+        """
+        async with self._lock:
+            vins = await self._ledger.owned_vins(account)
+            batch = Batch()
+            for vin in vins:
+                for e in self._view_vin(batch, vin):
+                    if stops_with_account(e):
+                        self._apply(batch, e, Revoke(ACCOUNT_DELETED), self._clock.now())
+            await self._commit(batch)
+            deleted = await self._ledger.delete_account(account, self._clock.now())
+        self._wake.set()
+        return deleted
+
+    # -- explain ----------------------------------------------------------------------------------
+
+    def explain(self, vin: str, lang: str) -> list[Explained]:
+        """Why each entitlement of the VIN that is not in the car yet (or still has to leave it)
+        is held back, with the driver's next step in `lang` ("en" or "de"). An empty blocker
+        list means it is on its way."""
+        now = self._clock.now()
+        session = self._session_of(vin)
+        out: list[Explained] = []
+        for e in self._live.of_vin(vin):
+            if e.state in (S.ACTIVE, S.UNLOCKED):
+                continue
+            if not e.kind.is_fod:
+                available = self._available(session, e.product_id) if session is not None else (True, "")
+                blockers = explain_service(
+                    e, session, available=available, ack_overdue=self._sets.is_overdue(vin), lang=lang
+                )
+            else:
+                window = self._fod_window(vin, session, now)  # R17: what `_open_fod_windows` acts on
+                blockers = explain_fod(
+                    e,
+                    window,
+                    now=now,
+                    retry_at=delivery.retry_at(e, window.eligible_at, self._retry),
+                    retry_steps=self._retry_steps(session, lang) if session is not None else (),
+                    lang=lang,
+                )
+            if session is not None and _waits_for_delivery(e):
+                offered, _reason = self._offered_for_model(session, e.product_id)
+                if not offered:
+                    blockers.insert(0, not_offered_for_model(e, session, lang))
+            out.append((e, blockers))
+        return out
 
     # -- the vehicle side -----------------------------------------------------------------------
 
@@ -259,7 +418,7 @@ class EngineCore:
                 await self._commit(fod)
                 sets = self._record_sets(now)
                 await self._commit(sets)
-            await self._send_commands([*fod.downlinks, *self._retry_unsent()])
+            await self._downlinks.send_commands([*fod.downlinks, *self._downlinks.unsent(self._commands)])
             await self._send_sets(sets.sets)
 
     async def _end_terms(self, now: float) -> None:
@@ -282,12 +441,12 @@ class EngineCore:
                 self._idle.forget(vin)
                 continue
             session = self._session_of(vin)
-            if session is None:
+            if session is None:  # never connected: nothing to observe, Explain says so
                 continue
-            self._idle.observe(session, now, link_good=self._link_good(session))
-            if not self._idle.is_eligible(vin, now):  # R17
+            window = self._idle.observe(session, now, link_good=self._link_good(session))
+            if not window.eligible:  # R17: the decision Explain shows (`_fod_window`)
                 continue
-            eligible_at = self._idle.eligible_at(vin)
+            eligible_at = window.eligible_at
             for e in waiting:
                 unlock = delivery.fod_action(e) is FodAction.UNLOCK
                 if unlock and not self._offered_for_model(session, e.product_id)[0]:
@@ -321,29 +480,12 @@ class EngineCore:
             batch.sets.append(SetRecord(vin, self._sets.next_version(vin), ids, now))  # before sending
         return batch
 
-    async def _send_commands(self, downlinks: Iterable[tuple[CommandRecord, downlink_pb2.Downlink]]) -> None:
-        for command, downlink in downlinks:
-            if await self._send(command.vin, downlink, "fod_command"):
-                self._unsent.pop(command.command_id, None)
-            else:
-                self._unsent[command.command_id] = downlink
-
-    def _retry_unsent(self) -> list[tuple[CommandRecord, downlink_pb2.Downlink]]:
-        out = []
-        for command_id, downlink in list(self._unsent.items()):
-            latest = self._commands.get(downlink.fod_command.entitlement_id)
-            if latest is None or latest.command_id != command_id or latest.result_at is not None:
-                del self._unsent[command_id]  # superseded or answered
-                continue
-            out.append((latest, downlink))
-        return out
-
     async def _send_sets(self, records: Sequence[SetRecord]) -> None:
         sent: list[SetRecord] = []
         for record in records:
             members = [e for e in self._live.of_vin(record.vin) if e.entitlement_id in record.entitlement_ids]
             downlink = wire.entitlement_set(record.vin, record.version, members, self._clock.now())
-            if await self._send(record.vin, downlink, "set"):
+            if await self._downlinks.send(record.vin, downlink, "set"):
                 sent.append(record)
         if not sent:
             return
@@ -360,17 +502,14 @@ class EngineCore:
                     self._m.entitlement_delivery_seconds.observe(max(0.0, now - boot))
             await self._commit(batch)
 
-    async def _send(self, vin: str, downlink: downlink_pb2.Downlink, kind: str) -> bool:
-        try:
-            await self._publish(topics.downlink(vin), downlink.SerializeToString())
-        except Exception as exc:  # broker down or refused: a later tick tries again
-            log.warning("publishing %s to %s failed: %s", kind, vin, exc)
-            self._m.entitlement_downlinks.labels(kind, "error").inc()
-            return False
-        self._m.entitlement_downlinks.labels(kind, "ok").inc()
-        return True
-
     # -- shared machinery -------------------------------------------------------------------------
+
+    def _fod_window(self, vin: str, session: VehicleSession | None, now: float) -> FodWindow:
+        """R17 for `vin` now, as the last `IdleTimer.observe` left it: what Explain shows. The
+        engine acts on the same decision, taken by `observe` in `_open_fod_windows`."""
+        link_good = session is not None and self._link_good(session)
+        return self._idle.window(vin, session, now, link_good=link_good)
+
 
     def _view_vin(self, batch: Batch, vin: str) -> list[Entitlement]:
         """The VIN's live entitlements as the batch has changed them so far."""
@@ -434,3 +573,23 @@ class EngineCore:
         for state in S:
             if state is not S.REVOKED:
                 self._m.entitlements.labels(state.value).set(self._live.state_counts[state])
+
+    async def _find(self, entitlement_id: str) -> Entitlement:
+        e = self._live.get(entitlement_id) or await self._ledger.get(entitlement_id)
+        if e is None:
+            raise NotFound("not_found", f"no entitlement {entitlement_id!r}")
+        return e
+
+    # Last in the class: after it, `list` in annotations would name this method.
+    async def list(self, vin: str, include_ended: bool) -> builtins.list[Entitlement]:
+        """The VIN's entitlements in grant order; REVOKED ones only with include_ended."""
+        return await self._ledger.list(vin, include_ended)
+
+
+def _waits_for_delivery(e: Entitlement) -> bool:
+    """Not in the car yet, and the catalogue's model check holds it back (`_on_boot` and
+    `_open_fod_windows`): a pending service, or an FoD still to be unlocked."""
+    if e.kind.is_fod:
+        return delivery.fod_action(e) is FodAction.UNLOCK
+    return e.state is S.PENDING
+
