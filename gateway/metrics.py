@@ -80,7 +80,8 @@ class Metrics:
             "gateway_messages_stale_total",
             "Uplink messages that change no state: at or below the vehicle's last sequence, or of"
             " a sequence epoch not current, by outcome",
-            # duplicate (dropped), late (data kept, state untouched), too_old (dropped),
+            # duplicate (dropped), late (data kept, state untouched), too_old (dropped; kept as
+            # late on a shared store, README "One car, several gateways"),
             # other_epoch (an epoch without a Hello: data kept, state untouched)
             ["outcome"],
             registry=r,

@@ -68,6 +68,8 @@ COMMIT_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
 # again at once; beyond that each attempt waits as a failed commit does (`_apply_durably`).
 MAX_REAPPLY = 5
 CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
+# Arrivals whose data is kept although they change no state (TOO_OLD only on a shared store).
+_KEPT_STALE = frozenset({Arrival.LATE, Arrival.OTHER_EPOCH, Arrival.TOO_OLD})
 # Bodies whose content leaves the gateway as is (telemetry records, the charging event).
 _EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
 
@@ -436,10 +438,14 @@ class Pipeline:
                             " highest sequence of its epoch", topics.uplink(env.vin), env.sequence, MAX_JUMP,
                         )
                     continue
-                if t.arrival is Arrival.DUPLICATE or t.arrival is Arrival.TOO_OLD:
+                if t.arrival is Arrival.DUPLICATE or (t.arrival is Arrival.TOO_OLD and self._shared is None):
                     a.stale[t.arrival.value] += 1
                     continue
-                if t.arrival is Arrival.LATE or t.arrival is Arrival.OTHER_EPOCH:
+                if t.arrival in _KEPT_STALE:
+                    # TOO_OLD gets here only on a shared store: with several gateways, a slot's
+                    # backlog (a slot handed over, a dead gateway's queue) arrives after another
+                    # gateway moved the car's window far on. Its data is kept, as a late
+                    # message's, possibly a second time (at least once); its state never applies.
                     a.stale[t.arrival.value] += 1
                 self._route_body(env, body, t, a)
                 # Only what can move an entitlement: a change of presence, state, link or privacy

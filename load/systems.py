@@ -39,6 +39,8 @@ def gateway_counts(metrics: dict[str, float]) -> dict[str, float]:
         "telemetry_received": metric_sum(metrics, TELEMETRY_RECEIVED),
         "rejected": metric_sum(metrics, "gateway_messages_rejected_total"),
         "stale": metric_sum(metrics, "gateway_messages_stale_total"),
+        **{f"stale_{o}": metric_sum(metrics, f'gateway_messages_stale_total{{outcome="{o}"}}')
+           for o in ("duplicate", "late", "too_old", "other_epoch")},
         "backpressure_pauses": metric_sum(metrics, "gateway_ingress_backpressure_total"),
         "vehicles_tracked": metric_sum(metrics, "gateway_vehicles_tracked"),
         # Several gateways on one database: batches re-applied after another gateway committed

@@ -222,3 +222,26 @@ async def test_a_car_first_created_by_another_gateway_during_the_commit_is_not_d
     assert a.count("gateway_store_conflicts_total") == 1
     assert await event_log(a.store) == [(1, "online", ()), (2, "state_changed", ("state.lock",))]
     assert a.tracker.online_by_bearer[next(iter(a.tracker.online_by_bearer))] == 1
+
+
+def telemetry(seq: int) -> Msg:
+    env = envelope(seq)
+    env.telemetry.service = "car-finder"
+    env.telemetry.samples.add().signals.add(name="soc_pct", number=50.0)
+    return msg(env)
+
+
+async def test_a_slots_backlog_far_behind_the_car_keeps_its_data_and_changes_no_state(
+    gateways: Callable[..., Awaitable[Gw]],
+) -> None:
+    # a's slot was handed over with telemetry 2 still queued; b has moved the car on by more
+    # than the replay window (a heartbeat at 100, then a lock at 101) before a gets it.
+    a, b = await gateways(), await gateways()
+    await a.pipeline.process([hello(1)])
+    await b.pipeline.process([heartbeat(100), lock(101)])
+    await a.pipeline.process([telemetry(2)])
+    assert a.count("gateway_messages_stale_total", {"outcome": "too_old"}) == 1
+    # Kept, as a late message's data (no subscriber here: counted as such, not dropped).
+    assert a.count("gateway_telemetry_records_total", {"outcome": "no_subscriber"}) == 1
+    stored = await a.store.get_vehicle(VIN)
+    assert stored is not None and stored.last_sequence == 101 and stored.state.lock == LockState.LOCKED
