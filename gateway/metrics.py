@@ -298,6 +298,11 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.entitlement_conflicts = Counter(
+            "gateway_entitlement_conflicts_total",
+            "Entitlement writes refused because another gateway changed them first (read again, retried)",
+            registry=r,
+        )
         self.entitlement_billable = Counter(
             "gateway_entitlement_billable_total", "BILLABLE events written to the outbox (R14)", registry=r
         )

@@ -77,6 +77,7 @@ from gateway.entitlements.ledger.base import (
     OutboxEvent,
     SetMark,
     SetRecord,
+    VersionConflict,
 )
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import Metrics
@@ -533,14 +534,23 @@ class EntitlementEngine:
         """Write the batch in one transaction; only then update memory, metrics and the hub."""
         if batch.empty():
             return
-        written = await self._ledger.save(
-            list(batch.changed.values()),
-            wire.outbox_events(batch.events),
-            commands=batch.commands,
-            sets=batch.sets,
-            published=batch.published,
-            acked=batch.acked,
-        )
+        try:
+            written = await self._ledger.save(
+                list(batch.changed.values()),
+                wire.outbox_events(batch.events),
+                commands=batch.commands,
+                sets=batch.sets,
+                published=batch.published,
+                acked=batch.acked,
+            )
+        except VersionConflict as exc:
+            # Another gateway sharing the database changed these entitlements: read them again,
+            # so that the next attempt (the pipeline retries the batch, the next tick, a client
+            # retrying after UNAVAILABLE) starts from what is stored, not from this view again.
+            for e in await self._ledger.refresh(exc.entitlement_ids or tuple(batch.changed)):
+                self._remember(e)
+            self._m.entitlement_conflicts.inc()
+            raise
         for e in batch.changed.values():
             self._remember(e)
         for ev in batch.events:

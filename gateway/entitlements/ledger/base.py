@@ -26,7 +26,12 @@ class DuplicateOrder(LedgerError):
 
 class VersionConflict(LedgerError):
     """`save` found an entitlement changed since this ledger last read or wrote it (another
-    gateway sharing the database wrote it: gateway/store/versions.py); nothing was written."""
+    gateway sharing the database wrote it: gateway/store/versions.py); nothing was written.
+    `entitlement_ids`: the ones found changed (`refresh` them before trying again)."""
+
+    def __init__(self, message: str, entitlement_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.entitlement_ids = tuple(entitlement_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,11 @@ class Ledger(Protocol):
     async def find_by_order(self, order_id: str) -> Entitlement | None: ...
 
     async def get(self, entitlement_id: str) -> Entitlement | None: ...
+
+    async def refresh(self, entitlement_ids: Sequence[str]) -> builtins.list[Entitlement]:
+        """The stored entitlements `entitlement_ids`, read to replace the caller's view of them
+        after a VersionConflict: the next write of each replaces the version read here."""
+        ...
 
     async def set_owner(self, vin: str, owner: str) -> None: ...
 

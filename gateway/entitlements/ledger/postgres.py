@@ -204,6 +204,19 @@ class PostgresLedger:
     async def get(self, entitlement_id: str) -> Entitlement | None:
         return await self._one("entitlement_id = $1", entitlement_id)
 
+    async def refresh(self, entitlement_ids: Sequence[str]) -> list[Entitlement]:
+        async def read() -> list[Entitlement]:
+            rows = await self._db.pool.fetch(
+                "SELECT entitlement_id, data, version FROM entitlements"
+                " WHERE entitlement_id = ANY($1::text[])",
+                list(entitlement_ids),
+            )
+            async with self._write_lock:  # the versions are touched under it (see _write)
+                self._versions.refreshed({r["entitlement_id"]: int(r["version"]) for r in rows})
+            return [entitlement_from_json(r["data"]) for r in rows]
+
+        return await self._run(read())
+
     async def _one(self, where: str, key: str) -> Entitlement | None:
         found = await self._entitlements(where, key)
         return found[0] if found else None
@@ -379,7 +392,9 @@ async def _write_entitlements(
                 e.state.value, e.updated_at, entitlement_to_json(e), old + 1, e.entitlement_id, old,
             )
             if status == "UPDATE 0":
-                raise VersionConflict(f"entitlement {e.entitlement_id}: changed since read (version {old})")
+                raise VersionConflict(
+                    f"entitlement {e.entitlement_id}: changed since read (version {old})", [e.entitlement_id]
+                )
             written[e.entitlement_id] = old + 1
         if old_state != e.state.value:
             await conn.execute(

@@ -195,6 +195,20 @@ class SqliteLedger:
             "SELECT entitlement_id, data, version FROM entitlements WHERE entitlement_id = ?", entitlement_id
         )
 
+    async def refresh(self, entitlement_ids: Sequence[str]) -> builtins.list[Entitlement]:
+        ids = list(entitlement_ids)
+
+        def read(db: sqlite3.Connection) -> builtins.list[Entitlement]:
+            marks = ",".join("?" * len(ids))
+            rows = db.execute(
+                f"SELECT entitlement_id, data, version FROM entitlements WHERE entitlement_id IN ({marks})",
+                ids,
+            ).fetchall()
+            self._versions.refreshed({eid: version for eid, _data, version in rows})
+            return [entitlement_from_json(data) for _eid, data, _version in rows]
+
+        return await self._run(read) if ids else []
+
     async def _one(self, sql: str, key: str) -> Entitlement | None:
         def one(db: sqlite3.Connection) -> Entitlement | None:
             found = self._seen(db.execute(sql, (key,)))

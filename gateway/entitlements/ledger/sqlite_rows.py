@@ -95,7 +95,9 @@ def write_entitlements(
                 " WHERE entitlement_id = ? AND version = ?",
                 (e.state.value, e.updated_at, entitlement_to_json(e), old + 1, e.entitlement_id, old),
             ).rowcount:
-                raise VersionConflict(f"entitlement {e.entitlement_id}: changed since read (version {old})")
+                raise VersionConflict(
+                    f"entitlement {e.entitlement_id}: changed since read (version {old})", [e.entitlement_id]
+                )
             written[e.entitlement_id] = old + 1
         if row is None or row[0] != e.state.value:
             db.execute(

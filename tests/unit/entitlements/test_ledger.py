@@ -199,6 +199,31 @@ async def test_an_update_based_on_an_old_read_raises_version_conflict_and_writes
     await b.close()
 
 
+async def test_a_conflict_names_the_entitlement_and_a_refresh_lets_the_next_write_through(
+    make_backends: MakeBackends,
+) -> None:
+    a, b = await open_ledger(make_backends), await open_ledger(make_backends)
+    e, events = granted()
+    await a.create(e, events)
+    by_b = replace(e, failures=1, updated_at=NOW + 1)
+    await b.save([by_b], [])
+    with pytest.raises(VersionConflict) as refused:
+        await a.save([replace(e, failures=5, updated_at=NOW + 2)], [])
+    assert refused.value.entitlement_ids == (e.entitlement_id,)
+    # A plain read keeps a's expectation (its write was based on the older view) ...
+    assert await a.get(e.entitlement_id) == by_b
+    with pytest.raises(VersionConflict):
+        await a.save([replace(by_b, failures=2, updated_at=NOW + 3)], [])
+    # ... a refresh replaces it: the next write, based on what is stored, goes through.
+    assert await a.refresh(refused.value.entitlement_ids) == [by_b]
+    await a.save([replace(by_b, failures=2, updated_at=NOW + 3)], [])
+    stored = await b.get(e.entitlement_id)
+    assert stored is not None and stored.failures == 2
+    assert await a.refresh([]) == []
+    await a.close()
+    await b.close()
+
+
 async def test_a_ledger_saves_each_of_its_own_successive_updates(make_backends: MakeBackends) -> None:
     ledger = await open_ledger(make_backends)
     e, events = granted()
