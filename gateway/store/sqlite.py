@@ -147,13 +147,25 @@ class SqliteStore:
 
         def commit(db: sqlite3.Connection) -> list[StoredEvent]:
             written: list[StoredEvent] = []
-            for row in rows:
-                version = (self._versions.expected(row[0]) or 0) + 1
-                if db.execute(_UPSERT, (*row, version)).rowcount:
-                    versions[row[0]] = version
-                else:
-                    self._versions.stale += 1
-                    log.warning("vehicle %s: snapshot not written, the stored one is newer", row[0])
+            expected = self._versions.expected
+            params = [(*row, (expected(row[0]) or 0) + 1) for row in rows]
+            # One executemany (the hot path: a row per car of the batch). total_changes counts
+            # the rows written (rowcount does not reset for an upsert that wrote nothing); when
+            # one was refused, the batch's snapshots are written again row by row to tell which.
+            db.execute("SAVEPOINT snapshots")
+            before = db.total_changes
+            db.executemany(_UPSERT, params)
+            if db.total_changes - before == len(params):
+                versions.update((p[0], p[-1]) for p in params)
+            else:
+                db.execute("ROLLBACK TO snapshots")
+                for p in params:
+                    if db.execute(_UPSERT, p).rowcount:
+                        versions[p[0]] = p[-1]
+                    else:
+                        self._versions.stale += 1
+                        log.warning("vehicle %s: snapshot not written, the stored one is newer", p[0])
+            db.execute("RELEASE snapshots")
             for e in events:
                 if e.dedupe_key:
                     cur = db.execute(
