@@ -68,8 +68,6 @@ COMMIT_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
 # again at once; beyond that each attempt waits as a failed commit does (`_apply_durably`).
 MAX_REAPPLY = 5
 CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
-# Arrivals whose data is kept although they change no state (TOO_OLD only on a shared store).
-_KEPT_STALE = frozenset({Arrival.LATE, Arrival.OTHER_EPOCH, Arrival.TOO_OLD})
 # Bodies whose content leaves the gateway as is (telemetry records, the charging event).
 _EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
 
@@ -87,6 +85,7 @@ class _Gated:
     quarantined: list[str]  # cars quarantined by this batch
     released: list[str]     # cars whose quarantine ended
     limits: CarLimits | None  # the limits in force for this batch (None: none)
+    hellos: bool = False  # a Hello among the items (else the Hello limit has nothing to judge)
 
 
 @dataclass(slots=True)
@@ -276,6 +275,7 @@ class Pipeline:
             if not limits.active(now):
                 limits = None  # catching up on the broker's backlog after a reconnect (ratelimit.py)
         items: list[Decoded | DecodedWill] = []
+        hellos = False
         for msg in batch:
             # The topic first (parsed once for both uses), then the per-car limit before the
             # payload is decoded: a flood of bad payloads is dropped as cheaply as one of good
@@ -306,17 +306,19 @@ class Pipeline:
                 if self._log_budget.allow():
                     log.warning("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail)
                 continue
+            if not hellos and type(d) is Decoded and d.body == "hello":
+                hellos = True
             items.append(d)
-        return _Gated(items, quarantined, released, limits)
+        return _Gated(items, quarantined, released, limits, hellos)
 
     def _gate_hellos(self, gated: _Gated, now: float, rejected: Counter[str]) -> list[Decoded | DecodedWill]:
         """The per-car Hello limit, after the refresh: it needs the car's sequence epoch."""
         limits = gated.limits
-        if limits is None:
+        if limits is None or not gated.hellos:
             return gated.items
         epochs: dict[str, int] = {}  # a Hello that passed opens its epoch for the next ones
-        out: list[Decoded | DecodedWill] = []
-        for d in gated.items:
+        out: list[Decoded | DecodedWill] | None = None  # a copy only once one is dropped
+        for i, d in enumerate(gated.items):
             if isinstance(d, Decoded) and d.body == "hello":
                 env = d.envelope
                 epoch = epochs.get(env.vin)
@@ -334,10 +336,13 @@ class Pipeline:
                     if self._log_budget.allow():
                         log.warning("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
                                     topics.uplink(env.vin), limits.hellos.rate, limits.hellos.burst)
+                    if out is None:
+                        out = gated.items[:i]
                     continue
                 epochs[env.vin] = env.sequence_epoch
-            out.append(d)
-        return out
+            if out is not None:
+                out.append(d)
+        return gated.items if out is None else out
 
     async def _apply_durably(
         self, items: list[Decoded | DecodedWill], now: float, touched: set[str]
@@ -438,15 +443,16 @@ class Pipeline:
                             " highest sequence of its epoch", topics.uplink(env.vin), env.sequence, MAX_JUMP,
                         )
                     continue
-                if t.arrival is Arrival.DUPLICATE or (t.arrival is Arrival.TOO_OLD and self._shared is None):
-                    a.stale[t.arrival.value] += 1
-                    continue
-                if t.arrival in _KEPT_STALE:
-                    # TOO_OLD gets here only on a shared store: with several gateways, a slot's
-                    # backlog (a slot handed over, a dead gateway's queue) arrives after another
-                    # gateway moved the car's window far on. Its data is kept, as a late
-                    # message's, possibly a second time (at least once); its state never applies.
-                    a.stale[t.arrival.value] += 1
+                arrival = t.arrival
+                if arrival is not Arrival.NEW:  # (the common case tested first: the hot path)
+                    if arrival is Arrival.DUPLICATE or (arrival is Arrival.TOO_OLD and self._shared is None):
+                        a.stale[arrival.value] += 1
+                        continue
+                    # Late, of another epoch, or TOO_OLD on a shared store: with several
+                    # gateways, a slot's backlog (a slot handed over, a dead gateway's queue)
+                    # arrives after another gateway moved the car's window far on. The data is
+                    # kept, possibly a second time (at least once); the state never applies.
+                    a.stale[arrival.value] += 1
                 self._route_body(env, body, t, a)
                 # Only what can move an entitlement: a change of presence, state, link or privacy
                 # (the tracker emitted an event) or the car's answers; plain telemetry cannot.
