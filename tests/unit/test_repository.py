@@ -17,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
 REFERENCE_RESULTS = [
     "load/results/reference/steady-20261124-234702.json",
-    "load/results/reference/steady-pg-20261128-101324.json",  # + PostgreSQL, two gateways
-    "load/results/reference/steady-pg-20261128-101504.json",
+    "load/results/reference/steady-pg-20261128-105013.json",  # + PostgreSQL, two gateways
 ]
 
 
