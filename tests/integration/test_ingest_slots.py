@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from support import eventually, free_port
+from support import eventually
 from test_cli_run import RunningGateway
 from vehicle_client import TestVehicle
 
@@ -73,18 +73,8 @@ async def settled(*gateways: Gateway) -> None:
 
 
 @pytest.fixture
-def fleet_broker(tmp_path: Path) -> Iterator[ManagedBroker]:
-    b = ManagedBroker(directory=tmp_path / "broker", port=free_port())
-    b.start_sync()
-    try:
-        yield b
-    finally:
-        b.stop_sync()
-
-
-@pytest.fixture
-async def cars(fleet_broker: ManagedBroker) -> AsyncIterator[list[TestVehicle]]:
-    vehicles = [TestVehicle(vin, fleet_broker.port) for vin in VINS]
+async def cars(broker: ManagedBroker) -> AsyncIterator[list[TestVehicle]]:
+    vehicles = [TestVehicle(vin, broker.port) for vin in VINS]
     try:
         yield vehicles
     finally:
@@ -136,10 +126,10 @@ async def test_mosquitto_queues_shared_messages_for_an_offline_member_and_the_ac
 
 
 async def test_two_gateways_split_the_fleet_and_each_message_is_processed_once(
-    tmp_path: Path, fleet_broker: ManagedBroker, pg_url: str, cars: list[TestVehicle]
+    tmp_path: Path, broker: ManagedBroker, pg_url: str, cars: list[TestVehicle]
 ) -> None:
-    a = Gateway(fleet_config(tmp_path / "a", fleet_broker, pg_url))
-    b = Gateway(fleet_config(tmp_path / "b", fleet_broker, pg_url))
+    a = Gateway(fleet_config(tmp_path / "a", broker, pg_url))
+    b = Gateway(fleet_config(tmp_path / "b", broker, pg_url))
     await a.start()
     try:
         assert slots_of(a).held == {"telematics-gateway-1", "telematics-gateway-2"}  # alone: both
@@ -169,20 +159,20 @@ async def test_two_gateways_split_the_fleet_and_each_message_is_processed_once(
 
 
 async def test_a_killed_gateways_slot_is_taken_over_and_everything_acknowledged_reaches_the_survivor(
-    tmp_path: Path, fleet_broker: ManagedBroker, pg_url: str, cars: list[TestVehicle]
+    tmp_path: Path, broker: ManagedBroker, pg_url: str, cars: list[TestVehicle]
 ) -> None:
     """The victim is a real process killed with SIGKILL while the cars publish: its connection
     drops without DISCONNECT and its leases are not renewed. The survivor (in-process) claims
     the dead slot once its lease expired and drains what the broker queued for it."""
     env = {
-        "GATEWAY_MQTT_URL": broker_url(fleet_broker), "GATEWAY_STORE_URL": pg_url,
+        "GATEWAY_MQTT_URL": broker_url(broker), "GATEWAY_STORE_URL": pg_url,
         "GATEWAY_MQTT_SHARED_GROUP": GROUP, "GATEWAY_MQTT_SLOTS": "2",
         "GATEWAY_MQTT_SLOT_LEASE_S": str(LEASE_S), "GATEWAY_LOG_LEVEL": "ERROR",
     }
     victim = RunningGateway(tmp_path / "victim", env=env)
     try:
         await asyncio.to_thread(victim.wait_ready)
-        survivor = Gateway(fleet_config(tmp_path / "survivor", fleet_broker, pg_url))
+        survivor = Gateway(fleet_config(tmp_path / "survivor", broker, pg_url))
         await survivor.start()
         try:
             await settled(survivor)  # the victim handed one slot back
@@ -240,10 +230,10 @@ async def test_a_killed_gateways_slot_is_taken_over_and_everything_acknowledged_
 
 
 async def test_without_store_url_one_gateway_keeps_its_client_id_and_takes_no_lease(
-    tmp_path: Path, fleet_broker: ManagedBroker, cars: list[TestVehicle]
+    tmp_path: Path, broker: ManagedBroker, cars: list[TestVehicle]
 ) -> None:
     config = load_config(
-        None, env={}, data_dir=str(tmp_path / "data"), mqtt_url=broker_url(fleet_broker),
+        None, env={}, data_dir=str(tmp_path / "data"), mqtt_url=broker_url(broker),
         mqtt_shared_group=GROUP, grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
     )
     gw = Gateway(config)
@@ -260,14 +250,14 @@ async def test_without_store_url_one_gateway_keeps_its_client_id_and_takes_no_le
 
 
 async def test_a_gateway_that_cannot_renew_disconnects_before_its_leases_can_be_taken(
-    tmp_path: Path, fleet_broker: ManagedBroker, pg_url: str
+    tmp_path: Path, broker: ManagedBroker, pg_url: str
 ) -> None:
     """The database stops answering the lease table (a lock held by the test): the gateway's
     rounds time out, and it drops its slots while the database still counts them as its own,
     so no other gateway can be connected as them yet. When the database answers again it claims
     them back."""
     lease_s = 3.0
-    gw = Gateway(fleet_config(tmp_path / "gw", fleet_broker, pg_url, mqtt_slot_lease_s=lease_s))
+    gw = Gateway(fleet_config(tmp_path / "gw", broker, pg_url, mqtt_slot_lease_s=lease_s))
     await gw.start()
     blocker = await asyncpg.connect(pg_url)
     try:

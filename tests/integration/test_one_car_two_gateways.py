@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from support import eventually, gateway_channel
-from test_ingest_slots import fleet_broker, fleet_config, processed, settled
+from test_ingest_slots import fleet_config, processed, settled
 from test_walking_skeleton import get_vehicle
 from vehicle_client import TestVehicle
 
@@ -22,7 +22,6 @@ from gateway.app import Gateway
 from gateway.broker.managed import ManagedBroker
 
 pytestmark = pytest.mark.integration
-__all__ = ["fleet_broker"]  # the fixture, imported for pytest
 
 VIN = "WP0ZZZ99ZJS100201"
 LOCKED, UNLOCKED = common_pb2.LOCK_STATE_LOCKED, common_pb2.LOCK_STATE_UNLOCKED
@@ -45,13 +44,13 @@ def duplicates(*gateways: Gateway) -> float:
 
 
 async def test_one_cars_messages_spread_over_two_gateways_leave_its_state_and_event_log_right(
-    tmp_path: Path, fleet_broker: ManagedBroker, pg_url: str
+    tmp_path: Path, broker: ManagedBroker, pg_url: str
 ) -> None:
-    a = Gateway(fleet_config(tmp_path / "a", fleet_broker, pg_url))
-    b = Gateway(fleet_config(tmp_path / "b", fleet_broker, pg_url))
+    a = Gateway(fleet_config(tmp_path / "a", broker, pg_url))
+    b = Gateway(fleet_config(tmp_path / "b", broker, pg_url))
     await a.start()
     await b.start()
-    car = TestVehicle(VIN, fleet_broker.port)
+    car = TestVehicle(VIN, broker.port)
     try:
         await settled(a, b)
         await car.connect(with_will=False, lock=UNLOCKED)
