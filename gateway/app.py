@@ -35,6 +35,7 @@ from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
 from gateway.entitlements.engine.reference_hooks import ReferenceHooks
 from gateway.entitlements.ledger import LedgerError
+from gateway.entitlements.ledger.postgres import PostgresLedger
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
@@ -174,6 +175,8 @@ class Gateway:
             link_good=hooks.link_good,
             idle_s=cfg.fod_idle_s,
             ack_timeout_s=cfg.entitlement_ack_timeout_s,
+            # Shared PostgreSQL: the engine's view follows the other gateways' writes.
+            peers=self.ledger if isinstance(self.ledger, PostgresLedger) else None,
         )
         await engine.start()
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,6 +66,7 @@ from gateway.entitlements.domain.types import (
 from gateway.entitlements.engine import _delivery as delivery
 from gateway.entitlements.engine._batch import Batch
 from gateway.entitlements.engine._downlinks import Downlinks
+from gateway.entitlements.engine._follow import OutboxFollower, PeerLedger
 from gateway.entitlements.engine._live import LiveIndex
 from gateway.entitlements.engine._setbook import SetBook
 from gateway.entitlements.ledger.base import (
@@ -120,6 +120,7 @@ class EntitlementEngine:
         idle_s: float = 600.0,
         ack_timeout_s: float = 600.0,
         retry: RetryPolicy = DEFAULT_RETRY,
+        peers: PeerLedger | None = None,
     ) -> None:
         """
         ledger: durable entitlements and outbox; the caller opens it before `start`.
@@ -139,6 +140,9 @@ class EntitlementEngine:
         idle_s: R17 wait with every precondition met before an FoD command (default 10 min).
         ack_timeout_s: an unanswered set or FoD command counts as lost after this long.
         retry: R18 backoff after a failed FoD command.
+        peers: the ledger again when other gateways share its database (PostgreSQL): each tick,
+            and whenever `hub` is woken beyond what this engine has seen, the entitlements they
+            changed are read again (engine/_follow.py). None (SQLite): no other writer.
         """
         self._ledger = ledger
         self._clock = clock
@@ -161,11 +165,14 @@ class EntitlementEngine:
         self._commands: dict[str, CommandRecord] = {}  # latest FoD command per entitlement
         self._fod_work: set[str] = set()  # VINs with an FoD waiting for an R17 window
         self._boot_at: dict[str, float] = {}  # latency metric: boot -> set published
+        self._follower = OutboxFollower(peers) if peers is not None else None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load live entitlements, set versions and the latest FoD commands from the ledger."""
+        if self._follower is not None:
+            await self._follower.start()  # first: what commits during the load is read again
         for e in await self._ledger.load_live():
             self._remember(e)
         self._sets.load(await self._ledger.load_sets())
@@ -176,8 +183,7 @@ class EntitlementEngine:
     async def run(self, tick_s: float = 1.0) -> None:
         """Call `tick` every `tick_s` seconds, and at once when something became due."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick_s)
+            await self._wait(tick_s)
             self._wake.clear()
             try:
                 await self.tick()
@@ -185,6 +191,19 @@ class EntitlementEngine:
                 log.warning("entitlement tick failed: %s; the next one tries again", exc)
             except Exception:
                 log.exception("entitlement tick failed; the next one tries again")
+
+    async def _wait(self, tick_s: float) -> None:
+        """Until `tick_s` passed, work became due, or (shared database) another gateway committed
+        entitlement events beyond those this engine has seen (NOTIFY wakes `hub`)."""
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
+        follower = self._follower
+        if follower is not None and not self._hub.closed:  # a closed hub returns at once
+            waits.append(asyncio.ensure_future(self._hub.wait_beyond(follower.cursor)))
+        try:
+            await asyncio.wait(waits, timeout=tick_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def now(self) -> float:
         return self._clock.now()
@@ -410,6 +429,7 @@ class EntitlementEngine:
         (R13), unsent downlinks. Tests call it after moving a ManualClock."""
         async with self._tick_lock:
             async with self._lock:
+                await self._follow()  # first: the work below starts from the others' writes
                 now = self._clock.now()
                 await self._end_terms(now)  # first: an end may make a set or a command due
                 for _ in self._sets.newly_overdue(now, self._ack_timeout_s):
@@ -505,6 +525,24 @@ class EntitlementEngine:
 
     # -- shared machinery -------------------------------------------------------------------------
 
+    async def _follow(self) -> None:
+        """Read again the entitlements other gateways changed since the last look, with their
+        cars' sets and FoD commands (under `_lock`). Nothing to do on SQLite."""
+        follower = self._follower
+        if follower is None:
+            return
+        changes = await follower.changes()
+        if not changes.entitlement_ids:
+            return
+        for e in await self._ledger.refresh(changes.entitlement_ids):
+            self._remember(e)
+        for sets in await follower.ledger.sets_of(changes.vins):
+            self._sets.reload(sets)
+        for c in await follower.ledger.latest_commands_of(changes.vins):
+            self._commands[c.entitlement_id] = c
+        self._m.entitlements_followed.inc(len(changes.entitlement_ids))
+        self._update_gauge()
+
     def _fod_window(self, vin: str, session: VehicleSession | None, now: float) -> FodWindow:
         """R17 for `vin` now, as the last `IdleTimer.observe` left it: what Explain shows. The
         engine acts on the same decision, taken by `observe` in `_open_fod_windows`."""
@@ -571,6 +609,8 @@ class EntitlementEngine:
             self._sets.want(e.vin)
 
     def _written(self, written: Sequence[OutboxEvent]) -> None:
+        if self._follower is not None:
+            self._follower.wrote(written)  # not read again: this view has them already
         for w in written:
             self._m.entitlement_events.labels(w.kind).inc()
             if w.kind == K.BILLABLE.value:
