@@ -69,6 +69,7 @@ from gateway.entitlements.engine._downlinks import Downlinks
 from gateway.entitlements.engine._follow import OutboxFollower, PeerLedger
 from gateway.entitlements.engine._live import LiveIndex
 from gateway.entitlements.engine._setbook import SetBook
+from gateway.entitlements.engine._shares import CarShares
 from gateway.entitlements.ledger.base import (
     CommandRecord,
     DuplicateOrder,
@@ -166,6 +167,9 @@ class EntitlementEngine:
         self._fod_work: set[str] = set()  # VINs with an FoD waiting for an R17 window
         self._boot_at: dict[str, float] = {}  # latency metric: boot -> set published
         self._follower = OutboxFollower(peers) if peers is not None else None
+        # Several gateways on one database: the cars whose time-driven work is this one's
+        # (engine/_shares.py). None: every car (SQLite, or no ingest slots).
+        self.shares: CarShares | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -428,23 +432,32 @@ class EntitlementEngine:
         """Term ends and renewals (R10), FoD windows and retries (R17, R18), entitlement sets
         (R13), unsent downlinks. Tests call it after moving a ManualClock."""
         async with self._tick_lock:
+            if self.shares is not None:
+                await self.shares.refresh()
             async with self._lock:
                 await self._follow()  # first: the work below starts from the others' writes
                 now = self._clock.now()
                 await self._end_terms(now)  # first: an end may make a set or a command due
-                for _ in self._sets.newly_overdue(now, self._ack_timeout_s):
-                    self._m.entitlement_ack_timeouts.inc()  # R13: sent again with the next boot
+                for vin in self._sets.newly_overdue(now, self._ack_timeout_s):
+                    if self._mine(vin):
+                        self._m.entitlement_ack_timeouts.inc()  # R13: sent again with the next boot
                 fod = Batch()
                 self._open_fod_windows(fod, now)
                 await self._commit(fod)
                 sets = self._record_sets(now)
                 await self._commit(sets)
-            await self._downlinks.send_commands([*fod.downlinks, *self._downlinks.unsent(self._commands)])
+            unsent = [c for c in self._downlinks.unsent(self._commands) if self._mine(c[0].vin)]
+            await self._downlinks.send_commands([*fod.downlinks, *unsent])
             await self._send_sets(sets.sets)
 
     async def _end_terms(self, now: float) -> None:
         batch = Batch()
-        due = self._live.due_terms(now)
+        due = []
+        for e in self._live.due_terms(now):
+            if self._mine(e.vin):
+                due.append(e)
+            else:  # another gateway's: checked again next tick (its owner may have died)
+                self._live.reschedule(e)
         for e in due:
             self._apply(batch, e, TermEnded(), now)  # R10 renewal or end, R16 month end
         try:
@@ -460,6 +473,8 @@ class EntitlementEngine:
             if not waiting:
                 self._fod_work.discard(vin)
                 self._idle.forget(vin)
+                continue
+            if not self._mine(vin):
                 continue
             session = self._session_of(vin)
             if session is None:  # never connected: nothing to observe, Explain says so
@@ -494,6 +509,8 @@ class EntitlementEngine:
             if not delivery.needs_set(entitlements, self._sets.of(vin), forced=self._sets.is_forced(vin)):
                 self._sets.settled(vin)
                 continue
+            if not self._mine(vin):
+                continue
             session = self._session_of(vin)
             if session is None or not is_online(session):
                 continue
@@ -524,6 +541,10 @@ class EntitlementEngine:
             await self._commit(batch)
 
     # -- shared machinery -------------------------------------------------------------------------
+
+    def _mine(self, vin: str) -> bool:
+        """This gateway does the car's time-driven work (engine/_shares.py)."""
+        return self.shares is None or self.shares.mine(vin)
 
     async def _follow(self) -> None:
         """Read again the entitlements other gateways changed since the last look, with their
