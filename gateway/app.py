@@ -33,8 +33,10 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
+from gateway.entitlements.engine._shares import CarShares
 from gateway.entitlements.engine.reference_hooks import ReferenceHooks
 from gateway.entitlements.ledger import LedgerError
+from gateway.entitlements.ledger.postgres import PostgresLedger
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
@@ -56,6 +58,7 @@ from gateway.session.tracker import SessionTracker
 from gateway.store.availability import StoreAvailability
 from gateway.store.backends import build_backends
 from gateway.store.base import StoreError
+from gateway.store.fleet_members_postgres import PostgresMembers
 from gateway.store.pg_notify import OutboxListener, Wake
 from gateway.store.pg_outbox import ENTITLEMENT_EVENTS, VEHICLE_EVENTS
 
@@ -174,6 +177,8 @@ class Gateway:
             link_good=hooks.link_good,
             idle_s=cfg.fod_idle_s,
             ack_timeout_s=cfg.entitlement_ack_timeout_s,
+            # Shared PostgreSQL: the engine's view follows the other gateways' writes.
+            peers=self.ledger if isinstance(self.ledger, PostgresLedger) else None,
         )
         await engine.start()
 
@@ -241,6 +246,9 @@ class Gateway:
         subscriptions = [(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)]
         if uses_slots(cfg):  # several gateways may share the broker: leased client ids (slots.py)
             self.mqtt = build_slot_ingress(cfg, make_client, subscriptions, self.metrics, on_session)
+            if isinstance(self.ledger, PostgresLedger):  # each car's time-driven work: one live gateway
+                members = PostgresMembers(self.ledger.database)
+                engine.shares = CarShares(me=self.mqtt.holder, read_members=members.live, clock=self.clock)
         else:
             self.mqtt = MqttSession(
                 make_client=make_client,

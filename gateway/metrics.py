@@ -303,6 +303,11 @@ class Metrics:
             "Entitlement writes refused because another gateway changed them first (read again, retried)",
             registry=r,
         )
+        self.entitlements_followed = Counter(
+            "gateway_entitlements_followed_total",
+            "Entitlements read again because another gateway sharing the database changed them",
+            registry=r,
+        )
         self.entitlement_billable = Counter(
             "gateway_entitlement_billable_total", "BILLABLE events written to the outbox (R14)", registry=r
         )

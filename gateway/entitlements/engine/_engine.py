@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,8 +66,10 @@ from gateway.entitlements.domain.types import (
 from gateway.entitlements.engine import _delivery as delivery
 from gateway.entitlements.engine._batch import Batch
 from gateway.entitlements.engine._downlinks import Downlinks
+from gateway.entitlements.engine._follow import OutboxFollower, PeerLedger
 from gateway.entitlements.engine._live import LiveIndex
 from gateway.entitlements.engine._setbook import SetBook
+from gateway.entitlements.engine._shares import CarShares
 from gateway.entitlements.ledger.base import (
     CommandRecord,
     DuplicateOrder,
@@ -120,6 +121,7 @@ class EntitlementEngine:
         idle_s: float = 600.0,
         ack_timeout_s: float = 600.0,
         retry: RetryPolicy = DEFAULT_RETRY,
+        peers: PeerLedger | None = None,
     ) -> None:
         """
         ledger: durable entitlements and outbox; the caller opens it before `start`.
@@ -139,6 +141,9 @@ class EntitlementEngine:
         idle_s: R17 wait with every precondition met before an FoD command (default 10 min).
         ack_timeout_s: an unanswered set or FoD command counts as lost after this long.
         retry: R18 backoff after a failed FoD command.
+        peers: the ledger again when other gateways share its database (PostgreSQL): each tick,
+            and whenever `hub` is woken beyond what this engine has seen, the entitlements they
+            changed are read again (engine/_follow.py). None (SQLite): no other writer.
         """
         self._ledger = ledger
         self._clock = clock
@@ -161,11 +166,17 @@ class EntitlementEngine:
         self._commands: dict[str, CommandRecord] = {}  # latest FoD command per entitlement
         self._fod_work: set[str] = set()  # VINs with an FoD waiting for an R17 window
         self._boot_at: dict[str, float] = {}  # latency metric: boot -> set published
+        self._follower = OutboxFollower(peers) if peers is not None else None
+        # Several gateways on one database: the cars whose time-driven work is this one's
+        # (engine/_shares.py). None: every car (SQLite, or no ingest slots).
+        self.shares: CarShares | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load live entitlements, set versions and the latest FoD commands from the ledger."""
+        if self._follower is not None:
+            await self._follower.start()  # first: what commits during the load is read again
         for e in await self._ledger.load_live():
             self._remember(e)
         self._sets.load(await self._ledger.load_sets())
@@ -176,8 +187,7 @@ class EntitlementEngine:
     async def run(self, tick_s: float = 1.0) -> None:
         """Call `tick` every `tick_s` seconds, and at once when something became due."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick_s)
+            await self._wait(tick_s)
             self._wake.clear()
             try:
                 await self.tick()
@@ -185,6 +195,19 @@ class EntitlementEngine:
                 log.warning("entitlement tick failed: %s; the next one tries again", exc)
             except Exception:
                 log.exception("entitlement tick failed; the next one tries again")
+
+    async def _wait(self, tick_s: float) -> None:
+        """Until `tick_s` passed, work became due, or (shared database) another gateway committed
+        entitlement events beyond those this engine has seen (NOTIFY wakes `hub`)."""
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
+        follower = self._follower
+        if follower is not None and not self._hub.closed:  # a closed hub returns at once
+            waits.append(asyncio.ensure_future(self._hub.wait_beyond(follower.cursor)))
+        try:
+            await asyncio.wait(waits, timeout=tick_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def now(self) -> float:
         return self._clock.now()
@@ -409,22 +432,32 @@ class EntitlementEngine:
         """Term ends and renewals (R10), FoD windows and retries (R17, R18), entitlement sets
         (R13), unsent downlinks. Tests call it after moving a ManualClock."""
         async with self._tick_lock:
+            if self.shares is not None:
+                await self.shares.refresh()
             async with self._lock:
+                await self._follow()  # first: the work below starts from the others' writes
                 now = self._clock.now()
                 await self._end_terms(now)  # first: an end may make a set or a command due
-                for _ in self._sets.newly_overdue(now, self._ack_timeout_s):
-                    self._m.entitlement_ack_timeouts.inc()  # R13: sent again with the next boot
+                for vin in self._sets.newly_overdue(now, self._ack_timeout_s):
+                    if self._mine(vin):
+                        self._m.entitlement_ack_timeouts.inc()  # R13: sent again with the next boot
                 fod = Batch()
                 self._open_fod_windows(fod, now)
                 await self._commit(fod)
                 sets = self._record_sets(now)
                 await self._commit(sets)
-            await self._downlinks.send_commands([*fod.downlinks, *self._downlinks.unsent(self._commands)])
+            unsent = [c for c in self._downlinks.unsent(self._commands) if self._mine(c[0].vin)]
+            await self._downlinks.send_commands([*fod.downlinks, *unsent])
             await self._send_sets(sets.sets)
 
     async def _end_terms(self, now: float) -> None:
         batch = Batch()
-        due = self._live.due_terms(now)
+        due = []
+        for e in self._live.due_terms(now):
+            if self._mine(e.vin):
+                due.append(e)
+            else:  # another gateway's: checked again next tick (its owner may have died)
+                self._live.reschedule(e)
         for e in due:
             self._apply(batch, e, TermEnded(), now)  # R10 renewal or end, R16 month end
         try:
@@ -440,6 +473,8 @@ class EntitlementEngine:
             if not waiting:
                 self._fod_work.discard(vin)
                 self._idle.forget(vin)
+                continue
+            if not self._mine(vin):
                 continue
             session = self._session_of(vin)
             if session is None:  # never connected: nothing to observe, Explain says so
@@ -474,6 +509,8 @@ class EntitlementEngine:
             if not delivery.needs_set(entitlements, self._sets.of(vin), forced=self._sets.is_forced(vin)):
                 self._sets.settled(vin)
                 continue
+            if not self._mine(vin):
+                continue
             session = self._session_of(vin)
             if session is None or not is_online(session):
                 continue
@@ -504,6 +541,28 @@ class EntitlementEngine:
             await self._commit(batch)
 
     # -- shared machinery -------------------------------------------------------------------------
+
+    def _mine(self, vin: str) -> bool:
+        """This gateway does the car's time-driven work (engine/_shares.py)."""
+        return self.shares is None or self.shares.mine(vin)
+
+    async def _follow(self) -> None:
+        """Read again the entitlements other gateways changed since the last look, with their
+        cars' sets and FoD commands (under `_lock`). Nothing to do on SQLite."""
+        follower = self._follower
+        if follower is None:
+            return
+        changes = await follower.changes()
+        if not changes.entitlement_ids:
+            return
+        for e in await self._ledger.refresh(changes.entitlement_ids):
+            self._remember(e)
+        for sets in await follower.ledger.sets_of(changes.vins):
+            self._sets.reload(sets)
+        for c in await follower.ledger.latest_commands_of(changes.vins):
+            self._commands[c.entitlement_id] = c
+        self._m.entitlements_followed.inc(len(changes.entitlement_ids))
+        self._update_gauge()
 
     def _fod_window(self, vin: str, session: VehicleSession | None, now: float) -> FodWindow:
         """R17 for `vin` now, as the last `IdleTimer.observe` left it: what Explain shows. The
@@ -571,6 +630,8 @@ class EntitlementEngine:
             self._sets.want(e.vin)
 
     def _written(self, written: Sequence[OutboxEvent]) -> None:
+        if self._follower is not None:
+            self._follower.wrote(written)  # not read again: this view has them already
         for w in written:
             self._m.entitlement_events.labels(w.kind).inc()
             if w.kind == K.BILLABLE.value:

@@ -28,6 +28,16 @@ class SetBook:
             s.vin: s.published_at for s in self._sets.values() if s.published > s.acked and s.published_at
         }
 
+    def reload(self, sets: VehicleSets) -> None:
+        """The VIN's sets as stored, after another gateway wrote them (engine/_follow.py)."""
+        vin = sets.vin
+        self._sets[vin] = sets
+        if sets.published > sets.acked and sets.published_at:
+            self._awaiting.setdefault(vin, sets.published_at)
+        else:
+            self._awaiting.pop(vin, None)
+            self._overdue.discard(vin)
+
     def of(self, vin: str) -> VehicleSets:
         return self._sets.get(vin) or VehicleSets(vin)
 

@@ -188,6 +188,9 @@ class PostgresLedger:
     async def first_cursor(self) -> int:
         return await self._run(self._first_cursor())
 
+    async def last_cursor(self) -> int:
+        return await self._run(pg_outbox.last_cursor(self._db.pool, ENTITLEMENT_EVENTS))
+
     async def _first_cursor(self) -> int:
         return await pg_outbox.first_cursor(self._db.pool, ENTITLEMENT_EVENTS)
 
@@ -297,29 +300,34 @@ class PostgresLedger:
         return await self._run(get())
 
     async def load_sets(self) -> list[VehicleSets]:
-        async def load() -> list[VehicleSets]:
-            rows = await self._db.pool.fetch(
-                "SELECT s.vin, s.recorded, s.published, s.acked, p.entitlement_ids, p.published_at"
-                " FROM (SELECT vin, MAX(version) AS recorded,"
-                "       MAX(version) FILTER (WHERE published_at IS NOT NULL) AS published,"
-                "       MAX(version) FILTER (WHERE acked_at IS NOT NULL) AS acked"
-                "       FROM entitlement_sets GROUP BY vin) s"
-                " LEFT JOIN entitlement_sets p ON p.vin = s.vin AND p.version = s.published"
-                " ORDER BY s.vin"
-            )
-            return [
-                VehicleSets(
-                    vin=r["vin"],
-                    recorded=r["recorded"],
-                    published=r["published"] or 0,
-                    published_ids=frozenset(r["entitlement_ids"] or ()),
-                    published_at=r["published_at"],
-                    acked=r["acked"] or 0,
-                )
-                for r in rows
-            ]
+        return await self._run(self._sets(""))
 
-        return await self._run(load())
+    async def sets_of(self, vins: Sequence[str]) -> list[VehicleSets]:
+        """`load_sets` for these VINs (engine/_follow.py: after another gateway's write)."""
+        return await self._run(self._sets(" WHERE vin = ANY($1::text[])", list(vins)))
+
+    async def _sets(self, where: str, *args: object) -> list[VehicleSets]:
+        rows = await self._db.pool.fetch(
+            "SELECT s.vin, s.recorded, s.published, s.acked, p.entitlement_ids, p.published_at"
+            " FROM (SELECT vin, MAX(version) AS recorded,"
+            "       MAX(version) FILTER (WHERE published_at IS NOT NULL) AS published,"
+            "       MAX(version) FILTER (WHERE acked_at IS NOT NULL) AS acked"
+            f"       FROM entitlement_sets{where} GROUP BY vin) s"
+            " LEFT JOIN entitlement_sets p ON p.vin = s.vin AND p.version = s.published"
+            " ORDER BY s.vin",
+            *args,
+        )
+        return [
+            VehicleSets(
+                vin=r["vin"],
+                recorded=r["recorded"],
+                published=r["published"] or 0,
+                published_ids=frozenset(r["entitlement_ids"] or ()),
+                published_at=r["published_at"],
+                acked=r["acked"] or 0,
+            )
+            for r in rows
+        ]
 
     async def get_command(self, command_id: str) -> CommandRecord | None:
         async def get() -> CommandRecord | None:
@@ -331,16 +339,21 @@ class PostgresLedger:
         return await self._run(get())
 
     async def latest_commands(self) -> list[CommandRecord]:
-        async def latest() -> list[CommandRecord]:
-            rows = await self._db.pool.fetch(
-                f"SELECT DISTINCT ON (c.entitlement_id) {_qualified('c', COMMAND_COLUMNS)}"
-                " FROM fod_commands c JOIN entitlements e USING (entitlement_id)"
-                " WHERE e.state != $1 ORDER BY c.entitlement_id, c.seq DESC",
-                REVOKED,
-            )
-            return [command_from_row(tuple(r)) for r in rows]
+        return await self._run(self._latest_commands(""))
 
-        return await self._run(latest())
+    async def latest_commands_of(self, vins: Sequence[str]) -> list[CommandRecord]:
+        """`latest_commands` for these VINs (engine/_follow.py)."""
+        return await self._run(self._latest_commands(" AND c.vin = ANY($2::text[])", list(vins)))
+
+    async def _latest_commands(self, where: str, *args: object) -> list[CommandRecord]:
+        rows = await self._db.pool.fetch(
+            f"SELECT DISTINCT ON (c.entitlement_id) {_qualified('c', COMMAND_COLUMNS)}"
+            " FROM fod_commands c JOIN entitlements e USING (entitlement_id)"
+            f" WHERE e.state != $1{where} ORDER BY c.entitlement_id, c.seq DESC",
+            REVOKED,
+            *args,
+        )
+        return [command_from_row(tuple(r)) for r in rows]
 
     # Last in the class: after it, `list` in annotations would name this method.
     async def list(self, vin: str, include_ended: bool) -> builtins.list[Entitlement]:
