@@ -37,7 +37,7 @@ from gateway.clock import Clock
 from gateway.convert import egress_event, event_to_proto, privacy_from_proto
 from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload, decode_topic
 from gateway.egress.telemetry import TelemetryFanout
-from gateway.entitlements.ledger import LedgerError
+from gateway.entitlements.ledger import LedgerError, VersionConflict
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
 from gateway.model import Bearer, VehicleSession
@@ -547,6 +547,10 @@ class Pipeline:
                 if await self._commit(dirty, events):
                     self._tell("store", None)
                 return
+            except VersionConflict as exc:
+                # Another gateway changed an entitlement first; the engine has read it again,
+                # so the next attempt works from it. The database works: readiness not told.
+                await self._failed(step, exc, delays, outage=False)
             except (StoreError, LedgerError) as exc:
                 await self._failed(step, exc, delays)
 

@@ -193,8 +193,12 @@ class EntitlementEngine:
                 await self.tick()
             except LedgerError as exc:  # the database is down: no stack trace per tick
                 log.warning("entitlement tick failed: %s; the next one tries again", exc)
+                # A full tick before the next try: a wake-up that is still pending (another
+                # gateway's commit this one could not follow yet) must not make this spin.
+                await asyncio.sleep(tick_s)
             except Exception:
                 log.exception("entitlement tick failed; the next one tries again")
+                await asyncio.sleep(tick_s)
 
     async def _wait(self, tick_s: float) -> None:
         """Until `tick_s` passed, work became due, or (shared database) another gateway committed

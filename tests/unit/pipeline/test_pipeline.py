@@ -309,6 +309,37 @@ async def test_a_record_has_no_sent_at_when_the_car_sent_none() -> None:
     assert not record.HasField("sent_at")
 
 
+async def test_an_entitlement_conflict_is_retried_without_calling_the_ledger_down() -> None:
+    from gateway.entitlements.ledger import VersionConflict
+    from gateway.entitlements.vehicle import VehicleUpdate
+
+    store = FakeStore()
+    calls: list[int] = []
+    told: list[tuple[str, BaseException | None]] = []
+
+    async def engine(updates: Sequence[VehicleUpdate]) -> None:
+        calls.append(len(updates))
+        if len(calls) == 1:  # another gateway changed it first; the engine read it again
+            raise VersionConflict("entitlement e-1: changed since read (version 3)", ["e-1"])
+
+    async def no_wait(_delay: float) -> None:
+        return None
+
+    metrics = Metrics()
+    p = Pipeline(
+        tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=TelemetryFanout(queue_size=10),
+        metrics=metrics, clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096,
+        queue_messages=4, ack=lambda _b: None, pause_reading=lambda: None, resume_reading=lambda: None,
+        entitlements=engine, sleep=no_wait, outcome=lambda c, e: told.append((c, e)),
+    )
+    await p.process([hello()])
+    assert calls == [1, 1]
+    assert store.commits == [([VIN], ["online"])]
+    assert all(error is None for _, error in told)  # readiness never heard of an outage
+    retries = metrics.registry.get_sample_value
+    assert retries("gateway_store_commit_retries_total", {"step": "entitlements"}) == 1
+
+
 async def test_a_ledger_failure_retries_the_engine_step_and_the_store_commits_once() -> None:
     from gateway.entitlements.ledger import LedgerError
     from gateway.entitlements.vehicle import VehicleUpdate
