@@ -16,7 +16,6 @@ Output: a live tqdm bar, ``<out>/bench-<timestamp>.json``, ``<out>/latest.json``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import sys
 import tempfile
@@ -226,12 +225,12 @@ def run_steady(p: Params, workdir: Path) -> dict[str, Any]:
 def run_store_cost(p: Params) -> dict[str, Any]:
     """The per-batch store cost (load/store_cost.py), SQLite and PostgreSQL, after the runs of
     the same invocation (so it does not compete with them)."""
-    from load.fleet_sink import admin_url
-    from load.store_cost import run
+    from load.bench_db import admin_url
+    from load.store_cost import measure
 
     cars, sizes, batches = (200, [10, 100], 5) if p.smoke else (20_000, [10, 100, 1000], 50)
     print("store cost: SQLite and PostgreSQL, per batch ...", file=sys.stderr)
-    return {"cars": cars, "batches": batches, "results": asyncio.run(run(cars, sizes, batches, admin_url()))}
+    return {"cars": cars, "batches": batches, "results": measure(cars, sizes, batches, admin_url())}
 
 
 def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
@@ -284,7 +283,7 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
 def main(argv: list[str] | None = None) -> int:
     p, out = parse_args(argv)
     if p.scenario == "steady" and set(p.systems) & set(PG_SYSTEMS):
-        from load.fleet_sink import PostgresUnavailable, admin_url, check_server
+        from load.bench_db import PostgresUnavailable, admin_url, check_server
 
         try:
             check_server(admin_url())

@@ -18,25 +18,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
 
 from gateway.model import Bearer, Presence, VehicleSession
-from gateway.redact import redact_url
 from gateway.store.base import PendingEvent, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
+from load.bench_db import BenchDatabase, PostgresUnavailable, admin_url
 from load.stats import percentile
-
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _vin(i: int) -> str:
@@ -79,29 +73,25 @@ async def _measure(store: Store, fleet: int, size: int, batches: int) -> dict[st
     }
 
 
-def _with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+async def _measure_all(make: Callable[[int], Store], cars: int, sizes: list[int], batches: int,
+                       backend: str) -> dict[str, Any]:
+    return {f"{backend}/{size}": await _measure(make(size), cars, size, batches) for size in sizes}
 
 
-async def run(cars: int, sizes: list[int], batches: int, pg_admin: str | None) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+def measure(cars: int, sizes: list[int], batches: int, pg_admin: str | None) -> dict[str, Any]:
+    """SQLite, then (with `pg_admin`, a URL of the server) PostgreSQL in a fresh database of
+    its own; PostgresUnavailable when that server cannot be used."""
     with tempfile.TemporaryDirectory(prefix="store-cost-") as tmp:
-        for size in sizes:
-            store = SqliteStore(path=Path(tmp) / f"gateway-{size}.db")
-            results[f"sqlite/{size}"] = await _measure(store, cars, size, batches)
+        results = asyncio.run(_measure_all(
+            lambda size: SqliteStore(path=Path(tmp) / f"gateway-{size}.db"), cars, sizes, batches, "sqlite"))
     if pg_admin:
-        name = f"gwbench_{secrets.token_hex(6)}"
-        admin = await asyncpg.connect(pg_admin, timeout=5)
+        db = BenchDatabase(pg_admin)
+        db.create()
         try:
-            await admin.execute(f"CREATE DATABASE {name}")
-            try:
-                for size in sizes:
-                    results[f"postgres/{size}"] = await _measure(
-                        PostgresStore(url=_with_db(pg_admin, name)), cars, size, batches)
-            finally:
-                await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            results |= asyncio.run(_measure_all(lambda _size: PostgresStore(url=db.url), cars, sizes, batches,
+                                                "postgres"))
         finally:
-            await admin.close()
+            db.drop()
     return results
 
 
@@ -115,12 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="also write the results as JSON here")
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s]
-    pg = None if a.no_postgres else os.environ.get("GATEWAY_BENCH_PG_DSN", DEFAULT_PG)
     try:
-        results = asyncio.run(run(a.cars, sizes, a.batches, pg))
-    except (OSError, asyncpg.PostgresError) as exc:
-        print(f"PostgreSQL at {redact_url(pg or '')} not usable: {exc} (--no-postgres for SQLite only)",
-              file=sys.stderr)
+        results = measure(a.cars, sizes, a.batches, None if a.no_postgres else admin_url())
+    except PostgresUnavailable as exc:
+        print(f"{exc} (--no-postgres for SQLite only)", file=sys.stderr)
         return 2
     for key, r in results.items():
         print(f"{key:>16}: batch p50/p99 {r['batch_p50_ms']:.2f} / {r['batch_p99_ms']:.2f} ms, "

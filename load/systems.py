@@ -306,7 +306,8 @@ def make_sink(name: str, naive_mode: str = "stream") -> Sink:
         return NaiveSink(naive_mode)
     if name == "gateway":
         return GatewaySink()
-    from load.fleet_sink import FLEET_SYSTEMS, FleetSink, admin_url  # imports this module
+    from load.bench_db import admin_url
+    from load.fleet_sink import FLEET_SYSTEMS, FleetSink  # imports this module
 
     if name in FLEET_SYSTEMS:
         return FleetSink(name, FLEET_SYSTEMS[name], admin_url())

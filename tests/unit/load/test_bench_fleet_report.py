@@ -13,7 +13,8 @@ from support import free_port
 
 from load import report
 from load.bench import Params, parse_args, ratio_pairs, summarize_steady
-from load.fleet_sink import FleetSink, PostgresUnavailable, check_server, merge_streams
+from load.bench_db import PostgresUnavailable, check_server
+from load.fleet_sink import FleetSink, merge_streams
 from load.stats import percentile
 from load.systems import store_commit_ms
 
