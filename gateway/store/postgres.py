@@ -154,6 +154,9 @@ class PostgresStore:
         """Raises StoreConflict, writing nothing, when a car of `vehicles` was written by another
         gateway since this store last read or wrote it."""
         # Serialize on the event loop: sessions are mutated there and must be read there.
+        # In VIN order: every gateway locks the rows it upserts in the same order, so two
+        # gateways committing overlapping cars wait for each other instead of deadlocking.
+        vehicles = sorted(vehicles, key=lambda v: v.vin)
         columns: tuple[list[object], ...] = ([], [], [], [], [], [], [])
         for s in vehicles:
             values = (
@@ -197,7 +200,8 @@ class PostgresStore:
         conn: PgConnection, events: Sequence[PendingEvent]
     ) -> dict[tuple[str, str], bool]:
         """The (vin, dedupe key) pairs of `events` never seen before, now recorded (R28)."""
-        keyed = [e for e in events if e.dedupe_key]
+        # Sorted, as the snapshots: the same lock order on the unique index in every gateway.
+        keyed = sorted((e for e in events if e.dedupe_key), key=lambda e: (e.vin, e.dedupe_key))
         if not keyed:
             return {}
         rows = await conn.fetch(

@@ -381,8 +381,10 @@ async def _write_entitlements(
     versions: KnownVersions,
     written: dict[str, int],
 ) -> list[OutboxEvent]:
-    """`written` receives the version each entitlement now has (for `versions` after COMMIT)."""
-    for e in entitlements:
+    """`written` receives the version each entitlement now has (for `versions` after COMMIT).
+    Rows are locked in entitlement-id order, the same in every gateway (no deadlock between two
+    gateways writing overlapping entitlements)."""
+    for e in sorted(entitlements, key=lambda e: e.entitlement_id):
         row = await conn.fetchrow(
             "SELECT state, version FROM entitlements WHERE entitlement_id = $1", e.entitlement_id
         )
