@@ -48,7 +48,8 @@ class ConnackListener:
                     props = codec.encode_properties(self._properties)
                     writer.write(_packet(0x20, b"\x00\x00" + props))
                 elif kind == codec.SUBSCRIBE:
-                    writer.write(_packet(0x90, body[:2] + b"\x00" + bytes([self._suback_code]) * _filters(body)))
+                    codes = bytes([self._suback_code]) * _filters(body)
+                    writer.write(_packet(0x90, body[:2] + b"\x00" + codes))
                 elif kind == codec.PINGREQ_TYPE:
                     writer.write(b"\xd0\x00")
                 elif kind == codec.DISCONNECT:

@@ -325,7 +325,12 @@ class ManagedBroker:
             else:
                 loop = asyncio.get_running_loop()
                 ended: asyncio.Future[None] = loop.create_future()
-                loop.add_reader(pidfd, lambda: ended.done() or ended.set_result(None))
+
+                def readable() -> None:  # the pidfd becomes readable when the process exits
+                    if not ended.done():
+                        ended.set_result(None)
+
+                loop.add_reader(pidfd, readable)
                 try:
                     await ended
                 finally:

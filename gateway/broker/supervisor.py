@@ -28,7 +28,9 @@ class BrokerProcess(Protocol):
     """What the supervisor needs of a broker (gateway/broker/managed.py ManagedBroker)."""
 
     @property
-    def pid(self) -> int | None: ...
+    def pid(self) -> int | None:
+        """None once stopped on purpose."""
+        ...
 
     async def wait_exit(self) -> int: ...
 
@@ -50,7 +52,8 @@ def exit_status(code: int) -> str:
 
 
 class BrokerSupervisor:
-    """Runs beside the gateway; ``run`` returns only by cancellation (the gateway stops).
+    """Runs beside the gateway; ``run`` returns when the broker was stopped on purpose (its
+    pid is None then), or by cancellation.
 
     A broker that dies is started again after a delay that doubles per failed start up to
     backoff.max_s (a broker that cannot start, e.g. its port was taken meanwhile, is not
@@ -83,6 +86,8 @@ class BrokerSupervisor:
             started = self._monotonic()
             pid = self._broker.pid
             code = await self._broker.wait_exit()
+            if self._broker.pid is None:  # stopped on purpose (the gateway stops): no restart
+                return
             self.up = False
             if self._monotonic() - started >= self._stable_s:
                 delays = self._backoff.delays()

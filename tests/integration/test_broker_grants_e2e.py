@@ -24,7 +24,7 @@ from gateway.ingress import mqtt5_codec as codec
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_SHARED = {codec.SHARED_SUBSCRIPTION_AVAILABLE: 0}
+NO_SHARED: codec.Properties = {codec.SHARED_SUBSCRIPTION_AVAILABLE: 0}
 
 
 async def test_run_with_a_shared_group_on_a_broker_without_shared_subscriptions_exits_2_in_one_line(
@@ -55,7 +55,8 @@ async def test_run_with_a_shared_group_on_a_broker_without_shared_subscriptions_
 
 @asynccontextmanager
 async def gateway_on(tmp_path: Path, broker: ConnackListener, **overrides: Any) -> AsyncIterator[Gateway]:
-    gw = Gateway(gateway_config(tmp_path, free_port(), mqtt_url=f"mqtt://127.0.0.1:{broker.port}", **overrides))
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    gw = Gateway(gateway_config(tmp_path, free_port(), mqtt_url=url, **overrides))
     try:
         await gw.start()
         yield gw

@@ -74,7 +74,7 @@ async def test_a_sigkilled_managed_broker_is_restarted_and_nothing_received_is_l
             killed = gw.broker.pid
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
-            status, body = await eventually(lambda: readyz(gw), lambda r: r[0] == 503, timeout=30)
+            _, body = await eventually(lambda: readyz(gw), lambda r: r[0] == 503, timeout=30)
             assert body["components"]["broker"] is False and body["components"]["mqtt"] is False, body
             assert "broker unavailable" in body["reason"]
             release.set()

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.broker.managed import BrokerStartError
-from gateway.broker.supervisor import BrokerSupervisor, exit_status
+from gateway.broker.supervisor import RESTART_BACKOFF, BrokerSupervisor, exit_status
 from gateway.metrics import Metrics
 
 
@@ -26,6 +26,10 @@ class ScriptedBroker:
         self.starts = 0
         self._exits: asyncio.Queue[int] = asyncio.Queue()
         self.restarted = asyncio.Event()
+
+    def stop(self) -> None:
+        self.pid = None
+        self._exits.put_nowait(0)
 
     def die(self, code: int) -> None:
         self.restarted.clear()
@@ -64,7 +68,7 @@ def restarts(metrics: Metrics) -> float | None:
 
 @asynccontextmanager
 async def supervising(
-    broker: ScriptedBroker, *, backoff: Backoff = Backoff(0.2, 30.0), stable_s: float = 60.0,
+    broker: ScriptedBroker, *, backoff: Backoff = RESTART_BACKOFF, stable_s: float = 60.0,
     monotonic: Callable[[], float] = lambda: 0.0,
 ) -> AsyncIterator[tuple[BrokerSupervisor, Recorder, Metrics]]:
     metrics, recorder = Metrics(), Recorder()
@@ -133,6 +137,17 @@ async def test_a_broker_that_ran_a_while_before_dying_starts_over_at_the_short_d
         broker.die(1)
         await restarted(broker)
         assert recorder.delays == [1.0, 2.0, 1.0]
+
+
+async def test_a_broker_stopped_on_purpose_is_not_restarted() -> None:
+    broker = ScriptedBroker()
+    metrics, recorder = Metrics(), Recorder()
+    supervisor = BrokerSupervisor(broker, restarts=metrics.broker_restarts, sleep=recorder.sleep)
+    recorder.supervisor = supervisor
+    task = asyncio.create_task(supervisor.run())
+    broker.stop()
+    await asyncio.wait_for(task, 10)  # run() returns by itself
+    assert broker.starts == 0 and recorder.delays == [] and restarts(metrics) == 0
 
 
 def test_exit_status_names_the_signal_or_the_exit_code() -> None:

@@ -45,7 +45,7 @@ def test_shared_subscriptions_matter_only_with_a_shared_group() -> None:
 
 def test_a_granted_session_expiry_of_zero_is_refused_as_persistence_is_relied_on() -> None:
     metrics = Metrics()
-    with pytest.raises(MqttFeatureMissing, match="grants no persistent session .*Session Expiry Interval 0"):
+    with pytest.raises(MqttFeatureMissing, match=r"grants no persistent session .*Session Expiry Interval 0"):
         grants(metrics).check(connack(expiry=0), WHERE)
 
 
