@@ -9,6 +9,7 @@ is observed for certain instead of raced."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -50,7 +51,10 @@ async def charging_sessions(channel: grpc.aio.Channel, until: str) -> list[str]:
     raise AssertionError(f"the stream ended before {until}: {seen}")
 
 
-async def test_a_sigkilled_managed_broker_is_restarted_and_nothing_received_is_lost(tmp_path: Path) -> None:
+async def test_a_sigkilled_managed_broker_is_restarted_and_nothing_received_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "gateway.broker.supervisor")
     gw = Gateway(gateway_config(tmp_path, free_port()))
     await gw.start()
     car = TestVehicle(VIN, gw.config.mqtt_port, bearer=common_pb2.BEARER_EMBEDDED_SIM)
@@ -83,6 +87,11 @@ async def test_a_sigkilled_managed_broker_is_restarted_and_nothing_received_is_l
             assert gw.broker.pid not in (None, killed)
             assert await scraped(gw, "gateway_broker_restarts_total") == 1
             assert await scraped(gw, "gateway_mqtt_reconnects_total") >= 1
+            died = [r for r in caplog.records if "died" in r.getMessage()]
+            assert [r.levelno for r in died] == [logging.WARNING]
+            assert f"pid {killed}" in died[0].getMessage() and "killed by SIGKILL" in died[0].getMessage()
+            # The real broker grants the expiry asked for (no CONNACK property: as asked).
+            assert await scraped(gw, "gateway_mqtt_session_expiry_seconds") == 7 * 24 * 3600
 
             await car.close()  # its connection died with the broker
             await car.connect(boot=False)
