@@ -118,7 +118,8 @@ def test_every_hadolint_exception_says_why_next_to_it() -> None:
                 above.append(prev)
             reason = " ".join(above)
             for rule in found.group(1).split(","):
-                assert rule in reason and len(reason) > 40, f"{path.name}:{i + 1}: {rule} has no written reason"
+                where = f"{path.name}:{i + 1}"
+                assert rule in reason and len(reason) > 40, f"{where}: {rule} has no written reason"
 
 
 def test_every_stage_starts_from_one_base_pinned_by_tag_and_digest() -> None:

@@ -57,7 +57,8 @@ def in_context(path: str) -> bool:
 
 
 def _git(*args: str) -> list[str]:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return done.stdout.splitlines()
 
 
 def _copied_sources() -> list[str]:
