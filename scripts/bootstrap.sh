@@ -7,7 +7,9 @@
 #   dev: the runtime ones plus the [dev] extras (test, lint, codegen and benchmark tools), and
 #        a PostgreSQL for the store tests (tests/pg_support.py) when none listens on
 #        127.0.0.1:5432 and GATEWAY_TEST_PG_DSN names none: the `postgresql` package, its
-#        cluster started, and a superuser role for the current user (reached on the Unix socket).
+#        cluster started, and a superuser role for the current user (reached on the Unix socket);
+#        and buf (the contract's lint and breaking-change check, README "Contract checks") from
+#        npm into .tools/ when npm is there.
 # Each level has a stamp holding the hash of pyproject.toml: a changed pyproject.toml (or a
 # level never installed, e.g. `make test` after `make run`) installs again; otherwise nothing.
 set -euo pipefail
@@ -94,8 +96,23 @@ ensure_test_postgres() {
     as_root runuser -u postgres -- createuser --superuser "$user"
   fi
 }
+# buf from npm (@bufbuild/buf ships the Go binary), project-local so that nothing is installed
+# globally; tests/unit/test_proto_contract.py runs it. Without npm: a note, and those tests skip
+# saying so.
+BUF_VERSION=1.75.0
+ensure_buf() {
+  local buf=.tools/node_modules/.bin/buf
+  if [ -x "$buf" ] && [ "$("$buf" --version 2>/dev/null)" = "$BUF_VERSION" ]; then return 0; fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "note: npm is missing: buf (contract lint and breaking-change check) is not installed; its tests will be skipped." >&2
+    return 0
+  fi
+  echo "Installing buf $BUF_VERSION into .tools/ (npm) ..."
+  npm install --prefix .tools --no-audit --no-fund --silent "@bufbuild/buf@$BUF_VERSION" >/dev/null
+}
 if [ "$level" = dev ]; then
   ensure_test_postgres
+  ensure_buf
 fi
 
 wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"
