@@ -22,8 +22,8 @@ from gateway import faults, topics
 from gateway.api.auth import AuthInterceptor
 from gateway.api.entitlements import EngineExplainer, EntitlementService
 from gateway.api.explain import ExplainService
-from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.observe import LatencyInterceptor
+from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.server import SERVICE_NAMES, ServerTls, build_server
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicle_reads import StoreReads
