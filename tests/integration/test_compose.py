@@ -107,8 +107,9 @@ def test_prometheus_scrapes_every_gateway_instance_with_the_mounted_configuratio
     config = yaml.safe_load(_in_container(mounts, flag.split("=", 1)[1]).read_text())
     (job,) = config["scrape_configs"]
     targets = {t for group in job["static_configs"] for t in group["targets"]}
-    http_port = dict(re.findall(r"(GATEWAY_\w+)=(\S+)", (ROOT / "Dockerfile").read_text()))["GATEWAY_HTTP_LISTEN"]
-    assert targets == {f"{g}:{http_port.rsplit(':', 1)[1]}" for g in GATEWAYS}
+    image_env = dict(re.findall(r"(GATEWAY_\w+)=(\S+)", (ROOT / "Dockerfile").read_text()))
+    http_port = image_env["GATEWAY_HTTP_LISTEN"].rsplit(":", 1)[1]
+    assert targets == {f"{g}:{http_port}" for g in GATEWAYS}
     # The alert rules another change adds: loaded from the mounted folder (relative to the config).
     assert config["rule_files"] == ["rules/*.yml"]
 
@@ -117,7 +118,8 @@ def test_grafana_provisions_the_dashboard_and_datasource_from_mounted_files() ->
     grafana = compose()["services"]["grafana"]
     mounts = _mounts("grafana")
     provisioning = _in_container(mounts, "/etc/grafana/provisioning")
-    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    (datasource,) = datasources["datasources"]
     assert datasource["url"] == "http://prometheus:9090" and "prometheus" in compose()["services"]
     (provider,) = yaml.safe_load((provisioning / "dashboards" / "gateway.yml").read_text())["providers"]
     dashboards = _in_container(mounts, provider["options"]["path"])

@@ -24,7 +24,9 @@ def timed(method: str, code: str, part: str = "count") -> str:
     return f'{HISTOGRAM}_{part}{{code="{code}",method="{method}"}}'  # labels sorted, as exported
 
 
-async def test_each_unary_call_is_timed_under_its_method_and_code(gateway: Gateway, channel: grpc.aio.Channel) -> None:
+async def test_each_unary_call_is_timed_under_its_method_and_code(
+    gateway: Gateway, channel: grpc.aio.Channel
+) -> None:
     assert await scraped(gateway, timed("ListVehicles", "OK")) == 0  # exists before the first call
     vehicles = vehicles_pb2_grpc.VehicleServiceStub(channel)
     await vehicles.ListVehicles(vehicles_pb2.ListVehiclesRequest())
@@ -41,7 +43,8 @@ async def test_each_unary_call_is_timed_under_its_method_and_code(gateway: Gatew
     assert await scraped(gateway, timed("ListVehicles", "OK")) == 1
     assert await scraped(gateway, timed("ListVehicles", "OK", "sum")) > 0
     assert await scraped(gateway, timed("GetVehicle", "NOT_FOUND")) == 1
-    assert await scraped(gateway, timed("GetVehicle", "UNAUTHENTICATED")) == 1  # refused at the edge: timed too
+    # Refused at the edge: timed too.
+    assert await scraped(gateway, timed("GetVehicle", "UNAUTHENTICATED")) == 1
     assert await scraped(gateway, timed("GetVehicle", "OK")) == 0
 
 
@@ -59,7 +62,8 @@ async def test_a_server_stream_is_counted_but_not_timed(gateway: Gateway, channe
     counted = 'gateway_grpc_requests_total{code="CANCELLED",method="SubscribeTelemetry"}'
     await eventually(lambda: scraped(gateway, counted), lambda n: n == 1)
     # ... and no latency series has its name.
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gateway.http_port}/metrics") as resp:
+    url = f"http://127.0.0.1:{gateway.http_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
         text = await resp.text()
     timed_methods = {line.split('method="', 1)[1].split('"', 1)[0] for line in text.splitlines()
                      if line.startswith(HISTOGRAM)}

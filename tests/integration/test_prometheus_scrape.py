@@ -5,7 +5,6 @@ family of docs/metrics.md from the first scrape (no series waits for its first e
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -75,14 +74,14 @@ async def _query(base: str, promql: str) -> list[dict[str, Any]]:
             f"{base}/api/v1/query", params={"query": promql}, timeout=aiohttp.ClientTimeout(total=5)
         ) as resp:
             body = await resp.json()
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return []
     assert body["status"] == "success", body
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
 
 
-async def test_prometheus_scrapes_the_gateway_and_stores_its_series(prometheus: str, gateway: Gateway) -> None:
+async def test_prometheus_scrapes_the_gateway_and_stores_its_series(prometheus: str) -> None:
     up = await eventually(lambda: _query(prometheus, 'up{job="gateway"}'), lambda r: bool(r), timeout=60)
     assert [s["value"][1] for s in up] == ["1"]
     (build,) = await _query(prometheus, "gateway_build_info")
@@ -93,9 +92,10 @@ async def test_prometheus_scrapes_the_gateway_and_stores_its_series(prometheus: 
     assert float(rss["value"][1]) > 1e6
 
 
-async def test_every_catalogued_family_has_a_series_from_the_first_scrape(prometheus: str, gateway: Gateway) -> None:
+async def test_every_catalogued_family_has_a_series_from_the_first_scrape(prometheus: str) -> None:
     await eventually(lambda: _query(prometheus, 'up{job="gateway"}'), lambda r: bool(r), timeout=60)
-    stored = {s["metric"]["__name__"] for s in await _query(prometheus, 'count by (__name__) ({job="gateway"})')}
+    names = await _query(prometheus, 'count by (__name__) ({job="gateway"})')
+    stored = {s["metric"]["__name__"] for s in names}
     rows = catalogue()
     exported = {name + "_count" if row.type == "histogram" else name for name, row in rows.items()}
     assert sorted(exported - stored) == []

@@ -10,8 +10,8 @@ import json
 from metrics_catalogue import (
     DASHBOARD,
     catalogue,
-    family_of,
     family_name,
+    family_of,
     promql_metric_names,
     started_metrics,
 )
@@ -22,7 +22,9 @@ from gateway.entitlements.domain.types import EntitlementState, FodAction, Lifec
 from gateway.session.events import EventKind
 
 # Label values that are not an enum the catalogue can list: it describes them instead.
-DESCRIBED = frozenset({"method", "code", "version", "python", "implementation", "major", "minor", "patchlevel"})
+DESCRIBED = frozenset(
+    {"method", "code", "version", "python", "implementation", "major", "minor", "patchlevel"}
+)
 
 
 def _families() -> dict[str, Metric]:
