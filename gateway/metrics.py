@@ -86,6 +86,11 @@ ENTITLEMENT_STATES = (
     "revoke_pending",
 )
 FOD_ACTIONS = ("unlock", "cancel")
+# gateway/entitlements/domain/eligibility.py BlockerCode: the R17 preconditions.
+FOD_BLOCKERS = (
+    "never_connected", "offline", "link_poor", "privacy_on", "charging_cable_connected", "power_on",
+    "unlocked", "idle_wait",
+)
 ENTITLEMENT_EVENT_KINDS = (
     "granted", "delivery_due", "delivered", "active", "unlock_due", "unlocked", "billable",
     "failed", "cancelled", "withdrawn", "renewed", "revoke_due", "cancel_due", "revoked",
@@ -335,6 +340,13 @@ class Metrics:
         self.entitlements = Gauge(
             "gateway_entitlements", "Live (not revoked) entitlements by state", ["state"], registry=r
         )
+        self.fod_waiting = Gauge(
+            "gateway_fod_waiting",
+            "FoD entitlements of this gateway's cars waiting for an R17 window, by the first"
+            " precondition not met (blocker); updated every engine tick",
+            ["blocker"],
+            registry=r,
+        )
         self.entitlement_delivery_seconds = Histogram(
             "gateway_entitlement_delivery_seconds",
             "Services: boot while online -> entitlement set published to the car (R13)",
@@ -425,6 +437,8 @@ class Metrics:
             self.entitlements.labels(state)
         for action in FOD_ACTIONS:
             self.entitlement_retries.labels(action)
+        for blocker in FOD_BLOCKERS:
+            self.fod_waiting.labels(blocker)
         for kind in ENTITLEMENT_EVENT_KINDS:
             self.entitlement_events.labels(kind)
         for kind in DOWNLINK_KINDS:

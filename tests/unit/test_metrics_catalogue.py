@@ -18,6 +18,7 @@ from metrics_catalogue import (
 from prometheus_client.metrics_core import Metric
 
 from gateway import metrics as m
+from gateway.entitlements.domain.eligibility import BlockerCode
 from gateway.entitlements.domain.types import EntitlementState, FodAction, LifecycleEventKind
 from gateway.session.events import EventKind
 
@@ -105,6 +106,7 @@ def test_the_initialised_label_values_follow_the_domain_enums() -> None:
     assert set(m.ENTITLEMENT_STATES) == {s.value for s in EntitlementState} - {"revoked"}
     assert set(m.ENTITLEMENT_EVENT_KINDS) == {k.value for k in LifecycleEventKind}
     assert set(m.FOD_ACTIONS) == {a.value for a in FodAction}
+    assert set(m.FOD_BLOCKERS) == {b.value for b in BlockerCode}
     assert set(m.VEHICLE_EVENT_KINDS) == {k.value for k in EventKind}
 
 
