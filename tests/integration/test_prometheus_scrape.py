@@ -24,6 +24,7 @@ from gateway.version import gateway_version
 pytestmark = pytest.mark.integration
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"  # of the same package
 DEPLOY = PROJECT_ROOT / "deploy" / "prometheus"
 
 if not Path(PROMETHEUS).is_file():  # scripts/bootstrap.sh installs the Debian package
@@ -102,3 +103,20 @@ async def test_every_catalogued_family_has_a_series_from_the_first_scrape(promet
     # Labelled series too, before any event: a reject reason no car has caused yet.
     (quarantined,) = await _query(prometheus, 'gateway_messages_rejected_total{reason="quarantined"}')
     assert quarantined["value"][1] == "0"
+
+
+def test_promtool_accepts_the_compose_configuration_and_its_rule_files() -> None:
+    # Checks the scrape configuration and every rule file `rule_files` matches (none yet is fine).
+    done = subprocess.run([PROMTOOL, "check", "config", str(DEPLOY / "prometheus.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_refuses_a_broken_configuration(tmp_path: Path) -> None:
+    # The check above can fail: a scrape job without a name.
+    config = _config("127.0.0.1:1")
+    del config["scrape_configs"][0]["job_name"]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    done = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
