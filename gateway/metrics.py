@@ -17,6 +17,9 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from gateway.entitlements.domain.eligibility import BlockerCode
+from gateway.entitlements.domain.types import EntitlementState, FodAction, LifecycleEventKind
+from gateway.session.events import EventKind
 from gateway.version import gateway_version, python_version
 
 MESSAGE_KINDS = (
@@ -73,28 +76,18 @@ BEARERS = ("embedded_sim", "inserted_sim", "wifi_hotspot", "unspecified")
 # series exists before its first event (rate() works; no alert needs absent()).
 STORE_COMPONENTS = ("store", "ledger")  # gateway/store/availability.py (app.py's probes)
 COMMIT_STEPS = ("entitlements", "store")  # gateway/pipeline.py _apply_durably
-VEHICLE_EVENT_KINDS = ("online", "offline", "state_changed", "charging_session")  # session/events.py
+VEHICLE_EVENT_KINDS = tuple(k.value for k in EventKind)
 TELEMETRY_OUTCOMES = ("forwarded", "no_subscriber")
 # The pipeline applies R22 (privacy) to every uplink record: allow or redact.
 PIPELINE_RULE_DECISIONS = (("R22", "allow"), ("R22", "redact"))
 GRACE_OUTCOMES = ("started", "reconnected", "expired")
 RELOAD_RESULTS = ("ok", "kept_old")
-# gateway/entitlements/domain/types.py: EntitlementState but revoked, FodAction,
-# LifecycleEventKind (tests/unit/test_metrics_catalogue.py checks they agree).
-ENTITLEMENT_STATES = (
-    "pending", "delivery_due", "delivered", "active", "unlock_pending", "unlocked", "failed",
-    "revoke_pending",
-)
-FOD_ACTIONS = ("unlock", "cancel")
-# gateway/entitlements/domain/eligibility.py BlockerCode: the R17 preconditions.
-FOD_BLOCKERS = (
-    "never_connected", "offline", "link_poor", "privacy_on", "charging_cable_connected", "power_on",
-    "unlocked", "idle_wait",
-)
-ENTITLEMENT_EVENT_KINDS = (
-    "granted", "delivery_due", "delivered", "active", "unlock_due", "unlocked", "billable",
-    "failed", "cancelled", "withdrawn", "renewed", "revoke_due", "cancel_due", "revoked",
-)
+# The domain's enums (a new state, event kind, action or blocker has its series from the start;
+# gateway_entitlements counts live ones only: not revoked).
+ENTITLEMENT_STATES = tuple(s.value for s in EntitlementState if s is not EntitlementState.REVOKED)
+FOD_ACTIONS = tuple(a.value for a in FodAction)
+FOD_BLOCKERS = tuple(b.value for b in BlockerCode)  # the R17 preconditions
+ENTITLEMENT_EVENT_KINDS = tuple(k.value for k in LifecycleEventKind)
 DOWNLINK_KINDS = ("set", "fod_command")
 DOWNLINK_OUTCOMES = ("ok", "error")
 OUTBOXES = ("vehicle_events", "entitlement_events")  # gateway/store/pg_outbox.py

@@ -17,11 +17,6 @@ from metrics_catalogue import (
 )
 from prometheus_client.metrics_core import Metric
 
-from gateway import metrics as m
-from gateway.entitlements.domain.eligibility import BlockerCode
-from gateway.entitlements.domain.types import EntitlementState, FodAction, LifecycleEventKind
-from gateway.session.events import EventKind
-
 # Label values that are not an enum the catalogue can list: it describes them instead.
 DESCRIBED = frozenset(
     {"method", "code", "version", "python", "implementation", "major", "minor", "patchlevel"}
@@ -99,15 +94,6 @@ def test_each_catalogued_panel_list_is_exactly_the_panels_that_query_the_family(
         if row.panels != used.get(name, set())
     }
     assert wrong == {}
-
-
-def test_the_initialised_label_values_follow_the_domain_enums() -> None:
-    # A new state, event kind or action gets its series from the start (and a catalogue entry).
-    assert set(m.ENTITLEMENT_STATES) == {s.value for s in EntitlementState} - {"revoked"}
-    assert set(m.ENTITLEMENT_EVENT_KINDS) == {k.value for k in LifecycleEventKind}
-    assert set(m.FOD_ACTIONS) == {a.value for a in FodAction}
-    assert set(m.FOD_BLOCKERS) == {b.value for b in BlockerCode}
-    assert set(m.VEHICLE_EVENT_KINDS) == {k.value for k in EventKind}
 
 
 def test_the_build_info_names_the_installed_version() -> None:
