@@ -22,6 +22,7 @@ from gateway import faults, topics
 from gateway.api.auth import AuthInterceptor
 from gateway.api.entitlements import EngineExplainer, EntitlementService
 from gateway.api.explain import ExplainService
+from gateway.api.observe import LatencyInterceptor
 from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.server import SERVICE_NAMES, ServerTls, build_server
 from gateway.api.telemetry import TelemetryService
@@ -324,7 +325,11 @@ class Gateway:
                 clock=self.clock, policy=policy,
             ),
             health_servicer=self._health,
-            interceptors=[AuthInterceptor(credentials=credentials, metrics=self.metrics)],
+            # Latency first: it times a call the authentication check refuses, too.
+            interceptors=[
+                LatencyInterceptor(metrics=self.metrics),
+                AuthInterceptor(credentials=credentials, metrics=self.metrics),
+            ],
             tls=grpc_tls,
         )
         await server.start()

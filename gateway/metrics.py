@@ -7,7 +7,20 @@ resolved once here, so the pipeline pays a plain ``inc`` per batch, not a ``labe
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from gateway.entitlements.domain.eligibility import BlockerCode
+from gateway.entitlements.domain.types import EntitlementState, FodAction, LifecycleEventKind
+from gateway.session.events import EventKind
+from gateway.version import gateway_version, python_version
 
 MESSAGE_KINDS = (
     "hello",
@@ -59,11 +72,43 @@ AUTH_DENIAL_REASONS = ("missing_credential", "invalid_credential", "missing_scop
 
 BEARERS = ("embedded_sim", "inserted_sim", "wifi_hotspot", "unspecified")
 
+# Known label values of the remaining labelled series, each initialised at start so that every
+# series exists before its first event (rate() works; no alert needs absent()).
+STORE_COMPONENTS = ("store", "ledger")  # gateway/store/availability.py (app.py's probes)
+COMMIT_STEPS = ("entitlements", "store")  # gateway/pipeline.py _apply_durably
+VEHICLE_EVENT_KINDS = tuple(k.value for k in EventKind)
+TELEMETRY_OUTCOMES = ("forwarded", "no_subscriber")
+# The pipeline applies R22 (privacy) to every uplink record: allow or redact.
+PIPELINE_RULE_DECISIONS = (("R22", "allow"), ("R22", "redact"))
+GRACE_OUTCOMES = ("started", "reconnected", "expired")
+RELOAD_RESULTS = ("ok", "kept_old")
+# The domain's enums (a new state, event kind, action or blocker has its series from the start;
+# gateway_entitlements counts live ones only: not revoked).
+ENTITLEMENT_STATES = tuple(s.value for s in EntitlementState if s is not EntitlementState.REVOKED)
+FOD_ACTIONS = tuple(a.value for a in FodAction)
+FOD_BLOCKERS = tuple(b.value for b in BlockerCode)  # the R17 preconditions
+ENTITLEMENT_EVENT_KINDS = tuple(k.value for k in LifecycleEventKind)
+DOWNLINK_KINDS = ("set", "fod_command")
+DOWNLINK_OUTCOMES = ("ok", "error")
+OUTBOXES = ("vehicle_events", "entitlement_events")  # gateway/store/pg_outbox.py
+NOTIFICATION_OUTCOMES = ("ok", "bad_payload")
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # The standard series every Prometheus dashboard expects (process_cpu_seconds_total,
+        # process_resident_memory_bytes, python_info, python_gc_*): on our own registry, which
+        # keeps in-process tests independent, they are not there by themselves.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "gateway_build_info", "Always 1; the labels say which gateway build runs",
+            ["version", "python"], registry=r,
+        )
+        self.build_info.labels(gateway_version(), python_version()).set(1)
         self.messages_received = Counter(
             "gateway_messages_received_total",
             "Valid uplink messages by kind",
@@ -199,6 +244,14 @@ class Metrics:
             "gateway_grpc_requests_total", "gRPC requests by method and status code",
             ["method", "code"], registry=r,
         )
+        self.grpc_server_handling_seconds = Histogram(
+            "gateway_grpc_server_handling_seconds",
+            "Time to answer a unary gRPC call, by method and status code (gateway/api/observe.py)",
+            ["method", "code"],
+            # From a read answered from memory (1 ms) to a database write under load (seconds).
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
         self.grpc_stream_subscribers = Gauge(
             "gateway_grpc_stream_subscribers", "Open gRPC server streams", ["stream"], registry=r
         )
@@ -288,6 +341,13 @@ class Metrics:
         self.entitlements = Gauge(
             "gateway_entitlements", "Live (not revoked) entitlements by state", ["state"], registry=r
         )
+        self.fod_waiting = Gauge(
+            "gateway_fod_waiting",
+            "FoD entitlements of this gateway's cars waiting for an R17 window, by the first"
+            " precondition not met (blocker); updated every engine tick",
+            ["blocker"],
+            registry=r,
+        )
         self.entitlement_delivery_seconds = Histogram(
             "gateway_entitlement_delivery_seconds",
             "Services: boot while online -> entitlement set published to the car (R13)",
@@ -352,3 +412,39 @@ class Metrics:
             ["outbox", "outcome"],
             registry=r,
         )
+        self._initialise_known_labels()
+
+    def _initialise_known_labels(self) -> None:
+        """A series for every known label value from the start (module constants above); gRPC
+        methods are initialised by gateway/api/observe.py, audited ones by gateway/api/auth.py."""
+        for component in STORE_COMPONENTS:
+            # 0 (not known to take writes) until the availability monitor's first word, which
+            # comes before /metrics is served (gateway/store/availability.py).
+            self.store_up.labels(component)
+            self.store_probe_failures.labels(component)
+        for step in COMMIT_STEPS:
+            self.store_commit_retries.labels(step)
+        for kind in VEHICLE_EVENT_KINDS:
+            self.events_written.labels(kind)
+        for outcome in TELEMETRY_OUTCOMES:
+            self.telemetry_records.labels(outcome)
+        for rule, outcome in PIPELINE_RULE_DECISIONS:
+            self.rule_decisions.labels(rule, outcome)
+        for outcome in GRACE_OUTCOMES:
+            self.presence_grace_started.labels(outcome)
+        for result in RELOAD_RESULTS:
+            self.reference_reloads.labels(result)
+        for state in ENTITLEMENT_STATES:
+            self.entitlements.labels(state)
+        for action in FOD_ACTIONS:
+            self.entitlement_retries.labels(action)
+        for blocker in FOD_BLOCKERS:
+            self.fod_waiting.labels(blocker)
+        for kind in ENTITLEMENT_EVENT_KINDS:
+            self.entitlement_events.labels(kind)
+        for kind in DOWNLINK_KINDS:
+            for outcome in DOWNLINK_OUTCOMES:
+                self.entitlement_downlinks.labels(kind, outcome)
+        for outbox in OUTBOXES:
+            for outcome in NOTIFICATION_OUTCOMES:
+                self.store_notifications.labels(outbox, outcome)

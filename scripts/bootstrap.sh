@@ -9,7 +9,8 @@
 #        127.0.0.1:5432 and GATEWAY_TEST_PG_DSN names none: the `postgresql` package, its
 #        cluster started, and a superuser role for the current user (reached on the Unix socket);
 #        and buf (the contract's lint and breaking-change check, README "Contract checks") from
-#        npm into .tools/ when npm is there.
+#        npm into .tools/ when npm is there;
+#        and Prometheus (the Debian package) for the scrape test, when missing.
 # Each level has a stamp holding the hash of pyproject.toml: a changed pyproject.toml (or a
 # level never installed, e.g. `make test` after `make run`) installs again; otherwise nothing.
 set -euo pipefail
@@ -110,9 +111,26 @@ ensure_buf() {
   echo "Installing buf $BUF_VERSION into .tools/ (npm) ..."
   npm install --prefix .tools --no-audit --no-fund --silent "@bufbuild/buf@$BUF_VERSION" >/dev/null
 }
+# The Prometheus binary for tests/integration/test_prometheus_scrape.py (each test runs its own
+# on a free port and a temporary storage path). Debian's package also starts a system service
+# on :9090, which the tests do not use: stopped and disabled again right after installing it.
+ensure_test_prometheus() {
+  if have prometheus; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; }; then
+    echo "note: prometheus is missing and cannot be installed here (no apt-get or no root): its scrape test will be skipped." >&2
+    return 0
+  fi
+  echo "Prometheus is missing (for the scrape test); installing it with apt-get ..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+}
 if [ "$level" = dev ]; then
   ensure_test_postgres
   ensure_buf
+  ensure_test_prometheus
 fi
 
 wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"
