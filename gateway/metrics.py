@@ -187,6 +187,18 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.telemetry_sink_failures = Counter(
+            "gateway_telemetry_sink_failures_total",
+            "Telemetry batches the durable sink (JetStream) did not confirm, retried unacknowledged,"
+            " by reason (timeout, no_stream, disconnected, error)",
+            ["reason"],
+            registry=r,
+        )
+        self.telemetry_sink_up = Gauge(
+            "gateway_telemetry_sink_up",
+            "1 while the durable telemetry sink (JetStream) takes records, 0 while it fails",
+            registry=r,
+        )
         self.grpc_requests = Counter(
             "gateway_grpc_requests_total", "gRPC requests by method and status code",
             ["method", "code"], registry=r,

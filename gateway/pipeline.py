@@ -36,7 +36,7 @@ from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.convert import egress_event, event_to_proto, privacy_from_proto
 from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload, decode_topic
-from gateway.egress.telemetry import TelemetryFanout
+from gateway.egress.sink import TelemetrySink
 from gateway.entitlements.ledger import LedgerError, VersionConflict
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
@@ -130,7 +130,7 @@ class Pipeline:
         tracker: SessionTracker,
         store: Store,
         hub: EventHub,
-        telemetry: TelemetryFanout,
+        telemetry: TelemetrySink,
         metrics: Metrics,
         clock: Clock,
         reference: ReferenceStore,
@@ -151,7 +151,7 @@ class Pipeline:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
         reference: sim_profiles/ and roaming/ data (service catalogue, presence grace).
-        hub: wakes Watch streams. telemetry: egress to SubscribeTelemetry streams.
+        hub: wakes Watch streams. telemetry: where records leave the gateway (egress/sink.py).
         max_payload_bytes: larger payloads are rejected (reason "oversize").
         queue_messages: messages buffered before reading from the broker pauses (backpressure).
         ack: acknowledges QoS 1 messages once their batch is committed.
@@ -252,11 +252,13 @@ class Pipeline:
             await self._adopt_stored(self._shared, touched, now=now, every=False)
         items = self._gate_hellos(gated, now, rejected)
         applied = await self._apply_durably(items, now, touched)
-        self._ack(batch)
         records = applied.records
         if records:
+            # Before the acknowledgement: a durable sink has every acknowledged record (it
+            # retries while it is down, holding the ingest), egress/sink.py.
             got = await self._telemetry.publish(records)
             self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
+        self._ack(batch)
         self.processed += len(batch)
         rejected.update(applied.rejected)
         self._update_metrics(len(batch), applied.kinds, rejected, applied.stale)
