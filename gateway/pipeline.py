@@ -252,12 +252,6 @@ class Pipeline:
             await self._adopt_stored(self._shared, touched, now=now, every=False)
         items = self._gate_hellos(gated, now, rejected)
         applied = await self._apply_durably(items, now, touched)
-        records = applied.records
-        if records:
-            # Before the acknowledgement: a durable sink has every acknowledged record (it
-            # retries while it is down, holding the ingest), egress/sink.py.
-            got = await self._telemetry.publish(records)
-            self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
         self._ack(batch)
         self.processed += len(batch)
         rejected.update(applied.rejected)
@@ -368,6 +362,11 @@ class Pipeline:
         conflicts = 0
         while True:
             applied = self._apply(items, now)
+            # The sink has the records before the commit marks their messages as seen (replay
+            # window) and long before the acknowledgement: after a crash the broker delivers
+            # them again and they are handed over again (at least once; a durable sink drops a
+            # repeat by message id), never lost. It waits while a durable sink is down.
+            await self._to_sink(applied.records)
             try:
                 await self._make_durable(applied.updates, applied.dirty, applied.events)
                 return applied
@@ -383,6 +382,11 @@ class Pipeline:
                 await self._adopt_stored(
                     shared, touched | applied.dirty.keys(), now=now, every=True, pending=pending
                 )
+
+    async def _to_sink(self, records: list[telemetry_pb2.TelemetryRecord]) -> None:
+        if records:
+            got = await self._telemetry.publish(records)
+            self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
 
     async def _adopt_stored(
         self,

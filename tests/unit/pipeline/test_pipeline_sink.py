@@ -1,5 +1,5 @@
 """The pipeline and its telemetry sink (gateway/egress/sink.py): records reach the sink after the
-privacy rules and before the cars' messages are acknowledged to the broker."""
+privacy rules, before the commit and the acknowledgement of the cars' messages."""
 
 from __future__ import annotations
 
@@ -40,15 +40,16 @@ def make(store: FakeStore, sink: TelemetrySink) -> Pipeline:
     )
 
 
-async def test_the_sink_has_the_records_before_the_batch_is_acknowledged() -> None:
+async def test_the_sink_has_the_records_before_their_commit_and_acknowledgement() -> None:
     store = FakeStore()
     sink = RecordingSink(store.log)
     p = make(store, sink)
     await p.process([hello()])
     store.log.clear()
     await p.process([telemetry(2, common_pb2.PRIVACY_MODE_OFF)])
-    # Acknowledged first, a crash in between would lose records a durable sink never got.
-    assert store.log == ["commit", "sink", "ack"]
+    # Committed first, a crash in between would make the redelivered message a duplicate for
+    # the replay window: its records would never reach a durable sink.
+    assert store.log == ["sink", "commit", "ack"]
     assert [(r.vin, r.sequence) for r in sink.batches[0]] == [(VIN, 2)]
 
 
