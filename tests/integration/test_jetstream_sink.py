@@ -23,6 +23,8 @@ from vehicle_client import TestVehicle
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc
 from gateway.app import Gateway
 from gateway.broker.managed import ManagedBroker
+from gateway.egress.jetstream import JetStreamSink
+from gateway.metrics import Metrics
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +204,52 @@ async def test_two_gateways_feed_one_stream_and_one_consumer_sees_the_fleet(
     assert sorted((r.vin, r.sequence) for r in got) == sorted(
         (car.vin, seq) for car in cars for seq in range(2, 12)
     )
+
+
+def record(vin: str, sequence: int) -> telemetry_pb2.TelemetryRecord:
+    rec = telemetry_pb2.TelemetryRecord(vin=vin, sequence=sequence, service=SERVICE)
+    rec.sample.signals.add(name="speed_kmh", number=50.0)
+    return rec
+
+
+async def test_a_batch_sent_again_is_stored_once(nats_server: NatsServer) -> None:
+    # A retried batch, or the broker's redelivery of one stored before a crash: the message ids
+    # (VIN, envelope sequence, sample index) make the stream drop the repeat.
+    sink = JetStreamSink(url=nats_server.url, stream=STREAM, subject_prefix="telemetry", metrics=Metrics())
+    await sink.start()
+    try:
+        # Two samples of one envelope are two records, both kept.
+        a, b = "WP0ZZZ99ZJS700300", "WP0ZZZ99ZJS700301"
+        batch = [record(a, 7), record(a, 7), record(b, 7)]
+        await sink.publish(batch)
+        await sink.publish(batch)
+        await sink.publish([record(a, 8)])  # a sentinel after the repeat
+    finally:
+        await sink.close()
+    assert [(r.vin, r.sequence) for r in await stored(nats_server.url)] == [(a, 7), (a, 7), (b, 7), (a, 8)]
+
+
+async def test_publish_waits_out_a_stream_outage_and_stores_the_batch_when_it_is_back(
+    nats_server: NatsServer,
+) -> None:
+    metrics = Metrics()
+    sink = JetStreamSink(url=nats_server.url, stream=STREAM, subject_prefix="telemetry", metrics=metrics,
+                         ack_timeout_s=0.5)
+    await sink.start()
+    try:
+        assert sink.ready
+        nats_server.stop()
+        publish = asyncio.create_task(sink.publish([record("WP0ZZZ99ZJS700400", 2)]))
+
+        def failures() -> float:
+            return sum(s.value for m in metrics.telemetry_sink_failures.collect() for s in m.samples
+                       if s.name.endswith("_total"))
+
+        await eventually(lambda: asyncio.sleep(0, failures()), lambda n: n > 0, timeout=30)
+        assert not publish.done() and not sink.ready  # held: the pipeline would not acknowledge
+        nats_server.start()
+        await asyncio.wait_for(publish, 60)
+        assert sink.ready
+    finally:
+        await sink.close()
+    assert [(r.vin, r.sequence) for r in await stored(nats_server.url)] == [("WP0ZZZ99ZJS700400", 2)]
