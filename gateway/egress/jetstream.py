@@ -1,13 +1,14 @@
 """The durable telemetry sink: a NATS JetStream stream (telemetry_sink = "jetstream").
 
 Publishing: each record of a batch goes to `<prefix>.<VIN>` with a message id of the car's
-VIN, envelope sequence and sample index (`Nats-Msg-Id`), all pipelined, and `publish` returns
-only when JetStream acknowledged every one (stored). Until then the pipeline does not
-acknowledge the cars' messages to the broker (egress/sink.py). A batch the stream does not
-confirm (server down, stream missing, timeout) is sent again after a backoff, for as long as it
-takes: the stream's duplicate window drops what an earlier attempt stored already, so a retry
-adds nothing twice. Meanwhile readiness says "telemetry_sink" is down and
-gateway_telemetry_sink_failures_total counts the attempts; the client reconnects by itself.
+VIN, envelope sequence, sample index and a digest of the record (`Nats-Msg-Id`), all
+pipelined, and `publish` returns only when JetStream acknowledged every one (stored). Until
+then the pipeline does not acknowledge the cars' messages to the broker (egress/sink.py). A
+batch the stream does not confirm (server down, stream missing, timeout) is sent again after a
+backoff, for as long as it takes: the stream's duplicate window drops what an earlier attempt
+stored already, so a retry adds nothing twice. Meanwhile readiness says "telemetry_sink" is
+down and gateway_telemetry_sink_failures_total counts the attempts; the client reconnects by
+itself.
 
 Reading (`records`): every SubscribeTelemetry stream on any gateway reads the whole fleet from
 the stream through an ephemeral pull consumer that starts after the client's cursor (the stream
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -170,9 +172,14 @@ class JetStreamSink:
                 # A car's envelope gives several records (one per sample), consecutive here.
                 same = i > 0 and records[i - 1].vin == rec.vin and records[i - 1].sequence == rec.sequence
                 index = index + 1 if same else 0
-                msg_id = f"{rec.vin}:{rec.sequence}:{index}"
+                data = rec.SerializeToString()
+                # The same record built again from a redelivered message has the same bytes; a
+                # head unit reset (sequence_epoch, not in the record) reusing a sequence number
+                # within the window gives other bytes (sent_at, samples), so it is not dropped.
+                digest = hashlib.blake2b(data, digest_size=12).hexdigest()
+                msg_id = f"{rec.vin}:{rec.sequence}:{index}:{digest}"
                 future = await js.publish_async(
-                    f"{self._prefix}.{rec.vin}", rec.SerializeToString(),
+                    f"{self._prefix}.{rec.vin}", data,
                     wait_stall=self._ack_timeout_s, headers={"Nats-Msg-Id": msg_id},
                 )
                 pending.append(future)
@@ -229,6 +236,8 @@ class JetStreamSink:
                 except TimeoutError:
                     continue  # nothing new (or reconnecting): ask again
                 except (nats.errors.Error, nats.js.errors.Error) as exc:
+                    if self._closing.is_set():
+                        return  # the gateway stops: the stream ends (the client resumes elsewhere)
                     failed = f"reading the telemetry stream failed: {type(exc).__name__}"
                     raise SinkUnavailable(failed) from None
                 out = telemetry_pb2.TelemetryRecords()

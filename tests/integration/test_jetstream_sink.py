@@ -223,10 +223,16 @@ async def test_a_batch_sent_again_is_stored_once(nats_server: NatsServer) -> Non
         batch = [record(a, 7), record(a, 7), record(b, 7)]
         await sink.publish(batch)
         await sink.publish(batch)
+        # A reset head unit (new sequence_epoch) sending sequence 7 again: other data, kept.
+        reset = record(a, 7)
+        reset.sample.signals[0].number = 80.0
+        await sink.publish([reset])
         await sink.publish([record(a, 8)])  # a sentinel after the repeat
     finally:
         await sink.close()
-    assert [(r.vin, r.sequence) for r in await stored(nats_server.url)] == [(a, 7), (a, 7), (b, 7), (a, 8)]
+    assert [(r.vin, r.sequence) for r in await stored(nats_server.url)] == [
+        (a, 7), (a, 7), (b, 7), (a, 7), (a, 8)
+    ]
 
 
 async def test_publish_waits_out_a_stream_outage_and_stores_the_batch_when_it_is_back(
