@@ -33,6 +33,8 @@ from gateway.broker.quarantine import QuarantineOrders
 from gateway.broker.supervisor import BrokerSupervisor
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
+from gateway.egress.jetstream import JetStreamSink, SinkUnavailable
+from gateway.egress.sink import TelemetrySink
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
 from gateway.entitlements.engine._shares import CarShares
@@ -87,6 +89,12 @@ class Gateway:
         self.hub = EventHub()
         self.entitlement_hub = EventHub()  # its own: outbox cursors are not vehicle-event cursors
         self.fanout = TelemetryFanout(queue_size=config.telemetry_subscriber_queue)
+        # Where telemetry leaves the gateway (egress/sink.py): the live fan-out, or JetStream.
+        self.jetstream = JetStreamSink(
+            url=config.nats_url, stream=config.telemetry_stream,
+            subject_prefix=config.telemetry_subject_prefix, metrics=self.metrics,
+        ) if config.telemetry_sink == "jetstream" else None
+        self.sink: TelemetrySink = self.jetstream if self.jetstream is not None else self.fanout
         data_dir = Path(config.data_dir)
         backends = build_backends(config)
         self.store = backends.store
@@ -195,6 +203,13 @@ class Gateway:
             peers=self.ledger if isinstance(self.ledger, PostgresLedger) else None,
         )
         await engine.start()
+        if self.jetstream is not None:
+            try:
+                await self.jetstream.start()
+            except SinkUnavailable as exc:
+                raise GatewayStartError(str(exc)) from exc
+            log.info("telemetry sink: JetStream stream %s at %s",
+                     self.jetstream.stream, self.jetstream.display)
 
         holder: list[MqttSession | SlotIngress] = []
         # Test-only crash points (gateway/faults.py); None unless GATEWAY_TEST_KILL is set.
@@ -222,7 +237,7 @@ class Gateway:
             tracker=self.tracker,
             store=self.store,
             hub=self.hub,
-            telemetry=self.fanout,
+            telemetry=self.sink,
             metrics=self.metrics,
             clock=self.clock,
             reference=reference,
@@ -301,7 +316,7 @@ class Gateway:
             # Shared PostgreSQL: each car's session is in the memory of the gateway it talks to.
             reads=StoreReads(self.store) if cfg.store_url else None,
         )
-        telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
+        telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics, jetstream=self.jetstream)
         self.explain = ExplainService(
             session_of=self.tracker.get,
             reference=reference,
@@ -476,6 +491,8 @@ class Gateway:
         }
         if self.broker_supervisor is not None:  # the managed broker's process (being restarted)
             parts["broker"] = self.broker_supervisor.up
+        if self.jetstream is not None:  # the durable sink takes records (else nothing is acked)
+            parts["telemetry_sink"] = self.jetstream.ready
         return parts
 
     def readiness_warnings(self) -> list[str]:
@@ -555,6 +572,8 @@ class Gateway:
         self.hub.close()
         self.entitlement_hub.close()
         self.fanout.close()
+        if self.jetstream is not None:
+            await self.jetstream.close()  # its readers end after what they have
         if self._grpc_server is not None:
             await self._grpc_server.stop(grace)  # type: ignore[attr-defined]
         if self._http_runner is not None:

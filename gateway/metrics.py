@@ -67,6 +67,9 @@ SECURITY_CODE_CHANGES = ("set", "changed", "reset")
 # gateway_messages_stale_total{outcome}: see gateway/session/sequence.py Arrival.
 STALE_OUTCOMES = ("duplicate", "late", "too_old", "other_epoch")
 
+# gateway_telemetry_sink_failures_total{reason}: see gateway/egress/jetstream.py _store().
+SINK_FAILURE_REASONS = ("timeout", "no_stream", "disconnected", "error")
+
 # gateway_grpc_auth_denied_total{reason}: see gateway/api/auth.py decide().
 AUTH_DENIAL_REASONS = ("missing_credential", "invalid_credential", "missing_scope")
 
@@ -240,6 +243,18 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.telemetry_sink_failures = Counter(
+            "gateway_telemetry_sink_failures_total",
+            "Telemetry batches the durable sink (JetStream) did not confirm, retried unacknowledged,"
+            " by reason (timeout, no_stream, disconnected, error)",
+            ["reason"],
+            registry=r,
+        )
+        self.telemetry_sink_up = Gauge(
+            "gateway_telemetry_sink_up",
+            "1 while the durable telemetry sink (JetStream) takes records, 0 while it fails",
+            registry=r,
+        )
         self.grpc_requests = Counter(
             "gateway_grpc_requests_total", "gRPC requests by method and status code",
             ["method", "code"], registry=r,
@@ -333,6 +348,8 @@ class Metrics:
             self.messages_received.labels(kind)
         for reason in REJECT_REASONS:
             self.messages_rejected.labels(reason)
+        for reason in SINK_FAILURE_REASONS:
+            self.telemetry_sink_failures.labels(reason)
         for bearer in BEARERS:
             self.vehicles_online.labels(bearer)
         for outcome in STALE_OUTCOMES:

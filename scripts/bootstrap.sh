@@ -11,6 +11,7 @@
 #        and buf (the contract's lint and breaking-change check, README "Contract checks") from
 #        npm into .tools/ when npm is there;
 #        and Prometheus (the Debian package) for the scrape test, when missing.
+#        And nats-server (Debian package) for the JetStream sink tests, when missing.
 # Each level has a stamp holding the hash of pyproject.toml: a changed pyproject.toml (or a
 # level never installed, e.g. `make test` after `make run`) installs again; otherwise nothing.
 set -euo pipefail
@@ -127,10 +128,22 @@ ensure_test_prometheus() {
     as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 }
+ensure_test_nats() {  # nats-server for the JetStream sink's tests (they start their own on a free port)
+  if have nats-server; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; }; then
+    echo "note: nats-server is missing and cannot be installed here (apt-get as root): the JetStream sink's tests will be skipped." >&2
+    return 0
+  fi
+  echo "nats-server is missing (for the JetStream sink's tests); installing it with apt-get ..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null \
+    || echo "note: apt-get could not install nats-server: the JetStream sink's tests will be skipped." >&2
+}
 if [ "$level" = dev ]; then
   ensure_test_postgres
   ensure_buf
   ensure_test_prometheus
+  ensure_test_nats
 fi
 
 wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"

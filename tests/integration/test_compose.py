@@ -48,7 +48,7 @@ def compose() -> dict[str, Any]:
 
 def test_the_compose_file_follows_the_compose_specification() -> None:
     spec = PyCompose.from_json(json.dumps(compose()))
-    assert spec.service_names() == ["init", "postgres", "broker", *GATEWAYS, "prometheus", "grafana"]
+    assert spec.service_names() == ["init", "postgres", "broker", "nats", *GATEWAYS, "prometheus", "grafana"]
 
 
 def test_a_compose_file_against_the_specification_is_refused_when_wrong() -> None:
@@ -180,6 +180,9 @@ def test_each_gateway_instance_has_a_valid_configuration_of_its_own(secrets: Pat
     assert not config.broker_is_managed and config.store_url.startswith("postgresql://")
     # One shared subscription, with a slot (client id) for each instance to lease.
     assert config.mqtt_shared_group and config.mqtt_slots >= len(GATEWAYS)
+    # Telemetry: the compose file's JetStream server, once it is healthy (README "Telemetry sinks").
+    assert config.telemetry_sink == "jetstream" and config.nats_url == "nats://nats:4222"
+    assert compose()["services"][service]["depends_on"]["nats"] == {"condition": "service_healthy"}
 
 
 def test_the_gateway_instances_agree_on_their_slots() -> None:
