@@ -76,7 +76,10 @@ HEARTBEAT_S = 30
 
 class SimClock:
     """Simulated time running ``speed`` times faster than the wall clock; the day is anchored
-    so that it ends at the real start time (every timestamp sent lies in the past)."""
+    so that it ends at the real start time, and from then on simulated time is the real time:
+    every timestamp sent lies in the past. (Without the cap, a car still busy after the day -
+    settling its lifecycles on a loaded machine - stamped its messages over an hour ahead of the
+    gateway's clock, which refused them as bad_timestamp.)"""
 
     def __init__(self, speed: float, hours: float) -> None:
         self.speed = speed
@@ -84,7 +87,7 @@ class SimClock:
         self.start = time.time() - hours * 3600
 
     def now(self) -> float:
-        return self.start + (time.monotonic() - self.t0) * self.speed
+        return min(self.start + (time.monotonic() - self.t0) * self.speed, time.time())
 
     async def sleep(self, sim_seconds: float) -> None:
         await asyncio.sleep(max(0.0, sim_seconds / self.speed))
