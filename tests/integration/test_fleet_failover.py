@@ -61,7 +61,7 @@ def env_for(broker: ManagedBroker, store_url: str) -> dict[str, str]:
     env = {
         "GATEWAY_MQTT_URL": broker_url(broker), "GATEWAY_FOD_IDLE_S": "1",
         # Only errors: the process's output goes to a pipe read when it ends.
-        "GATEWAY_LOG_LEVEL": "ERROR",
+        "GATEWAY_LOG_LEVEL": "WARNING",
     }
     if store_url:
         env.update({
@@ -121,8 +121,8 @@ class FleetCar:
     async def boot(self) -> None:
         async with self.lock:
             await self.vehicle.close()
-            await self.vehicle.connect(boot=True, with_will=False, power=OFF, lock=LOCKED, plug=UNPLUGGED)
-            await self.vehicle.listen()
+            await self.vehicle.connect(boot=True, with_will=False, listen=True,
+                                       power=OFF, lock=LOCKED, plug=UNPLUGGED)
         if self.responder is not None:
             self.responder.cancel()
         self.responder = asyncio.create_task(self._respond())
@@ -162,6 +162,9 @@ class Watched:
     """What one Watch stream delivered: (cursor, event) in order."""
 
     events: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # short in a failed `eventually`'s message
+        return f"Watched({len(self.events)} events, last cursor {self.cursor})"
 
     @property
     def cursor(self) -> int:
@@ -206,8 +209,8 @@ async def read_through(
     got = Watched()
     task = asyncio.create_task(follow(port, after, got))
     try:
-        await eventually(lambda: asyncio.sleep(0, got.events),
-                         lambda evs: any(is_sentinel(raw) for _, raw in evs), timeout=30)
+        await eventually(lambda: asyncio.sleep(0, got), lambda w: any(is_sentinel(raw) for _, raw in w.events),
+                         timeout=30)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -239,7 +242,7 @@ async def late_grants(port: int, granted: list[str]) -> None:
 async def full_vehicle_log(port: int, sentinel: TestVehicle) -> Watched:
     """Every vehicle event from cursor 0 up to now: the sentinel car changes its lock, and the
     log is read until that change (everything committed before it has a smaller cursor)."""
-    lock = common_pb2.LOCK_STATE_UNLOCKED if sentinel.sequence % 2 else LOCKED
+    lock = LOCKED if sentinel.sequence % 2 else common_pb2.LOCK_STATE_UNLOCKED  # a change each time
     await sentinel.state(lock=lock)
     return await read_through(follow_vehicle_events, port, 0, vehicle_sentinel(sentinel))
 
@@ -394,5 +397,4 @@ async def test_a_gateway_killed_mid_run_loses_no_delivery_bill_uplink_or_stream_
     finally:
         await sentinel.close()
         for g in gateways:
-            if g.proc.poll() is None:
-                g.stop(signal.SIGKILL)
+            print("GATEWAY OUTPUT", g.stop(signal.SIGKILL)[1][-5000:])
