@@ -360,6 +360,11 @@ async def test_a_gateway_killed_mid_run_loses_no_delivery_bill_uplink_or_stream_
             for eid, state in ((service, pb.ENTITLEMENT_STATE_ACTIVE), (fod, pb.ENTITLEMENT_STATE_UNLOCKED))
         }
         await eventually(states, lambda got: got == wanted, timeout=40)
+        for vin, (service, fod) in ids.items():  # the car itself got them
+            got = fleet[vin].downlinks
+            assert service in {i.entitlement_id for d in got if d.HasField("entitlement_set")
+                               for i in d.entitlement_set.items}, vin
+            assert fod in {d.fod_command.entitlement_id for d in got if d.HasField("fod_command")}, vin
         stop.set()
         await asyncio.gather(*publishers)
         for car in fleet.values():
