@@ -462,14 +462,17 @@ class Pipeline:
                 self._route_body(env, body, t, a)
                 # Only what can move an entitlement: a change of presence, state, link or privacy
                 # (the tracker emitted an event) or the car's answers; plain telemetry cannot.
-                if t.events or body in ("entitlement_ack", "fod_result"):
+                # R13: a boot reported late (a dead gateway's slot drained after the car's later
+                # messages, its state then not applied) is still a boot of a car online now.
+                booted = body == "hello" and env.hello.boot and t.arrival is not Arrival.OTHER_EPOCH
+                if t.events or booted or body in ("entitlement_ack", "fod_result"):
                     # A copy: the tracker changes sessions in place, and the R17 idle wait must
                     # see every state in between (privacy on and off within one batch).
                     snapshot = copy.copy(t.session)
                     updates.append(
                         VehicleUpdate(
                             snapshot,
-                            booted_online=body == "hello" and env.hello.boot and t.arrival is Arrival.NEW,
+                            booted_online=booted,
                             entitlement_ack=env.entitlement_ack if body == "entitlement_ack" else None,
                             fod_result=env.fod_result if body == "fod_result" else None,
                         )

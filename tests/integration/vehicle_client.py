@@ -81,8 +81,12 @@ class TestVehicle:
         self.sequence_epoch = random.getrandbits(64) or 1
         self.sequence = 0
 
-    async def connect(self, *, boot: bool = True, with_will: bool = True, **state: Any) -> None:
-        """with_will=False: a client that sets no MQTT will (as mosquitto_pub does)."""
+    async def connect(
+        self, *, boot: bool = True, with_will: bool = True, listen: bool = False, **state: Any
+    ) -> None:
+        """with_will=False: a client that sets no MQTT will (as mosquitto_pub does). listen=True:
+        subscribe to the downlink topic before the Hello, as a real car does, so a downlink
+        answering the Hello (an entitlement set on boot) cannot be missed."""
         self.connection_id = random.getrandbits(64)
         will = uplink_pb2.LastWill(vin=self.vin, connection_id=self.connection_id)
         self.client = aiomqtt.Client(
@@ -95,6 +99,8 @@ class TestVehicle:
             keepalive=30,
         )
         await self.client.__aenter__()
+        if listen:
+            await self.listen()
         env = self.envelope()
         env.hello.connection_id = self.connection_id
         env.hello.boot = boot

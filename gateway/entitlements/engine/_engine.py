@@ -358,6 +358,8 @@ class EntitlementEngine:
                 session = u.session
                 if session.vin in self._fod_work:  # R17 waits are tracked only where needed
                     self._idle.observe(session, now, link_good=self._link_good(session))
+                if u.entitlement_ack is not None or u.fod_result is not None:
+                    await self._read_again(session.vin)
                 if u.entitlement_ack is not None:
                     await self._on_ack(batch, session.vin, u.entitlement_ack, now)
                 if u.fod_result is not None:
@@ -368,6 +370,19 @@ class EntitlementEngine:
             await self._commit(batch)
         if changed:
             self._wake.set()  # a set or a command may be due now: the run loop ticks at once
+
+    async def _read_again(self, vin: str) -> None:
+        """Shared database: the car's entitlements as stored, before its ack or FoD result is
+        judged. The set or command it answers may be another gateway's, and not every change
+        behind one reaches the follower (opening an FoD window writes no outbox event): judged
+        on a stale view, a result for an FoD still pending here is an illegal transition and
+        dropped, though the car never sends it again. Rare messages: one read each."""
+        if self._follower is None:
+            return
+        ids = [e.entitlement_id for e in self._live.of_vin(vin)]
+        if ids:
+            for e in await self._ledger.refresh(ids):
+                self._remember(e)
 
     def _on_boot(self, batch: Batch, session: VehicleSession, now: float) -> None:
         vin = session.vin

@@ -12,23 +12,23 @@ import pytest
 from engine_harness import OWNER, VIN, at, order
 from support import eventually
 
+from gateway._gen.telematics.v1 import downlink_pb2, uplink_pb2
 from gateway.clock import ManualClock
 from gateway.config import Config
 from gateway.entitlements import EntitlementKind, EntitlementState
-from gateway.entitlements.engine import EntitlementEngine
+from gateway.entitlements.engine import EntitlementEngine, VehicleUpdate
 from gateway.entitlements.ledger.postgres import PostgresLedger
 from gateway.metrics import Metrics
-from gateway.model import VehicleSession
+from gateway.model import (
+    ChargingPlug,
+    LockState,
+    PowerState,
+    Presence,
+    VehicleSession,
+    VehicleState,
+)
 from gateway.session.hub import EventHub
 from gateway.store.backends import build_backends
-
-
-async def _publish(topic: str, payload: bytes) -> None:
-    return None
-
-
-def _no_session(vin: str) -> VehicleSession | None:
-    return None
 
 
 class Gateway:
@@ -36,10 +36,18 @@ class Gateway:
 
     def __init__(self, ledger: PostgresLedger, clock: ManualClock) -> None:
         self.ledger = ledger
+        self.clock = clock
         self.metrics = Metrics()
         self.hub = EventHub()
-        self.engine = EntitlementEngine(ledger=ledger, clock=clock, metrics=self.metrics, publish=_publish,
-                                        session_of=_no_session, hub=self.hub, peers=ledger)
+        self.sessions: dict[str, VehicleSession] = {}  # the cars whose messages reached this one
+        self.published: list[downlink_pb2.Downlink] = []
+        self.engine = EntitlementEngine(
+            ledger=ledger, clock=clock, metrics=self.metrics, publish=self._publish,
+            session_of=self.sessions.get, hub=self.hub, peers=ledger,
+        )
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        self.published.append(downlink_pb2.Downlink.FromString(payload))
 
     def sample(self, name: str) -> float | None:
         return self.metrics.registry.get_sample_value(name)
@@ -112,3 +120,30 @@ async def test_a_wake_up_beyond_the_seen_cursor_makes_the_run_loop_follow_at_onc
         await eventually(view, lambda ids: ids == [e.entitlement_id])
     finally:
         run.cancel()
+
+
+async def test_an_fod_result_for_the_other_gateways_command_unlocks_though_no_event_told_of_it(
+    make_gateway: Callable[[], Awaitable[Gateway]],
+) -> None:
+    """Gateway a opens the R17 window and sends the unlock command (UNLOCK_PENDING, which writes
+    no outbox event, so b's follower never hears of it); the car's success reaches b (the
+    broker's round robin). b judges it on the stored entitlement, not on its view (pending),
+    where it would be an illegal transition, dropped, and the car never repeats it (R14)."""
+    a, b = await make_gateway(), await make_gateway()
+    await a.engine.set_owner(VIN, OWNER)
+    e = await a.engine.grant(order(EntitlementKind.FOD_UNLIMITED))
+    await b.engine.tick()  # b's view: the FoD, pending
+    car = VehicleSession(vin=VIN, visited_country="DE", home_country="DE", presence=Presence.ONLINE,
+                         state=VehicleState(PowerState.OFF, LockState.LOCKED, ChargingPlug.DISCONNECTED))
+    a.sessions[VIN] = car
+    await a.engine.on_vehicle_batch([VehicleUpdate(car)])  # parked: the R17 wait starts on a
+    a.clock.advance(601)
+    await a.engine.tick()
+    [command] = [d.fod_command for d in a.published if d.HasField("fod_command")]
+    result = uplink_pb2.FodResult(command_id=command.command_id, entitlement_id=e.entitlement_id,
+                                  action=command.action, success=True)
+    await b.engine.on_vehicle_batch([VehicleUpdate(car, fod_result=result)])
+    stored = await a.ledger.get(e.entitlement_id)
+    assert stored is not None and stored.state is EntitlementState.UNLOCKED
+    kinds = [ev.kind for ev in await a.ledger.read_events(0, 100, VIN)]
+    assert kinds.count("billable") == 1, kinds

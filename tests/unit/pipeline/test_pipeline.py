@@ -365,3 +365,29 @@ async def test_a_ledger_failure_retries_the_engine_step_and_the_store_commits_on
     await p.process([hello()])
     assert calls == [1, 1]  # the same update again, not the message applied again
     assert store.commits == [([VIN], ["online"])] and len(acked) == 1
+
+
+async def test_a_boot_reported_late_still_reaches_the_entitlement_engine_as_a_boot() -> None:
+    """R13: a Hello with boot=true that arrives after the car's later messages (a dead gateway's
+    slot drained after a failover) is a LATE arrival, whose state does not apply; the boot it
+    reports happened all the same, and the car is online: the engine must hear of it, or a
+    pending service waits for yet another restart."""
+    from gateway.entitlements.vehicle import VehicleUpdate
+
+    booted: list[int] = []
+
+    async def engine(updates: Sequence[VehicleUpdate]) -> None:
+        booted.extend(u.session.last_sequence for u in updates if u.booted_online)
+
+    p = Pipeline(
+        tracker=SessionTracker(), store=FakeStore(), hub=EventHub(), telemetry=TelemetryFanout(queue_size=10),
+        metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096,
+        queue_messages=4, ack=lambda _b: None, pause_reading=lambda: None, resume_reading=lambda: None,
+        entitlements=engine,
+    )
+    late_boot = uplink_pb2.Envelope.FromString(hello(2).payload)
+    late_boot.hello.boot = True
+    await p.process([hello(1)])  # online, no boot
+    await p.process([telemetry(3, common_pb2.PRIVACY_MODE_OFF)])
+    await p.process([Msg(f"v1/vehicles/{VIN}/up", late_boot.SerializeToString())])
+    assert booted == [3]  # the session as the late Hello left it: still at sequence 3
