@@ -266,14 +266,20 @@ class ManagedBroker:
         raise BrokerStartError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
 
     def _spawn(self, conf: Path) -> subprocess.Popen[bytes]:
+        argv = [self._binary, "-c", str(conf)]
+        # The death signal is set by util-linux's setpriv, which then execs the broker in its
+        # place (same pid): no Python runs between fork and exec. A preexec_fn does, and in a
+        # process with other threads (gRPC's) that child can crash before exec (seen: SIGABRT
+        # in gRPC's fork handling). preexec_fn only where setpriv is missing.
+        setpriv = shutil.which("setpriv")
         return subprocess.Popen(
-            [self._binary, "-c", str(conf)],
+            [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the terminal goes to the gateway, which stops us
             # Death signals follow the forking *thread*: spawn on the main thread only.
-            preexec_fn=_die_with_parent,
+            preexec_fn=None if setpriv else _die_with_parent,
         )
 
     def _listening(self) -> bool:
