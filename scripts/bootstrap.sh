@@ -7,7 +7,8 @@
 #   dev: the runtime ones plus the [dev] extras (test, lint, codegen and benchmark tools), and
 #        a PostgreSQL for the store tests (tests/pg_support.py) when none listens on
 #        127.0.0.1:5432 and GATEWAY_TEST_PG_DSN names none: the `postgresql` package, its
-#        cluster started, and a superuser role for the current user (reached on the Unix socket).
+#        cluster started, and a superuser role for the current user (reached on the Unix socket);
+#        and Debian's `ejabberd` (its mod_mqtt is the second broker of the end-to-end tests).
 # Each level has a stamp holding the hash of pyproject.toml: a changed pyproject.toml (or a
 # level never installed, e.g. `make test` after `make run`) installs again; otherwise nothing.
 set -euo pipefail
@@ -94,8 +95,29 @@ ensure_test_postgres() {
     as_root runuser -u postgres -- createuser --superuser "$user"
   fi
 }
+ejabberd_installed() {  # the Erlang application tests/ejabberd_support.py starts (not the service)
+  compgen -G "/usr/lib/*/ejabberd-*/ebin/ejabberd.app" >/dev/null
+}
+ensure_test_ejabberd() {
+  # The second MQTT 5 broker the end-to-end tests run against (tests/ejabberd_support.py starts
+  # a private node of it; the package's own service is not used).
+  if ejabberd_installed; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: ejabberd is not installed and there is no apt-get: the ejabberd tests will be skipped." >&2
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "note: ejabberd is not installed and there is no root to install it: the ejabberd tests will be skipped." >&2
+    return 0
+  fi
+  echo "ejabberd is missing (the second broker of the end-to-end tests); installing it with apt-get ..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ejabberd >/dev/null \
+    || echo "note: installing ejabberd failed: the ejabberd tests will be skipped." >&2
+}
 if [ "$level" = dev ]; then
   ensure_test_postgres
+  ensure_test_ejabberd
 fi
 
 wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"
