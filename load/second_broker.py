@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import tempfile
@@ -113,10 +114,8 @@ async def run_car(car: Car, port: int, rate: float, seconds: float) -> CarCounts
         deadline = time.monotonic() + 30
         while unacked and time.monotonic() < deadline:
             acked_some.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(acked_some.wait(), 1)
-            except TimeoutError:
-                pass
         writer.write(frames.disconnect())
         await writer.drain()
     finally:
@@ -192,7 +191,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="QoS 1 messages/s, all cars together")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--max-queue", type=int, action="append",
-                        help="ejabberd's mod_mqtt max_queue; repeat for several runs (default: 5000, 1000000)")
+                        help="ejabberd's mod_mqtt max_queue; repeat for several runs "
+                             "(default: 5000, 1000000)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="second-broker-") as tmp:
         for i, max_queue in enumerate(args.max_queue or [5000, 1_000_000]):
