@@ -140,6 +140,8 @@ class Result:
     drain_s: float  # after the cars stopped, until the gateway had everything (or gave up)
     gateway_reconnects: float
     stalled_s: float
+    messages_per_batch: float  # ~1 through ejabberd: one message in flight
+    commit_ms_mean: float  # the store's share of each round trip (gateway_store_commit_seconds)
 
 
 async def publish_all(cars: list[Car], port: int, rate: float, seconds: float) -> CarCounts:
@@ -172,7 +174,11 @@ def run(*, cars: int, rate: float, seconds: float, max_queue: int, directory: Pa
         except TimeoutError:
             received = int(metric_sum(gw.metrics(), RECEIVED))
         drain_s = time.monotonic() - stopped
-        reconnects = metric_sum(gw.metrics(), "gateway_mqtt_reconnects_total")
+        final = gw.metrics()
+        reconnects = metric_sum(final, "gateway_mqtt_reconnects_total")
+        batches = metric_sum(final, "gateway_ingress_batch_messages_count")
+        commits = metric_sum(final, "gateway_store_commit_seconds_count")
+        commit_s = metric_sum(final, "gateway_store_commit_seconds_sum")
     finally:
         gw.stop()
         node.stop_sync()
@@ -182,6 +188,8 @@ def run(*, cars: int, rate: float, seconds: float, max_queue: int, directory: Pa
         shortfall=max(0, counts.acked - received), received_while_publishing=during,
         kept_up_msgs_per_s=round(during / published_s, 1), drain_s=round(drain_s, 2),
         gateway_reconnects=reconnects, stalled_s=round(counts.stalled_s, 2),
+        messages_per_batch=round(received / batches, 2) if batches else 0.0,
+        commit_ms_mean=round(1000 * commit_s / commits, 3) if commits else 0.0,
     )
 
 
@@ -193,11 +201,13 @@ def main() -> None:
     parser.add_argument("--max-queue", type=int, action="append",
                         help="ejabberd's mod_mqtt max_queue; repeat for several runs "
                              "(default: 5000, 1000000)")
+    parser.add_argument("--drain-timeout", type=float, default=180.0,
+                        help="seconds to wait, once the cars stopped, for the gateway to get all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="second-broker-") as tmp:
         for i, max_queue in enumerate(args.max_queue or [5000, 1_000_000]):
             result = run(cars=args.cars, rate=args.rate, seconds=args.seconds, max_queue=max_queue,
-                         directory=Path(tmp) / f"run{i}")
+                         directory=Path(tmp) / f"run{i}", drain_timeout_s=args.drain_timeout)
             print(json.dumps(asdict(result)), flush=True)
 
 
