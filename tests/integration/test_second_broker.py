@@ -19,14 +19,18 @@ from pathlib import Path
 
 import pytest
 from support import eventually, free_port, gateway_config
+from vehicle_client import CarLink
 
+from gateway._gen.telematics.v1 import common_pb2
 from gateway.app import Gateway
+from gateway.model import LockState
 from load.ejabberd_node import Ejabberd
 from load.fleet import generate_fleet
 from load.second_broker import CarCounts, run_car
 
 pytestmark = pytest.mark.integration
 
+VIN = "WP0ZZZ99ZJS110001"
 CARS = 10
 RATE = 4_000.0  # QoS 1 messages/s, the cars together: far above what one in flight carries
 SECONDS = 3.0
@@ -69,3 +73,38 @@ async def test_every_message_ejabberd_acknowledged_reaches_the_gateway_above_its
     assert gw.metrics.registry.get_sample_value("gateway_mqtt_reconnects_total") == 0  # never cut off (0x97)
     registry = gw.metrics.registry
     assert not registry.get_sample_value("gateway_messages_rejected_total", {"reason": "rate_limited"})
+
+
+async def test_the_gateway_reconnects_after_an_ejabberd_restart_and_serves_the_cars_again(
+    tmp_path: Path,
+) -> None:
+    """ejabberd keeps MQTT sessions in memory: a restart loses the gateway's session and its
+    subscriptions. The gateway reconnects by itself and subscribes again (its own node: the
+    session's shared one must not restart under other tests)."""
+    node = Ejabberd(directory=tmp_path / "ejabberd")
+    node.start_sync()
+    try:
+        gw = Gateway(gateway_config(tmp_path, free_port(), mqtt_url=node.url))
+        await gw.start()
+        try:
+            car = CarLink(node.port, "car", "anonymous-login").vehicle(VIN)
+            await car.connect()
+            await eventually(lambda: asyncio.sleep(0, gw.tracker.get(VIN)), lambda s: s is not None)
+            await car.close()
+            await asyncio.to_thread(node.restart_sync)
+            await eventually(lambda: asyncio.sleep(0, gw.metrics.registry.get_sample_value(
+                "gateway_mqtt_reconnects_total")), lambda n: bool(n), timeout=60)
+            await eventually(lambda: asyncio.sleep(0, gw.metrics.registry.get_sample_value(
+                "gateway_mqtt_connected")), lambda n: n == 1, timeout=60)
+            await car.connect(boot=False)
+            await car.state(lock=common_pb2.LOCK_STATE_LOCKED)
+            session = await eventually(
+                lambda: asyncio.sleep(0, gw.tracker.get(VIN)),
+                lambda s: s is not None and s.state.lock is LockState.LOCKED, timeout=30,
+            )
+            assert session is not None
+            await car.close()
+        finally:
+            await gw.stop()
+    finally:
+        node.stop_sync()
