@@ -95,11 +95,11 @@ ensure_test_postgres() {
     as_root runuser -u postgres -- createuser --superuser "$user"
   fi
 }
-ejabberd_installed() {  # the Erlang application tests/ejabberd_support.py starts (not the service)
+ejabberd_installed() {  # the Erlang application load/ejabberd_node.py starts (not the service)
   compgen -G "/usr/lib/*/ejabberd-*/ebin/ejabberd.app" >/dev/null
 }
 ensure_test_ejabberd() {
-  # The second MQTT 5 broker the end-to-end tests run against (tests/ejabberd_support.py starts
+  # The second MQTT 5 broker the end-to-end tests run against (load/ejabberd_node.py starts
   # a private node of it; the package's own service is not used).
   if ejabberd_installed; then return 0; fi
   if ! command -v apt-get >/dev/null 2>&1; then
