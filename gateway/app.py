@@ -22,6 +22,7 @@ from gateway import faults, topics
 from gateway.api.auth import AuthInterceptor
 from gateway.api.entitlements import EngineExplainer, EntitlementService
 from gateway.api.explain import ExplainService
+from gateway.api.observe import LatencyInterceptor
 from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.server import SERVICE_NAMES, ServerTls, build_server
 from gateway.api.telemetry import TelemetryService
@@ -29,8 +30,11 @@ from gateway.api.vehicle_reads import StoreReads
 from gateway.api.vehicles import VehicleService
 from gateway.broker.managed import ManagedBroker, TlsListener
 from gateway.broker.quarantine import QuarantineOrders
+from gateway.broker.supervisor import BrokerSupervisor
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
+from gateway.egress.jetstream import JetStreamSink, SinkUnavailable
+from gateway.egress.sink import TelemetrySink
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.entitlements.engine import EntitlementEngine
 from gateway.entitlements.engine._shares import CarShares
@@ -39,7 +43,8 @@ from gateway.entitlements.ledger import LedgerError
 from gateway.entitlements.ledger.postgres import PostgresLedger
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
-from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
+from gateway.ingress.broker_grants import BrokerGrants
+from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError, MqttSubscribeError
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.ingress.mqtt_tls import MqttTls, MqttTlsError, client_context
 from gateway.ingress.slot_ingress import SlotIngress, SlotStartError, build_slot_ingress
@@ -66,6 +71,9 @@ log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 60.0
 PRESENCE_TICK_S = 1.0
+# The session expiry the gateway asks for: the broker keeps its subscriptions and queues what
+# cars send for this long while the gateway is away (README "Architecture").
+SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 class GatewayStartError(Exception):
@@ -81,6 +89,12 @@ class Gateway:
         self.hub = EventHub()
         self.entitlement_hub = EventHub()  # its own: outbox cursors are not vehicle-event cursors
         self.fanout = TelemetryFanout(queue_size=config.telemetry_subscriber_queue)
+        # Where telemetry leaves the gateway (egress/sink.py): the live fan-out, or JetStream.
+        self.jetstream = JetStreamSink(
+            url=config.nats_url, stream=config.telemetry_stream,
+            subject_prefix=config.telemetry_subject_prefix, metrics=self.metrics,
+        ) if config.telemetry_sink == "jetstream" else None
+        self.sink: TelemetrySink = self.jetstream if self.jetstream is not None else self.fanout
         data_dir = Path(config.data_dir)
         backends = build_backends(config)
         self.store = backends.store
@@ -105,6 +119,14 @@ class Gateway:
                     gateway_identity=config.mqtt_client_id,
                 ) if config.mqtt_tls_port else None,
             )
+        # A managed broker that dies is started again (README "Architecture", Broker restarts).
+        self.broker_supervisor = BrokerSupervisor(
+            self.broker, restarts=self.metrics.broker_restarts
+        ) if self.broker is not None else None
+        self.broker_grants = BrokerGrants(
+            asked_expiry_s=SESSION_EXPIRY_S, shared_group=config.mqtt_shared_group,
+            short_s=config.mqtt_session_expiry_warn_s, gauge=self.metrics.mqtt_session_expiry,
+        )
         self.tracker = SessionTracker()
         self.ledger = backends.ledger
         # Shared PostgreSQL: other gateways' commits wake this one's Watch streams (NOTIFY).
@@ -181,6 +203,13 @@ class Gateway:
             peers=self.ledger if isinstance(self.ledger, PostgresLedger) else None,
         )
         await engine.start()
+        if self.jetstream is not None:
+            try:
+                await self.jetstream.start()
+            except SinkUnavailable as exc:
+                raise GatewayStartError(str(exc)) from exc
+            log.info("telemetry sink: JetStream stream %s at %s",
+                     self.jetstream.stream, self.jetstream.display)
 
         holder: list[MqttSession | SlotIngress] = []
         # Test-only crash points (gateway/faults.py); None unless GATEWAY_TEST_KILL is set.
@@ -208,7 +237,7 @@ class Gateway:
             tracker=self.tracker,
             store=self.store,
             hub=self.hub,
-            telemetry=self.fanout,
+            telemetry=self.sink,
             metrics=self.metrics,
             clock=self.clock,
             reference=reference,
@@ -238,14 +267,16 @@ class Gateway:
                 username=username,
                 password=password,
                 clean_start=False,  # persistent: the broker keeps what we have not acked
-                session_expiry_s=7 * 24 * 3600,
+                session_expiry_s=SESSION_EXPIRY_S,
                 on_batch=pipeline.on_batch,
                 tls=tls,
             )
 
         subscriptions = [(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)]
         if uses_slots(cfg):  # several gateways may share the broker: leased client ids (slots.py)
-            self.mqtt = build_slot_ingress(cfg, make_client, subscriptions, self.metrics, on_session)
+            self.mqtt = build_slot_ingress(
+                cfg, make_client, subscriptions, self.metrics, on_session, self.broker_grants.check
+            )
             if isinstance(self.ledger, PostgresLedger):  # each car's time-driven work: one live gateway
                 members = PostgresMembers(self.ledger.database)
                 engine.shares = CarShares(me=self.mqtt.holder, read_members=members.live, clock=self.clock)
@@ -257,12 +288,15 @@ class Gateway:
                 on_session=on_session,
                 on_disconnected=lambda _exc: self.metrics.mqtt_connected.set(0),
                 on_reconnect=self.metrics.mqtt_reconnects.inc,
+                check_connack=self.broker_grants.check,
             )
         holder.append(self.mqtt)
         try:
             await self.mqtt.start()
         except MqttConnectError as exc:
             raise GatewayStartError(f"cannot connect to the MQTT broker at {address.display}: {exc}") from exc
+        except MqttSubscribeError as exc:  # e.g. 0x9e: a broker without shared subscriptions
+            raise GatewayStartError(str(exc)) from exc
         except SlotStartError as exc:
             raise GatewayStartError(f"{exc} ({self._store_display})") from exc
         self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
@@ -282,7 +316,7 @@ class Gateway:
             # Shared PostgreSQL: each car's session is in the memory of the gateway it talks to.
             reads=StoreReads(self.store) if cfg.store_url else None,
         )
-        telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
+        telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics, jetstream=self.jetstream)
         self.explain = ExplainService(
             session_of=self.tracker.get,
             reference=reference,
@@ -306,7 +340,11 @@ class Gateway:
                 clock=self.clock, policy=policy,
             ),
             health_servicer=self._health,
-            interceptors=[AuthInterceptor(credentials=credentials, metrics=self.metrics)],
+            # Latency first: it times a call the authentication check refuses, too.
+            interceptors=[
+                LatencyInterceptor(metrics=self.metrics),
+                AuthInterceptor(credentials=credentials, metrics=self.metrics),
+            ],
             tls=grpc_tls,
         )
         await server.start()
@@ -316,7 +354,9 @@ class Gateway:
 
         host, port = split_listen(cfg.http_listen, "http_listen")
         self._http_runner = web.AppRunner(
-            build_http_app(registry=self.metrics.registry, readiness=self.readiness),
+            build_http_app(
+                registry=self.metrics.registry, readiness=self.readiness, warnings=self.readiness_warnings
+            ),
             access_log=None,
         )
         await self._http_runner.setup()
@@ -332,6 +372,9 @@ class Gateway:
             asyncio.create_task(engine.run(), name="gateway.entitlements"),
             asyncio.create_task(self.availability.run(), name="gateway.store-availability"),
         ]
+        if self.broker_supervisor is not None:
+            supervise = self.broker_supervisor.run()
+            self._tasks.append(asyncio.create_task(supervise, name="gateway.broker-supervisor"))
         if self.outbox_listener is not None:
             listen = self.outbox_listener.run()
             self._tasks.append(asyncio.create_task(listen, name="gateway.outbox-listener"))
@@ -442,10 +485,20 @@ class Gateway:
             raise MqttError(f"broker refused the publish to {topic}: reason code {code:#x}")
 
     def readiness(self) -> dict[str, bool]:
-        return {
+        parts = {
             "mqtt": bool(self.mqtt and self.mqtt.connected) and not self._stopping,
             "store": self.store.is_open and self.ledger.is_open and self.availability.available,
         }
+        if self.broker_supervisor is not None:  # the managed broker's process (being restarted)
+            parts["broker"] = self.broker_supervisor.up
+        if self.jetstream is not None:  # the durable sink takes records (else nothing is acked)
+            parts["telemetry_sink"] = self.jetstream.ready
+        return parts
+
+    def readiness_warnings(self) -> list[str]:
+        """Conditions /readyz shows without taking the gateway out of service."""
+        short_expiry = self.broker_grants.warning()
+        return [short_expiry] if short_expiry else []
 
     def reload_reference(self) -> tuple[bool, str]:
         """SIGHUP: swap in freshly validated data, or keep the old snapshot and say why."""
@@ -519,6 +572,8 @@ class Gateway:
         self.hub.close()
         self.entitlement_hub.close()
         self.fanout.close()
+        if self.jetstream is not None:
+            await self.jetstream.close()  # its readers end after what they have
         if self._grpc_server is not None:
             await self._grpc_server.stop(grace)  # type: ignore[attr-defined]
         if self._http_runner is not None:

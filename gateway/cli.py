@@ -17,12 +17,14 @@ from gateway.config import ConfigError, load_config
 from gateway.entitlements.ledger import LedgerError
 from gateway.security import credentials_cli, pki_cli
 from gateway.store.base import StoreError
+from gateway.version import gateway_version
 
 log = logging.getLogger("gateway")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telematics-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {gateway_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway (managed Mosquitto + SQLite by default)")
     run.add_argument("--config", help="TOML config file (also GATEWAY_CONFIG)")

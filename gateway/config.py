@@ -71,6 +71,9 @@ class Config:
     # renewed every third of mqtt_slot_lease_s (gateway/ingress/slots.py).
     mqtt_slots: int = 1
     mqtt_slot_lease_s: float = 15.0
+    # A broker granting a shorter session expiry than this (CONNACK) is a /readyz warning:
+    # a gateway away longer loses what cars sent meanwhile (gateway/ingress/broker_grants.py).
+    mqtt_session_expiry_warn_s: float = 3600.0
     mosquitto_bin: str = ""  # empty: found on PATH or in /usr/sbin
     # Store. Empty store_url: SQLite files in data_dir; postgresql://user@host:port/db: that
     # PostgreSQL database (README "PostgreSQL"). Not in repr(): it may hold a password.
@@ -100,6 +103,15 @@ class Config:
     # cursors answer OUT_OF_RANGE like pruned vehicle events.
     entitlement_event_retention: int = 1_000_000
     telemetry_subscriber_queue: int = 1024
+    # Where telemetry records leave the gateway (gateway/egress/sink.py): "grpc", the live
+    # fan-out to this gateway's SubscribeTelemetry streams, or "jetstream", a durable NATS
+    # JetStream stream (nats_url; subjects <telemetry_subject_prefix>.<VIN>) that every
+    # gateway's SubscribeTelemetry reads, resumable by cursor. nats_url: not in repr() (it may
+    # hold a password).
+    telemetry_sink: str = "grpc"
+    nats_url: str = field(default="", repr=False)
+    telemetry_stream: str = "TELEMETRY"
+    telemetry_subject_prefix: str = "telemetry"
     shutdown_grace_s: float = 10.0
     # Entitlements: R17 idle wait before an FoD command; an entitlement set not acked in time
     # is delivered again on the next boot (R13).
@@ -203,6 +215,7 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "mqtt_shared_group": cv.shared_group,
     "mqtt_slots": cv.int_in(1, 1000),
     "mqtt_slot_lease_s": cv.seconds_in(0.3, 3600),
+    "mqtt_session_expiry_warn_s": cv.seconds_in(0, 7 * 86400),
     "mosquitto_bin": cv.executable,
     "data_dir": cv.non_empty,
     "store_url": cv.store_url,
@@ -220,6 +233,10 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "event_retention": cv.int_in(1, 2**62),
     "entitlement_event_retention": cv.int_in(1, 2**62),
     "telemetry_subscriber_queue": cv.int_in(1, 1_000_000),
+    "telemetry_sink": cv.telemetry_sink,
+    "nats_url": cv.nats_url,
+    "telemetry_stream": cv.stream_name,
+    "telemetry_subject_prefix": cv.subject_prefix,
     "shutdown_grace_s": cv.seconds_in(0, 3600),
     "fod_idle_s": cv.seconds_in(0, 7 * 86400),
     "entitlement_ack_timeout_s": cv.seconds_in(0, 30 * 86400, lo_inclusive=False),
@@ -322,6 +339,8 @@ def _check_combinations(config: Config) -> None:
         )
     if config.broker_is_managed and config.mqtt_tls_port and config.mqtt_tls_port == config.mqtt_port:
         raise ConfigError(f"mqtt_tls_port: {config.mqtt_tls_port} is also mqtt_port")
+    if config.telemetry_sink == "jetstream" and not config.nats_url:
+        raise ConfigError("telemetry_sink: jetstream needs nats_url (nats://host:4222)")
     if config.mqtt_slots > 1 and not (config.store_url and config.mqtt_url and config.mqtt_shared_group):
         # Slots are leased in PostgreSQL, shared on a broker all gateways reach, and split the
         # messages only within a shared group (else each slot would receive every message).

@@ -314,3 +314,54 @@ def is_loopback_listen(value: str) -> bool:
         return ipaddress.ip_address(host_part).is_loopback
     except ValueError:
         return False  # another host name: may resolve to anything
+
+
+# -- the telemetry sink (README "Telemetry sinks") --------------------------------------------
+
+TELEMETRY_SINKS = ("grpc", "jetstream")
+
+
+def telemetry_sink(raw: object) -> str:
+    value = as_str(raw).strip().lower()
+    if value not in TELEMETRY_SINKS:
+        raise ValueError(f"{_shown(raw)} is not one of {', '.join(TELEMETRY_SINKS)}")
+    return value
+
+
+def nats_url(raw: object) -> str:
+    """Empty, or ``nats://[user:password@]host[:port]`` (``tls://`` for TLS): shown redacted."""
+    value = as_str(raw).strip()
+    if not value:
+        return value
+    shown = redact_url(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad host or port in {shown!r} (port 1..65535)") from None
+    if parts.scheme not in ("nats", "tls"):
+        raise ValueError(f"scheme must be nats:// or tls:// (got {shown!r})")
+    if not parts.hostname or port == 0:
+        raise ValueError(f"no host, or port 0, in {shown!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"unexpected path, query or fragment in {shown!r}")
+    return value
+
+
+_NATS_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def stream_name(raw: object) -> str:
+    # JetStream stream names become file and subject tokens: no '.', '*', '>', separators.
+    value = as_str(raw).strip()
+    if not _NATS_TOKEN.fullmatch(value):
+        raise ValueError(f"{_shown(raw)} must be 1..64 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def subject_prefix(raw: object) -> str:
+    # Records go to <prefix>.<VIN>: tokens only, no wildcards (they would match other subjects).
+    value = as_str(raw).strip()
+    if len(value) > 128 or not all(_NATS_TOKEN.fullmatch(t) for t in value.split(".")):
+        raise ValueError(f"{_shown(raw)} must be dot-separated tokens of A-Z a-z 0-9 _ - (at most 128)")
+    return value

@@ -7,7 +7,20 @@ resolved once here, so the pipeline pays a plain ``inc`` per batch, not a ``labe
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from gateway.entitlements.domain.eligibility import BlockerCode
+from gateway.entitlements.domain.types import EntitlementState, FodAction, LifecycleEventKind
+from gateway.session.events import EventKind
+from gateway.version import gateway_version, python_version
 
 MESSAGE_KINDS = (
     "hello",
@@ -54,16 +67,51 @@ SECURITY_CODE_CHANGES = ("set", "changed", "reset")
 # gateway_messages_stale_total{outcome}: see gateway/session/sequence.py Arrival.
 STALE_OUTCOMES = ("duplicate", "late", "too_old", "other_epoch")
 
+# gateway_telemetry_sink_failures_total{reason}: see gateway/egress/jetstream.py _store().
+SINK_FAILURE_REASONS = ("timeout", "no_stream", "disconnected", "error")
+
 # gateway_grpc_auth_denied_total{reason}: see gateway/api/auth.py decide().
 AUTH_DENIAL_REASONS = ("missing_credential", "invalid_credential", "missing_scope")
 
 BEARERS = ("embedded_sim", "inserted_sim", "wifi_hotspot", "unspecified")
+
+# Known label values of the remaining labelled series, each initialised at start so that every
+# series exists before its first event (rate() works; no alert needs absent()).
+STORE_COMPONENTS = ("store", "ledger")  # gateway/store/availability.py (app.py's probes)
+COMMIT_STEPS = ("entitlements", "store")  # gateway/pipeline.py _apply_durably
+VEHICLE_EVENT_KINDS = tuple(k.value for k in EventKind)
+TELEMETRY_OUTCOMES = ("forwarded", "no_subscriber")
+# The pipeline applies R22 (privacy) to every uplink record: allow or redact.
+PIPELINE_RULE_DECISIONS = (("R22", "allow"), ("R22", "redact"))
+GRACE_OUTCOMES = ("started", "reconnected", "expired")
+RELOAD_RESULTS = ("ok", "kept_old")
+# The domain's enums (a new state, event kind, action or blocker has its series from the start;
+# gateway_entitlements counts live ones only: not revoked).
+ENTITLEMENT_STATES = tuple(s.value for s in EntitlementState if s is not EntitlementState.REVOKED)
+FOD_ACTIONS = tuple(a.value for a in FodAction)
+FOD_BLOCKERS = tuple(b.value for b in BlockerCode)  # the R17 preconditions
+ENTITLEMENT_EVENT_KINDS = tuple(k.value for k in LifecycleEventKind)
+DOWNLINK_KINDS = ("set", "fod_command")
+DOWNLINK_OUTCOMES = ("ok", "error")
+OUTBOXES = ("vehicle_events", "entitlement_events")  # gateway/store/pg_outbox.py
+NOTIFICATION_OUTCOMES = ("ok", "bad_payload")
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # The standard series every Prometheus dashboard expects (process_cpu_seconds_total,
+        # process_resident_memory_bytes, python_info, python_gc_*): on our own registry, which
+        # keeps in-process tests independent, they are not there by themselves.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "gateway_build_info", "Always 1; the labels say which gateway build runs",
+            ["version", "python"], registry=r,
+        )
+        self.build_info.labels(gateway_version(), python_version()).set(1)
         self.messages_received = Counter(
             "gateway_messages_received_total",
             "Valid uplink messages by kind",
@@ -110,6 +158,14 @@ class Metrics:
         )
         self.mqtt_reconnects = Counter(
             "gateway_mqtt_reconnects_total", "Reconnections to the broker", registry=r
+        )
+        self.mqtt_session_expiry = Gauge(
+            "gateway_mqtt_session_expiry_seconds",
+            "Session expiry the broker granted on the last connect (what it keeps while we are away)",
+            registry=r,
+        )
+        self.broker_restarts = Counter(
+            "gateway_broker_restarts_total", "Restarts of the managed broker after it died", registry=r
         )
         # Ingest slots (gateway/ingress/slots.py): only with store_url and an external broker.
         self.ingest_slots_held = Gauge(
@@ -187,9 +243,29 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.telemetry_sink_failures = Counter(
+            "gateway_telemetry_sink_failures_total",
+            "Telemetry batches the durable sink (JetStream) did not confirm, retried unacknowledged,"
+            " by reason (timeout, no_stream, disconnected, error)",
+            ["reason"],
+            registry=r,
+        )
+        self.telemetry_sink_up = Gauge(
+            "gateway_telemetry_sink_up",
+            "1 while the durable telemetry sink (JetStream) takes records, 0 while it fails",
+            registry=r,
+        )
         self.grpc_requests = Counter(
             "gateway_grpc_requests_total", "gRPC requests by method and status code",
             ["method", "code"], registry=r,
+        )
+        self.grpc_server_handling_seconds = Histogram(
+            "gateway_grpc_server_handling_seconds",
+            "Time to answer a unary gRPC call, by method and status code (gateway/api/observe.py)",
+            ["method", "code"],
+            # From a read answered from memory (1 ms) to a database write under load (seconds).
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
         )
         self.grpc_stream_subscribers = Gauge(
             "gateway_grpc_stream_subscribers", "Open gRPC server streams", ["stream"], registry=r
@@ -272,6 +348,8 @@ class Metrics:
             self.messages_received.labels(kind)
         for reason in REJECT_REASONS:
             self.messages_rejected.labels(reason)
+        for reason in SINK_FAILURE_REASONS:
+            self.telemetry_sink_failures.labels(reason)
         for bearer in BEARERS:
             self.vehicles_online.labels(bearer)
         for outcome in STALE_OUTCOMES:
@@ -279,6 +357,13 @@ class Metrics:
         # -- entitlements (gateway/entitlements/engine/) --
         self.entitlements = Gauge(
             "gateway_entitlements", "Live (not revoked) entitlements by state", ["state"], registry=r
+        )
+        self.fod_waiting = Gauge(
+            "gateway_fod_waiting",
+            "FoD entitlements of this gateway's cars waiting for an R17 window, by the first"
+            " precondition not met (blocker); updated every engine tick",
+            ["blocker"],
+            registry=r,
         )
         self.entitlement_delivery_seconds = Histogram(
             "gateway_entitlement_delivery_seconds",
@@ -344,3 +429,39 @@ class Metrics:
             ["outbox", "outcome"],
             registry=r,
         )
+        self._initialise_known_labels()
+
+    def _initialise_known_labels(self) -> None:
+        """A series for every known label value from the start (module constants above); gRPC
+        methods are initialised by gateway/api/observe.py, audited ones by gateway/api/auth.py."""
+        for component in STORE_COMPONENTS:
+            # 0 (not known to take writes) until the availability monitor's first word, which
+            # comes before /metrics is served (gateway/store/availability.py).
+            self.store_up.labels(component)
+            self.store_probe_failures.labels(component)
+        for step in COMMIT_STEPS:
+            self.store_commit_retries.labels(step)
+        for kind in VEHICLE_EVENT_KINDS:
+            self.events_written.labels(kind)
+        for outcome in TELEMETRY_OUTCOMES:
+            self.telemetry_records.labels(outcome)
+        for rule, outcome in PIPELINE_RULE_DECISIONS:
+            self.rule_decisions.labels(rule, outcome)
+        for outcome in GRACE_OUTCOMES:
+            self.presence_grace_started.labels(outcome)
+        for result in RELOAD_RESULTS:
+            self.reference_reloads.labels(result)
+        for state in ENTITLEMENT_STATES:
+            self.entitlements.labels(state)
+        for action in FOD_ACTIONS:
+            self.entitlement_retries.labels(action)
+        for blocker in FOD_BLOCKERS:
+            self.fod_waiting.labels(blocker)
+        for kind in ENTITLEMENT_EVENT_KINDS:
+            self.entitlement_events.labels(kind)
+        for kind in DOWNLINK_KINDS:
+            for outcome in DOWNLINK_OUTCOMES:
+                self.entitlement_downlinks.labels(kind, outcome)
+        for outbox in OUTBOXES:
+            for outcome in NOTIFICATION_OUTCOMES:
+                self.store_notifications.labels(outbox, outcome)

@@ -36,7 +36,7 @@ from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.convert import egress_event, event_to_proto, privacy_from_proto
 from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload, decode_topic
-from gateway.egress.telemetry import TelemetryFanout
+from gateway.egress.sink import TelemetrySink
 from gateway.entitlements.ledger import LedgerError, VersionConflict
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
@@ -130,7 +130,7 @@ class Pipeline:
         tracker: SessionTracker,
         store: Store,
         hub: EventHub,
-        telemetry: TelemetryFanout,
+        telemetry: TelemetrySink,
         metrics: Metrics,
         clock: Clock,
         reference: ReferenceStore,
@@ -151,7 +151,7 @@ class Pipeline:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
         reference: sim_profiles/ and roaming/ data (service catalogue, presence grace).
-        hub: wakes Watch streams. telemetry: egress to SubscribeTelemetry streams.
+        hub: wakes Watch streams. telemetry: where records leave the gateway (egress/sink.py).
         max_payload_bytes: larger payloads are rejected (reason "oversize").
         queue_messages: messages buffered before reading from the broker pauses (backpressure).
         ack: acknowledges QoS 1 messages once their batch is committed.
@@ -253,10 +253,6 @@ class Pipeline:
         items = self._gate_hellos(gated, now, rejected)
         applied = await self._apply_durably(items, now, touched)
         self._ack(batch)
-        records = applied.records
-        if records:
-            got = await self._telemetry.publish(records)
-            self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
         self.processed += len(batch)
         rejected.update(applied.rejected)
         self._update_metrics(len(batch), applied.kinds, rejected, applied.stale)
@@ -366,6 +362,11 @@ class Pipeline:
         conflicts = 0
         while True:
             applied = self._apply(items, now)
+            # The sink has the records before the commit marks their messages as seen (replay
+            # window) and long before the acknowledgement: after a crash the broker delivers
+            # them again and they are handed over again (at least once; a durable sink drops a
+            # repeat by message id), never lost. It waits while a durable sink is down.
+            await self._to_sink(applied.records)
             try:
                 await self._make_durable(applied.updates, applied.dirty, applied.events)
                 return applied
@@ -381,6 +382,11 @@ class Pipeline:
                 await self._adopt_stored(
                     shared, touched | applied.dirty.keys(), now=now, every=True, pending=pending
                 )
+
+    async def _to_sink(self, records: list[telemetry_pb2.TelemetryRecord]) -> None:
+        if records:
+            got = await self._telemetry.publish(records)
+            self._m.telemetry_records.labels("forwarded" if got else "no_subscriber").inc(len(records))
 
     async def _adopt_stored(
         self,

@@ -35,6 +35,7 @@ from load.systems import Sink, make_sink
 
 SYSTEMS = ("reference", "naive", "gateway")  # the default set
 PG_SYSTEMS = ("gateway-pg", "gateway-pg2")  # load/fleet_sink.py: need a PostgreSQL server
+JS_SYSTEMS = ("gateway-js",)  # the JetStream telemetry sink: needs nats-server (load/bench_nats.py)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -198,7 +199,7 @@ def ratio_pairs(runs: list[dict[str, Any]], systems: tuple[str, ...], repeat: in
     """messages/s ratios, each the median of the per-run ratios (same repeat, same drift): every
     system to ``reference``, the gateway to ``naive``, the PostgreSQL ones to ``gateway``."""
     pairs = [(s, "reference") for s in systems if s != "reference"]
-    pairs += [("gateway", "naive")] + [(s, "gateway") for s in PG_SYSTEMS]
+    pairs += [("gateway", "naive")] + [(s, "gateway") for s in (*PG_SYSTEMS, *JS_SYSTEMS)]
     by = {(r["system"], r["run"]): r for r in runs}
     return {
         f"{a}/{b}": spread([
@@ -261,8 +262,8 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args(argv)
     systems = tuple(s for s in a.systems.split(",") if s)
-    if set(systems) - {*SYSTEMS, *PG_SYSTEMS}:
-        ap.error(f"--systems: choose from {', '.join((*SYSTEMS, *PG_SYSTEMS))}")
+    if set(systems) - {*SYSTEMS, *PG_SYSTEMS, *JS_SYSTEMS}:
+        ap.error(f"--systems: choose from {', '.join((*SYSTEMS, *PG_SYSTEMS, *JS_SYSTEMS))}")
     steady = a.scenario == "steady"
     flood = a.scenario == "flood"
     p = Params(

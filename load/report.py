@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 COLORS = {"reference": "#7f7f7f", "naive": "#d62728", "gateway": "#1f77b4", "gateway-pg": "#9467bd",
-          "gateway-pg2": "#ff7f0e"}
+          "gateway-pg2": "#ff7f0e", "gateway-js": "#17becf"}
 
 
 def host_info() -> dict[str, Any]:

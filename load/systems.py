@@ -6,6 +6,8 @@
   to a counting backend process (load/consumer.py).
 * ``gateway``: ``python -m gateway run`` with a SubscribeTelemetry consumer process.
 * ``gateway-pg``, ``gateway-pg2``: one and two gateways on PostgreSQL (load/fleet_sink.py).
+* ``gateway-js``: ``gateway`` with ``telemetry_sink = "jetstream"`` (its own nats-server,
+  load/bench_nats.py); the consumer reads the stream through SubscribeTelemetry.
 
 Each implements the small ``Sink`` interface used by ``load.bench``.
 """
@@ -220,7 +222,10 @@ class NaiveSink(Sink):
 class GatewaySink(Sink):
     name = "gateway"
 
-    def __init__(self) -> None:
+    def __init__(self, *, jetstream: bool = False) -> None:
+        """jetstream: the durable sink (its own nats-server) instead of the live fan-out."""
+        self.jetstream = jetstream
+        self.nats: Any = None
         self.records = CTX.Value("q", 0, lock=False)
         self.pipe, self._child = CTX.Pipe()
         self.gw: GatewayProcess | None = None
@@ -234,7 +239,14 @@ class GatewaySink(Sink):
 
     def start(self, broker: BenchBroker, workdir: Path, expect_messages: int, expect_records: int) -> None:
         self.expect = expect_records
-        self.gw = GatewayProcess(workdir / "gateway", broker, log_level="WARNING")
+        settings: dict[str, str] = {}
+        if self.jetstream:
+            from load.bench_nats import BenchNats
+
+            (workdir / "nats").mkdir(parents=True, exist_ok=True)
+            self.nats = BenchNats(workdir / "nats")
+            settings = {"GATEWAY_TELEMETRY_SINK": "jetstream", "GATEWAY_NATS_URL": self.nats.url}
+        self.gw = GatewayProcess(workdir / "gateway", broker, log_level="WARNING", settings=settings)
         self.gw.wait_ready()
         self.sub = CTX.Process(target=subscriber_main,
                                args=(self.gw.grpc_target, self.records, self._child, 0, self.gw.token),
@@ -297,6 +309,8 @@ class GatewaySink(Sink):
             self.sub.join(5)
         if self.gw is not None and self.gw.proc.poll() is None:
             self.gw.stop()
+        if self.nats is not None:
+            self.nats.stop()
 
 
 def make_sink(name: str, naive_mode: str = "stream") -> Sink:
@@ -306,6 +320,10 @@ def make_sink(name: str, naive_mode: str = "stream") -> Sink:
         return NaiveSink(naive_mode)
     if name == "gateway":
         return GatewaySink()
+    if name == "gateway-js":
+        sink = GatewaySink(jetstream=True)
+        sink.name = name
+        return sink
     from load.bench_db import admin_url
     from load.fleet_sink import FLEET_SYSTEMS, FleetSink  # imports this module
 

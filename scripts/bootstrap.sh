@@ -8,7 +8,11 @@
 #        a PostgreSQL for the store tests (tests/pg_support.py) when none listens on
 #        127.0.0.1:5432 and GATEWAY_TEST_PG_DSN names none: the `postgresql` package, its
 #        cluster started, and a superuser role for the current user (reached on the Unix socket);
-#        and Debian's `ejabberd` (its mod_mqtt is the second broker of the end-to-end tests).
+#        and buf (the contract's lint and breaking-change check, README "Contract checks") from
+#        npm into .tools/ when npm is there;
+#        and Prometheus (the Debian package) for the scrape test, when missing.
+#        And nats-server (Debian package) for the JetStream sink tests, when missing.
+#        And Debian's `ejabberd` (its mod_mqtt is the end-to-end tests' second broker), when missing.
 # Each level has a stamp holding the hash of pyproject.toml: a changed pyproject.toml (or a
 # level never installed, e.g. `make test` after `make run`) installs again; otherwise nothing.
 set -euo pipefail
@@ -95,6 +99,47 @@ ensure_test_postgres() {
     as_root runuser -u postgres -- createuser --superuser "$user"
   fi
 }
+# buf from npm (@bufbuild/buf ships the Go binary), project-local so that nothing is installed
+# globally; tests/unit/test_proto_contract.py runs it. Without npm: a note, and those tests skip
+# saying so.
+BUF_VERSION=1.75.0
+ensure_buf() {
+  local buf=.tools/node_modules/.bin/buf
+  if [ -x "$buf" ] && [ "$("$buf" --version 2>/dev/null)" = "$BUF_VERSION" ]; then return 0; fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "note: npm is missing: buf (contract lint and breaking-change check) is not installed; its tests will be skipped." >&2
+    return 0
+  fi
+  echo "Installing buf $BUF_VERSION into .tools/ (npm) ..."
+  npm install --prefix .tools --no-audit --no-fund --silent "@bufbuild/buf@$BUF_VERSION" >/dev/null
+}
+# The Prometheus binary for tests/integration/test_prometheus_scrape.py (each test runs its own
+# on a free port and a temporary storage path). Debian's package also starts a system service
+# on :9090, which the tests do not use: stopped and disabled again right after installing it.
+ensure_test_prometheus() {
+  if have prometheus; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; }; then
+    echo "note: prometheus is missing and cannot be installed here (no apt-get or no root): its scrape test will be skipped." >&2
+    return 0
+  fi
+  echo "Prometheus is missing (for the scrape test); installing it with apt-get ..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+}
+ensure_test_nats() {  # nats-server for the JetStream sink's tests (they start their own on a free port)
+  if have nats-server; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; }; then
+    echo "note: nats-server is missing and cannot be installed here (apt-get as root): the JetStream sink's tests will be skipped." >&2
+    return 0
+  fi
+  echo "nats-server is missing (for the JetStream sink's tests); installing it with apt-get ..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null \
+    || echo "note: apt-get could not install nats-server: the JetStream sink's tests will be skipped." >&2
+}
 ejabberd_installed() {  # the Erlang application load/ejabberd_node.py starts (not the service)
   compgen -G "/usr/lib/*/ejabberd-*/ebin/ejabberd.app" >/dev/null
 }
@@ -113,10 +158,17 @@ ensure_test_ejabberd() {
   echo "ejabberd is missing (the second broker of the end-to-end tests); installing it with apt-get ..."
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ejabberd >/dev/null \
-    || echo "note: installing ejabberd failed: the ejabberd tests will be skipped." >&2
+    || { echo "note: installing ejabberd failed: the ejabberd tests will be skipped." >&2; return 0; }
+  # The package starts its own service (XMPP ports, its own node): not used, stopped again.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now ejabberd >/dev/null 2>&1 || true
+  fi
 }
 if [ "$level" = dev ]; then
   ensure_test_postgres
+  ensure_buf
+  ensure_test_prometheus
+  ensure_test_nats
   ensure_test_ejabberd
 fi
 

@@ -167,7 +167,9 @@ FIELDS: Mapping[str, Mapping[str, Limit]] = {
         "security_code": SECURITY_CODE,
     },
     # TelemetryService
-    _P + "SubscribeTelemetryRequest": {"services": Texts(MAX_SERVICES, Text(MAX_SERVICE_ID_CHARS))},
+    _P + "SubscribeTelemetryRequest": {
+        "services": Texts(MAX_SERVICES, Text(MAX_SERVICE_ID_CHARS)), "after_cursor": CURSOR,
+    },
     # ExplainService
     _P + "ExplainRequest": {"vin": VIN, "language": Text(MAX_LANGUAGE_CHARS)},
     _P + "ReloadReferenceDataRequest": {},

@@ -1,4 +1,4 @@
-"""Build the grpc.aio server: our services, grpc.health.v1 and server reflection."""
+"""Build the grpc.aio server: our services, grpc.health.v1 and server reflection (v1 and v1alpha)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from gateway._gen.telematics.v1 import (
     entitlements_pb2,
@@ -24,6 +23,7 @@ from gateway._gen.telematics.v1 import (
 from gateway.api.entitlements import EntitlementService
 from gateway.api.explain import ExplainService
 from gateway.api.limits import MAX_REQUEST_BYTES
+from gateway.api.reflection_v1 import enable_reflection
 from gateway.api.security_codes import SecurityCodeService
 from gateway.api.telemetry import TelemetryService
 from gateway.api.vehicles import VehicleService
@@ -83,10 +83,7 @@ def build_server(
     entitlements_pb2_grpc.add_EntitlementServiceServicer_to_server(entitlements, server)
     security_codes_pb2_grpc.add_SecurityCodeServiceServicer_to_server(security_codes, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen for gRPC on {listen}")

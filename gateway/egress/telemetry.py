@@ -44,14 +44,18 @@ class TelemetryFanout:
         """queue_size: record batches buffered per subscriber before backpressure."""
         self._queue_size = queue_size
         self.subscribers: list[TelemetrySubscriber] = []
+        self._closed = False
 
     def subscribe(self, services: frozenset[str]) -> TelemetrySubscriber:
         sub = TelemetrySubscriber(services, self._queue_size)
+        if self._closed:  # shutting down: a new stream ends at once, as the Watch streams do
+            sub.queue.put_nowait(None)
         self.subscribers.append(sub)
         return sub
 
     def close(self) -> None:
         """Shutdown (ingest has stopped): each stream ends after the records queued for it."""
+        self._closed = True
         for sub in self.subscribers:
             sub.queue.put_nowait(None)
 

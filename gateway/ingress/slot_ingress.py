@@ -25,6 +25,7 @@ from gateway.ingress.mqtt5 import (
     MqttConnectionLost,
     MqttError,
 )
+from gateway.ingress.mqtt5_codec import ConnAck
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.ingress.slots import MonotonicClock, Round, SlotKeeper, holder_name, slot_names
 from gateway.metrics import Metrics
@@ -54,10 +55,11 @@ class SlotIngress:
         on_session: Callable[[bool], None] | None = None,
         open_table: Callable[[], Awaitable[None]] | None = None,
         close_table: Callable[[], Awaitable[None]] | None = None,
+        check_connack: Callable[[ConnAck, str], None] | None = None,
     ) -> None:
         """make_client(slot): a client connecting as client id `slot` (persistent session).
-        on_session: MqttSession's, for every slot. open_table, close_table: the lease table's
-        connection, opened in start() and closed in stop()."""
+        on_session, check_connack: MqttSession's, for every slot. open_table, close_table: the
+        lease table's connection, opened in start() and closed in stop()."""
         self._keeper = keeper
         self._make_client = make_client
         self._subscriptions = list(subscriptions)
@@ -65,6 +67,7 @@ class SlotIngress:
         self._on_session = on_session
         self._open_table = open_table
         self._close_table = close_table
+        self._check_connack = check_connack
         self.sessions: dict[str, MqttSession] = {}
         self._supervisors: dict[str, asyncio.Task[None]] = {}
         self._paused = False
@@ -286,6 +289,7 @@ class SlotIngress:
             on_session=self._on_session,
             on_disconnected=lambda _exc: self._publish_state(),
             on_reconnect=self._m.mqtt_reconnects.inc,
+            check_connack=self._check_connack,
         )
         if self._paused:
             session.pause_reading()
@@ -308,6 +312,7 @@ def build_slot_ingress(
     subscriptions: Sequence[tuple[str, int]],
     metrics: Metrics,
     on_session: Callable[[bool], None] | None = None,
+    check_connack: Callable[[ConnAck, str], None] | None = None,
 ) -> SlotIngress:
     """The slots of `config` (`<mqtt_client_id>-1 .. -mqtt_slots`), leased in its store_url."""
     table = PostgresLeaseTable(url=config.store_url)
@@ -321,4 +326,5 @@ def build_slot_ingress(
     return SlotIngress(
         keeper=keeper, make_client=make_client, subscriptions=subscriptions, metrics=metrics,
         on_session=on_session, open_table=table.open, close_table=table.close,
+        check_connack=check_connack,
     )

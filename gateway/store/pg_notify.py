@@ -92,13 +92,13 @@ class OutboxListener:
             self._drop()
             log.warning("lost the LISTEN connection to postgresql %s; reconnecting", self.display)
             await self._reconnect()
-            self._metrics.store_notify_reconnects.inc()
             log.info("LISTEN connection to postgresql %s re-established", self.display)
 
     async def close(self) -> None:
         self._drop()
 
-    async def _listen(self) -> None:
+    async def _listen(self, *, again: bool = False) -> None:
+        """again: a reconnect (counted in gateway_store_notify_reconnects_total)."""
         conn = await self.connect(self._url)
         try:
             lost = asyncio.Event()
@@ -107,19 +107,24 @@ class OutboxListener:
                 await conn.add_listener(channel, self._on_notification)
             # Only now, with LISTEN in place: what committed before (also while no connection
             # listened) is covered by waking each hub up to the newest cursor.
-            for wake in self._wakes.values():
-                wake.notify(await pg_outbox.last_cursor(conn, wake.outbox))
+            newest = [(w, await pg_outbox.last_cursor(conn, w.outbox)) for w in self._wakes.values()]
         except BaseException:
             conn.terminate()
             raise
+        # The connection and its metrics are in place before any stream is woken (no await
+        # from here on), so whoever a wake-up reaches sees the reconnect counted.
         self._conn, self._lost, self._warned = conn, lost, False
         self._metrics.store_notify_connected.set(1)
+        if again:
+            self._metrics.store_notify_reconnects.inc()
+        for wake, cursor in newest:
+            wake.notify(cursor)
 
     async def _reconnect(self) -> None:
         delay = RETRY_MIN_S
         while True:
             try:
-                await self._listen()
+                await self._listen(again=True)
                 return
             except PG_ERRORS as exc:
                 log.warning("cannot listen on postgresql %s (retry in %.1f s): %s", self.display, delay, exc)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -229,3 +231,42 @@ def test_run_refuses_plaintext_grpc_beyond_loopback_with_exit_code_2(tmp_path: P
     gw = RunningGateway(tmp_path, "--grpc-listen", "0.0.0.0:50051")
     out, _ = gw.proc.communicate(timeout=30)
     assert gw.proc.returncode == 2 and "gRPC beyond loopback needs TLS" in out, out
+
+
+BUF = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
+
+
+def test_reflection_answers_as_v1_to_buf_curl_and_to_a_raw_v1_stream(running: RunningGateway) -> None:
+    # v1 is what current tools ask for first; the v1alpha test above shows v1alpha still works.
+    target = f"127.0.0.1:{running.grpc_port}"
+    with grpc.insecure_channel(target) as ch:
+        info = ch.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        answers = list(info(iter([
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="telematics.v1.VehicleService"),
+        ]), timeout=10))
+    listed = {s.name for s in answers[0].list_services_response.service}
+    assert {"telematics.v1.VehicleService", "telematics.v1.EntitlementService", "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= listed
+    files = [descriptor_pb2.FileDescriptorProto.FromString(raw)
+             for raw in answers[1].file_descriptor_response.file_descriptor_proto]
+    assert "telematics/v1/vehicles.proto" in {f.name for f in files}
+
+    if not BUF.exists():
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed, so buf is not (scripts/bootstrap.sh installs it with npm)")
+        pytest.fail("buf is missing from .tools/: run `make setup`")
+    done = subprocess.run(
+        [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", "grpc-v1",
+         "--list-methods", f"http://{target}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    methods = set(done.stdout.split())
+    assert {"telematics.v1.VehicleService/GetVehicle", "telematics.v1.EntitlementService/Grant",
+            "grpc.health.v1.Health/Check",
+            "grpc.reflection.v1.ServerReflection/ServerReflectionInfo"} <= methods

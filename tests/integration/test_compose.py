@@ -2,7 +2,9 @@
 engine to start it: the file against the Compose specification, its references, the init
 script run for real (the real CLI makes the secrets), the gateway instances' environment as
 configuration, and the broker's configuration on a real Mosquitto (a car with a certificate from
-the init CA reaches a gateway logged in with the init password; a car without one is refused).
+the init CA reaches a gateway logged in with the init password; a car without one is refused),
+and the monitoring: Prometheus scrapes both gateways, Grafana's provisioning files and the
+dashboard they name are the repository's.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def compose() -> dict[str, Any]:
 
 def test_the_compose_file_follows_the_compose_specification() -> None:
     spec = PyCompose.from_json(json.dumps(compose()))
-    assert spec.service_names() == ["init", "postgres", "broker", *GATEWAYS]
+    assert spec.service_names() == ["init", "postgres", "broker", "nats", *GATEWAYS, "prometheus", "grafana"]
 
 
 def test_a_compose_file_against_the_specification_is_refused_when_wrong() -> None:
@@ -75,9 +77,65 @@ def test_every_reference_in_the_compose_file_resolves() -> None:
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
             else:
                 assert source in doc["volumes"], f"{name} mounts undeclared volume {source}"
-    published = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    published = [p.rsplit(":", 1)[0] for s in services.values() for p in s.get("ports", [])]
     assert len(published) == len(set(published))
     assert services["init"]["build"] == "."  # the image the others run is built once, here
+
+
+def _mounts(service: str) -> dict[str, Path]:
+    """A service's bind mounts: container path -> the repository path it shows."""
+    mounts: dict[str, Path] = {}
+    for volume in compose()["services"][service]["volumes"]:
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = ROOT / source
+    return mounts
+
+
+def _in_container(mounts: dict[str, Path], path: str) -> Path:
+    """The repository file a container path shows through a bind mount (AssertionError: none)."""
+    for target, source in mounts.items():
+        if path == target or path.startswith(target + "/"):
+            return source / path.removeprefix(target).lstrip("/")
+    raise AssertionError(f"{path} is not mounted from the repository")
+
+
+def test_prometheus_scrapes_every_gateway_instance_with_the_mounted_configuration() -> None:
+    prometheus = compose()["services"]["prometheus"]
+    mounts = _mounts("prometheus")
+    flag = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config = yaml.safe_load(_in_container(mounts, flag.split("=", 1)[1]).read_text())
+    (job,) = config["scrape_configs"]
+    targets = {t for group in job["static_configs"] for t in group["targets"]}
+    image_env = dict(re.findall(r"(GATEWAY_\w+)=(\S+)", (ROOT / "Dockerfile").read_text()))
+    http_port = image_env["GATEWAY_HTTP_LISTEN"].rsplit(":", 1)[1]
+    assert targets == {f"{g}:{http_port}" for g in GATEWAYS}
+    # The alert rules another change adds: loaded from the mounted folder (relative to the config).
+    assert config["rule_files"] == ["rules/*.yml"]
+
+
+def test_grafana_provisions_the_dashboard_and_datasource_from_mounted_files() -> None:
+    grafana = compose()["services"]["grafana"]
+    mounts = _mounts("grafana")
+    provisioning = _in_container(mounts, "/etc/grafana/provisioning")
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    (datasource,) = datasources["datasources"]
+    assert datasource["url"] == "http://prometheus:9090" and "prometheus" in compose()["services"]
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "gateway.yml").read_text())["providers"]
+    dashboards = _in_container(mounts, provider["options"]["path"])
+    assert (dashboards / "gateway.json").is_file()
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert _in_container(mounts, home).is_file()
+    # Every panel queries the provisioned datasource.
+    dashboard = json.loads((dashboards / "gateway.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    assert uids == {datasource["uid"]}
+
+
+def test_a_mount_the_repository_does_not_have_is_refused() -> None:
+    # The path checks above can fail: a container path no bind mount shows.
+    with pytest.raises(AssertionError, match="not mounted"):
+        _in_container(_mounts("grafana"), "/etc/grafana/elsewhere/gateway.json")
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +180,9 @@ def test_each_gateway_instance_has_a_valid_configuration_of_its_own(secrets: Pat
     assert not config.broker_is_managed and config.store_url.startswith("postgresql://")
     # One shared subscription, with a slot (client id) for each instance to lease.
     assert config.mqtt_shared_group and config.mqtt_slots >= len(GATEWAYS)
+    # Telemetry: the compose file's JetStream server, once it is healthy (README "Telemetry sinks").
+    assert config.telemetry_sink == "jetstream" and config.nats_url == "nats://nats:4222"
+    assert compose()["services"][service]["depends_on"]["nats"] == {"condition": "service_healthy"}
 
 
 def test_the_gateway_instances_agree_on_their_slots() -> None:

@@ -79,10 +79,11 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
             granted = entitlements_pb2.Entitlement()
             code, details = await invoke(channel, method("Grant"), base_request(method("Grant"), ""), granted)
             assert code is grpc.StatusCode.OK, details
-            # Watch streams end after what they have read instead of waiting for new events,
-            # so each call below has a final status (as at shutdown; no sleeping).
+            # Watch and telemetry streams end after what they have read instead of waiting for
+            # new events, so each call below has a final status (as at shutdown; no sleeping).
             gw.hub.close()
             gw.entitlement_hub.close()
+            gw.fanout.close()
             yield Edge(gw, channel, granted.entitlement_id)
     finally:
         await gw.stop()
@@ -217,6 +218,13 @@ async def test_a_cursor_beyond_the_newest_event_is_not_an_error(edge: Edge) -> N
         for cursor in (2**63 - 1, 2**63, 2**64 - 1):
             req = request_class(method(name))(after_cursor=cursor)
             assert await invoke(edge.channel, method(name), req) == (grpc.StatusCode.OK, "")
+
+
+async def test_a_telemetry_cursor_needs_the_jetstream_sink(edge: Edge) -> None:
+    """The live gRPC sink keeps no records: a cursor is refused, never silently ignored."""
+    m = method("SubscribeTelemetry")
+    code, details = await invoke(edge.channel, m, request_class(m)(after_cursor=5))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION and "telemetry_sink = jetstream" in details
 
 
 # -- field limits -------------------------------------------------------------------------------

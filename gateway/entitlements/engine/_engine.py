@@ -29,6 +29,7 @@ from gateway._gen.telematics.v1 import uplink_pb2
 from gateway.clock import Clock
 from gateway.entitlements import wire
 from gateway.entitlements.domain.eligibility import (
+    BlockerCode,
     EligibilityPolicy,
     FodWindow,
     IdleTimer,
@@ -472,6 +473,8 @@ class EntitlementEngine:
             raise
 
     def _open_fod_windows(self, batch: Batch, now: float) -> None:
+        # gateway_fod_waiting{blocker}: this gateway's cars only, so the gateways' sum is the fleet's.
+        blocked = dict.fromkeys(BlockerCode, 0)
         for vin in sorted(self._fod_work):
             waiting = [e for e in self._live.of_vin(vin) if e.kind.is_fod and e.state in delivery.FOD_WORK]
             if not waiting:
@@ -482,9 +485,11 @@ class EntitlementEngine:
                 continue
             session = self._session_of(vin)
             if session is None:  # never connected: nothing to observe, Explain says so
+                blocked[BlockerCode.NEVER_CONNECTED] += len(waiting)
                 continue
             window = self._idle.observe(session, now, link_good=self._link_good(session))
             if not window.eligible:  # R17: the decision Explain shows (`_fod_window`)
+                blocked[window.blockers[0].code] += len(waiting)  # the first a driver would fix
                 continue
             eligible_at = window.eligible_at
             for e in waiting:
@@ -505,6 +510,8 @@ class EntitlementEngine:
                 command = CommandRecord(str(uuid.uuid4()), e.entitlement_id, vin, action, now, eligible_at)
                 batch.commands.append(command)
                 batch.downlinks.append((command, wire.fod_command(vin, command.command_id, e, action, now)))
+        for code, count in blocked.items():
+            self._m.fod_waiting.labels(code.value).set(count)
 
     def _record_sets(self, now: float) -> Batch:
         batch = Batch()

@@ -33,6 +33,9 @@ async def test_fod_granted_while_charging_is_not_unlocked(bench: Bench, clock: M
     assert bench.commands() == [] and await bench.state(eid) == "pending"
     [(_, blockers)] = bench.engine.explain(VIN, "en")
     assert [b.code for b in blockers] == ["charging_cable_connected", "power_on", "unlocked"]
+    # The dashboard's "pending by blocker": counted under the first blocker Explain shows.
+    assert bench.metric("gateway_fod_waiting", {"blocker": "charging_cable_connected"}) == 1
+    assert bench.metric("gateway_fod_waiting", {"blocker": "power_on"}) == 0
 
 
 async def test_fod_unlocks_after_ten_idle_minutes_and_bills_once(bench: Bench, clock: ManualClock) -> None:
@@ -46,6 +49,7 @@ async def test_fod_unlocks_after_ten_idle_minutes_and_bills_once(bench: Bench, c
     assert bench.commands() == []
     [(_, blockers)] = bench.engine.explain(VIN, "en")
     assert [(b.code, b.rule) for b in blockers] == [("idle_wait", "R17")]
+    assert bench.metric("gateway_fod_waiting", {"blocker": "idle_wait"}) == 1
     assert "1 more minutes" in blockers[0].next_step
 
     clock.advance(1 * MINUTE)
@@ -54,6 +58,7 @@ async def test_fod_unlocks_after_ten_idle_minutes_and_bills_once(bench: Bench, c
     assert command.action == uplink_pb2.FOD_ACTION_UNLOCK and command.entitlement_id == eid
     assert command.function_id == "fod.matrix_led"
     assert await bench.state(eid) == "unlock_pending"
+    assert bench.metric("gateway_fod_waiting", {"blocker": "idle_wait"}) == 0  # its window opened
 
     clock.advance(2 * MINUTE)
     await bench.fod_result(command, success=True)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gateway._gen.telematics.v1 import uplink_pb2 as telematics_dot_v1_dot_uplink__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtelematics/v1/telemetry.proto\x12\rtelematics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1atelematics/v1/uplink.proto\"\xd3\x01\n\x0fTelemetryRecord\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x04 \x01(\t\x12.\n\x06sample\x18\x05 \x01(\x0b\x32\x1e.telematics.v1.TelemetrySample\x12\x19\n\x11location_withheld\x18\x06 \x01(\x08\x12\x18\n\x10signals_withheld\x18\x07 \x01(\r\"C\n\x10TelemetryRecords\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.telematics.v1.TelemetryRecord\"-\n\x19SubscribeTelemetryRequest\x12\x10\n\x08services\x18\x01 \x03(\t2u\n\x10TelemetryService\x12\x61\n\x12SubscribeTelemetry\x12(.telematics.v1.SubscribeTelemetryRequest\x1a\x1f.telematics.v1.TelemetryRecords0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtelematics/v1/telemetry.proto\x12\rtelematics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1atelematics/v1/uplink.proto\"\xe3\x01\n\x0fTelemetryRecord\x12\x0b\n\x03vin\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x04 \x01(\t\x12.\n\x06sample\x18\x05 \x01(\x0b\x32\x1e.telematics.v1.TelemetrySample\x12\x19\n\x11location_withheld\x18\x06 \x01(\x08\x12\x18\n\x10signals_withheld\x18\x07 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x08 \x01(\x04\"C\n\x10TelemetryRecords\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.telematics.v1.TelemetryRecord\"C\n\x19SubscribeTelemetryRequest\x12\x10\n\x08services\x18\x01 \x03(\t\x12\x14\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\x04\x32u\n\x10TelemetryService\x12\x61\n\x12SubscribeTelemetry\x12(.telematics.v1.SubscribeTelemetryRequest\x1a\x1f.telematics.v1.TelemetryRecords0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'telematics.v1.telemetry_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TELEMETRYRECORD']._serialized_start=110
-  _globals['_TELEMETRYRECORD']._serialized_end=321
-  _globals['_TELEMETRYRECORDS']._serialized_start=323
-  _globals['_TELEMETRYRECORDS']._serialized_end=390
-  _globals['_SUBSCRIBETELEMETRYREQUEST']._serialized_start=392
-  _globals['_SUBSCRIBETELEMETRYREQUEST']._serialized_end=437
-  _globals['_TELEMETRYSERVICE']._serialized_start=439
-  _globals['_TELEMETRYSERVICE']._serialized_end=556
+  _globals['_TELEMETRYRECORD']._serialized_end=337
+  _globals['_TELEMETRYRECORDS']._serialized_start=339
+  _globals['_TELEMETRYRECORDS']._serialized_end=406
+  _globals['_SUBSCRIBETELEMETRYREQUEST']._serialized_start=408
+  _globals['_SUBSCRIBETELEMETRYREQUEST']._serialized_end=475
+  _globals['_TELEMETRYSERVICE']._serialized_start=477
+  _globals['_TELEMETRYSERVICE']._serialized_end=594
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,7 @@ class TelemetryRecord(_message.Message):
     SAMPLE_FIELD_NUMBER: _builtins.int
     LOCATION_WITHHELD_FIELD_NUMBER: _builtins.int
     SIGNALS_WITHHELD_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     vin: _builtins.str
     sequence: _builtins.int
     """the envelope's sequence"""
@@ -39,6 +40,11 @@ class TelemetryRecord(_message.Message):
     """true when the sample carried a location and privacy removed it"""
     signals_withheld: _builtins.int
     """how many signals of the sample privacy removed (R22)"""
+    cursor: _builtins.int
+    """With telemetry_sink = "jetstream": the record's sequence in the telemetry stream; resume
+    with SubscribeTelemetryRequest.after_cursor = the last cursor processed. 0 with the live
+    gRPC sink (no stream, nothing to resume).
+    """
     @_builtins.property
     def sent_at(self) -> _timestamp_pb2.Timestamp:
         """when the car sent it"""
@@ -61,10 +67,11 @@ class TelemetryRecord(_message.Message):
         sample: _uplink_pb2.TelemetrySample | None = ...,
         location_withheld: _builtins.bool = ...,
         signals_withheld: _builtins.int = ...,
+        cursor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sample", b"sample", "sent_at", b"sent_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_withheld", b"location_withheld", "sample", b"sample", "sent_at", b"sent_at", "sequence", b"sequence", "service", b"service", "signals_withheld", b"signals_withheld", "vin", b"vin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "location_withheld", b"location_withheld", "sample", b"sample", "sent_at", b"sent_at", "sequence", b"sequence", "service", b"service", "signals_withheld", b"signals_withheld", "vin", b"vin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -97,6 +104,12 @@ class SubscribeTelemetryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICES_FIELD_NUMBER: _builtins.int
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    after_cursor: _builtins.int
+    """With telemetry_sink = "jetstream": the records after this stream cursor (0: from the
+    oldest the stream retains), at least once, in order per car. Must be 0 with the live gRPC
+    sink (FAILED_PRECONDITION otherwise); beyond the newest: waits for the records after it.
+    """
     @_builtins.property
     def services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional: only these services' records. Empty: all. At most 64 entries of at most 64
@@ -107,10 +120,11 @@ class SubscribeTelemetryRequest(_message.Message):
         self,
         *,
         services: _abc.Iterable[_builtins.str] | None = ...,
+        after_cursor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["services", b"services"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "services", b"services"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

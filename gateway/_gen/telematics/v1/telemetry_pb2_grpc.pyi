@@ -35,8 +35,12 @@ class TelemetryServiceStub:
       SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
         request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
         message names the field and the limit).
-    Live data: records flow to the subscribers connected at the time. While every subscriber's
-    queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
+      SubscribeTelemetry: FAILED_PRECONDITION for an after_cursor without the JetStream sink;
+        UNAVAILABLE while the JetStream sink's server cannot be reached (resume from the cursor).
+    The live gRPC sink (default): records flow to the subscribers connected at the time; while
+    every subscriber's queue is full the gateway stops reading from the broker (backpressure)
+    instead of dropping. The JetStream sink: every gateway's records, read from the stream,
+    resumable by cursor (README "Telemetry sinks").
     """
 
     @_typing.overload
@@ -55,8 +59,12 @@ class TelemetryServiceAsyncStub(TelemetryServiceStub):
       SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
         request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
         message names the field and the limit).
-    Live data: records flow to the subscribers connected at the time. While every subscriber's
-    queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
+      SubscribeTelemetry: FAILED_PRECONDITION for an after_cursor without the JetStream sink;
+        UNAVAILABLE while the JetStream sink's server cannot be reached (resume from the cursor).
+    The live gRPC sink (default): records flow to the subscribers connected at the time; while
+    every subscriber's queue is full the gateway stops reading from the broker (backpressure)
+    instead of dropping. The JetStream sink: every gateway's records, read from the stream,
+    resumable by cursor (README "Telemetry sinks").
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -71,8 +79,12 @@ class TelemetryServiceServicer(metaclass=_abc_1.ABCMeta):
       SubscribeTelemetry: RESOURCE_EXHAUSTED when the subscriber limit is reached (or the
         request is over 64 KiB); INVALID_ARGUMENT when `services` is over its limit (the
         message names the field and the limit).
-    Live data: records flow to the subscribers connected at the time. While every subscriber's
-    queue is full the gateway stops reading from the broker (backpressure) instead of dropping.
+      SubscribeTelemetry: FAILED_PRECONDITION for an after_cursor without the JetStream sink;
+        UNAVAILABLE while the JetStream sink's server cannot be reached (resume from the cursor).
+    The live gRPC sink (default): records flow to the subscribers connected at the time; while
+    every subscriber's queue is full the gateway stops reading from the broker (backpressure)
+    instead of dropping. The JetStream sink: every gateway's records, read from the stream,
+    resumable by cursor (README "Telemetry sinks").
     """
 
     @_abc_1.abstractmethod
