@@ -12,6 +12,7 @@
 #        npm into .tools/ when npm is there;
 #        and Prometheus (the Debian package) for the scrape test, when missing.
 #        And nats-server (Debian package) for the JetStream sink tests, when missing.
+#        And Debian's `ejabberd` (its mod_mqtt is the end-to-end tests' second broker), when missing.
 # Each level has a stamp holding the hash of pyproject.toml: a changed pyproject.toml (or a
 # level never installed, e.g. `make test` after `make run`) installs again; otherwise nothing.
 set -euo pipefail
@@ -139,11 +140,36 @@ ensure_test_nats() {  # nats-server for the JetStream sink's tests (they start t
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null \
     || echo "note: apt-get could not install nats-server: the JetStream sink's tests will be skipped." >&2
 }
+ejabberd_installed() {  # the Erlang application load/ejabberd_node.py starts (not the service)
+  compgen -G "/usr/lib/*/ejabberd-*/ebin/ejabberd.app" >/dev/null
+}
+ensure_test_ejabberd() {
+  # The second MQTT 5 broker the end-to-end tests run against (load/ejabberd_node.py starts
+  # a private node of it; the package's own service is not used).
+  if ejabberd_installed; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: ejabberd is not installed and there is no apt-get: the ejabberd tests will be skipped." >&2
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "note: ejabberd is not installed and there is no root to install it: the ejabberd tests will be skipped." >&2
+    return 0
+  fi
+  echo "ejabberd is missing (the second broker of the end-to-end tests); installing it with apt-get ..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ejabberd >/dev/null \
+    || { echo "note: installing ejabberd failed: the ejabberd tests will be skipped." >&2; return 0; }
+  # The package starts its own service (XMPP ports, its own node): not used, stopped again.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now ejabberd >/dev/null 2>&1 || true
+  fi
+}
 if [ "$level" = dev ]; then
   ensure_test_postgres
   ensure_buf
   ensure_test_prometheus
   ensure_test_nats
+  ensure_test_ejabberd
 fi
 
 wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"

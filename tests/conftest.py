@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ejabberd_support import Ejabberd
+from ejabberd_support import Unavailable as EjabberdUnavailable
 from pg_support import TestDatabase, Unreachable, clean_tables, create_test_database, drop_test_database
 from support import free_port
 
@@ -24,6 +26,21 @@ def broker(tmp_path: Path) -> Iterator[ManagedBroker]:
         yield b
     finally:
         b.stop_sync()
+
+
+@pytest.fixture(scope="session")
+def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ejabberd]:
+    """One private ejabberd (mod_mqtt) for the session: its Erlang VM takes seconds to start.
+    Tests share it, each with its own MQTT client ids. Not installed: the test skips, saying so."""
+    try:
+        node = Ejabberd(directory=tmp_path_factory.mktemp("ejabberd"))
+    except EjabberdUnavailable as exc:
+        pytest.skip(str(exc))
+    node.start_sync()
+    try:
+        yield node
+    finally:
+        node.stop_sync()
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from ejabberd_support import BROKERS
 from support import eventually, free_port, gateway_channel
-from vehicle_client import TestVehicle
+from vehicle_client import CarLink, TestVehicle
 
 from gateway._gen.telematics.v1 import (
     common_pb2,
@@ -81,11 +82,12 @@ async def test_explain_refuses_bad_arguments(gateway: Gateway, channel: grpc.aio
     assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.parametrize("broker_kind", BROKERS)
 async def test_remote_command_is_refused_in_privacy_mode_and_delivered_otherwise(
-    gateway: Gateway, channel: grpc.aio.Channel
+    gateway: Gateway, channel: grpc.aio.Channel, car_link: CarLink
 ) -> None:
     stub = vehicles_pb2_grpc.VehicleServiceStub(channel)
-    car = TestVehicle(VIN_911, gateway.config.mqtt_port)
+    car = car_link.vehicle(VIN_911)
     car.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_ALL_SERVICES)
     await car.connect()
     await car.listen()

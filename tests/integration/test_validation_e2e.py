@@ -1,5 +1,6 @@
 """End to end: values out of range are rejected whole with their own reason, nothing of them
-reaches a backend, and the car's next valid message is served (real Mosquitto, real gRPC)."""
+reaches a backend, and the car's next valid message is served (real Mosquitto and ejabberd,
+real gRPC)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import time
 
 import grpc
 import pytest
+from ejabberd_support import BROKERS
 from support import eventually, rejected, telemetry_subscribed
-from vehicle_client import TestVehicle
+from vehicle_client import CarLink, TestVehicle
 
 from gateway._gen.telematics.v1 import (
     common_pb2,
@@ -38,8 +40,9 @@ def charging(car: TestVehicle, session_id: str, energy_kwh: float) -> uplink_pb2
     return env
 
 
+@pytest.mark.parametrize("broker_kind", BROKERS)
 async def test_nan_coordinates_and_negative_energy_are_rejected_and_the_next_message_is_served(
-    gateway: Gateway, channel: grpc.aio.Channel
+    gateway: Gateway, channel: grpc.aio.Channel, car_link: CarLink
 ) -> None:
     before = list(gateway.fanout.subscribers)
     records = telemetry_pb2_grpc.TelemetryServiceStub(channel).SubscribeTelemetry(
@@ -50,7 +53,7 @@ async def test_nan_coordinates_and_negative_energy_are_rejected_and_the_next_mes
     events = vehicles_pb2_grpc.VehicleServiceStub(channel).WatchVehicleEvents(
         vehicles_pb2.WatchVehicleEventsRequest(vin=VIN)
     )
-    car = TestVehicle(VIN, gateway.config.mqtt_port, bearer=common_pb2.BEARER_EMBEDDED_SIM)
+    car = car_link.vehicle(VIN, bearer=common_pb2.BEARER_EMBEDDED_SIM)
     await car.connect()
     online = await asyncio.wait_for(events.read(), 10)
     assert isinstance(online, vehicles_pb2.VehicleEvent) and online.WhichOneof("kind") == "online"

@@ -8,12 +8,25 @@ import random
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
 
 from gateway import topics
 from gateway._gen.telematics.v1 import common_pb2, downlink_pb2, uplink_pb2
+
+
+@dataclass(frozen=True)
+class CarLink:
+    """Where and how a test car logs in on the broker the test's gateway uses."""
+
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def vehicle(self, vin: str, **kwargs: Any) -> TestVehicle:
+        return TestVehicle(vin, self.port, username=self.username, password=self.password, **kwargs)
 
 
 class TestVehicle:
@@ -34,9 +47,14 @@ class TestVehicle:
         radio: int = common_pb2.RADIO_4G,
         tls: ssl.SSLContext | None = None,
         client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         """tls: connect over TLS with this context (the car's certificate; ``port`` is then the
-        broker's TLS listener). client_id: the MQTT client id asked for (default: the VIN)."""
+        broker's TLS listener). client_id: the MQTT client id asked for (default: the VIN).
+        username, password: a login (brokers that refuse a CONNECT without one, e.g. ejabberd)."""
+        self.username = username
+        self.password = password
         self.vin = vin
         self.tls = tls
         self.client_id = client_id if client_id is not None else vin
@@ -95,6 +113,8 @@ class TestVehicle:
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             tls_context=self.tls,
+            username=self.username,
+            password=self.password,
             will=aiomqtt.Will(topics.will(self.vin), will.SerializeToString(), qos=1) if with_will else None,
             keepalive=30,
         )

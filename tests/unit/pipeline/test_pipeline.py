@@ -164,6 +164,27 @@ async def test_batch_is_acknowledged_after_its_commit() -> None:
     assert store.log == ["commit", "ack"]  # acked first, a crash in between would lose the batch
 
 
+async def test_a_lone_message_is_committed_and_acknowledged_at_once_without_a_batch_timer() -> None:
+    """No batch timer: a broker that keeps one QoS 1 message in flight (ejabberd) sends the
+    next only after this PUBACK, so a lone message held for company would cap the intake at one
+    message per timer period (README "Brokers other than Mosquitto"). The pipeline runs as in
+    the gateway; the message is acknowledged within a few turns of the event loop, no time
+    passing (a timer, however short, would need the loop to sleep)."""
+    store = FakeStore()
+    p, acked, _ = make(store)
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])
+        for _ in range(50):  # loop turns, not time: the commit and ack are all this loop does
+            if acked:
+                break
+            await asyncio.sleep(0)
+        assert [len(b) for b in acked] == [1] and store.log == ["commit", "ack"]
+    finally:
+        p.close()
+        await runner
+
+
 async def test_batch_whose_commit_fails_is_not_acknowledged_until_a_retry_commits_it() -> None:
     store = FakeStore(fail=3)
     waits: list[float] = []
