@@ -567,11 +567,11 @@ class Gateway:
         if self.mqtt is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mqtt.stop(), grace)
-        # Streams end after what they have (clients resume from their cursor), so stopping the
-        # server does not wait out the grace period for them.
-        self.hub.close()
-        self.entitlement_hub.close()
-        self.fanout.close()
+        # Streams end after what they have, with UNAVAILABLE "going away" (clients resume from
+        # their cursor), so stopping the server does not wait out the grace period for them.
+        self.hub.close(going_away=True)
+        self.entitlement_hub.close(going_away=True)
+        self.fanout.close(going_away=True)
         if self.jetstream is not None:
             await self.jetstream.close()  # its readers end after what they have
         if self._grpc_server is not None:
