@@ -198,6 +198,11 @@ class Pipeline:
         self._commit_log_budget = _LogBudget()  # its own: rejections must not silence it
         self.processed = 0
 
+    @property
+    def queued(self) -> int:
+        """Messages read from the broker, not yet taken into a batch (liveness: gateway/liveness.py)."""
+        return self._queued
+
     # -- called from the MQTT protocol (synchronously, on the event loop) --
     def on_batch(self, messages: Sequence[Message]) -> None:
         self._queue.put_nowait(messages)

@@ -182,7 +182,8 @@ def test_sigterm_with_open_streams_ends_them_with_going_away_and_exits_promptly(
             # would meet a closed server instead: a different status, the flake seen under load).
             deadline = time.monotonic() + 30
             for stream in ("WatchVehicleEvents", "SubscribeTelemetry"):
-                while f'gateway_grpc_stream_subscribers{{stream="{stream}"}} 1.0' not in running.http("/metrics")[1]:
+                opened = f'gateway_grpc_stream_subscribers{{stream="{stream}"}} 1.0'
+                while opened not in running.http("/metrics")[1]:
                     assert time.monotonic() < deadline, f"{stream} did not open"
                     time.sleep(0.05)  # paces the poll of the metrics page
             started = time.monotonic()
