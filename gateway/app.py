@@ -522,7 +522,8 @@ class Gateway:
         assert self.reference is not None
         ok, message = self.reference.reload(Path(self.config.reference_dir))
         self.metrics.reference_reloads.labels("ok" if ok else "kept_old").inc()
-        (log.info if ok else log.error)("reference data reload: %s", message)
+        (log.info if ok else log.error)("reference data reload (SIGHUP): %s", message,
+                                        extra={"event": "reference_reload", "trigger": "sighup", "ok": ok})
         return ok, message
 
     async def _presence_loop(self) -> None:
