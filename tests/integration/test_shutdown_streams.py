@@ -33,7 +33,11 @@ async def final_status(call: AsyncIterator[object]) -> tuple[grpc.StatusCode, st
     return grpc.StatusCode.OK, ""
 
 
-def open_streams(gw: Gateway, channel: grpc.aio.Channel) -> list[asyncio.Task[tuple[grpc.StatusCode, str]]]:
+async def open_streams_of(gw: Gateway, method: str) -> float:
+    return await scraped(gw, f'gateway_grpc_stream_subscribers{{stream="{method}"}}')
+
+
+def open_streams(channel: grpc.aio.Channel) -> list[asyncio.Task[tuple[grpc.StatusCode, str]]]:
     calls: list[AsyncIterator[object]] = [
         vehicles_pb2_grpc.VehicleServiceStub(channel).WatchVehicleEvents(vehicles_pb2.WatchVehicleEventsRequest()),
         entitlements_pb2_grpc.EntitlementServiceStub(channel).WatchEntitlementEvents(
@@ -49,13 +53,13 @@ def open_streams(gw: Gateway, channel: grpc.aio.Channel) -> list[asyncio.Task[tu
 async def test_open_streams_end_with_unavailable_going_away_when_the_gateway_stops(
     gateway: Gateway, channel: grpc.aio.Channel
 ) -> None:
-    streams = open_streams(gateway, channel)
+    streams = open_streams(channel)
     await telemetry_subscribed(gateway, [])
-    for name in ("WatchVehicleEvents", "WatchEntitlementEvents"):
-        await eventually(
-            lambda n=name: scraped(gateway, f'gateway_grpc_stream_subscribers{{stream="{n}"}}'),
-            lambda open_: open_ == 1,
-        )
+    await eventually(
+        lambda: asyncio.gather(*(open_streams_of(gateway, name)
+                                 for name in ("WatchVehicleEvents", "WatchEntitlementEvents"))),
+        lambda counts: counts == [1, 1],
+    )
     await gateway.stop()
     for status in await asyncio.wait_for(asyncio.gather(*streams), 60):
         assert status[0] is grpc.StatusCode.UNAVAILABLE, status
@@ -69,5 +73,5 @@ async def test_a_stream_opened_while_the_gateway_stops_is_told_it_goes_away(
     gateway.hub.close(going_away=True)
     gateway.entitlement_hub.close(going_away=True)
     gateway.fanout.close(going_away=True)
-    for status in await asyncio.wait_for(asyncio.gather(*open_streams(gateway, channel)), 60):
+    for status in await asyncio.wait_for(asyncio.gather(*open_streams(channel)), 60):
         assert status == (grpc.StatusCode.UNAVAILABLE, status[1]) and "going away" in status[1], status
