@@ -8,7 +8,12 @@ The lease loop renews every third of the lease, each round bounded to half a per
 as well at the first local drop time, so a slot whose lease could not be renewed is dropped
 (connection closed, supervision stopped) before the database lets another gateway claim it.
 The loop runs on through the gateway's drain at shutdown (the leases must outlive the last
-acknowledgement); stop() ends it, disconnects every slot cleanly and releases the leases.
+acknowledgement); stop() ends it, disconnects every slot cleanly and releases the leases. stop()
+bounds itself (each disconnect, the release), so the gateway never cuts it short: a lease left
+behind would keep the slot from the other gateways until it expired.
+
+run() is what the gateway watches (Gateway.wait): it raises SlotSupervisorError when a slot's
+session supervisor ends on its own, rather than leaving a slot leased that nobody reads.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 
 from gateway.config import Config
 from gateway.ingress.mqtt5 import (
@@ -31,7 +36,7 @@ from gateway.metrics import Metrics
 from gateway.store.pg import PG_ERRORS
 from gateway.store.slot_leases_postgres import PostgresLeaseTable
 
-__all__ = ["SlotIngress", "SlotStartError", "build_slot_ingress"]
+__all__ = ["SlotIngress", "SlotStartError", "SlotSupervisorError", "build_slot_ingress"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,11 @@ _DROP_GRACE_S = 1.0
 
 class SlotStartError(Exception):
     """The lease table could not be reached or set up at start."""
+
+
+class SlotSupervisorError(Exception):
+    """A slot's session supervisor ended on its own (a bug): run() raises it, so the gateway
+    ends with it (Gateway.wait) instead of holding a lease on a slot nobody reads."""
 
 
 class SlotIngress:
@@ -71,6 +81,8 @@ class SlotIngress:
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._failed = asyncio.Event()
+        self._failure: SlotSupervisorError | None = None
 
     # -- the interface of MqttSession that the gateway uses --------------------------------
 
@@ -117,17 +129,26 @@ class SlotIngress:
             except BaseException:
                 await self.stop()  # what started disconnects, the leases are released
                 raise
-            self._supervisors[slot] = asyncio.create_task(session.run(), name=f"gateway.slot.{slot}")
+            self._supervise(slot, session.run())
             self._claimed(slot)
         if not first.claimed:
             log.warning("ingest slots: none free, standing by (holder %s)", self.holder)
         self._publish_state()
 
     async def run(self) -> None:
-        """The lease loop until stop(). Cancelling run() does not stop it (see the docstring)."""
+        """The lease loop until stop(). Cancelling run() does not stop it (see the docstring).
+        Raises SlotSupervisorError when a slot's supervisor ended on its own."""
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._lease_loop(), name="gateway.slot-leases")
-        await asyncio.shield(self._loop_task)
+        failed = asyncio.create_task(self._failed.wait(), name="gateway.slot-failure")
+        try:
+            # asyncio.wait, unlike awaiting the task, leaves the lease loop running on cancel.
+            await asyncio.wait((self._loop_task, failed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        if self._failure is not None:
+            raise self._failure
+        self._loop_task.result()  # the lease loop's own error, if it had one
 
     async def stop(self) -> None:
         """Disconnect every slot cleanly, then release the leases and leave the table."""
@@ -139,8 +160,8 @@ class SlotIngress:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        for slot in list(self.sessions):
-            await self._disconnect(slot)
+        # Side by side: N slots take one drop grace, not N.
+        await asyncio.gather(*(self._disconnect(slot) for slot in list(self.sessions)))
         try:
             await asyncio.wait_for(self._keeper.leave(), self._keeper.period_s)
         except (*PG_ERRORS, TimeoutError) as exc:
@@ -241,9 +262,7 @@ class SlotIngress:
         for slot in result.claimed:
             self._claimed(slot)
             session = self._new_session(slot)
-            self._supervisors[slot] = asyncio.create_task(
-                self._connect_and_supervise(slot, session), name=f"gateway.slot.{slot}"
-            )
+            self._supervise(slot, self._connect_and_supervise(slot, session))
 
     async def _connect_and_supervise(self, slot: str, session: MqttSession) -> None:
         """Connect as a newly claimed slot (retrying while the broker is away), then keep it."""
@@ -277,6 +296,24 @@ class SlotIngress:
         self._publish_state()
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _supervise(self, slot: str, supervisor: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(supervisor, name=f"gateway.slot.{slot}")
+        self._supervisors[slot] = task
+        task.add_done_callback(lambda done: self._supervisor_ended(slot, done))
+
+    def _supervisor_ended(self, slot: str, task: asyncio.Task[None]) -> None:
+        """A supervisor ends by _disconnect (it is no longer registered then) or by stop();
+        any other end is a failure: the slot stays leased to us with nobody reading it."""
+        if self._stopping or self._supervisors.get(slot) is not task:
+            return
+        error = None if task.cancelled() else task.exception()
+        cause = f"{type(error).__name__}: {error}" if error is not None else "returned"
+        log.error("ingest slot %s: session supervisor ended (%s)", slot, cause)
+        if self._failure is None:
+            self._failure = SlotSupervisorError(f"ingest slot {slot}: session supervisor ended ({cause})")
+            self._failure.__cause__ = error
+            self._failed.set()
 
     def _new_session(self, slot: str) -> MqttSession:
         session = MqttSession(
