@@ -82,7 +82,7 @@ class Gateway:
         self.entitlement_hub = EventHub()  # its own: outbox cursors are not vehicle-event cursors
         self.fanout = TelemetryFanout(queue_size=config.telemetry_subscriber_queue)
         data_dir = Path(config.data_dir)
-        backends = build_backends(config)
+        backends = build_backends(config, self.metrics)
         self.store = backends.store
         self._shared_store = backends.shared_store
         self._code_records = backends.code_records

@@ -171,6 +171,12 @@ class Metrics:
             "gateway_store_up", "1 while the database component (store, ledger) takes writes",
             ["component"], registry=r,
         )
+        self.store_statement_timeouts = Counter(
+            "gateway_store_statement_timeouts_total",
+            "PostgreSQL statements cut off after store_command_timeout_s (database: store, ledger, leases)",
+            ["database"],
+            registry=r,
+        )
         self.store_probe_failures = Counter(
             "gateway_store_probe_failures_total",
             "Availability probes of a database component (store, ledger) that failed",

@@ -33,6 +33,7 @@ from gateway.ingress.mqtt5 import (
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.ingress.slots import MonotonicClock, Round, SlotKeeper, holder_name, slot_names
 from gateway.metrics import Metrics
+from gateway.store.backends import pool_settings
 from gateway.store.pg import PG_ERRORS
 from gateway.store.slot_leases_postgres import PostgresLeaseTable
 
@@ -347,7 +348,7 @@ def build_slot_ingress(
     on_session: Callable[[bool], None] | None = None,
 ) -> SlotIngress:
     """The slots of `config` (`<mqtt_client_id>-1 .. -mqtt_slots`), leased in its store_url."""
-    table = PostgresLeaseTable(url=config.store_url)
+    table = PostgresLeaseTable(url=config.store_url, settings=pool_settings(config, metrics, "leases"))
     keeper = SlotKeeper(
         table,
         holder=holder_name(),

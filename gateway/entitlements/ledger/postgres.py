@@ -38,7 +38,7 @@ from gateway.entitlements.ledger.sqlite_rows import (
     entitlement_to_json,
 )
 from gateway.store import pg_outbox
-from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase
+from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase, PoolSettings, describe
 from gateway.store.pg_outbox import ENTITLEMENT_EVENTS
 from gateway.store.versions import KnownVersions
 
@@ -46,9 +46,9 @@ T = TypeVar("T")
 
 
 class PostgresLedger:
-    def __init__(self, *, url: str, pool_size: int = 8) -> None:
+    def __init__(self, *, url: str, settings: PoolSettings | None = None) -> None:
         """url: postgresql://user@host:port/db; the schema is migrated at open."""
-        self._db = PgDatabase(url=url, name="gateway-ledger", max_size=pool_size)
+        self._db = PgDatabase(url=url, name="gateway-ledger", settings=settings)
         self._versions = KnownVersions()
         self._write_lock = asyncio.Lock()
 
@@ -72,7 +72,7 @@ class PostgresLedger:
         except asyncpg.UniqueViolationError as exc:  # the only constraints: entitlement id, order id
             raise DuplicateOrder(f"postgresql {self.display}: {exc}") from exc
         except PG_ERRORS as exc:
-            raise LedgerError(f"postgresql {self.display}: {exc}") from exc
+            raise LedgerError(f"postgresql {self.display}: {describe(exc)}") from exc
 
     async def _transaction(self, fn: Callable[[PgConnection], Awaitable[T]]) -> T:
         async def tx() -> T:
