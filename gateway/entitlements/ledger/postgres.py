@@ -25,6 +25,7 @@ from gateway.entitlements.ledger.base import (
     DuplicateOrder,
     LedgerError,
     OutboxEvent,
+    SetConflict,
     SetMark,
     SetRecord,
     VehicleSets,
@@ -156,11 +157,7 @@ class PostgresLedger:
                     c.result_at, c.success,
                 )
             for s in sets:
-                await conn.execute(
-                    "INSERT INTO entitlement_sets (vin, version, entitlement_ids, recorded_at)"
-                    " VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
-                    s.vin, s.version, list(s.entitlement_ids), s.recorded_at,
-                )
+                await _record_set(conn, s)
             for column, marks in (("published_at", published), ("acked_at", acked)):
                 for m in marks:
                     await conn.execute(
@@ -364,6 +361,26 @@ class PostgresLedger:
 
 def _qualified(alias: str, columns: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+
+
+async def _record_set(conn: PgConnection, s: SetRecord) -> None:
+    """Set `s.version` of the VIN, unless it is recorded already. The same content again (a
+    retried batch, or two gateways that agree) is fine; other content is a SetConflict: the
+    version was taken by another gateway whose view differed (a membership change), and the
+    car must never get two different sets under one version."""
+    inserted = await conn.fetchval(
+        "INSERT INTO entitlement_sets (vin, version, entitlement_ids, recorded_at)"
+        " VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING RETURNING true",
+        s.vin, s.version, list(s.entitlement_ids), s.recorded_at,
+    )
+    if inserted:
+        return
+    # A new statement: it sees the other transaction's row, committed by now (the INSERT waited).
+    stored = await conn.fetchval(
+        "SELECT entitlement_ids FROM entitlement_sets WHERE vin = $1 AND version = $2", s.vin, s.version
+    )
+    if stored is None or frozenset(stored) != frozenset(s.entitlement_ids):
+        raise SetConflict(f"entitlement set {s.version} of {s.vin}: recorded by another gateway", [s.vin])
 
 
 def _payloads(events: Sequence[LifecycleEvent]) -> list[bytes]:
