@@ -25,7 +25,7 @@ from gateway.api.explain import ExplainService
 from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.server import SERVICE_NAMES, ServerTls, build_server
 from gateway.api.telemetry import TelemetryService
-from gateway.api.vehicle_reads import StoreReads
+from gateway.api.vehicle_reads import MemoryReads, StoreReads
 from gateway.api.vehicles import VehicleService
 from gateway.broker.managed import ManagedBroker, TlsListener
 from gateway.broker.quarantine import QuarantineOrders
@@ -272,6 +272,8 @@ class Gateway:
         self.security_codes = codes = SecurityCodes(
             records=self._code_records, clock=self.clock, policy=policy
         )
+        # Shared PostgreSQL: each car's session is in the memory of the gateway it talks to.
+        reads = StoreReads(self.store) if cfg.store_url else MemoryReads(self.tracker)
         vehicles = VehicleService(
             tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics,
             publish=self.publish_downlink, reference=reference,
@@ -279,12 +281,11 @@ class Gateway:
                 codes=codes, owner_of=self.ledger.get_owner, metrics=self.metrics, clock=self.clock,
                 policy=policy,
             ),
-            # Shared PostgreSQL: each car's session is in the memory of the gateway it talks to.
-            reads=StoreReads(self.store) if cfg.store_url else None,
+            reads=reads,
         )
         telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics)
         self.explain = ExplainService(
-            session_of=self.tracker.get,
+            session_of=reads.get,
             reference=reference,
             reference_root=Path(cfg.reference_dir),
             metrics=self.metrics,

@@ -312,12 +312,16 @@ class EntitlementEngine:
 
     # -- explain ----------------------------------------------------------------------------------
 
-    def explain(self, vin: str, lang: str) -> list[Explained]:
+    def explain(
+        self, vin: str, lang: str, session: VehicleSession | None = None
+    ) -> list[Explained]:
         """Why each entitlement of the VIN that is not in the car yet (or still has to leave it)
         is held back, with the driver's next step in `lang` ("en" or "de"). An empty blocker
-        list means it is on its way."""
+        list means it is on its way. session: the car as the caller read it (the store, with
+        several gateways); this gateway's own session of it when None."""
         now = self._clock.now()
-        session = self._session_of(vin)
+        if session is None:
+            session = self._session_of(vin)
         out: list[Explained] = []
         for e in self._live.of_vin(vin):
             if e.state in (S.ACTIVE, S.UNLOCKED):
