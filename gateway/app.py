@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -243,9 +244,25 @@ class Gateway:
                 tls=tls,
             )
 
+        def make_publisher() -> Mqtt5Client:
+            # Publish-only (a standby's downlinks): a clean session of its own that the broker
+            # forgets at disconnect, under a client id no slot and no other gateway uses.
+            return Mqtt5Client(
+                host=address.host,
+                port=address.port,
+                client_id=f"{cfg.mqtt_client_id}-pub-{secrets.token_hex(4)}",
+                username=username,
+                password=password,
+                clean_start=True,
+                session_expiry_s=0,
+                on_batch=lambda _batch: None,  # subscribed to nothing
+                tls=tls,
+            )
+
         subscriptions = [(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)]
         if uses_slots(cfg):  # several gateways may share the broker: leased client ids (slots.py)
-            self.mqtt = build_slot_ingress(cfg, make_client, subscriptions, self.metrics, on_session)
+            self.mqtt = build_slot_ingress(cfg, make_client, subscriptions, self.metrics, on_session,
+                                           make_publisher)
             if isinstance(self.ledger, PostgresLedger):  # each car's time-driven work: one live gateway
                 members = PostgresMembers(self.ledger.database)
                 engine.shares = CarShares(me=self.mqtt.holder, read_members=members.live, clock=self.clock)

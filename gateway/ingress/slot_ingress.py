@@ -12,6 +12,11 @@ acknowledgement); stop() ends it, disconnects every slot cleanly and releases th
 bounds itself (each disconnect, the release), so the gateway never cuts it short: a lease left
 behind would keep the slot from the other gateways until it expired.
 
+A downlink goes out through the first connected slot. A gateway holding none (a standby, or
+between a handover and its next claim) opens a publish-only connection of its own on first
+need (`make_publisher`: a clean, non-persistent session under its own client id, subscribed to
+nothing), so a grant or a remote command asked of a standby still reaches the car.
+
 run() is what the gateway watches (Gateway.wait): it raises SlotSupervisorError when a slot's
 session supervisor ends on its own, rather than leaving a slot leased that nobody reads.
 """
@@ -43,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # A slot given up: the clean DISCONNECT may take this long before the connection is dropped.
 _DROP_GRACE_S = 1.0
+# The supervisor name of the publish-only connection (never a slot's client id: those end in -N).
+_PUBLISHER = "publisher"
 
 
 class SlotStartError(Exception):
@@ -65,10 +72,12 @@ class SlotIngress:
         on_session: Callable[[bool], None] | None = None,
         open_table: Callable[[], Awaitable[None]] | None = None,
         close_table: Callable[[], Awaitable[None]] | None = None,
+        make_publisher: Callable[[], Mqtt5Client] | None = None,
     ) -> None:
         """make_client(slot): a client connecting as client id `slot` (persistent session).
         on_session: MqttSession's, for every slot. open_table, close_table: the lease table's
-        connection, opened in start() and closed in stop()."""
+        connection, opened in start() and closed in stop(). make_publisher: the publish-only
+        client used while no slot is connected (None: publishing then fails)."""
         self._keeper = keeper
         self._make_client = make_client
         self._subscriptions = list(subscriptions)
@@ -82,6 +91,9 @@ class SlotIngress:
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._make_publisher = make_publisher
+        self._publisher: MqttSession | None = None
+        self._publisher_lock = asyncio.Lock()
         self._failed = asyncio.Event()
         self._failure: SlotSupervisorError | None = None
 
@@ -162,7 +174,9 @@ class SlotIngress:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         # Side by side: N slots take one drop grace, not N.
-        await asyncio.gather(*(self._disconnect(slot) for slot in list(self.sessions)))
+        await asyncio.gather(
+            *(self._disconnect(slot) for slot in list(self.sessions)), self._stop_publisher()
+        )
         try:
             await asyncio.wait_for(self._keeper.leave(), self._keeper.period_s)
         except (*PG_ERRORS, TimeoutError) as exc:
@@ -192,12 +206,51 @@ class SlotIngress:
     async def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, timeout: float = 10.0
     ) -> int:
-        """Through the first connected slot (a downlink goes to the car whichever session sends it)."""
+        """Through the first connected slot (a downlink goes to the car whichever session sends
+        it); with none, through the publish-only connection."""
         for slot in sorted(self.sessions, key=self._keeper.slots.index):
             session = self.sessions[slot]
             if session.connected:
                 return await session.publish(topic, payload, qos, retain, timeout)
-        raise MqttConnectionLost("no ingest slot connected (standing by, or reconnecting)")
+        publisher = await self._publisher_session()
+        if publisher is None:
+            raise MqttConnectionLost("no ingest slot connected (standing by, or reconnecting)")
+        return await publisher.publish(topic, payload, qos, retain, timeout)
+
+    async def _publisher_session(self) -> MqttSession | None:
+        """The publish-only connection, connected on first need (MqttConnectError when the
+        broker cannot be reached: the caller's publish fails as it would on a slot)."""
+        if self._make_publisher is None or self._stopping:
+            return None
+        async with self._publisher_lock:
+            if self._publisher is None:
+                session = MqttSession(
+                    make_client=self._make_publisher, subscriptions=[],
+                    on_reconnect=self._m.mqtt_reconnects.inc,
+                )
+                await session.start()
+                if self._stopping:  # stop() came meanwhile: it did not see this one
+                    await session.stop()
+                    return None
+                self._publisher = session
+                self._supervise(_PUBLISHER, session.run())
+                log.info("ingest slots: none connected, downlinks go out through a publish-only connection")
+            return self._publisher
+
+    async def _stop_publisher(self) -> None:
+        async with self._publisher_lock:
+            session, self._publisher = self._publisher, None
+        task = self._supervisors.pop(_PUBLISHER, None)
+        if session is not None:
+            try:
+                await asyncio.wait_for(session.stop(), _DROP_GRACE_S)
+            except (TimeoutError, MqttError, OSError):
+                if session.client is not None:
+                    session.client.abort()
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MqttError, OSError):
+                await task
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -346,6 +399,7 @@ def build_slot_ingress(
     subscriptions: Sequence[tuple[str, int]],
     metrics: Metrics,
     on_session: Callable[[bool], None] | None = None,
+    make_publisher: Callable[[], Mqtt5Client] | None = None,
 ) -> SlotIngress:
     """The slots of `config` (`<mqtt_client_id>-1 .. -mqtt_slots`), leased in its store_url."""
     table = PostgresLeaseTable(url=config.store_url, settings=pool_settings(config, metrics, "leases"))
@@ -359,4 +413,5 @@ def build_slot_ingress(
     return SlotIngress(
         keeper=keeper, make_client=make_client, subscriptions=subscriptions, metrics=metrics,
         on_session=on_session, open_table=table.open, close_table=table.close,
+        make_publisher=make_publisher,
     )

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import eventually
+from support import eventually, gateway_channel
 from test_ingest_slots import fleet_config, slots_of
+from test_walking_skeleton import get_vehicle
+from vehicle_client import TestVehicle
 
+from gateway._gen.telematics.v1 import vehicles_pb2, vehicles_pb2_grpc
 from gateway.app import Gateway
 from gateway.broker.managed import ManagedBroker
 from gateway.ingress.mqtt5 import Mqtt5Client
@@ -105,3 +108,35 @@ async def test_a_crashed_slot_supervisor_ends_the_gateway_with_an_error_naming_t
         ingress._make_client = original
     finally:
         await gw.stop()
+
+
+async def test_a_standby_gateway_delivers_a_remote_command_through_a_publish_only_connection(
+    tmp_path: Path, broker: ManagedBroker, pg_url: str
+) -> None:
+    """b holds no slot (a has the only one): it has no ingest session, yet a backend asking b
+    reaches the car, through b's own publish-only connection to the broker."""
+    a = Gateway(fleet_config(tmp_path / "a", broker, pg_url, mqtt_slots=1))
+    b = Gateway(fleet_config(tmp_path / "b", broker, pg_url, mqtt_slots=1))
+    car = TestVehicle("WP0ZZZ99ZJS100199", broker.port)
+    await a.start()
+    try:
+        await b.start()
+        try:
+            assert slots_of(b).held == frozenset() and slots_of(a).held == {"telematics-gateway-1"}
+            await car.connect(with_will=False)
+            await car.listen()
+            async with gateway_channel(b) as channel:
+                stub = vehicles_pb2_grpc.VehicleServiceStub(channel)
+                await eventually(lambda: get_vehicle(stub, car.vin),
+                                 lambda v: v is not None and v.presence == vehicles_pb2.PRESENCE_ONLINE)
+                sent = await stub.SendRemoteCommand(
+                    vehicles_pb2.SendRemoteCommandRequest(vin=car.vin, name="flash_lights")
+                )
+            down = await asyncio.wait_for(car.downlinks.get(), 30)
+            assert down.remote_command.command_id == sent.command_id
+            assert slots_of(b).held == frozenset()  # still a standby: no ingest session taken
+        finally:
+            await b.stop()
+    finally:
+        await car.close()
+        await a.stop()
