@@ -30,6 +30,7 @@ from gateway.api.vehicle_reads import MemoryReads, StoreReads
 from gateway.api.vehicles import VehicleService
 from gateway.broker.managed import ManagedBroker, TlsListener
 from gateway.broker.quarantine import QuarantineOrders
+from gateway.broker.supervisor import BrokerSupervisor
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, split_listen
 from gateway.egress.telemetry import TelemetryFanout
@@ -40,7 +41,8 @@ from gateway.entitlements.ledger import LedgerError
 from gateway.entitlements.ledger.postgres import PostgresLedger
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.http import build_http_app
-from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError
+from gateway.ingress.broker_grants import BrokerGrants
+from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError, MqttSubscribeError
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.ingress.mqtt_tls import MqttTls, MqttTlsError, client_context
 from gateway.ingress.slot_ingress import SlotIngress, SlotStartError, build_slot_ingress
@@ -67,6 +69,9 @@ log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 60.0
 PRESENCE_TICK_S = 1.0
+# The session expiry the gateway asks for: the broker keeps its subscriptions and queues what
+# cars send for this long while the gateway is away (README "Architecture").
+SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 class GatewayStartError(Exception):
@@ -106,6 +111,14 @@ class Gateway:
                     gateway_identity=config.mqtt_client_id,
                 ) if config.mqtt_tls_port else None,
             )
+        # A managed broker that dies is started again (README "Architecture", Broker restarts).
+        self.broker_supervisor = BrokerSupervisor(
+            self.broker, restarts=self.metrics.broker_restarts
+        ) if self.broker is not None else None
+        self.broker_grants = BrokerGrants(
+            asked_expiry_s=SESSION_EXPIRY_S, shared_group=config.mqtt_shared_group,
+            short_s=config.mqtt_session_expiry_warn_s, gauge=self.metrics.mqtt_session_expiry,
+        )
         self.tracker = SessionTracker()
         self.ledger = backends.ledger
         # Shared PostgreSQL: other gateways' commits wake this one's Watch streams (NOTIFY).
@@ -239,7 +252,7 @@ class Gateway:
                 username=username,
                 password=password,
                 clean_start=False,  # persistent: the broker keeps what we have not acked
-                session_expiry_s=7 * 24 * 3600,
+                session_expiry_s=SESSION_EXPIRY_S,
                 on_batch=pipeline.on_batch,
                 tls=tls,
             )
@@ -261,8 +274,10 @@ class Gateway:
 
         subscriptions = [(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)]
         if uses_slots(cfg):  # several gateways may share the broker: leased client ids (slots.py)
-            self.mqtt = build_slot_ingress(cfg, make_client, subscriptions, self.metrics, on_session,
-                                           make_publisher)
+            self.mqtt = build_slot_ingress(
+                cfg, make_client, subscriptions, self.metrics, on_session, self.broker_grants.check,
+                make_publisher,
+            )
             if isinstance(self.ledger, PostgresLedger):  # each car's time-driven work: one live gateway
                 members = PostgresMembers(self.ledger.database)
                 engine.shares = CarShares(me=self.mqtt.holder, read_members=members.live, clock=self.clock)
@@ -274,12 +289,15 @@ class Gateway:
                 on_session=on_session,
                 on_disconnected=lambda _exc: self.metrics.mqtt_connected.set(0),
                 on_reconnect=self.metrics.mqtt_reconnects.inc,
+                check_connack=self.broker_grants.check,
             )
         holder.append(self.mqtt)
         try:
             await self.mqtt.start()
         except MqttConnectError as exc:
             raise GatewayStartError(f"cannot connect to the MQTT broker at {address.display}: {exc}") from exc
+        except MqttSubscribeError as exc:  # e.g. 0x9e: a broker without shared subscriptions
+            raise GatewayStartError(str(exc)) from exc
         except SlotStartError as exc:
             raise GatewayStartError(f"{exc} ({self._store_display})") from exc
         self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
@@ -334,7 +352,9 @@ class Gateway:
 
         host, port = split_listen(cfg.http_listen, "http_listen")
         self._http_runner = web.AppRunner(
-            build_http_app(registry=self.metrics.registry, readiness=self.readiness),
+            build_http_app(
+                registry=self.metrics.registry, readiness=self.readiness, warnings=self.readiness_warnings
+            ),
             access_log=None,
         )
         await self._http_runner.setup()
@@ -350,6 +370,9 @@ class Gateway:
             asyncio.create_task(engine.run(), name="gateway.entitlements"),
             asyncio.create_task(self.availability.run(), name="gateway.store-availability"),
         ]
+        if self.broker_supervisor is not None:
+            supervise = self.broker_supervisor.run()
+            self._tasks.append(asyncio.create_task(supervise, name="gateway.broker-supervisor"))
         if self.outbox_listener is not None:
             listen = self.outbox_listener.run()
             self._tasks.append(asyncio.create_task(listen, name="gateway.outbox-listener"))
@@ -460,10 +483,18 @@ class Gateway:
             raise MqttError(f"broker refused the publish to {topic}: reason code {code:#x}")
 
     def readiness(self) -> dict[str, bool]:
-        return {
+        parts = {
             "mqtt": bool(self.mqtt and self.mqtt.connected) and not self._stopping,
             "store": self.store.is_open and self.ledger.is_open and self.availability.available,
         }
+        if self.broker_supervisor is not None:  # the managed broker's process (being restarted)
+            parts["broker"] = self.broker_supervisor.up
+        return parts
+
+    def readiness_warnings(self) -> list[str]:
+        """Conditions /readyz shows without taking the gateway out of service."""
+        short_expiry = self.broker_grants.warning()
+        return [short_expiry] if short_expiry else []
 
     def reload_reference(self) -> tuple[bool, str]:
         """SIGHUP: swap in freshly validated data, or keep the old snapshot and say why."""

@@ -71,6 +71,9 @@ class Config:
     # renewed every third of mqtt_slot_lease_s (gateway/ingress/slots.py).
     mqtt_slots: int = 1
     mqtt_slot_lease_s: float = 15.0
+    # A broker granting a shorter session expiry than this (CONNACK) is a /readyz warning:
+    # a gateway away longer loses what cars sent meanwhile (gateway/ingress/broker_grants.py).
+    mqtt_session_expiry_warn_s: float = 3600.0
     mosquitto_bin: str = ""  # empty: found on PATH or in /usr/sbin
     # Store. Empty store_url: SQLite files in data_dir; postgresql://user@host:port/db: that
     # PostgreSQL database (README "PostgreSQL"). Not in repr(): it may hold a password.
@@ -207,6 +210,7 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "mqtt_shared_group": cv.shared_group,
     "mqtt_slots": cv.int_in(1, 1000),
     "mqtt_slot_lease_s": cv.seconds_in(0.3, 3600),
+    "mqtt_session_expiry_warn_s": cv.seconds_in(0, 7 * 86400),
     "mosquitto_bin": cv.executable,
     "data_dir": cv.non_empty,
     "store_url": cv.store_url,

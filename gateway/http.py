@@ -9,9 +9,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 def build_http_app(
-    *, registry: CollectorRegistry, readiness: Callable[[], dict[str, bool]]
+    *,
+    registry: CollectorRegistry,
+    readiness: Callable[[], dict[str, bool]],
+    warnings: Callable[[], list[str]] = list,
 ) -> web.Application:
-    """readiness: the components that must be up, by name (e.g. broker session, store)."""
+    """readiness: the components that must be up, by name (e.g. broker session, store).
+    warnings: conditions an operator should see that do not stop the gateway from serving (a
+    short MQTT session expiry): listed by /readyz, which stays 200 for them."""
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -26,6 +31,8 @@ def build_http_app(
         body: dict[str, object] = {"status": "not ready" if down else "ready", "components": parts}
         if down:  # e.g. "store unavailable": the gateway waits for its database (alive, /healthz)
             body["reason"] = ", ".join(f"{name} unavailable" for name in down)
+        if noted := warnings():
+            body["warnings"] = noted
         return web.json_response(body, status=503 if down else 200)
 
     app = web.Application()

@@ -111,6 +111,14 @@ class Metrics:
         self.mqtt_reconnects = Counter(
             "gateway_mqtt_reconnects_total", "Reconnections to the broker", registry=r
         )
+        self.mqtt_session_expiry = Gauge(
+            "gateway_mqtt_session_expiry_seconds",
+            "Session expiry the broker granted on the last connect (what it keeps while we are away)",
+            registry=r,
+        )
+        self.broker_restarts = Counter(
+            "gateway_broker_restarts_total", "Restarts of the managed broker after it died", registry=r
+        )
         # Ingest slots (gateway/ingress/slots.py): only with store_url and an external broker.
         self.ingest_slots_held = Gauge(
             "gateway_ingest_slots_held", "Ingest slots (MQTT client ids) this gateway holds a lease on",

@@ -211,6 +211,7 @@ class ManagedBroker:
         self._binary = find_mosquitto(mosquitto)
         self._max_packet_size = max_packet_size
         self._proc: subprocess.Popen[bytes] | None = None
+        self._conf: Path | None = None  # the configuration written by start_sync
         self.credentials: BrokerCredentials | None = None
 
     @property
@@ -254,27 +255,88 @@ class ManagedBroker:
             max_packet_size=self._max_packet_size,
             tls=tls,
         )
-        self._proc = subprocess.Popen(
+        self._conf = conf
+        self._proc = self._spawn(conf)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._listening():
+                return self.credentials
+            time.sleep(0.02)
+        self.stop_sync()
+        raise BrokerStartError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
+
+    def _spawn(self, conf: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [self._binary, "-c", str(conf)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the terminal goes to the gateway, which stops us
-            # Death signals follow the forking *thread*: start_sync must run on the main thread.
+            # Death signals follow the forking *thread*: spawn on the main thread only.
             preexec_fn=_die_with_parent,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise BrokerStartError(f"mosquitto exited with {self._proc.returncode}: {err.strip()}")
-            if _port_open(self.host, self.port) and (
-                tls is None or _port_open(tls.connect_host, tls.port)
-            ):
-                return self.credentials
-            time.sleep(0.02)
-        self.stop_sync()
-        raise BrokerStartError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
+
+    def _listening(self) -> bool:
+        """True once every listener accepts; BrokerStartError if the child has exited."""
+        proc = self._proc
+        if proc is None:
+            raise BrokerStartError("the managed broker is not running")
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise BrokerStartError(f"mosquitto exited with {proc.returncode}: {err.strip()}")
+        tls = self.tls
+        return _port_open(self.host, self.port) and (tls is None or _port_open(tls.connect_host, tls.port))
+
+    async def restart(self, timeout: float = 10.0) -> None:
+        """Start the broker again after it died, from the files of the first start: the same
+        gateway password (the gateway's client keeps it), the ACL as it stands (quarantined
+        cars stay denied) and the persistence file (the sessions and queued messages of the
+        last autosave). Call on the event loop of the main thread (the death signal follows
+        the forking thread). Returns once the listeners accept connections."""
+        old, conf = self._proc, self._conf
+        if old is None or conf is None:
+            raise BrokerStartError("the managed broker was never started (or was stopped)")
+        if old.poll() is None:
+            raise BrokerStartError(f"the managed broker (pid {old.pid}) is still running")
+        if old.stderr:
+            old.stderr.close()
+        self._reclaim_orphan()
+        self._proc = self._spawn(conf)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._listening():
+            if loop.time() > deadline:
+                self._proc.kill()  # the supervisor tries again after a delay
+                self._proc.wait()
+                raise BrokerStartError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
+            await asyncio.sleep(0.02)
+
+    async def wait_exit(self) -> int:
+        """Wait until the broker process ends (it died, or was killed); its exit status as
+        Popen reports it (negative: the signal that ended it)."""
+        proc = self._proc
+        if proc is None:
+            raise BrokerStartError("the managed broker is not running")
+        if proc.poll() is None:
+            try:
+                pidfd = os.pidfd_open(proc.pid)
+            except OSError:  # no pidfd (Linux before 5.3, a sandbox): a thread waits instead
+                await asyncio.to_thread(proc.wait)  # ends at the latest when stop() ends the child
+            else:
+                loop = asyncio.get_running_loop()
+                ended: asyncio.Future[None] = loop.create_future()
+
+                def readable() -> None:  # the pidfd becomes readable when the process exits
+                    if not ended.done():
+                        ended.set_result(None)
+
+                loop.add_reader(pidfd, readable)
+                try:
+                    await ended
+                finally:
+                    loop.remove_reader(pidfd)
+                    os.close(pidfd)
+        return proc.wait()
 
     def deny_uplinks(self, vins: frozenset[str]) -> None:
         """Have the running broker drop the uplink messages of ``vins``, and only theirs (the
@@ -289,6 +351,7 @@ class ManagedBroker:
 
     def stop_sync(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
+        self._conf = None  # stopped on purpose: nothing to restart
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)

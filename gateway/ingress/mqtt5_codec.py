@@ -61,6 +61,7 @@ RETAIN_AVAILABLE = 0x25
 USER_PROPERTY = 0x26
 MAXIMUM_PACKET_SIZE = 0x27
 SUBSCRIPTION_ID = 0x0B
+SHARED_SUBSCRIPTION_AVAILABLE = 0x2A
 
 # Property id -> wire type: b=byte, h=two-byte int, i=four-byte int, v=varint,
 # s=UTF-8 string, d=binary data, p=string pair.

@@ -21,6 +21,7 @@ from gateway.ingress.mqtt5 import (
     MqttError,
     MqttSubscribeError,
 )
+from gateway.ingress.mqtt5_codec import ConnAck
 
 __all__ = ["MqttSession"]
 
@@ -45,6 +46,7 @@ class MqttSession:
         on_session: Callable[[bool], None] | None = None,
         on_disconnected: Callable[[BaseException | None], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
+        check_connack: Callable[[ConnAck, str], None] | None = None,
         backoff_base_s: float = 0.2,
         backoff_max_s: float = 10.0,
     ) -> None:
@@ -57,6 +59,9 @@ class MqttSession:
         self._on_session = on_session
         self._on_disconnected = on_disconnected
         self._on_reconnect = on_reconnect
+        # Raises (an MqttError) when the broker's CONNACK lacks what we rely on: the connection
+        # is then closed, and start() fails or the reconnect loop tries again later.
+        self._check_connack = check_connack
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._timeout = 10.0
@@ -158,6 +163,12 @@ class MqttSession:
         self._connecting = client
         try:
             session_present = await client.connect(self._timeout)
+            if self._check_connack is not None and client.connack is not None:
+                try:
+                    self._check_connack(client.connack, client.address)
+                except BaseException:
+                    await client.disconnect()
+                    raise
             self._notify(self._on_session, session_present)
             try:
                 if self._subscriptions:

@@ -35,6 +35,7 @@ from gateway.ingress.mqtt5 import (
     MqttConnectionLost,
     MqttError,
 )
+from gateway.ingress.mqtt5_codec import ConnAck
 from gateway.ingress.mqtt_session import MqttSession
 from gateway.ingress.slots import MonotonicClock, Round, SlotKeeper, holder_name, slot_names
 from gateway.metrics import Metrics
@@ -72,12 +73,13 @@ class SlotIngress:
         on_session: Callable[[bool], None] | None = None,
         open_table: Callable[[], Awaitable[None]] | None = None,
         close_table: Callable[[], Awaitable[None]] | None = None,
+        check_connack: Callable[[ConnAck, str], None] | None = None,
         make_publisher: Callable[[], Mqtt5Client] | None = None,
     ) -> None:
         """make_client(slot): a client connecting as client id `slot` (persistent session).
-        on_session: MqttSession's, for every slot. open_table, close_table: the lease table's
-        connection, opened in start() and closed in stop(). make_publisher: the publish-only
-        client used while no slot is connected (None: publishing then fails)."""
+        on_session, check_connack: MqttSession's, for every slot. open_table, close_table: the
+        lease table's connection, opened in start() and closed in stop(). make_publisher: the
+        publish-only client used while no slot is connected (None: publishing then fails)."""
         self._keeper = keeper
         self._make_client = make_client
         self._subscriptions = list(subscriptions)
@@ -85,6 +87,7 @@ class SlotIngress:
         self._on_session = on_session
         self._open_table = open_table
         self._close_table = close_table
+        self._check_connack = check_connack
         self.sessions: dict[str, MqttSession] = {}
         self._supervisors: dict[str, asyncio.Task[None]] = {}
         self._paused = False
@@ -377,6 +380,7 @@ class SlotIngress:
             on_session=self._on_session,
             on_disconnected=lambda _exc: self._publish_state(),
             on_reconnect=self._m.mqtt_reconnects.inc,
+            check_connack=self._check_connack,
         )
         if self._paused:
             session.pause_reading()
@@ -399,6 +403,7 @@ def build_slot_ingress(
     subscriptions: Sequence[tuple[str, int]],
     metrics: Metrics,
     on_session: Callable[[bool], None] | None = None,
+    check_connack: Callable[[ConnAck, str], None] | None = None,
     make_publisher: Callable[[], Mqtt5Client] | None = None,
 ) -> SlotIngress:
     """The slots of `config` (`<mqtt_client_id>-1 .. -mqtt_slots`), leased in its store_url."""
@@ -413,5 +418,5 @@ def build_slot_ingress(
     return SlotIngress(
         keeper=keeper, make_client=make_client, subscriptions=subscriptions, metrics=metrics,
         on_session=on_session, open_table=table.open, close_table=table.close,
-        make_publisher=make_publisher,
+        check_connack=check_connack, make_publisher=make_publisher,
     )

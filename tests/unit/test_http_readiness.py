@@ -39,3 +39,21 @@ async def test_readyz_is_503_with_the_reason_store_unavailable_while_healthz_sta
     status, body = await get(f"{base}/readyz")
     assert status == 503 and body["reason"] == "store unavailable" and body["status"] == "not ready"
     assert (await get(f"{base}/healthz"))[0] == 200
+
+
+async def test_readyz_lists_warnings_and_stays_200_for_them() -> None:
+    noted: list[str] = []
+    runner = web.AppRunner(build_http_app(
+        registry=CollectorRegistry(), readiness=lambda: {"mqtt": True}, warnings=lambda: list(noted)
+    ))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/readyz"
+        assert await get(url) == (200, {"status": "ready", "components": {"mqtt": True}})
+        noted.append("short session expiry")
+        assert await get(url) == (200, {"status": "ready", "components": {"mqtt": True},
+                                      "warnings": ["short session expiry"]})
+    finally:
+        await runner.cleanup()
