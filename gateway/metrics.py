@@ -67,6 +67,9 @@ SECURITY_CODE_CHANGES = ("set", "changed", "reset")
 # gateway_messages_stale_total{outcome}: see gateway/session/sequence.py Arrival.
 STALE_OUTCOMES = ("duplicate", "late", "too_old", "other_epoch")
 
+# gateway_store_statement_timeouts_total{database}: the pools of gateway/store/backends.py.
+STATEMENT_DATABASES = ("store", "ledger", "leases")
+
 # gateway_telemetry_sink_failures_total{reason}: see gateway/egress/jetstream.py _store().
 SINK_FAILURE_REASONS = ("timeout", "no_stream", "disconnected", "error")
 
@@ -227,6 +230,12 @@ class Metrics:
             "gateway_store_up", "1 while the database component (store, ledger) takes writes",
             ["component"], registry=r,
         )
+        self.store_statement_timeouts = Counter(
+            "gateway_store_statement_timeouts_total",
+            "PostgreSQL statements cut off after store_command_timeout_s (database: store, ledger, leases)",
+            ["database"],
+            registry=r,
+        )
         self.store_probe_failures = Counter(
             "gateway_store_probe_failures_total",
             "Availability probes of a database component (store, ledger) that failed",
@@ -350,6 +359,8 @@ class Metrics:
             self.messages_rejected.labels(reason)
         for reason in SINK_FAILURE_REASONS:
             self.telemetry_sink_failures.labels(reason)
+        for database in STATEMENT_DATABASES:
+            self.store_statement_timeouts.labels(database)
         for bearer in BEARERS:
             self.vehicles_online.labels(bearer)
         for outcome in STALE_OUTCOMES:
