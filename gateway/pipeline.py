@@ -358,7 +358,7 @@ class Pipeline:
         """
         shared = self._shared
         pending = dict(self._tracker.pending_offline) if shared is not None else None
-        delays = self._commit_backoff.delays()
+        delays: Iterator[float] | None = None  # made at the first wait, not for every batch
         conflicts = 0
         while True:
             applied = self._apply(items, now)
@@ -376,6 +376,7 @@ class Pipeline:
                 conflicts += 1
                 self._m.store_conflicts.inc()
                 if conflicts > MAX_REAPPLY:
+                    delays = delays or self._commit_backoff.delays()
                     await self._failed("store", conflict, delays, outage=False)
                 elif self._commit_log_budget.allow():
                     log.info("batch commit conflicted (%s); applying it again on the stored state", conflict)
@@ -540,7 +541,7 @@ class Pipeline:
         which applies the messages again on the stored state (`_apply_durably`).
         """
         engine_due = self._entitlements is not None and bool(updates)
-        delays = self._commit_backoff.delays()
+        delays: Iterator[float] | None = None  # made at the first failure, not for every batch
         while True:
             step = "entitlements" if engine_due else "store"
             try:
@@ -559,8 +560,10 @@ class Pipeline:
             except VersionConflict as exc:
                 # Another gateway changed an entitlement first; the engine has read it again,
                 # so the next attempt works from it. The database works: readiness not told.
+                delays = delays or self._commit_backoff.delays()
                 await self._failed(step, exc, delays, outage=False)
             except (StoreError, LedgerError) as exc:
+                delays = delays or self._commit_backoff.delays()
                 await self._failed(step, exc, delays)
 
     async def _failed(
