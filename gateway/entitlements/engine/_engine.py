@@ -481,6 +481,18 @@ class EntitlementEngine:
             unsent = [c for c in self._downlinks.unsent(self._commands) if self._mine(c[0].vin)]
             await self._downlinks.send_commands([*fod.downlinks, *unsent])
             await self._send_sets(sets.sets)
+            self._update_delivery_backlog(self._clock.now())
+
+    def _update_delivery_backlog(self, now: float) -> None:
+        """gateway_entitlement_delivery_backlog_seconds: the oldest boot while online (R13) of an
+        online car of this gateway whose set has not gone out yet; 0 when none waits. A car that
+        went offline since its boot waits for the next one (R13), so it is no backlog."""
+        oldest = now
+        for vin, boot in self._boot_at.items():
+            session = self._session_of(vin)
+            if session is not None and is_online(session) and self._mine(vin) and self._sets.is_wanted(vin):
+                oldest = min(oldest, boot)
+        self._m.entitlement_delivery_backlog.set(max(0.0, now - oldest))
 
     async def _end_terms(self, now: float) -> None:
         batch = Batch()
