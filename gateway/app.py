@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from gateway.api.observe import LatencyInterceptor
 from gateway.api.security_codes import SecurityCodeGate, SecurityCodeService
 from gateway.api.server import SERVICE_NAMES, ServerTls, build_server
 from gateway.api.telemetry import TelemetryService
-from gateway.api.vehicle_reads import StoreReads
+from gateway.api.vehicle_reads import MemoryReads, StoreReads
 from gateway.api.vehicles import VehicleService
 from gateway.broker.managed import ManagedBroker, TlsListener
 from gateway.broker.quarantine import QuarantineOrders
@@ -98,7 +99,7 @@ class Gateway:
         ) if config.telemetry_sink == "jetstream" else None
         self.sink: TelemetrySink = self.jetstream if self.jetstream is not None else self.fanout
         data_dir = Path(config.data_dir)
-        backends = build_backends(config)
+        backends = build_backends(config, self.metrics)
         self.store = backends.store
         self._shared_store = backends.shared_store
         self._code_records = backends.code_records
@@ -279,10 +280,26 @@ class Gateway:
                 tls=tls,
             )
 
+        def make_publisher() -> Mqtt5Client:
+            # Publish-only (a standby's downlinks): a clean session of its own that the broker
+            # forgets at disconnect, under a client id no slot and no other gateway uses.
+            return Mqtt5Client(
+                host=address.host,
+                port=address.port,
+                client_id=f"{cfg.mqtt_client_id}-pub-{secrets.token_hex(4)}",
+                username=username,
+                password=password,
+                clean_start=True,
+                session_expiry_s=0,
+                on_batch=lambda _batch: None,  # subscribed to nothing
+                tls=tls,
+            )
+
         subscriptions = [(f, 1) for f in topics.subscriptions(cfg.mqtt_shared_group)]
         if uses_slots(cfg):  # several gateways may share the broker: leased client ids (slots.py)
             self.mqtt = build_slot_ingress(
-                cfg, make_client, subscriptions, self.metrics, on_session, self.broker_grants.check
+                cfg, make_client, subscriptions, self.metrics, on_session, self.broker_grants.check,
+                make_publisher,
             )
             if isinstance(self.ledger, PostgresLedger):  # each car's time-driven work: one live gateway
                 members = PostgresMembers(self.ledger.database)
@@ -313,6 +330,8 @@ class Gateway:
         self.security_codes = codes = SecurityCodes(
             records=self._code_records, clock=self.clock, policy=policy
         )
+        # Shared PostgreSQL: each car's session is in the memory of the gateway it talks to.
+        reads = StoreReads(self.store) if cfg.store_url else MemoryReads(self.tracker)
         vehicles = VehicleService(
             tracker=self.tracker, store=self.store, hub=self.hub, metrics=self.metrics,
             publish=self.publish_downlink, reference=reference,
@@ -320,12 +339,11 @@ class Gateway:
                 codes=codes, owner_of=self.ledger.get_owner, metrics=self.metrics, clock=self.clock,
                 policy=policy,
             ),
-            # Shared PostgreSQL: each car's session is in the memory of the gateway it talks to.
-            reads=StoreReads(self.store) if cfg.store_url else None,
+            reads=reads,
         )
         telemetry = TelemetryService(fanout=self.fanout, metrics=self.metrics, jetstream=self.jetstream)
         self.explain = ExplainService(
-            session_of=self.tracker.get,
+            session_of=reads.get,
             reference=reference,
             reference_root=Path(cfg.reference_dir),
             metrics=self.metrics,
@@ -582,7 +600,12 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.mqtt is not None:
+        if isinstance(self.mqtt, SlotIngress):
+            # Bounded by itself and never cut short: it ends by releasing the leases, so the
+            # other gateways take the slots over at once instead of after the lease expired.
+            with contextlib.suppress(Exception):
+                await self.mqtt.stop()
+        elif self.mqtt is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mqtt.stop(), grace)
         # Streams end after what they have, with UNAVAILABLE "going away" (clients resume from

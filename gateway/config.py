@@ -79,6 +79,10 @@ class Config:
     # PostgreSQL database (README "PostgreSQL"). Not in repr(): it may hold a password.
     data_dir: str = "data"
     store_url: str = field(default="", repr=False)
+    # PostgreSQL only: the limit of every statement (one that hangs counts as the database being
+    # unavailable) and the connections of the store's and the ledger's pool each.
+    store_command_timeout_s: float = 30.0
+    store_pool_size: int = 8
     # Servers.
     grpc_listen: str = "127.0.0.1:50051"
     http_listen: str = "127.0.0.1:8080"
@@ -226,6 +230,8 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "mosquitto_bin": cv.executable,
     "data_dir": cv.non_empty,
     "store_url": cv.store_url,
+    "store_command_timeout_s": cv.seconds_in(0.1, 3600),
+    "store_pool_size": cv.int_in(1, 1000),
     "grpc_listen": cv.listen,
     "http_listen": cv.listen,
     "grpc_tls_cert": cv.optional_file,

@@ -8,6 +8,7 @@ contract type is versioned already, so it doubles as the snapshot format.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -54,6 +55,32 @@ def privacy_to_proto(p: Privacy) -> common_pb2.Privacy:
     return common_pb2.Privacy(mode=int(p.mode), services=sorted(p.services))  # type: ignore[arg-type]
 
 
+# A snapshot is serialized for every car each batch changes (the store's hot path, one per car
+# and batch). Its privacy and state are few distinct values: their messages are built once per
+# value (the constructor copies them into each Vehicle; never changed in place here).
+@lru_cache(maxsize=1024)
+def _privacy_message(p: Privacy) -> common_pb2.Privacy:
+    return privacy_to_proto(p)
+
+
+@lru_cache(maxsize=1024)
+def _state_message(state: VehicleState) -> common_pb2.VehicleState:
+    return common_pb2.VehicleState(
+        power=int(state.power),  # type: ignore[arg-type]
+        lock=int(state.lock),  # type: ignore[arg-type]
+        charging_plug=int(state.charging_plug),  # type: ignore[arg-type]
+        identity_verified=state.identity_verified,
+        has_identity_verified=True,
+    )
+
+
+def _set_timestamp(ts: Timestamp, seconds: float) -> None:
+    """`timestamp(seconds)` written into the field in place (no message built and copied)."""
+    whole = int(seconds)
+    ts.seconds = whole
+    ts.nanos = round((seconds - whole) * 1e9) % 1_000_000_000
+
+
 def vehicle_to_proto(s: VehicleSession) -> vehicles_pb2.Vehicle:
     v = vehicles_pb2.Vehicle(
         vin=s.vin,
@@ -66,14 +93,8 @@ def vehicle_to_proto(s: VehicleSession) -> vehicles_pb2.Vehicle:
         radio=int(s.radio),  # type: ignore[arg-type]
         roaming=s.roaming,
         roaming_enabled=s.roaming_enabled,
-        privacy=privacy_to_proto(s.privacy),
-        state=common_pb2.VehicleState(
-            power=int(s.state.power),  # type: ignore[arg-type]
-            lock=int(s.state.lock),  # type: ignore[arg-type]
-            charging_plug=int(s.state.charging_plug),  # type: ignore[arg-type]
-            identity_verified=s.state.identity_verified,
-            has_identity_verified=True,
-        ),
+        privacy=_privacy_message(s.privacy),
+        state=_state_message(s.state),
         presence=int(s.presence),  # type: ignore[arg-type]
         offline_reason=int(s.offline_reason),  # type: ignore[arg-type]
         last_sequence=s.last_sequence,
@@ -82,11 +103,11 @@ def vehicle_to_proto(s: VehicleSession) -> vehicles_pb2.Vehicle:
         heartbeat_interval_s=s.heartbeat_interval_s,
     )
     if s.presence_changed_at:
-        v.presence_changed_at.CopyFrom(timestamp(s.presence_changed_at))
+        _set_timestamp(v.presence_changed_at, s.presence_changed_at)
     if s.last_seen_at:
-        v.last_seen_at.CopyFrom(timestamp(s.last_seen_at))
+        _set_timestamp(v.last_seen_at, s.last_seen_at)
     if s.last_boot_at:
-        v.last_boot_at.CopyFrom(timestamp(s.last_boot_at))
+        _set_timestamp(v.last_boot_at, s.last_boot_at)
     return v
 
 

@@ -67,6 +67,9 @@ SECURITY_CODE_CHANGES = ("set", "changed", "reset")
 # gateway_messages_stale_total{outcome}: see gateway/session/sequence.py Arrival.
 STALE_OUTCOMES = ("duplicate", "late", "too_old", "other_epoch")
 
+# gateway_store_statement_timeouts_total{database}: the pools of gateway/store/backends.py.
+STATEMENT_DATABASES = ("store", "ledger", "leases")
+
 # gateway_telemetry_sink_failures_total{reason}: see gateway/egress/jetstream.py _store().
 SINK_FAILURE_REASONS = ("timeout", "no_stream", "disconnected", "error")
 
@@ -227,6 +230,12 @@ class Metrics:
             "gateway_store_up", "1 while the database component (store, ledger) takes writes",
             ["component"], registry=r,
         )
+        self.store_statement_timeouts = Counter(
+            "gateway_store_statement_timeouts_total",
+            "PostgreSQL statements cut off after store_command_timeout_s (database: store, ledger, leases)",
+            ["database"],
+            registry=r,
+        )
         self.store_probe_failures = Counter(
             "gateway_store_probe_failures_total",
             "Availability probes of a database component (store, ledger) that failed",
@@ -350,6 +359,8 @@ class Metrics:
             self.messages_rejected.labels(reason)
         for reason in SINK_FAILURE_REASONS:
             self.telemetry_sink_failures.labels(reason)
+        for database in STATEMENT_DATABASES:
+            self.store_statement_timeouts.labels(database)
         for bearer in BEARERS:
             self.vehicles_online.labels(bearer)
         for outcome in STALE_OUTCOMES:
@@ -369,6 +380,12 @@ class Metrics:
             "gateway_entitlement_delivery_seconds",
             "Services: boot while online -> entitlement set published to the car (R13)",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+            registry=r,
+        )
+        self.entitlement_delivery_backlog = Gauge(
+            "gateway_entitlement_delivery_backlog_seconds",
+            "Age of the oldest boot while online whose entitlement set has not been published to"
+            " the still-online car (R13); 0 when none waits; updated every engine tick",
             registry=r,
         )
         self.fod_unlock_seconds = Histogram(

@@ -371,15 +371,25 @@ class Pipeline:
         """
         shared = self._shared
         pending = dict(self._tracker.pending_offline) if shared is not None else None
-        delays = self._commit_backoff.delays()
+        delays: Iterator[float] | None = None  # made at the first wait, not for every batch
         conflicts = 0
+        sent: set[tuple[str, int, int]] = set()  # (vin, sequence, sample) handed to the sink
         while True:
             applied = self._apply(items, now)
             # The sink has the records before the commit marks their messages as seen (replay
             # window) and long before the acknowledgement: after a crash the broker delivers
             # them again and they are handed over again (at least once; a durable sink drops a
             # repeat by message id), never lost. It waits while a durable sink is down.
-            await self._to_sink(applied.records)
+            # Applied again after a conflict, the same messages give the same records: those
+            # handed over already are not handed over twice (live subscribers would see them
+            # twice). A record handed over before a conflict was judged right: its privacy is
+            # its own envelope header's (R22), whatever the other gateway wrote meanwhile.
+            if shared is None:
+                await self._to_sink(applied.records)
+            else:
+                keyed = _keyed(applied.records)
+                await self._to_sink([r for key, r in keyed if key not in sent])
+                sent.update(key for key, _ in keyed)
             try:
                 await self._make_durable(applied.updates, applied.dirty, applied.events)
                 return applied
@@ -389,6 +399,7 @@ class Pipeline:
                 conflicts += 1
                 self._m.store_conflicts.inc()
                 if conflicts > MAX_REAPPLY:
+                    delays = delays or self._commit_backoff.delays()
                     await self._failed("store", conflict, delays, outage=False)
                 elif self._commit_log_budget.allow():
                     log.info("batch commit conflicted (%s); applying it again on the stored state", conflict)
@@ -554,7 +565,7 @@ class Pipeline:
         which applies the messages again on the stored state (`_apply_durably`).
         """
         engine_due = self._entitlements is not None and bool(updates)
-        delays = self._commit_backoff.delays()
+        delays: Iterator[float] | None = None  # made at the first failure, not for every batch
         while True:
             step = "entitlements" if engine_due else "store"
             try:
@@ -573,8 +584,10 @@ class Pipeline:
             except VersionConflict as exc:
                 # Another gateway changed an entitlement first; the engine has read it again,
                 # so the next attempt works from it. The database works: readiness not told.
+                delays = delays or self._commit_backoff.delays()
                 await self._failed(step, exc, delays, outage=False)
             except (StoreError, LedgerError) as exc:
+                delays = delays or self._commit_backoff.delays()
                 await self._failed(step, exc, delays)
 
     async def _failed(
@@ -729,6 +742,19 @@ class Pipeline:
         self._m.vehicles_tracked.set(len(self._tracker.sessions))
 
 
+
+
+def _keyed(
+    records: list[telemetry_pb2.TelemetryRecord],
+) -> list[tuple[tuple[str, int, int], telemetry_pb2.TelemetryRecord]]:
+    """Each record with (vin, sequence, k): the k-th record of its envelope in the batch."""
+    seen: Counter[tuple[str, int]] = Counter()
+    out = []
+    for r in records:
+        k = seen[r.vin, r.sequence]
+        seen[r.vin, r.sequence] += 1
+        out.append(((r.vin, r.sequence, k), r))
+    return out
 
 
 def _redact(rec: telemetry_pb2.TelemetryRecord, redaction: TelemetryRedaction) -> int:

@@ -204,4 +204,4 @@ class EngineExplainer:
     def explain_entitlements(
         self, session: VehicleSession, lang: Literal["en", "de"]
     ) -> list[explain_pb2.EntitlementExplanation]:
-        return explanations_to_proto(self._engine.explain(session.vin, lang))
+        return explanations_to_proto(self._engine.explain(session.vin, lang, session))

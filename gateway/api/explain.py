@@ -7,7 +7,7 @@ snapshot; entitlement blockers come from the entitlement engine when one is wire
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -40,14 +40,15 @@ class ExplainService(explain_pb2_grpc.ExplainServiceServicer):
     def __init__(
         self,
         *,
-        session_of: Callable[[str], VehicleSession | None],
+        session_of: Callable[[str], Awaitable[VehicleSession | None]],
         reference: ReferenceStore,
         reference_root: Path,
         metrics: Metrics,
         entitlements: EntitlementExplainer | None = None,
     ) -> None:
         """
-        session_of: the current session of a VIN (None: never seen).
+        session_of: the current session of a VIN (None: never seen): this gateway's memory,
+        or the store with several gateways on one database (gateway/api/vehicle_reads.py).
         reference, reference_root: the data snapshot and where to reload it from.
         entitlements: explains pending entitlements; None until the engine is wired.
         """
@@ -69,7 +70,7 @@ class ExplainService(explain_pb2_grpc.ExplainServiceServicer):
             lang = "de"
         else:
             raise invalid(f"language must be 'en' or 'de', got {request.language!r}")
-        session = self._session_of(request.vin)
+        session = await self._session_of(request.vin)
         if session is None:
             raise not_found(f"vehicle {request.vin} has never connected")
         ref = self._reference.current

@@ -126,7 +126,9 @@ class VehicleService(vehicles_pb2_grpc.VehicleServiceServicer):
         check_vin(request.vin)
         if not request.name:
             raise invalid("name must not be empty")
-        session = self._tracker.get(request.vin)
+        # The car as GetVehicle sees it: with several gateways, the one its messages reach may
+        # not be this one (the store has what that one committed).
+        session = await self._reads.get(request.vin)
         if session is None:
             raise not_found(f"vehicle {request.vin} has never connected")
         decision = remote_command_allowed(session)  # R22: privacy mode refuses remote services

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from gateway.entitlements.ledger import LedgerError
 from gateway.security.codes import CodeRecord
-from gateway.store.pg import PG_ERRORS, PgConnection, PgDatabase, PgExecutor
+from gateway.store.pg import PG_ERRORS, PgConnection, PgDatabase, PgExecutor, describe
 
 T = TypeVar("T")
 # Two-key advisory locks (class, hash of the account): apart from the one-key locks elsewhere.
@@ -40,7 +40,7 @@ class PostgresCodeRecords:
         try:
             return await call
         except PG_ERRORS as exc:  # the ledger's database: its error, as for every ledger call
-            raise LedgerError(f"postgresql {self._db.display}: {exc}") from exc
+            raise LedgerError(f"postgresql {self._db.display}: {describe(exc)}") from exc
 
     async def read(self, account: str) -> CodeRecord | None:
         async def read() -> CodeRecord | None:
@@ -84,7 +84,7 @@ class PostgresCodeRecords:
         try:
             conn = await self._db.pool.acquire()
         except PG_ERRORS as exc:
-            raise LedgerError(f"postgresql {self._db.display}: {exc}") from exc
+            raise LedgerError(f"postgresql {self._db.display}: {describe(exc)}") from exc
         try:
             await self._run(conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS, account))
             token = _held.set(conn)

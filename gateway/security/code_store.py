@@ -7,7 +7,11 @@ The failure count and the lockout are durable on purpose: restarting (or crashin
 must not give an attacker a fresh series of guesses. Attempts on one account are serialised
 (an asyncio lock per account, and the records' own `exclusive` for gateways sharing one
 database), so parallel guesses cannot all be checked before the first failure is counted.
-The slow hash runs in a worker thread, never on the event loop or a database thread.
+The slow hash runs in a worker thread, never on the event loop or a database thread, and
+before the attempt takes its lock: on PostgreSQL the lock holds a pooled connection, which
+must not sit idle through ~50 ms of hashing per attempt (a burst of attempts would drain the
+ledger's pool). The attempt then re-reads the record under the lock and judges it there
+(lockout, counting); only if the code itself changed meanwhile is the hash run again.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ class CheckResult:
 class SetResult:
     changed: bool  # True: an existing code was replaced; False: the first code was set
     check: CheckResult  # OK, or why the old code was refused
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    code_hash: str | None  # the stored hash the code was compared with; None: not compared
+    right: bool
 
 
 class CodeAlreadySet(Exception):
@@ -81,8 +91,19 @@ class SecurityCodes:
         """Store `record`; False (nothing written) when the account owns no vehicle any more."""
         return await self._records.write(account, record, self._clock.now())
 
-    async def _check_locked(self, account: str, code: str) -> tuple[CheckResult, CodeRecord | None]:
-        """The check itself; the caller holds the account's lock."""
+    async def _verify_unlocked(self, account: str, code: str) -> _Verified:
+        """Before the account's lock: the stored hash and whether `code` matches it (nothing
+        hashed when there is no code or the account is locked: a locked account costs no CPU)."""
+        record = await self._read(account)
+        if record is None or record.code_hash is None or record.locked_at(self._clock.now()):
+            return _Verified(None, False)
+        return _Verified(record.code_hash, await asyncio.to_thread(verify_code, code, record.code_hash))
+
+    async def _check_locked(
+        self, account: str, code: str, verified: _Verified
+    ) -> tuple[CheckResult, CodeRecord | None]:
+        """The check itself on the record as it is now; the caller holds the account's lock.
+        `verified`: the hash comparison done before the lock, reused when the code is the same."""
         record = await self._read(account)
         if record is None or record.code_hash is None:
             return CheckResult(Attempt.NOT_SET), record
@@ -93,7 +114,10 @@ class SecurityCodes:
         record = record.settled(now)
         stored = record.code_hash
         assert stored is not None
-        if await asyncio.to_thread(verify_code, code, stored):
+        right = verified.right
+        if verified.code_hash != stored:  # set or changed meanwhile (rare): judge the new one
+            right = await asyncio.to_thread(verify_code, code, stored)
+        if right:
             record = record.after_right()
             await self._write(account, record)
             return CheckResult(Attempt.OK), record
@@ -107,8 +131,9 @@ class SecurityCodes:
     async def check(self, account: str, code: str) -> CheckResult:
         """R7: is `code` the account's security code? Wrong codes are counted; the one that
         reaches the limit locks the account (its result carries the retry time)."""
+        verified = await self._verify_unlocked(account, code)
         async with self._serial(account):
-            result, _ = await self._check_locked(account, code)
+            result, _ = await self._check_locked(account, code, verified)
             return result
 
     async def is_set(self, account: str) -> bool:
@@ -120,6 +145,7 @@ class SecurityCodes:
         wrong one counts towards the lockout like any wrong code). CodeAlreadySet when a code
         is set and `old_code` is empty."""
         new_hash = await asyncio.to_thread(hash_code, new_code)
+        verified = await self._verify_unlocked(account, old_code) if old_code else _Verified(None, False)
         async with self._serial(account):
             record = await self._read(account)
             if record is None or record.code_hash is None:
@@ -128,7 +154,7 @@ class SecurityCodes:
                 return SetResult(changed=False, check=CheckResult(Attempt.OK))
             if not old_code:
                 raise CodeAlreadySet
-            result, record = await self._check_locked(account, old_code)
+            result, record = await self._check_locked(account, old_code, verified)
             changed = result.attempt is Attempt.OK
             if changed and not await self._write(account, CodeRecord(code_hash=new_hash)):
                 raise NoVehicle

@@ -14,10 +14,12 @@ from gateway.config import Config
 from gateway.entitlements.ledger import Ledger
 from gateway.entitlements.ledger.postgres import PostgresLedger
 from gateway.entitlements.ledger.sqlite import SqliteLedger
+from gateway.metrics import Metrics
 from gateway.security.code_records import CodeRecords
 from gateway.security.code_records_postgres import PostgresCodeRecords
 from gateway.security.code_records_sqlite import SqliteCodeRecords
 from gateway.store.base import SharedStore, Store
+from gateway.store.pg import PoolSettings
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
@@ -33,11 +35,22 @@ class Backends:
     shared_store: SharedStore | None = None
 
 
-def build_backends(config: Config) -> Backends:
+def pool_settings(config: Config, metrics: Metrics | None, database: str) -> PoolSettings:
+    """The PostgreSQL pool of `database` (store, ledger, leases) as `config` sets it; its
+    statements cut off by the time limit are counted in `metrics`."""
+    on_timeout = metrics.store_statement_timeouts.labels(database).inc if metrics is not None else None
+    return PoolSettings(
+        max_size=config.store_pool_size,
+        command_timeout_s=config.store_command_timeout_s,
+        on_timeout=on_timeout,
+    )
+
+
+def build_backends(config: Config, metrics: Metrics | None = None) -> Backends:
     """The (unopened) store, ledger and code records for `config`."""
     if config.store_url:
-        pg_ledger = PostgresLedger(url=config.store_url)
-        pg_store = PostgresStore(url=config.store_url)
+        pg_ledger = PostgresLedger(url=config.store_url, settings=pool_settings(config, metrics, "ledger"))
+        pg_store = PostgresStore(url=config.store_url, settings=pool_settings(config, metrics, "store"))
         return Backends(
             store=pg_store,
             shared_store=pg_store,

@@ -26,7 +26,7 @@ from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store import pg_outbox
 from gateway.store.base import PendingEvent, StoreConflict, StoredEvent, StoreError
-from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase, u64
+from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase, PoolSettings, describe, u64
 from gateway.store.pg_outbox import VEHICLE_EVENTS
 from gateway.store.versions import KnownVersions
 
@@ -76,9 +76,9 @@ def _session(r: asyncpg.Record) -> VehicleSession:
 
 
 class PostgresStore:
-    def __init__(self, *, url: str, pool_size: int = 8) -> None:
+    def __init__(self, *, url: str, settings: PoolSettings | None = None) -> None:
         """url: postgresql://user@host:port/db; the schema is migrated at open."""
-        self._db = PgDatabase(url=url, name="gateway-store", max_size=pool_size)
+        self._db = PgDatabase(url=url, name="gateway-store", settings=settings)
         self._versions = KnownVersions()
         self._commit_lock = asyncio.Lock()
 
@@ -99,7 +99,7 @@ class PostgresStore:
         try:
             return await call
         except PG_ERRORS as exc:
-            raise StoreError(f"postgresql {self.display}: {exc}") from exc
+            raise StoreError(f"postgresql {self.display}: {describe(exc)}") from exc
 
     async def open(self) -> None:
         try:

@@ -11,8 +11,9 @@ Its own small pool: a renewal must not wait behind the pipeline's commits for a 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
-from gateway.store.pg import PgDatabase
+from gateway.store.pg import PgDatabase, PoolSettings
 
 __all__ = ["PostgresLeaseTable"]
 
@@ -49,8 +50,10 @@ _LEAVE = "DELETE FROM ingest_members WHERE holder = $1"
 
 
 class PostgresLeaseTable:
-    def __init__(self, *, url: str) -> None:
-        self.database = PgDatabase(url=url, name="telematics-gateway-leases", max_size=2)
+    def __init__(self, *, url: str, settings: PoolSettings | None = None) -> None:
+        """settings: its time limit and metric; the pool is always 2 connections."""
+        small = replace(settings or PoolSettings(), max_size=2)
+        self.database = PgDatabase(url=url, name="telematics-gateway-leases", settings=small)
 
     @property
     def display(self) -> str:

@@ -22,7 +22,7 @@ from gateway.convert import SequenceExtra, vehicle_from_proto, vehicle_to_proto
 from gateway.model import VehicleSession
 from gateway.store.base import PendingEvent, StoredEvent, StoreError
 from gateway.store.migrate import MigrationError
-from gateway.store.sqlite_thread import SqliteThread, cursor_arg, first_cursor, prune_keeping
+from gateway.store.sqlite_thread import PRUNE_CHUNK, SqliteThread, cursor_arg, first_cursor, prune_keeping
 from gateway.store.versions import KnownVersions
 
 T = TypeVar("T")
@@ -72,6 +72,7 @@ class SqliteStore:
         """path: the database file; its directory is created when missing."""
         self.path = path
         self._db = SqliteThread(path=path, migrations="sqlite_store", name="sqlite-store")
+        self.prune_chunk = PRUNE_CHUNK  # rows per prune step (tests make it small)
         self._versions = KnownVersions()
 
     @property
@@ -211,4 +212,4 @@ class SqliteStore:
         return await self._run(lambda db: first_cursor(db, "vehicle_events"))
 
     async def prune_events(self, keep: int) -> int:
-        return await self._run(lambda db: prune_keeping(db, "vehicle_events", keep))
+        return await prune_keeping(self._run, "vehicle_events", keep, self.prune_chunk)

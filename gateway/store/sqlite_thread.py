@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -40,13 +40,40 @@ def first_cursor(db: sqlite3.Connection, table: str) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def prune_keeping(db: sqlite3.Connection, table: str, keep: int) -> int:
-    """Delete all but the newest `keep` cursors of an event table; the number deleted.
-    AUTOINCREMENT never reuses a pruned cursor, so a pruned one is always recognised."""
+# Rows one prune step deletes: the database thread runs one step at a time, so the readiness
+# probe and the pipeline's commits queued meanwhile wait for one step, never a whole prune.
+PRUNE_CHUNK = 5000
+
+
+def prune_step(db: sqlite3.Connection, table: str, keep: int, limit: int = PRUNE_CHUNK) -> int:
+    """Delete the oldest cursors of an event table beyond the newest `keep`, at most `limit`;
+    the number deleted (below `limit`: nothing more to prune). AUTOINCREMENT never reuses a
+    pruned cursor, so a pruned one is always recognised."""
     row = db.execute(f"SELECT MAX(cursor) FROM {table}").fetchone()
     if not row or row[0] is None:
         return 0
-    return db.execute(f"DELETE FROM {table} WHERE cursor <= ?", (int(row[0]) - keep,)).rowcount
+    return db.execute(
+        f"DELETE FROM {table} WHERE cursor IN"
+        f" (SELECT cursor FROM {table} WHERE cursor <= ? ORDER BY cursor LIMIT ?)",
+        (int(row[0]) - keep, limit),
+    ).rowcount
+
+
+async def prune_keeping(
+    step: Callable[[Callable[[sqlite3.Connection], int]], Awaitable[int]],
+    table: str,
+    keep: int,
+    limit: int = PRUNE_CHUNK,
+) -> int:
+    """Delete all but the newest `keep` cursors of an event table, one `prune_step` per job
+    of the database thread (`step` runs one: SqliteThread.run or a transaction); the number
+    deleted."""
+    total = 0
+    while True:
+        deleted = await step(lambda db: prune_step(db, table, keep, limit))
+        total += deleted
+        if deleted < limit:
+            return total
 
 
 class SqliteClosed(sqlite3.Error):

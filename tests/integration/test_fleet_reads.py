@@ -22,6 +22,8 @@ from gateway._gen.telematics.v1 import (
     common_pb2,
     entitlements_pb2,
     entitlements_pb2_grpc,
+    explain_pb2,
+    explain_pb2_grpc,
     vehicles_pb2,
     vehicles_pb2_grpc,
 )
@@ -47,6 +49,10 @@ class Instance:
     @property
     def entitlements(self) -> entitlements_pb2_grpc.EntitlementServiceStub:
         return entitlements_pb2_grpc.EntitlementServiceStub(self.channel)
+
+    @property
+    def explain(self) -> explain_pb2_grpc.ExplainServiceStub:
+        return explain_pb2_grpc.ExplainServiceStub(self.channel)
 
 
 @pytest.fixture
@@ -221,6 +227,52 @@ async def test_a_killed_listen_connection_is_reconnected_and_an_event_committed_
         [changed] = await asyncio.wait_for(take(stream, 1), 10)
         stream.cancel()
         assert changed.WhichOneof("kind") == "state_changed" and changed.cursor > online.cursor
-        assert sample(b.gw, "gateway_store_notify_reconnects_total") == 1
+        # Counted once the new connection is set up, which wakes the stream first.
+        await eventually(lambda: asyncio.sleep(0, sample(b.gw, "gateway_store_notify_reconnects_total")),
+                         lambda n: n == 1)
+    finally:
+        await car.close()
+
+
+async def test_a_remote_command_on_another_gateway_judges_the_car_as_stored(
+    fleet: tuple[Instance, Instance],
+) -> None:
+    """B never saw the car: SendRemoteCommand reads it from the store, as GetVehicle does, so
+    the answer does not depend on which gateway is asked (here: R22 privacy refuses it)."""
+    a, b = fleet
+    car = TestVehicle(VIN, a.gw.config.mqtt_port)
+    car.privacy = common_pb2.Privacy(mode=common_pb2.PRIVACY_MODE_ALL_SERVICES)
+    await car.connect()
+    try:
+        await eventually(lambda: get_vehicle(b.vehicles, VIN), has(lambda v: True))
+        request = vehicles_pb2.SendRemoteCommandRequest(vin=VIN, name="flash_lights")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await b.vehicles.SendRemoteCommand(request)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "R22" in (refused.value.details() or "")
+        assert VIN not in b.gw.tracker.sessions
+    finally:
+        await car.close()
+
+
+async def test_explain_on_another_gateway_explains_the_car_as_stored(
+    fleet: tuple[Instance, Instance],
+) -> None:
+    a, b = fleet
+    await a.entitlements.SetVehicleOwner(entitlements_pb2.SetVehicleOwnerRequest(vin=VIN, owner=OWNER))
+    granted = await a.entitlements.Grant(grant("order-1", vin=VIN))
+    car = TestVehicle(VIN, a.gw.config.mqtt_port, visited_country="AT", roaming=True)
+    await car.connect(boot=False)
+    try:
+        await eventually(lambda: get_vehicle(b.vehicles, VIN), has(lambda v: v.roaming))
+        answer = await b.explain.Explain(explain_pb2.ExplainRequest(vin=VIN))
+        assert answer.vin == VIN and answer.visited_country == "AT"
+        assert answer.decisions  # the rules were judged on the stored session
+        assert VIN not in b.gw.tracker.sessions
+        # The same entitlements explained as on A, which the car talks to.
+        on_a = await a.explain.Explain(explain_pb2.ExplainRequest(vin=VIN))
+        assert [e.entitlement_id for e in answer.entitlements] == [granted.entitlement_id]
+        assert list(answer.entitlements) == list(on_a.entitlements)
+        assert list(answer.decisions) == list(on_a.decisions)
     finally:
         await car.close()

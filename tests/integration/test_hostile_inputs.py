@@ -36,6 +36,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from support import eventually, free_port, gateway_channel
+from test_walking_skeleton import get_vehicle
 from vehicle_client import TestVehicle
 
 from gateway import topics
@@ -616,8 +617,11 @@ async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Har
             await hostile.connect()
             await good.connect()
             h = Harness(gw, channel, hostile, good)
-            await eventually(lambda: h.vehicle(GOOD), lambda v: v.last_sequence == good.sequence)
-            await eventually(lambda: h.vehicle(HOSTILE), lambda v: v.last_sequence == hostile.sequence)
+            # get_vehicle: None (not NOT_FOUND) until the pipeline has processed the Hello.
+            await eventually(lambda: get_vehicle(h.vehicles, GOOD),
+                             lambda v: v is not None and v.last_sequence == good.sequence)
+            await eventually(lambda: get_vehicle(h.vehicles, HOSTILE),
+                             lambda v: v is not None and v.last_sequence == hostile.sequence)
             yield h
     finally:
         await hostile.close()

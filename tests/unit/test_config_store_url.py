@@ -91,3 +91,12 @@ async def test_an_unreachable_postgresql_fails_the_open_with_a_redacted_message(
         await store.open()
     assert "cannot open postgresql database postgresql://gw:***@127.0.0.1" in str(caught.value)
     assert SECRET not in str(caught.value)
+
+
+def test_the_statement_time_limit_and_pool_size_are_validated() -> None:
+    with pytest.raises(ConfigError, match="store_command_timeout_s"):
+        load_config(None, env={}, store_command_timeout_s=0)
+    with pytest.raises(ConfigError, match="store_pool_size"):
+        load_config(None, env={}, store_pool_size=0)
+    config = load_config(None, env={"GATEWAY_STORE_COMMAND_TIMEOUT_S": "2.5", "GATEWAY_STORE_POOL_SIZE": "3"})
+    assert (config.store_command_timeout_s, config.store_pool_size) == (2.5, 3)

@@ -77,6 +77,7 @@ from gateway.entitlements.ledger.base import (
     Ledger,
     LedgerError,
     OutboxEvent,
+    SetConflict,
     SetMark,
     SetRecord,
     VersionConflict,
@@ -312,12 +313,16 @@ class EntitlementEngine:
 
     # -- explain ----------------------------------------------------------------------------------
 
-    def explain(self, vin: str, lang: str) -> list[Explained]:
+    def explain(
+        self, vin: str, lang: str, session: VehicleSession | None = None
+    ) -> list[Explained]:
         """Why each entitlement of the VIN that is not in the car yet (or still has to leave it)
         is held back, with the driver's next step in `lang` ("en" or "de"). An empty blocker
-        list means it is on its way."""
+        list means it is on its way. session: the car as the caller read it (the store, with
+        several gateways); this gateway's own session of it when None."""
         now = self._clock.now()
-        session = self._session_of(vin)
+        if session is None:
+            session = self._session_of(vin)
         out: list[Explained] = []
         for e in self._live.of_vin(vin):
             if e.state in (S.ACTIVE, S.UNLOCKED):
@@ -467,10 +472,29 @@ class EntitlementEngine:
                 self._open_fod_windows(fod, now)
                 await self._commit(fod)
                 sets = self._record_sets(now)
-                await self._commit(sets)
+                try:
+                    await self._commit(sets)
+                except SetConflict as exc:
+                    # Another gateway took the version first (its sets are read again by now):
+                    # nothing to send; the next tick, at once, records on top of it.
+                    log.info("entitlement sets: %s; recording the next version", exc)
+                    sets = Batch()
+                    self._wake.set()
             unsent = [c for c in self._downlinks.unsent(self._commands) if self._mine(c[0].vin)]
             await self._downlinks.send_commands([*fod.downlinks, *unsent])
             await self._send_sets(sets.sets)
+            self._update_delivery_backlog(self._clock.now())
+
+    def _update_delivery_backlog(self, now: float) -> None:
+        """gateway_entitlement_delivery_backlog_seconds: the oldest boot while online (R13) of an
+        online car of this gateway whose set has not gone out yet; 0 when none waits. A car that
+        went offline since its boot waits for the next one (R13), so it is no backlog."""
+        oldest = now
+        for vin, boot in self._boot_at.items():
+            session = self._session_of(vin)
+            if session is not None and is_online(session) and self._mine(vin) and self._sets.is_wanted(vin):
+                oldest = min(oldest, boot)
+        self._m.entitlement_delivery_backlog.set(max(0.0, now - oldest))
 
     async def _end_terms(self, now: float) -> None:
         batch = Batch()
@@ -636,6 +660,8 @@ class EntitlementEngine:
             # retrying after UNAVAILABLE) starts from what is stored, not from this view again.
             for e in await self._ledger.refresh(exc.entitlement_ids or tuple(batch.changed)):
                 self._remember(e)
+            if isinstance(exc, SetConflict):
+                await self._reload_sets(exc.vins)
             self._m.entitlement_conflicts.inc()
             raise
         for e in batch.changed.values():
@@ -648,6 +674,16 @@ class EntitlementEngine:
             self._commands[c.entitlement_id] = c
         self._sets.committed(batch.sets, batch.published, batch.acked)
         self._written(written)
+
+    async def _reload_sets(self, vins: Sequence[str]) -> None:
+        """The VINs' sets as stored (after a SetConflict): the next version recorded follows
+        the one another gateway took."""
+        if self._follower is not None:
+            stored = await self._follower.ledger.sets_of(vins)
+        else:  # SQLite has no other writer; kept for a Ledger that raises it all the same
+            stored = [s for s in await self._ledger.load_sets() if s.vin in vins]
+        for s in stored:
+            self._sets.reload(s)
 
     def _remember(self, e: Entitlement) -> None:
         self._live.put(e)

@@ -34,6 +34,17 @@ class VersionConflict(LedgerError):
         self.entitlement_ids = tuple(entitlement_ids)
 
 
+class SetConflict(VersionConflict):
+    """`save` found an entitlement set version of a VIN recorded already with other content
+    (another gateway recorded it first: two gateways must never send the car two different
+    sets under one version); nothing was written. `vins`: read their sets again (`sets_of`),
+    then record the next version."""
+
+    def __init__(self, message: str, vins: Sequence[str]) -> None:
+        super().__init__(message)
+        self.vins = tuple(vins)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
     """One written outbox row; `payload` is a telematics.v1.EntitlementEvent without cursor."""

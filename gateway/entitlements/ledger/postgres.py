@@ -25,6 +25,7 @@ from gateway.entitlements.ledger.base import (
     DuplicateOrder,
     LedgerError,
     OutboxEvent,
+    SetConflict,
     SetMark,
     SetRecord,
     VehicleSets,
@@ -38,7 +39,7 @@ from gateway.entitlements.ledger.sqlite_rows import (
     entitlement_to_json,
 )
 from gateway.store import pg_outbox
-from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase
+from gateway.store.pg import OPEN_ERRORS, PG_ERRORS, PgConnection, PgDatabase, PoolSettings, describe
 from gateway.store.pg_outbox import ENTITLEMENT_EVENTS
 from gateway.store.versions import KnownVersions
 
@@ -46,9 +47,9 @@ T = TypeVar("T")
 
 
 class PostgresLedger:
-    def __init__(self, *, url: str, pool_size: int = 8) -> None:
+    def __init__(self, *, url: str, settings: PoolSettings | None = None) -> None:
         """url: postgresql://user@host:port/db; the schema is migrated at open."""
-        self._db = PgDatabase(url=url, name="gateway-ledger", max_size=pool_size)
+        self._db = PgDatabase(url=url, name="gateway-ledger", settings=settings)
         self._versions = KnownVersions()
         self._write_lock = asyncio.Lock()
 
@@ -72,7 +73,7 @@ class PostgresLedger:
         except asyncpg.UniqueViolationError as exc:  # the only constraints: entitlement id, order id
             raise DuplicateOrder(f"postgresql {self.display}: {exc}") from exc
         except PG_ERRORS as exc:
-            raise LedgerError(f"postgresql {self.display}: {exc}") from exc
+            raise LedgerError(f"postgresql {self.display}: {describe(exc)}") from exc
 
     async def _transaction(self, fn: Callable[[PgConnection], Awaitable[T]]) -> T:
         async def tx() -> T:
@@ -156,11 +157,7 @@ class PostgresLedger:
                     c.result_at, c.success,
                 )
             for s in sets:
-                await conn.execute(
-                    "INSERT INTO entitlement_sets (vin, version, entitlement_ids, recorded_at)"
-                    " VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
-                    s.vin, s.version, list(s.entitlement_ids), s.recorded_at,
-                )
+                await _record_set(conn, s)
             for column, marks in (("published_at", published), ("acked_at", acked)):
                 for m in marks:
                     await conn.execute(
@@ -364,6 +361,26 @@ class PostgresLedger:
 
 def _qualified(alias: str, columns: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+
+
+async def _record_set(conn: PgConnection, s: SetRecord) -> None:
+    """Set `s.version` of the VIN, unless it is recorded already. The same content again (a
+    retried batch, or two gateways that agree) is fine; other content is a SetConflict: the
+    version was taken by another gateway whose view differed (a membership change), and the
+    car must never get two different sets under one version."""
+    inserted = await conn.fetchval(
+        "INSERT INTO entitlement_sets (vin, version, entitlement_ids, recorded_at)"
+        " VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING RETURNING true",
+        s.vin, s.version, list(s.entitlement_ids), s.recorded_at,
+    )
+    if inserted:
+        return
+    # A new statement: it sees the other transaction's row, committed by now (the INSERT waited).
+    stored = await conn.fetchval(
+        "SELECT entitlement_ids FROM entitlement_sets WHERE vin = $1 AND version = $2", s.vin, s.version
+    )
+    if stored is None or frozenset(stored) != frozenset(s.entitlement_ids):
+        raise SetConflict(f"entitlement set {s.version} of {s.vin}: recorded by another gateway", [s.vin])
 
 
 def _payloads(events: Sequence[LifecycleEvent]) -> list[bytes]:

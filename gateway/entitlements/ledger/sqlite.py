@@ -183,7 +183,7 @@ class SqliteLedger:
         # Only WatchEntitlementEvents reads the outbox: what reaches a car is decided from the
         # entitlements, sets and commands, so any old event may go (cursors keep counting up:
         # AUTOINCREMENT never reuses a pruned cursor).
-        return await self._transaction(lambda db: prune_keeping(db, "entitlement_events", keep))
+        return await prune_keeping(self._transaction, "entitlement_events", keep)
 
     async def find_by_order(self, order_id: str) -> Entitlement | None:
         return await self._one(

@@ -19,7 +19,13 @@ from gateway.entitlements.domain.types import (
     LifecycleEvent,
     PurchaserRole,
 )
-from gateway.entitlements.ledger.base import CommandRecord, OutboxEvent, SetRecord, VersionConflict
+from gateway.entitlements.ledger.base import (
+    CommandRecord,
+    OutboxEvent,
+    SetConflict,
+    SetRecord,
+    VersionConflict,
+)
 from gateway.store.versions import KnownVersions
 
 REVOKED = EntitlementState.REVOKED.value
@@ -117,11 +123,19 @@ def write_entitlements(
 
 
 def put_set(db: sqlite3.Connection, s: SetRecord) -> None:
-    db.execute(
+    """As the PostgreSQL ledger: the same content again is fine, other content a SetConflict."""
+    cursor = db.execute(
         "INSERT OR IGNORE INTO entitlement_sets (vin, version, entitlement_ids, recorded_at)"
         " VALUES (?,?,?,?)",
         (s.vin, s.version, json.dumps(list(s.entitlement_ids)), s.recorded_at),
     )
+    if cursor.rowcount:
+        return
+    row = db.execute(
+        "SELECT entitlement_ids FROM entitlement_sets WHERE vin = ? AND version = ?", (s.vin, s.version)
+    ).fetchone()
+    if row is None or frozenset(json.loads(row[0])) != frozenset(s.entitlement_ids):
+        raise SetConflict(f"entitlement set {s.version} of {s.vin}: recorded by another gateway", [s.vin])
 
 
 def put_command(db: sqlite3.Connection, c: CommandRecord) -> None:

@@ -23,6 +23,7 @@ from gateway.entitlements.ledger import (
     CommandRecord,
     DuplicateOrder,
     Ledger,
+    SetConflict,
     SetMark,
     SetRecord,
     VersionConflict,
@@ -272,3 +273,30 @@ async def test_the_latest_command_of_each_live_entitlement_is_found_after_a_rest
     await ledger.save([replace(fod, state=EntitlementState.REVOKED, updated_at=NOW + 99)], [])
     assert await ledger.latest_commands() == []
     await ledger.close()
+
+
+async def test_a_set_version_recorded_with_other_content_is_refused_and_nothing_is_written(
+    make_backends: MakeBackends,
+) -> None:
+    """Two gateways recording set N+1 of one car from different views (a membership change):
+    the second is refused (SetConflict), so the car never gets two sets under one version."""
+    a, b = await open_ledger(make_backends), await open_ledger(make_backends)
+    e, events = granted()
+    await a.create(e, events)
+    await a.save([], [], sets=[SetRecord(VIN, 1, ("x",), NOW)])
+    changed = replace(e, failures=1, updated_at=NOW + 1)
+    with pytest.raises(SetConflict) as refused:
+        await b.save([changed], [], sets=[SetRecord(VIN, 1, ("x", "y"), NOW + 1)],
+                     published=[SetMark(VIN, 1, NOW + 1)])
+    assert refused.value.vins == (VIN,)
+    assert await a.get_set(VIN, 1) == ("x",)
+    [sets] = await a.load_sets()
+    assert (sets.recorded, sets.published) == (1, 0)  # b's publish mark went with its refusal
+    assert await a.get(e.entitlement_id) == e  # and so did the rest of b's transaction
+    # The same content again (a retried batch, or a gateway that agrees) is no conflict.
+    await b.save([], [], sets=[SetRecord(VIN, 1, ("x",), NOW + 2)], published=[SetMark(VIN, 1, NOW + 2)])
+    # On top of what is stored, b records the next version.
+    await b.save([], [], sets=[SetRecord(VIN, 2, ("x", "y"), NOW + 3)])
+    assert await a.get_set(VIN, 2) == ("x", "y")
+    await a.close()
+    await b.close()
