@@ -395,12 +395,14 @@ class EntitlementEngine:
             if e.state is S.PENDING:
                 ok, reason = self._offered_for_model(session, e.product_id)
                 if not ok:  # never delivered to this model; Explain says so
-                    log.info("%s for %s held back: %s", e.product_id, vin, reason)
+                    log.debug("%s for %s held back: %s", e.product_id, vin, reason,
+                              extra={"event": "entitlement_held_back"})
                     continue
                 ok, reason = self._available(session, e.product_id)
                 if not ok:  # R12: waits for a boot in a country that offers it
                     # R22: the reason names no country while privacy withholds it (hooks.offered).
-                    log.info("%s for %s held back: %s", e.product_id, vin, reason)
+                    log.debug("%s for %s held back: %s", e.product_id, vin, reason,
+                              extra={"event": "entitlement_held_back"})
                     continue
             if e.state in (S.PENDING, S.DELIVERY_DUE, S.DELIVERED, S.REVOKE_PENDING):
                 self._apply(batch, e, BootWhileOnline(), now)  # R13
