@@ -51,7 +51,7 @@ from gateway.ingress.mqtt_session import MqttSession
 from gateway.ingress.mqtt_tls import MqttTls, MqttTlsError, client_context
 from gateway.ingress.slot_ingress import SlotIngress, SlotStartError, build_slot_ingress
 from gateway.ingress.slots import uses_slots
-from gateway.liveness import Liveness
+from gateway.liveness import Liveness, waiting_by_design
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
@@ -378,7 +378,7 @@ class Gateway:
         self.liveness = Liveness(
             clock=self.clock, wedge_after_s=cfg.wedge_after_s,
             backlog=lambda: pipeline.queued, progress=lambda: pipeline.processed,
-            excused=lambda: not self.availability.available,
+            excused=self._standstill_excused,
         )
 
         host, port = split_listen(cfg.http_listen, "http_listen")
@@ -518,6 +518,13 @@ class Gateway:
     def _mqtt_up(self, up: bool) -> None:
         self.metrics.mqtt_connected.set(1 if up else 0)
         self.health.poke()  # gRPC health follows the session at once
+
+    def _standstill_excused(self) -> bool:
+        return waiting_by_design(
+            store_available=self.availability.available,
+            sink_ready=self.jetstream is None or self.jetstream.ready,
+            fanout=self.fanout,
+        )
 
     def readiness(self) -> dict[str, bool]:
         parts = {

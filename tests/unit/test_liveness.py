@@ -3,8 +3,10 @@ the store takes writes; driven by the injectable clock (no sleeping)."""
 
 from __future__ import annotations
 
+from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.clock import ManualClock
-from gateway.liveness import Liveness
+from gateway.egress.telemetry import TelemetryFanout
+from gateway.liveness import Liveness, waiting_by_design
 
 
 class Pipeline:
@@ -78,3 +80,27 @@ def test_a_wedged_gateway_that_moves_again_is_alive() -> None:
     assert live.wedged() is not None
     p.processed += 1
     assert live.wedged() is None
+
+
+async def test_a_subscriber_that_does_not_read_excuses_the_standstill_and_one_that_reads_not() -> None:
+    fanout = TelemetryFanout(queue_size=2)
+    slow = fanout.subscribe(frozenset())
+    reading = fanout.subscribe(frozenset())
+    record = telemetry_pb2.TelemetryRecord(vin="WP0ZZZ99ZJS300011", sequence=1, service="car-finder")
+    assert not waiting_by_design(store_available=True, sink_ready=True, fanout=fanout)
+    for _ in range(2):  # both queues full now; the next publish would wait
+        await fanout.publish([record])
+    assert waiting_by_design(store_available=True, sink_ready=True, fanout=fanout)
+    while not reading.queue.empty():
+        await reading.get()
+    assert waiting_by_design(store_available=True, sink_ready=True, fanout=fanout)  # slow still full
+    while not slow.queue.empty():
+        await slow.get()
+    assert not waiting_by_design(store_available=True, sink_ready=True, fanout=fanout)
+
+
+def test_a_store_or_durable_sink_that_is_down_excuses_the_standstill() -> None:
+    fanout = TelemetryFanout(queue_size=2)
+    assert waiting_by_design(store_available=False, sink_ready=True, fanout=fanout)
+    assert waiting_by_design(store_available=True, sink_ready=False, fanout=fanout)
+    assert not waiting_by_design(store_available=True, sink_ready=True, fanout=fanout)
