@@ -99,6 +99,13 @@ ensure_test_postgres() {
     as_root runuser -u postgres -- createuser --superuser "$user"
   fi
 }
+stop_packaged_service() {  # $1: a service a package started that the tests do not use
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now "$1" >/dev/null 2>&1 || true
+  elif command -v invoke-rc.d >/dev/null 2>&1; then  # no systemd (a container): the init script
+    as_root invoke-rc.d "$1" stop >/dev/null 2>&1 || true
+  fi
+}
 # buf from npm (@bufbuild/buf ships the Go binary), project-local so that nothing is installed
 # globally; tests/unit/test_proto_contract.py runs it. Without npm: a note, and those tests skip
 # saying so.
@@ -106,12 +113,19 @@ BUF_VERSION=1.75.0
 ensure_buf() {
   local buf=.tools/node_modules/.bin/buf
   if [ -x "$buf" ] && [ "$("$buf" --version 2>/dev/null)" = "$BUF_VERSION" ]; then return 0; fi
+  if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+      && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
+    echo "npm is missing (to install buf); installing Debian's npm with apt-get ..."
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null || true
+  fi
   if ! command -v npm >/dev/null 2>&1; then
     echo "note: npm is missing: buf (contract lint and breaking-change check) is not installed; its tests will be skipped." >&2
     return 0
   fi
   echo "Installing buf $BUF_VERSION into .tools/ (npm) ..."
-  npm install --prefix .tools --no-audit --no-fund --silent "@bufbuild/buf@$BUF_VERSION" >/dev/null
+  npm install --prefix .tools --no-audit --no-fund --silent "@bufbuild/buf@$BUF_VERSION" >/dev/null \
+    || echo "note: npm could not install buf: the contract tests will be skipped." >&2
 }
 # The Prometheus binary for tests/integration/test_prometheus_scrape.py (each test runs its own
 # on a free port and a temporary storage path), and its promtool (same package) for the alert
@@ -125,10 +139,9 @@ ensure_test_prometheus() {
   fi
   echo "Prometheus is missing (for the scrape test); installing it with apt-get ..."
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { echo "note: installing prometheus failed: its scrape and alert rule tests will be skipped." >&2; return 0; }
+  stop_packaged_service prometheus
 }
 ensure_test_nats() {  # nats-server for the JetStream sink's tests (they start their own on a free port)
   if have nats-server; then return 0; fi
@@ -160,10 +173,9 @@ ensure_test_ejabberd() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ejabberd >/dev/null \
     || { echo "note: installing ejabberd failed: the ejabberd tests will be skipped." >&2; return 0; }
-  # The package starts its own service (XMPP ports, its own node): not used, stopped again.
-  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    as_root systemctl disable --now ejabberd >/dev/null 2>&1 || true
-  fi
+  # The package starts its own service (XMPP ports, MQTT on 1883, its own node): not used,
+  # stopped again.
+  stop_packaged_service ejabberd
 }
 if [ "$level" = dev ]; then
   ensure_test_postgres
@@ -177,6 +189,13 @@ wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml
 stamp_of() { cat ".venv/.installed-$1" 2>/dev/null || true; }
 # dev includes run: a current dev stamp satisfies `run` too.
 if [ "$(stamp_of "$level")" != "$wanted" ] && { [ "$level" = dev ] || [ "$(stamp_of dev)" != "$wanted" ]; }; then
+  if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c "import ensurepip" >/dev/null 2>&1 \
+      && command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
+    # Debian's python3 leaves venv's pip bootstrap (ensurepip) to the python3-venv package.
+    echo "Python's venv module cannot bootstrap pip; installing python3-venv with apt-get ..."
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   echo "Installing the ${level} dependencies into .venv (first time: see README, 'The two commands') ..."
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
