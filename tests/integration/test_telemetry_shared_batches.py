@@ -18,14 +18,15 @@ from gateway.app import Gateway
 pytestmark = pytest.mark.integration
 
 VIN = "WP0ZZZ99ZJS700077"
-Stream = grpc.aio.UnaryStreamCall[telemetry_pb2.SubscribeTelemetryRequest, telemetry_pb2.TelemetryRecords]
-
-
 class Subscription:
-    def __init__(self, call: Stream) -> None:
-        self.call = call
+    """One SubscribeTelemetry stream of the test's client."""
+
+    def __init__(self, channel: grpc.aio.Channel, services: list[str]) -> None:
+        self.call = telemetry_pb2_grpc.TelemetryServiceStub(channel).SubscribeTelemetry(
+            telemetry_pb2.SubscribeTelemetryRequest(services=services)
+        )
         # The first read starts the call (the server sends nothing before the first batch).
-        self.first: asyncio.Future[object] = asyncio.ensure_future(call.read())
+        self.first: asyncio.Future[object] = asyncio.ensure_future(self.call.read())
 
     async def records(self, n: int) -> list[telemetry_pb2.TelemetryRecord]:
         out: list[telemetry_pb2.TelemetryRecord] = []
@@ -40,9 +41,7 @@ class Subscription:
 
 async def subscribe(gateway: Gateway, channel: grpc.aio.Channel, services: list[str]) -> Subscription:
     before = list(gateway.fanout.subscribers)
-    sub = Subscription(telemetry_pb2_grpc.TelemetryServiceStub(channel).SubscribeTelemetry(
-        telemetry_pb2.SubscribeTelemetryRequest(services=services)
-    ))
+    sub = Subscription(channel, services)
     await telemetry_subscribed(gateway, before)
     return sub
 
