@@ -36,11 +36,21 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def framed(record: telemetry_pb2.TelemetryRecord) -> bytes:
-    """The record as one element of TelemetryRecords.records on the wire: a batch of records is
+# The tag and a one-byte length, for records under 128 bytes (most of them: a one-sample record
+# is ~100 bytes), built once rather than per record.
+_SHORT_HEADERS = [_RECORDS_TAG + bytes((n,)) for n in range(0x80)]
+
+
+def framed(records: Sequence[telemetry_pb2.TelemetryRecord]) -> list[bytes]:
+    """Each record as one element of TelemetryRecords.records on the wire: a batch of records is
     the concatenation of their framed bytes (``splice``)."""
-    body = record.SerializeToString()
-    return _RECORDS_TAG + _varint(len(body)) + body
+    out = []
+    short = _SHORT_HEADERS
+    for record in records:
+        body = record.SerializeToString()
+        size = len(body)
+        out.append(short[size] + body if size < 0x80 else _RECORDS_TAG + _varint(size) + body)
+    return out
 
 
 def splice(framed_records: Sequence[bytes]) -> list[bytes]:
@@ -103,7 +113,7 @@ class TelemetryFanout:
         subscribers = list(self.subscribers)
         if not subscribers or not records:
             return 0
-        every = [framed(r) for r in records]  # each record serialized once, for all subscribers
+        every = framed(records)  # each record serialized once, for all subscribers
         messages: dict[frozenset[str], list[bytes]] = {}  # per filter: built once, shared
         delivered = 0
         for sub in subscribers:
