@@ -231,8 +231,8 @@ class SqliteStore:
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"sqlite {self.path}: {exc}") from exc
             raise
-        for s in taken:
-            if s.vin not in versions:  # refused (the stored row is newer)
+        for s in vehicles:
+            if s.vin not in versions:  # refused (the stored row is newer): whole next time
                 s.snapshot_stale = True
         return stored
 

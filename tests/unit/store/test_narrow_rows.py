@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -122,6 +123,26 @@ async def test_a_narrow_write_over_a_row_another_gateway_wrote_is_refused(pg_url
         assert refused.value.vins == (VIN,)
         stored = await b.get_vehicle(VIN)
         assert stored is not None and stored.last_sequence == 2
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_refused_narrow_write_on_sqlite_makes_the_next_write_whole(tmp_path: Path) -> None:
+    a, b = SqliteStore(path=tmp_path / "gateway.db"), SqliteStore(path=tmp_path / "gateway.db")
+    await a.open()
+    await b.open()
+    try:
+        await a.load_sessions()
+        mine = online(VIN, 1)
+        await a.commit_batch([mine], [])
+        [theirs] = await b.load_sessions()
+        theirs.last_sequence = 2
+        await b.commit_batch([theirs], [])
+        mine.last_sequence = 3
+        await a.commit_batch([mine], [])  # narrow, over a row that moved on: skipped (SQLite)
+        assert a.stale_snapshots == 1
+        assert mine.snapshot_stale  # not left narrow forever: the next write is whole
     finally:
         await a.close()
         await b.close()
