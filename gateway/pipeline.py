@@ -42,6 +42,7 @@ from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
 from gateway.model import Bearer, VehicleSession
 from gateway.reference.store import ReferenceStore
+from gateway.rejection_log import RejectionSummary
 from gateway.rules import (
     Outcome,
     TelemetryRedaction,
@@ -195,8 +196,14 @@ class Pipeline:
         self._received = {k: metrics.messages_received.labels(k) for k in MESSAGE_KINDS}
         self._rejected = metrics.messages_rejected
         self._log_budget = _LogBudget()
+        self._rejections = RejectionSummary(clock)  # the operator's view: counts, no VINs
         self._commit_log_budget = _LogBudget()  # its own: rejections must not silence it
         self.processed = 0
+
+    @property
+    def queued(self) -> int:
+        """Messages read from the broker, not yet taken into a batch (liveness: gateway/liveness.py)."""
+        return self._queued
 
     # -- called from the MQTT protocol (synchronously, on the event loop) --
     def on_batch(self, messages: Sequence[Message]) -> None:
@@ -257,6 +264,9 @@ class Pipeline:
         rejected.update(applied.rejected)
         self._update_metrics(len(batch), applied.kinds, rejected, applied.stale)
         self._applied_metrics(applied)
+        self._rejections.add(rejected)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_presence(applied.events)
 
     def _gate(self, batch: Sequence[Message], now: float, rejected: Counter[str]) -> _Gated:
         """The messages that pass the topic, quarantine, the per-car message limit and the
@@ -292,15 +302,17 @@ class Pipeline:
                     quarantined.append(topic[0])
                     blocked = quarantine.blocked
                 if self._log_budget.allow():
-                    log.warning("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
-                                msg.topic, limits.messages.rate, limits.messages.burst)
+                    log.debug("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
+                              msg.topic, limits.messages.rate, limits.messages.burst,
+                              extra={"event": "uplink_rejected", "reason": "rate_limited"})
                 continue
             else:
                 d = decode_payload(*topic, msg.payload, self._max_payload, now=now)
             if isinstance(d, Rejected):
                 rejected[d.reason] += 1
                 if self._log_budget.allow():
-                    log.warning("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail)
+                    log.debug("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail,
+                              extra={"event": "uplink_rejected", "reason": d.reason})
                 continue
             if not hellos and type(d) is Decoded and d.body == "hello":
                 hellos = True
@@ -330,8 +342,9 @@ class Pipeline:
                 if not reinstalled and not limits.hellos.take(env.vin, now):
                     rejected["hello_rate_limited"] += 1
                     if self._log_budget.allow():
-                        log.warning("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
-                                    topics.uplink(env.vin), limits.hellos.rate, limits.hellos.burst)
+                        log.debug("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
+                                  topics.uplink(env.vin), limits.hellos.rate, limits.hellos.burst,
+                                  extra={"event": "uplink_rejected", "reason": "hello_rate_limited"})
                     if out is None:
                         out = gated.items[:i]
                     continue
@@ -360,13 +373,23 @@ class Pipeline:
         pending = dict(self._tracker.pending_offline) if shared is not None else None
         delays: Iterator[float] | None = None  # made at the first wait, not for every batch
         conflicts = 0
+        sent: set[tuple[str, int, int]] = set()  # (vin, sequence, sample) handed to the sink
         while True:
             applied = self._apply(items, now)
             # The sink has the records before the commit marks their messages as seen (replay
             # window) and long before the acknowledgement: after a crash the broker delivers
             # them again and they are handed over again (at least once; a durable sink drops a
             # repeat by message id), never lost. It waits while a durable sink is down.
-            await self._to_sink(applied.records)
+            # Applied again after a conflict, the same messages give the same records: those
+            # handed over already are not handed over twice (live subscribers would see them
+            # twice). A record handed over before a conflict was judged right: its privacy is
+            # its own envelope header's (R22), whatever the other gateway wrote meanwhile.
+            if shared is None:
+                await self._to_sink(applied.records)
+            else:
+                keyed = _keyed(applied.records)
+                await self._to_sink([r for key, r in keyed if key not in sent])
+                sent.update(key for key, _ in keyed)
             try:
                 await self._make_durable(applied.updates, applied.dirty, applied.events)
                 return applied
@@ -445,9 +468,10 @@ class Pipeline:
                 if t.arrival is Arrival.JUMP:
                     a.rejected["sequence_jump"] += 1
                     if self._log_budget.allow():
-                        log.warning(
+                        log.debug(
                             "rejected uplink on %s: sequence_jump: %d is more than %d above the"
                             " highest sequence of its epoch", topics.uplink(env.vin), env.sequence, MAX_JUMP,
+                            extra={"event": "uplink_rejected", "reason": "sequence_jump"},
                         )
                     continue
                 arrival = t.arrival
@@ -720,6 +744,19 @@ class Pipeline:
 
 
 
+def _keyed(
+    records: list[telemetry_pb2.TelemetryRecord],
+) -> list[tuple[tuple[str, int, int], telemetry_pb2.TelemetryRecord]]:
+    """Each record with (vin, sequence, k): the k-th record of its envelope in the batch."""
+    seen: Counter[tuple[str, int]] = Counter()
+    out = []
+    for r in records:
+        k = seen[r.vin, r.sequence]
+        seen[r.vin, r.sequence] += 1
+        out.append(((r.vin, r.sequence, k), r))
+    return out
+
+
 def _redact(rec: telemetry_pb2.TelemetryRecord, redaction: TelemetryRedaction) -> int:
     """Strip what privacy withholds from one record (R22): its location (flagged in
     location_withheld) and every signal the catalogue does not declare public. Returns the
@@ -744,6 +781,17 @@ def _egress(
     """The events as they may go to the event log (R22, judged with `snapshot`'s privacy),
     each with the session snapshot it is serialized with at the commit."""
     return [(v, snapshot) for e in raised if (v := egress_event(e, snapshot)) is not None]
+
+
+def _log_presence(events: Sequence[tuple[SessionEvent, VehicleSession]]) -> None:
+    """Car online/offline at DEBUG (one line per change names the car: never at INFO in bulk)."""
+    for event, _ in events:
+        if event.kind is EventKind.ONLINE:
+            log.debug("car %s online%s", event.vin, " (boot)" if event.boot else "",
+                      extra={"event": "car_online", "vin": event.vin})
+        elif event.kind is EventKind.OFFLINE:
+            log.debug("car %s offline: %s", event.vin, event.offline_reason.name.lower(),
+                      extra={"event": "car_offline", "vin": event.vin})
 
 
 class _LogBudget:

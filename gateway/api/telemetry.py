@@ -19,6 +19,7 @@ from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.api.errors import ApiError, stream
 from gateway.egress.jetstream import JetStreamSink, SinkUnavailable
 from gateway.egress.telemetry import TelemetryFanout
+from gateway.going_away import GoingAway
 from gateway.metrics import Metrics
 
 MAX_SUBSCRIBERS = 64
@@ -75,6 +76,7 @@ class TelemetryService:
                 yield stored
         except SinkUnavailable as exc:
             raise ApiError(grpc.StatusCode.UNAVAILABLE, f"{exc}; resume from the last cursor") from None
+        raise GoingAway()  # records() ends only when the gateway stops
 
 
 def add_to_server(servicer: TelemetryService, server: grpc.aio.Server) -> None:
