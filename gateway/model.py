@@ -138,6 +138,11 @@ class VehicleSession:
     connection_id: int = 0
     software_version: str = ""
     heartbeat_interval_s: int = 0  # announced in the Hello; 0 = none (config default applies)
+    # In memory only: a field beyond the sequence (last_sequence, seen_window, last_seen_at)
+    # may have changed since the store last took the whole snapshot. Set by the tracker, cleared
+    # by the store when it serializes the snapshot; while clear, the store writes the sequence
+    # alone (a narrow row update, gateway/store/). A new or restored session counts as changed.
+    snapshot_stale: bool = field(default=True, compare=False, repr=False)
 
     def __copy__(self) -> VehicleSession:
         # The pipeline snapshots a session per message with events (copy.copy). The generic

@@ -16,10 +16,10 @@ from gateway._gen.telematics.v1 import (
     security_codes_pb2,
     security_codes_pb2_grpc,
     telemetry_pb2,
-    telemetry_pb2_grpc,
     vehicles_pb2,
     vehicles_pb2_grpc,
 )
+from gateway.api import telemetry as telemetry_api
 from gateway.api.entitlements import EntitlementService
 from gateway.api.explain import ExplainService
 from gateway.api.limits import MAX_REQUEST_BYTES
@@ -78,7 +78,7 @@ def build_server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)]
     )
     vehicles_pb2_grpc.add_VehicleServiceServicer_to_server(vehicles, server)
-    telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(telemetry, server)
+    telemetry_api.add_to_server(telemetry, server)  # sends pre-serialized batches as they are
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(explain, server)
     entitlements_pb2_grpc.add_EntitlementServiceServicer_to_server(entitlements, server)
     security_codes_pb2_grpc.add_SecurityCodeServiceServicer_to_server(security_codes, server)

@@ -3,6 +3,10 @@
 With the live gRPC sink the records of this gateway's pipeline as they pass; with the JetStream
 sink (README "Telemetry sinks") every gateway's records from the stream, after the client's
 cursor.
+
+The method is registered without a response serializer (``add_to_server``): it yields the
+serialized TelemetryRecords, which the live sink builds once for all subscribers with the same
+filter (gateway/egress/telemetry.py) instead of once per subscriber.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from gateway._gen.telematics.v1 import telemetry_pb2, telemetry_pb2_grpc
+from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.api.errors import ApiError, check_retained, stream
 from gateway.egress.jetstream import CursorPruned, JetStreamSink, SinkUnavailable
 from gateway.egress.telemetry import TelemetryFanout
@@ -19,9 +23,10 @@ from gateway.going_away import GoingAway
 from gateway.metrics import Metrics
 
 MAX_SUBSCRIBERS = 64
+SERVICE_NAME = telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name
 
 
-class TelemetryService(telemetry_pb2_grpc.TelemetryServiceServicer):
+class TelemetryService:
     def __init__(
         self, *, fanout: TelemetryFanout, metrics: Metrics, jetstream: JetStreamSink | None = None
     ) -> None:
@@ -34,11 +39,12 @@ class TelemetryService(telemetry_pb2_grpc.TelemetryServiceServicer):
     @stream("SubscribeTelemetry")
     async def SubscribeTelemetry(
         self, request: telemetry_pb2.SubscribeTelemetryRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[telemetry_pb2.TelemetryRecords]:
+    ) -> AsyncIterator[bytes]:
+        """Serialized TelemetryRecords messages (sent as they are: see the module docstring)."""
         services = frozenset(request.services)
         if self._jetstream is not None:
             async for stored in self._from_stream(self._jetstream, request.after_cursor, services):
-                yield stored
+                yield stored.SerializeToString()
             return
         if request.after_cursor:
             raise ApiError(
@@ -74,3 +80,17 @@ class TelemetryService(telemetry_pb2_grpc.TelemetryServiceServicer):
             check_retained(exc.after, exc.first)  # OUT_OF_RANGE
             raise  # not reached: check_retained raises for a pruned cursor
         raise GoingAway()  # records() ends only when the gateway stops
+
+
+def add_to_server(servicer: TelemetryService, server: grpc.aio.Server) -> None:
+    """Register the service as the generated add_TelemetryServiceServicer_to_server does, but with
+    no response serializer: gRPC then sends the bytes the handler yields as they are."""
+    handlers = {
+        "SubscribeTelemetry": grpc.unary_stream_rpc_method_handler(
+            servicer.SubscribeTelemetry,
+            request_deserializer=telemetry_pb2.SubscribeTelemetryRequest.FromString,
+            response_serializer=None,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -3,6 +3,13 @@
 Each subscriber has a bounded queue of record batches. When a subscriber's queue is full,
 ``publish`` waits (the pipeline stops reading from the broker) instead of dropping: a slow
 backend slows the gateway, it does not lose data it asked for.
+
+The batches are queued as the serialized ``TelemetryRecords`` message, built once per batch for
+every subscriber with the same filter: each record is serialized once, and a message is the
+records' bytes spliced together (the wire form of a repeated field is the concatenation of its
+elements, each framed by its tag and length). The gRPC method sends these bytes as they are
+(gateway/api/telemetry.py registers it without a response serializer), so neither copying the
+records into one message per subscriber nor serializing it per subscriber is paid.
 """
 
 from __future__ import annotations
@@ -17,21 +24,59 @@ from gateway.going_away import GoingAway
 # to stay far below a default client's 4 MB receive limit (a record is ~100-400 bytes).
 MAX_RECORDS_PER_MESSAGE = 1_000
 
+# TelemetryRecords.records: field 1, wire type 2 (length-delimited).
+_RECORDS_TAG = b"\x0a"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# The tag and a one-byte length, for records under 128 bytes (most of them: a one-sample record
+# is ~100 bytes), built once rather than per record.
+_SHORT_HEADERS = [_RECORDS_TAG + bytes((n,)) for n in range(0x80)]
+
+
+def framed(records: Sequence[telemetry_pb2.TelemetryRecord]) -> list[bytes]:
+    """Each record as one element of TelemetryRecords.records on the wire: a batch of records is
+    the concatenation of their framed bytes (``splice``)."""
+    out = []
+    short = _SHORT_HEADERS
+    for record in records:
+        body = record.SerializeToString()
+        size = len(body)
+        out.append(short[size] + body if size < 0x80 else _RECORDS_TAG + _varint(size) + body)
+    return out
+
+
+def splice(framed_records: Sequence[bytes]) -> list[bytes]:
+    """Serialized TelemetryRecords messages of at most MAX_RECORDS_PER_MESSAGE records each."""
+    return [
+        b"".join(framed_records[start : start + MAX_RECORDS_PER_MESSAGE])
+        for start in range(0, len(framed_records), MAX_RECORDS_PER_MESSAGE)
+    ]
+
 
 class TelemetrySubscriber:
     def __init__(self, services: frozenset[str], queue_size: int) -> None:
         self.services = services
         # Bounded by `slots`, not by the queue itself, so that close() can always append its end
-        # marker (None): the stream then ends after the records queued before it.
-        self.queue: asyncio.Queue[telemetry_pb2.TelemetryRecords | None] = asyncio.Queue()
+        # marker (None): the stream then ends after the records queued before it. Each item is a
+        # serialized TelemetryRecords message, shared with the subscribers of the same filter.
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.slots = asyncio.Semaphore(queue_size)
         self.going_away = False  # set with the end marker when the gateway shuts down
 
-    async def put(self, records: telemetry_pb2.TelemetryRecords) -> None:
+    async def put(self, records: bytes) -> None:
         await self.slots.acquire()  # full: the pipeline waits (backpressure), nothing is dropped
         self.queue.put_nowait(records)
 
-    async def get(self) -> telemetry_pb2.TelemetryRecords | None:
+    async def get(self) -> bytes | None:
         """The next batch; None at the end. Raises GoingAway at the end when the gateway shuts
         down (the stream ends with UNAVAILABLE, not as finished)."""
         item = await self.queue.get()
@@ -76,11 +121,20 @@ class TelemetryFanout:
 
     async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
         """Queue the batch for every interested subscriber; return how many got records."""
+        subscribers = list(self.subscribers)
+        if not subscribers or not records:
+            return 0
+        every = framed(records)  # each record serialized once, for all subscribers
+        messages: dict[frozenset[str], list[bytes]] = {}  # per filter: built once, shared
         delivered = 0
-        for sub in list(self.subscribers):
-            mine = records if not sub.services else [r for r in records if sub.wants(r.service)]
-            for start in range(0, len(mine), MAX_RECORDS_PER_MESSAGE):
-                chunk = mine[start : start + MAX_RECORDS_PER_MESSAGE]
-                await sub.put(telemetry_pb2.TelemetryRecords(records=chunk))
+        for sub in subscribers:
+            mine = messages.get(sub.services)
+            if mine is None:
+                chosen = every if not sub.services else [
+                    f for f, r in zip(every, records, strict=True) if r.service in sub.services
+                ]
+                mine = messages[sub.services] = splice(chosen)
+            for message in mine:
+                await sub.put(message)
             delivered += bool(mine)
         return delivered

@@ -31,6 +31,13 @@ from gateway.session.events import EventKind, SessionEvent
 from gateway.session.liveness import LivenessSchedule
 from gateway.session.sequence import MAX_JUMP, Arrival, Space, classify, classify_epoch
 
+# Bodies of which the session takes nothing but the header (applied by ``_apply_header``) and
+# the sequence: a message of these that changes no header field leaves the stored snapshot
+# as it was, beyond its sequence (VehicleSession.snapshot_stale).
+_SEQUENCE_ONLY_BODIES = frozenset(
+    {"telemetry", "charging_session", "entitlement_ack", "fod_result", "command_result", "heartbeat"}
+)
+
 
 @dataclass(slots=True)
 class Tracked:
@@ -154,6 +161,7 @@ class SessionTracker:
         return s
 
     def _set_presence(self, s: VehicleSession, presence: Presence, now: float) -> None:
+        s.snapshot_stale = True
         if s.presence is Presence.ONLINE:
             self.online_by_bearer[s.bearer] -= 1
         if presence is Presence.ONLINE:
@@ -163,6 +171,7 @@ class SessionTracker:
         s.presence_changed_at = now
 
     def _classify(self, s: VehicleSession, env: uplink_pb2.Envelope, hello: bool) -> Arrival:
+        s.snapshot_stale = True  # the epoch or the previous space may move (rare: not narrow)
         current = Space(s.sequence_epoch, s.last_sequence, s.seen_window, s.jump_candidate)
         previous = Space(
             s.previous_epoch, s.previous_last_sequence, s.previous_seen_window, s.previous_jump_candidate
@@ -206,6 +215,8 @@ class SessionTracker:
         # published itself comes back (README "MQTT topics", presence).
         self.pending_offline.pop(s.vin, None)
         changed = self._apply_header(s, env)
+        if changed or body not in _SEQUENCE_ONLY_BODIES or s.presence is not Presence.ONLINE:
+            s.snapshot_stale = True  # more than the sequence moves: the store writes it all
         if body == "hello":
             self._apply_hello(s, env.hello, now, result)
             return result  # the ONLINE event carries the whole session; no separate change event

@@ -34,36 +34,55 @@ T = TypeVar("T")
 
 _UPSERT = (
     "INSERT INTO vehicles (vin, snapshot, connection_id, seen_window, previous_epoch,"
-    " previous_last_sequence, previous_seen_window, version)"
+    " previous_last_sequence, previous_seen_window, last_sequence, last_seen_at, version)"
     " SELECT * FROM unnest($1::text[], $2::bytea[], $3::numeric[], $4::numeric[], $5::numeric[],"
-    " $6::numeric[], $7::numeric[], $8::bigint[])"
+    " $6::numeric[], $7::numeric[], $8::numeric[], $9::float8[], $10::bigint[])"
     " ON CONFLICT (vin) DO UPDATE SET snapshot = excluded.snapshot,"
     " connection_id = excluded.connection_id, seen_window = excluded.seen_window,"
     " previous_epoch = excluded.previous_epoch, previous_last_sequence = excluded.previous_last_sequence,"
-    " previous_seen_window = excluded.previous_seen_window, version = excluded.version"
+    " previous_seen_window = excluded.previous_seen_window, last_sequence = excluded.last_sequence,"
+    " last_seen_at = excluded.last_seen_at, version = excluded.version"
     # Written when new, or when still at the version before this one.
     " WHERE vehicles.version = excluded.version - 1"
     " RETURNING vin, version"
 )
 
+# Only the sequence moved since the stored snapshot (VehicleSession.snapshot_stale clear): the
+# columns that override the snapshot's, under the same version rule.
+_NARROW = (
+    "UPDATE vehicles v SET seen_window = k.seen_window, last_sequence = k.last_sequence,"
+    " last_seen_at = k.last_seen_at, version = k.version"
+    " FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::float8[], $5::bigint[])"
+    " AS k(vin, seen_window, last_sequence, last_seen_at, version)"
+    " WHERE v.vin = k.vin AND v.version = k.version - 1"
+    " RETURNING v.vin, v.version"
+)
+
+# A batch with both kinds takes the row locks of its stored cars first, in VIN order, so that
+# two gateways committing overlapping cars wait for each other instead of deadlocking (the two
+# statements would otherwise lock in two sweeps).
+_LOCK = "SELECT vin FROM vehicles WHERE vin = ANY($1::text[]) ORDER BY vin FOR UPDATE"
+
 
 _SESSION_COLUMNS = (
-    "snapshot, connection_id, seen_window, previous_epoch, previous_last_sequence, previous_seen_window"
+    "snapshot, connection_id, seen_window, previous_epoch, previous_last_sequence, previous_seen_window,"
+    " last_sequence, last_seen_at"
 )
 
 # The rows of the given cars whose version is not the one this gateway knows (NULL: it never
 # saw the car, so any stored row is news). Served by the primary key, one round trip a batch.
 _FRESH = (
     "SELECT v.vin, v.version, v.snapshot, v.connection_id, v.seen_window, v.previous_epoch,"
-    " v.previous_last_sequence, v.previous_seen_window"
+    " v.previous_last_sequence, v.previous_seen_window, v.last_sequence, v.last_seen_at"
     " FROM unnest($1::text[], $2::bigint[]) AS k(vin, known) JOIN vehicles v ON v.vin = k.vin"
     " WHERE v.version IS DISTINCT FROM k.known"
 )
 
 
 def _session(r: asyncpg.Record) -> VehicleSession:
-    """A session from a row with _SESSION_COLUMNS."""
-    return vehicle_from_proto(
+    """A session from a row with _SESSION_COLUMNS: the snapshot, with the sequence written
+    after it (narrow updates) where there is one."""
+    s = vehicle_from_proto(
         vehicles_pb2.Vehicle.FromString(r["snapshot"]),
         connection_id=u64(r["connection_id"]),
         sequence=SequenceExtra(
@@ -73,6 +92,11 @@ def _session(r: asyncpg.Record) -> VehicleSession:
             u64(r["previous_seen_window"]),
         ),
     )
+    if r["last_sequence"] is not None:
+        s.last_sequence = u64(r["last_sequence"])
+    if r["last_seen_at"] is not None:
+        s.last_seen_at = float(r["last_seen_at"])
+    return s
 
 
 class PostgresStore:
@@ -156,39 +180,65 @@ class PostgresStore:
         # Serialize on the event loop: sessions are mutated there and must be read there.
         # In VIN order: every gateway locks the rows it upserts in the same order, so two
         # gateways committing overlapping cars wait for each other instead of deadlocking.
+        # A car stored by this store whose session changed only in its sequence since the
+        # snapshot was taken gets the narrow update (no snapshot serialized).
         vehicles = sorted(vehicles, key=lambda v: v.vin)
-        columns: tuple[list[object], ...] = ([], [], [], [], [], [], [])
+        full: tuple[list[object], ...] = ([], [], [], [], [], [], [], [], [])
+        narrow: tuple[list[object], ...] = ([], [], [], [])
+        taken: list[VehicleSession] = []  # snapshots taken now: stale again unless committed
         for s in vehicles:
-            values = (
-                s.vin, vehicle_to_proto(s).SerializeToString(), s.connection_id, s.seen_window,
-                s.previous_epoch, s.previous_last_sequence, s.previous_seen_window,
-            )
+            if s.snapshot_stale or self._versions.expected(s.vin) is None:
+                s.snapshot_stale = False
+                taken.append(s)
+                values: tuple[object, ...] = (
+                    s.vin, vehicle_to_proto(s).SerializeToString(), s.connection_id, s.seen_window,
+                    s.previous_epoch, s.previous_last_sequence, s.previous_seen_window,
+                    s.last_sequence, s.last_seen_at,
+                )
+                columns = full
+            else:
+                values, columns = (s.vin, s.seen_window, s.last_sequence, s.last_seen_at), narrow
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
 
         async with self._commit_lock:
-            versions = [(self._versions.expected(s.vin) or 0) + 1 for s in vehicles]
+            # The versions are read under the lock: fresh_sessions moves them between commits.
+            expected = self._versions.expected
+            versions = [[(expected(str(vin)) or 0) + 1 for vin in columns[0]] for columns in (full, narrow)]
             try:
-                written, stored = await self._run(self._commit(columns, versions, events))
-            except StoreConflict as conflict:
-                self._versions.stale += len(conflict.vins)
+                written, stored = await self._run(self._commit(full, narrow, versions, events))
+            except BaseException as exc:
+                for s in taken:  # not stored: the next commit writes the whole row again
+                    s.snapshot_stale = True
+                if isinstance(exc, StoreConflict):
+                    self._versions.stale += len(exc.vins)
                 raise
             self._versions.written(written)  # committed
         return stored
 
     async def _commit(
-        self, columns: tuple[list[object], ...], versions: list[int], events: Sequence[PendingEvent]
+        self,
+        full: tuple[list[object], ...],
+        narrow: tuple[list[object], ...],
+        versions: list[list[int]],
+        events: Sequence[PendingEvent],
     ) -> tuple[dict[str, int], list[StoredEvent]]:
-        """One transaction: the snapshots, each over its expected version, then the events; the
-        versions written and the events stored. A snapshot refused by its version raises
-        StoreConflict, which rolls the transaction back."""
+        """One transaction: the snapshots (whole rows, then the narrow ones), each over its
+        expected version, then the events; the versions written and the events stored. A row
+        refused by its version raises StoreConflict, which rolls the transaction back."""
         async with self._db.pool.acquire() as conn, conn.transaction():
             written: dict[str, int] = {}
-            if versions:
-                rows = await conn.fetch(_UPSERT, *columns, versions)
-                written = {r["vin"]: int(r["version"]) for r in rows}
-                if len(written) < len(versions):
-                    raise StoreConflict([str(v) for v in columns[0] if v not in written])
+            full_versions, narrow_versions = versions
+            if full_versions and narrow_versions:
+                await conn.execute(_LOCK, sorted(str(vin) for vin in (*full[0], *narrow[0])))
+            for sql, columns, vers in ((_UPSERT, full, full_versions), (_NARROW, narrow, narrow_versions)):
+                if not vers:
+                    continue
+                rows = await conn.fetch(sql, *columns, vers)
+                written.update((r["vin"], int(r["version"])) for r in rows)
+                refused = [str(v) for v in columns[0] if v not in written]
+                if refused:
+                    raise StoreConflict(refused)
             fresh = await self._first_seen(conn, events)
             kept = [e for e in events if not e.dedupe_key or fresh.pop((e.vin, e.dedupe_key), False)]
             cursors = await pg_outbox.append(conn, VEHICLE_EVENTS, [(e.vin, e.kind, e.payload) for e in kept])

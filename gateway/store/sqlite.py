@@ -30,10 +30,19 @@ log = logging.getLogger(__name__)
 
 # The row is written when new, or when it is still at the version before this one.
 _UPSERT = (
-    "INSERT INTO vehicles (vin, snapshot, connection_id, seq_window, version) VALUES (?,?,?,?,?)"
+    "INSERT INTO vehicles (vin, snapshot, connection_id, seq_window, last_sequence, last_seen_at, version)"
+    " VALUES (?,?,?,?,?,?,?)"
     " ON CONFLICT(vin) DO UPDATE SET snapshot=excluded.snapshot, connection_id=excluded.connection_id,"
-    " seq_window=excluded.seq_window, version=excluded.version"
+    " seq_window=excluded.seq_window, last_sequence=excluded.last_sequence,"
+    " last_seen_at=excluded.last_seen_at, version=excluded.version"
     " WHERE vehicles.version = excluded.version - 1"
+)
+# Only the sequence moved since the stored snapshot (VehicleSession.snapshot_stale clear): the
+# columns that override the snapshot's, under the same version rule. Same parameter order as
+# _UPSERT without the snapshot and the connection id.
+_NARROW = (
+    "UPDATE vehicles SET seq_window=?2, last_sequence=?3, last_seen_at=?4, version=?5"
+    " WHERE vin=?1 AND version = ?5 - 1"
 )
 
 
@@ -55,16 +64,28 @@ def _sequence_extra(blob: bytes) -> SequenceExtra:
     return SequenceExtra(*words[:4])
 
 
-_SESSION_COLUMNS = "snapshot, connection_id, seq_window"
+_SESSION_COLUMNS = "snapshot, connection_id, seq_window, last_sequence, last_seen_at"
 
 
-def _session(snapshot: bytes, connection_id: bytes, window: bytes) -> VehicleSession:
-    """A session from the row's _SESSION_COLUMNS."""
-    return vehicle_from_proto(
+def _session(
+    snapshot: bytes,
+    connection_id: bytes,
+    window: bytes,
+    last_sequence: bytes | None,
+    last_seen_at: float | None,
+) -> VehicleSession:
+    """A session from the row's _SESSION_COLUMNS: the snapshot, with the sequence written
+    after it (narrow updates) where there is one."""
+    s = vehicle_from_proto(
         vehicles_pb2.Vehicle.FromString(snapshot),
         connection_id=int.from_bytes(connection_id, "big"),
         sequence=_sequence_extra(window),
     )
+    if last_sequence is not None:
+        s.last_sequence = int.from_bytes(last_sequence, "big")
+    if last_seen_at is not None:
+        s.last_seen_at = last_seen_at
+    return s
 
 
 class SqliteStore:
@@ -109,11 +130,11 @@ class SqliteStore:
         def load(db: sqlite3.Connection) -> list[VehicleSession]:
             out = []
             versions = {}
-            for vin, snap, conn_id, window, version in db.execute(
+            for vin, snap, conn_id, window, last_sequence, last_seen_at, version in db.execute(
                 f"SELECT vin, {_SESSION_COLUMNS}, version FROM vehicles"
             ):
                 versions[vin] = version
-                out.append(_session(snap, conn_id, window))
+                out.append(_session(snap, conn_id, window, last_sequence, last_seen_at))
             self._versions.reset(versions)
             return out
 
@@ -138,34 +159,53 @@ class SqliteStore:
     async def commit_batch(
         self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
     ) -> list[StoredEvent]:
-        # Serialize on the event loop: sessions are mutated there and must be read there.
-        rows = [
-            (s.vin, vehicle_to_proto(s).SerializeToString(), _u64(s.connection_id), _sequence_blob(s))
-            for s in vehicles
-        ]
+        # Serialize on the event loop: sessions are mutated there and must be read there. A car
+        # stored by this store whose session changed only in its sequence since the snapshot
+        # was taken gets the narrow update (no snapshot serialized); the others the whole row.
+        full: list[tuple[str, tuple[object, ...]]] = []  # (vin, the row without its version)
+        narrow: list[tuple[str, tuple[object, ...]]] = []
+        taken: list[VehicleSession] = []  # snapshots taken now: stale again unless committed
+        known = self._versions.expected
+        for s in vehicles:
+            sequence = (_sequence_blob(s), _u64(s.last_sequence), s.last_seen_at)
+            if s.snapshot_stale or known(s.vin) is None:
+                s.snapshot_stale = False
+                taken.append(s)
+                snapshot = vehicle_to_proto(s).SerializeToString()
+                full.append((s.vin, (s.vin, snapshot, _u64(s.connection_id), *sequence)))
+            else:
+                narrow.append((s.vin, (s.vin, *sequence)))
 
         versions: dict[str, int] = {}
 
         def commit(db: sqlite3.Connection) -> list[StoredEvent]:
             written: list[StoredEvent] = []
             expected = self._versions.expected
-            params = [(*row, (expected(row[0]) or 0) + 1) for row in rows]
-            # One executemany (the hot path: a row per car of the batch). total_changes counts
-            # the rows written (rowcount does not reset for an upsert that wrote nothing); when
-            # one was refused, the batch's snapshots are written again row by row to tell which.
+            # One executemany per statement (the hot path: a row per car of the batch).
+            # total_changes counts the rows written (rowcount does not reset for an upsert that
+            # wrote nothing); when one was refused, the batch's rows are written again row by
+            # row to tell which.
             db.execute("SAVEPOINT snapshots")
             before = db.total_changes
-            db.executemany(_UPSERT, params)
-            if db.total_changes - before == len(params):
-                versions.update((p[0], p[-1]) for p in params)
+            batches = [
+                (sql, [(vin, (expected(vin) or 0) + 1, row) for vin, row in rows])
+                for sql, rows in ((_UPSERT, full), (_NARROW, narrow))
+                if rows
+            ]
+            for sql, params in batches:
+                db.executemany(sql, [(*row, version) for _, version, row in params])
+            if db.total_changes - before == len(full) + len(narrow):
+                for _, params in batches:
+                    versions.update((vin, version) for vin, version, _ in params)
             else:
                 db.execute("ROLLBACK TO snapshots")
-                for p in params:
-                    if db.execute(_UPSERT, p).rowcount:
-                        versions[p[0]] = p[-1]
-                    else:
-                        self._versions.stale += 1
-                        log.warning("vehicle %s: snapshot not written, the stored one is newer", p[0])
+                for sql, params in batches:
+                    for vin, version, row in params:
+                        if db.execute(sql, (*row, version)).rowcount:
+                            versions[vin] = version
+                        else:
+                            self._versions.stale += 1
+                            log.warning("vehicle %s: snapshot not written, the stored one is newer", vin)
             db.execute("RELEASE snapshots")
             for e in events:
                 if e.dedupe_key:
@@ -184,9 +224,17 @@ class SqliteStore:
             return written
 
         try:
-            return await self._db.transaction(commit, lambda: self._versions.written(versions))
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite {self.path}: {exc}") from exc
+            stored = await self._db.transaction(commit, lambda: self._versions.written(versions))
+        except BaseException as exc:
+            for s in taken:  # not stored: the next commit writes the whole row again
+                s.snapshot_stale = True
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"sqlite {self.path}: {exc}") from exc
+            raise
+        for s in vehicles:
+            if s.vin not in versions:  # refused (the stored row is newer): whole next time
+                s.snapshot_stale = True
+        return stored
 
     async def read_events(self, after: int, limit: int, vin: str = "") -> list[StoredEvent]:
         after = cursor_arg(after)  # a uint64 from the client; SQLite compares signed 64-bit

@@ -7,7 +7,7 @@ from gateway.egress.telemetry import MAX_RECORDS_PER_MESSAGE, TelemetryFanout, T
 def next_batch(sub: TelemetrySubscriber) -> telemetry_pb2.TelemetryRecords:
     batch = sub.queue.get_nowait()
     assert batch is not None, "the stream ended (close()) where a batch was expected"
-    return batch
+    return telemetry_pb2.TelemetryRecords.FromString(batch)
 
 
 async def test_large_batches_are_split_into_bounded_grpc_messages() -> None:
@@ -39,5 +39,40 @@ async def test_a_full_subscriber_makes_publish_wait_instead_of_dropping() -> Non
     assert sub.queue.qsize() == 1
     first = await sub.get()  # the consumer takes one batch: the waiting publish goes on
     await asyncio.wait_for(second, timeout=5)
-    assert first is not None and [r.sequence for r in first.records] == [1]
+    assert first is not None
+    assert [r.sequence for r in telemetry_pb2.TelemetryRecords.FromString(first).records] == [1]
     assert [r.sequence for r in next_batch(sub).records] == [2]  # nothing was dropped
+
+
+def record(seq: int, service: str = "charging") -> telemetry_pb2.TelemetryRecord:
+    rec = telemetry_pb2.TelemetryRecord(vin="WP0ZZZ99ZJS700001", sequence=seq, service=service)
+    rec.sent_at.seconds = 1_764_000_000 + seq
+    rec.sample.location.latitude = 48.8
+    rec.sample.signals.add(name="soc_pct", number=50.0 + seq)
+    return rec
+
+
+async def test_a_queued_batch_is_the_same_bytes_as_the_message_serialized_whole() -> None:
+    fanout = TelemetryFanout(queue_size=10)
+    sub = fanout.subscribe(frozenset())
+    # Sizes around the varint boundaries of the framing (127/128 bytes, 16 383/16 384 bytes).
+    records = [record(i) for i in range(3)]
+    records.append(telemetry_pb2.TelemetryRecord(vin="V" * 100, service="x"))
+    records.append(telemetry_pb2.TelemetryRecord(vin="V" * 20_000, service="x"))
+    records.append(telemetry_pb2.TelemetryRecord())  # an empty record: zero-length element
+    await fanout.publish(records)
+    assert sub.queue.get_nowait() == telemetry_pb2.TelemetryRecords(records=records).SerializeToString()
+
+
+async def test_subscribers_with_the_same_filter_share_one_serialized_batch() -> None:
+    fanout = TelemetryFanout(queue_size=10)
+    every = [fanout.subscribe(frozenset()) for _ in range(2)]
+    charging = [fanout.subscribe(frozenset({"charging"})) for _ in range(2)]
+    got = await fanout.publish([record(1, "charging"), record(2, "car-finder")])
+    assert got == 4
+    first, second = (sub.queue.get_nowait() for sub in every)
+    assert first is second  # built once, not per subscriber
+    only_a, only_b = (sub.queue.get_nowait() for sub in charging)
+    assert only_a is only_b
+    assert only_a is not None
+    assert [r.sequence for r in telemetry_pb2.TelemetryRecords.FromString(only_a).records] == [1]

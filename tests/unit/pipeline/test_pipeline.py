@@ -133,7 +133,7 @@ def make(
 def next_batch(sub: TelemetrySubscriber) -> telemetry_pb2.TelemetryRecords:
     batch = sub.queue.get_nowait()
     assert batch is not None, "the stream ended where a batch was expected"
-    return batch
+    return telemetry_pb2.TelemetryRecords.FromString(batch)
 
 
 def hello(seq: int = 1, privacy: common_pb2.PrivacyMode.ValueType = common_pb2.PRIVACY_MODE_OFF) -> Msg:
@@ -151,9 +151,9 @@ def telemetry(seq: int, privacy: common_pb2.PrivacyMode.ValueType) -> Msg:
     return Msg(f"v1/vehicles/{VIN}/up", env.SerializeToString())
 
 
-def records(batch: telemetry_pb2.TelemetryRecords | None) -> list[telemetry_pb2.TelemetryRecord]:
+def records(batch: bytes | None) -> list[telemetry_pb2.TelemetryRecord]:
     assert batch is not None
-    return list(batch.records)
+    return list(telemetry_pb2.TelemetryRecords.FromString(batch).records)
 
 
 async def test_batch_is_acknowledged_after_its_commit() -> None:

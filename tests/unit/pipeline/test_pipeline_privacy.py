@@ -138,7 +138,7 @@ def records(sub: TelemetrySubscriber) -> list[telemetry_pb2.TelemetryRecord]:
     while not sub.queue.empty():
         batch = sub.queue.get_nowait()
         assert batch is not None
-        out.extend(batch.records)
+        out.extend(telemetry_pb2.TelemetryRecords.FromString(batch).records)
     return out
 
 

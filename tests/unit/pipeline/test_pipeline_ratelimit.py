@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import ManualClock
 from gateway.config import PROJECT_ROOT
 from gateway.egress.telemetry import TelemetryFanout, TelemetrySubscriber
@@ -64,7 +64,7 @@ class Rig:
         while not self.sub.queue.empty():
             batch = self.sub.queue.get_nowait()
             assert batch is not None
-            out.extend((r.vin, r.sequence) for r in batch.records)
+            out.extend((r.vin, r.sequence) for r in telemetry_pb2.TelemetryRecords.FromString(batch).records)
         return out
 
 
