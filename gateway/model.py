@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import operator
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 # 17 characters, digits and capitals without I, O and Q (ISO 3779).
 VIN_PATTERN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
@@ -114,8 +114,9 @@ class VehicleSession:
     radio: Radio = Radio.UNSPECIFIED
     roaming: bool = False
     roaming_enabled: bool = False
-    privacy: Privacy = field(default_factory=Privacy)
-    state: VehicleState = field(default_factory=VehicleState)
+    # Shared defaults, not a new object per session (both are frozen): issue 12, memory per car.
+    privacy: Privacy = Privacy()
+    state: VehicleState = VehicleState()
     presence: Presence = Presence.OFFLINE
     offline_reason: OfflineReason = OfflineReason.NEVER_SEEN
     presence_changed_at: float = 0.0  # unix seconds

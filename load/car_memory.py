@@ -8,13 +8,15 @@ N cars each say Hello (boot, a random sequence epoch, as a new head unit does) a
 way gateway/pipeline.py drives them: the topic and payload decoded (gateway/decode.py), the
 per-car limits (gateway/session/ratelimit.py: Hello and message buckets, evicted once per
 batch), the session tracker (sessions, sequence spaces and replay windows, online counts, the
-liveness schedule: gateway/session/tracker.py). The clock moves as at --rate messages/s, so the
-token buckets hold only the cars of the last ``burst / rate`` seconds, as in a running gateway.
+liveness schedule: gateway/session/tracker.py), and the store's table of row versions (the
+version of each car's row it last wrote, gateway/store/versions.py). The clock moves as at
+--rate messages/s, so a car's token bucket is dropped once it has refilled, as in a running
+gateway.
 
 Left out, as they hold nothing per car without entitlements or trouble: the entitlement engine
 (indexes only VINs that have entitlements, FoD work or an unacked set), the flood quarantine
-(cars refused in the last window), the grace periods (cars whose will arrived), the store (its
-rows are on disk; SQLite's page cache is bounded).
+(cars refused in the last window), the grace periods (cars whose will arrived), the store's rows
+(on disk; SQLite's page cache is bounded).
 
 Reported: RSS after minus RSS before (/proc/self/statm), divided by N: what the cars cost the
 process including allocator overhead and fragmentation. With --trace M, a second run of M cars
@@ -43,6 +45,7 @@ from gateway.decode import Decoded, decode_payload, decode_topic
 from gateway.model import VehicleSession
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
+from gateway.store.versions import KnownVersions
 from load import payloads
 from load.fleet import COUNTRIES, MODELS, Car
 
@@ -84,6 +87,7 @@ class Fleet:
 
     tracker: SessionTracker
     limits: CarLimits
+    versions: KnownVersions  # the store's: the version of each car's row it last wrote
     clock: ManualClock
 
 
@@ -94,23 +98,26 @@ def _stream(cars: int, messages: int, seed: int) -> Iterator[list[tuple[str, byt
     for start in range(0, cars, BATCH):
         chunk = [car(i) for i in range(start, min(cars, start + BATCH))]
         epochs = [_EPOCH_TAG + struct.pack("<Q", rng.getrandbits(64) | 1) for _ in chunk]
+        # A car has counted for a while: its sequence numbers are ints of their own (above 256).
+        first = [rng.randrange(1_000, 10_000_000) for _ in chunk]
         topic = [f"v1/vehicles/{c.vin}/up" for c in chunk]
         yield [
-            (topic[k], payloads.hello(c, 1, connection_id=rng.getrandbits(64), boot=True) + epochs[k])
+            (topic[k], payloads.hello(c, first[k], connection_id=rng.getrandbits(64), boot=True) + epochs[k])
             for k, c in enumerate(chunk)
         ]
         streams = [payloads.TelemetryStream(c, points=1) for c in chunk]
-        for seq in range(2, 2 + messages):
+        for n in range(1, 1 + messages):
             now_ns = time.time_ns()
-            yield [(topic[k], s.payload(seq, now_ns) + epochs[k]) for k, s in enumerate(streams)]
+            yield [(topic[k], s.payload(first[k] + n, now_ns) + epochs[k]) for k, s in enumerate(streams)]
 
 
 def build(cars: int, messages: int, rate: float, seed: int = 1) -> Fleet:
     """Feed `cars` cars through the per-car state as the pipeline does (see the module doc)."""
     clock = ManualClock(time.time())  # the payloads carry the wall clock (sent_at)
-    fleet = Fleet(SessionTracker(), CarLimits(RATE, BURST, HELLO_RATE, HELLO_BURST), clock)
+    fleet = Fleet(SessionTracker(), CarLimits(RATE, BURST, HELLO_RATE, HELLO_BURST), KnownVersions(), clock)
     for batch in _stream(cars, messages, seed):
         now = clock.now()
+        dirty: dict[str, int] = {}
         for topic, payload in batch:
             parsed = decode_topic(topic)
             assert isinstance(parsed, tuple), parsed
@@ -122,7 +129,12 @@ def build(cars: int, messages: int, rate: float, seed: int = 1) -> Fleet:
             assert isinstance(decoded, Decoded), decoded
             if decoded.body == "hello" and not fleet.limits.hellos.take(vin, now):
                 raise RuntimeError(f"{vin}: refused by its Hello bucket")
-            fleet.tracker.apply(decoded.envelope, now)
+            tracked = fleet.tracker.apply(decoded.envelope, now)
+            if tracked.dirty:
+                vin = tracked.session.vin
+                dirty[vin] = (fleet.versions.expected(vin) or 0) + 1
+        # What the store keeps per car after committing the batch (gateway/store/sqlite.py).
+        fleet.versions.written(dirty)
         fleet.limits.evict(now)
         clock.advance(len(batch) / rate)
     return fleet
@@ -151,14 +163,18 @@ def by_type(fleet: Fleet) -> dict[str, int]:
             value = getattr(s, name)
             kind = type(value).__name__
             add(value, f"{kind} ({name})" if kind in ("str", "int", "float") else None)
-    heap = tracker.liveness._heap  # noqa: SLF001 - a measurement of its internals
+    heap = tracker.liveness._heap
     add(heap, "list (liveness heap)")
-    add(tracker.liveness._scheduled, "set (liveness scheduled)")  # noqa: SLF001
+    add(tracker.liveness._scheduled, "set (liveness scheduled)")
     for entry in heap:
         add(entry, "tuple (liveness entry)")
         add(entry[0], "float (liveness due)")
+    known = fleet.versions._known
+    add(known, "dict (store versions)")
+    for version in known.values():
+        add(version, "int (store version)")
     for buckets in (fleet.limits.messages, fleet.limits.hellos):
-        table = buckets._tat  # noqa: SLF001
+        table = buckets._tat
         add(table, "OrderedDict (token buckets)")
         for tat in table.values():
             add(tat, "float (token bucket)")
@@ -240,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(t, dict):
         print(f"\ntracemalloc, {t['cars']:,} cars: {t['traced_bytes_per_car']} bytes per car traced")
         for site in t["sites"]:
-            print(f"  {site['bytes_per_car']:>8} B/car {site['blocks_per_car']:>6} blocks/car  {site['site']}")
+            per_car = f"{site['bytes_per_car']:>8} B/car {site['blocks_per_car']:>6} blocks/car"
+            print(f"  {per_car}  {site['site']}")
         print("\nby type (bytes per car, shared objects once):")
         for name, size in t["by_type_bytes_per_car"].items():
             print(f"  {size:>8}  {name}")
