@@ -36,7 +36,7 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 from gateway import topics
@@ -140,9 +140,23 @@ def build(cars: int, messages: int, rate: float, seed: int = 1) -> Fleet:
     return fleet
 
 
+def tree(obj: object, label: str, add: Callable[[object, str], None], depth: int = 2) -> None:
+    """`obj` and, `depth` levels down, what it contains (labelled by type and `label`)."""
+    add(obj, f"{type(obj).__name__} ({label})")
+    if depth == 0:
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            tree(key, label, add, depth - 1)
+            tree(value, label, add, depth - 1)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for item in obj:
+            tree(item, label, add, depth - 1)
+
+
 def by_type(fleet: Fleet) -> dict[str, int]:
     """Bytes of the tracked objects by type, each object counted once (shared ones once in
-    all): the sessions and their field values, the tracker's dicts, the liveness heap, the
+    all): the sessions and their field values, the tracker's dicts, the liveness schedule, the
     token bucket tables."""
     seen: set[int] = set()
     sizes: Counter[str] = Counter()
@@ -163,12 +177,12 @@ def by_type(fleet: Fleet) -> dict[str, int]:
             value = getattr(s, name)
             kind = type(value).__name__
             add(value, f"{kind} ({name})" if kind in ("str", "int", "float") else None)
-    heap = tracker.liveness._heap
-    add(heap, "list (liveness heap)")
-    add(tracker.liveness._scheduled, "set (liveness scheduled)")
-    for entry in heap:
-        add(entry, "tuple (liveness entry)")
-        add(entry[0], "float (liveness due)")
+    # The liveness schedule's containers and what they hold, whatever its layout (a measurement
+    # of its internals, so that an older layout can be measured with the same file).
+    schedule = tracker.liveness
+    names = getattr(schedule, "__slots__", None) or list(vars(schedule))
+    for name in names:
+        tree(getattr(schedule, name), f"liveness {name.lstrip('_')}", add)
     known = fleet.versions._known
     add(known, "dict (store versions)")
     for version in known.values():
