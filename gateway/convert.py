@@ -29,6 +29,7 @@ from gateway.model import (
 from gateway.reference.schema import LinkingMethod, MenuPath
 from gateway.rules.linking import LinkingFacts
 from gateway.rules.privacy import withheld_vehicle_fields
+from gateway.session import compact
 from gateway.session.events import EventKind, SessionEvent
 
 
@@ -48,7 +49,8 @@ def privacy_from_proto(p: common_pb2.Privacy) -> Privacy:
     """The service list counts only for per-service privacy. UNSPECIFIED is kept as it is:
     Privacy.withholds fails closed on it (R22)."""
     mode = PrivacyMode(p.mode)
-    return Privacy(mode, frozenset(p.services) if mode is PrivacyMode.PER_SERVICE else frozenset())
+    # One shared Privacy per value (session/compact.py): every envelope and stored row has one.
+    return compact.privacy(mode, frozenset(p.services) if mode is PrivacyMode.PER_SERVICE else frozenset())
 
 
 def privacy_to_proto(p: Privacy) -> common_pb2.Privacy:
@@ -162,21 +164,22 @@ def vehicle_from_proto(
 ) -> VehicleSession:
     return VehicleSession(
         vin=v.vin,
-        model=v.model,
-        model_year=v.model_year,
-        home_country=v.home_country,
-        visited_country=v.visited_country,
-        visited_mcc=v.visited_mcc,
+        # What many cars share is kept once (session/compact.py): a million are loaded at start.
+        model=compact.text(v.model),
+        model_year=compact.number(v.model_year),
+        home_country=compact.text(v.home_country),
+        visited_country=compact.text(v.visited_country),
+        visited_mcc=compact.number(v.visited_mcc),
         bearer=Bearer(v.bearer),
         radio=Radio(v.radio),
         roaming=v.roaming,
         roaming_enabled=v.roaming_enabled,
         privacy=privacy_from_proto(v.privacy),
-        state=VehicleState(
-            power=PowerState(v.state.power),
-            lock=LockState(v.state.lock),
-            charging_plug=ChargingPlug(v.state.charging_plug),
-            identity_verified=v.state.identity_verified,
+        state=compact.vehicle_state(
+            PowerState(v.state.power),
+            LockState(v.state.lock),
+            ChargingPlug(v.state.charging_plug),
+            v.state.identity_verified,
         ),
         presence=Presence(v.presence) if v.presence else Presence.OFFLINE,
         offline_reason=OfflineReason(v.offline_reason),
@@ -190,8 +193,8 @@ def vehicle_from_proto(
         previous_last_sequence=sequence.previous_last,
         previous_seen_window=sequence.previous_window,
         connection_id=connection_id,
-        software_version=v.software_version,
-        heartbeat_interval_s=v.heartbeat_interval_s,
+        software_version=compact.text(v.software_version),
+        heartbeat_interval_s=compact.number(v.heartbeat_interval_s),
     )
 
 

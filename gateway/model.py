@@ -114,8 +114,9 @@ class VehicleSession:
     radio: Radio = Radio.UNSPECIFIED
     roaming: bool = False
     roaming_enabled: bool = False
-    privacy: Privacy = field(default_factory=Privacy)
-    state: VehicleState = field(default_factory=VehicleState)
+    # Shared defaults, not a new object per session (both are frozen): issue 12, memory per car.
+    privacy: Privacy = Privacy()
+    state: VehicleState = VehicleState()
     presence: Presence = Presence.OFFLINE
     offline_reason: OfflineReason = OfflineReason.NEVER_SEEN
     presence_changed_at: float = 0.0  # unix seconds

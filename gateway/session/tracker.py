@@ -27,6 +27,7 @@ from gateway.model import (
     VehicleSession,
     VehicleState,
 )
+from gateway.session import compact
 from gateway.session.events import EventKind, SessionEvent
 from gateway.session.liveness import LivenessSchedule
 from gateway.session.sequence import MAX_JUMP, Arrival, Space, classify, classify_epoch
@@ -48,13 +49,11 @@ class Tracked:
 
 
 def _merge_state(old: VehicleState, new: common_pb2.VehicleState, full: bool) -> VehicleState:
-    return VehicleState(
-        power=PowerState(new.power) if new.power else old.power,
-        lock=LockState(new.lock) if new.lock else old.lock,
-        charging_plug=ChargingPlug(new.charging_plug) if new.charging_plug else old.charging_plug,
-        identity_verified=(
-            new.identity_verified if (full or new.has_identity_verified) else old.identity_verified
-        ),
+    return compact.vehicle_state(  # one shared object per value (compact.py)
+        PowerState(new.power) if new.power else old.power,
+        LockState(new.lock) if new.lock else old.lock,
+        ChargingPlug(new.charging_plug) if new.charging_plug else old.charging_plug,
+        new.identity_verified if (full or new.has_identity_verified) else old.identity_verified,
     )
 
 
@@ -253,10 +252,10 @@ class SessionTracker:
             s.radio = radio
             changed.append("radio")
         if env.visited_country and env.visited_country != s.visited_country:
-            s.visited_country = env.visited_country
+            s.visited_country = compact.text(env.visited_country)
             changed.append("visited_country")
         if env.visited_mcc and env.visited_mcc != s.visited_mcc:
-            s.visited_mcc = env.visited_mcc
+            s.visited_mcc = compact.number(env.visited_mcc)
             changed.append("visited_mcc")
         if env.roaming != s.roaming:
             s.roaming = env.roaming
@@ -276,11 +275,13 @@ class SessionTracker:
     ) -> None:
         self.pending_offline.pop(s.vin, None)  # back within the grace period: never went away
         s.connection_id = hello.connection_id
-        s.model = hello.model or s.model
-        s.model_year = hello.model_year or s.model_year
-        s.home_country = hello.home_country or s.home_country
-        s.software_version = hello.software_version or s.software_version
-        s.heartbeat_interval_s = hello.heartbeat_interval_s
+        # What many cars share is kept once (compact.py): a new str or int per car otherwise.
+        s.model = compact.text(hello.model) if hello.model else s.model
+        s.model_year = compact.number(hello.model_year) if hello.model_year else s.model_year
+        s.home_country = compact.text(hello.home_country) if hello.home_country else s.home_country
+        if hello.software_version:
+            s.software_version = compact.text(hello.software_version)
+        s.heartbeat_interval_s = compact.number(hello.heartbeat_interval_s)
         s.state = _merge_state(s.state, hello.state, full=True)
         if hello.boot:
             s.last_boot_at = now  # R13: services are delivered after a boot while online
