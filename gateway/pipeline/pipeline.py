@@ -26,31 +26,25 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Protocol
 
 from gateway import topics
-from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
+from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.backoff import Backoff
 from gateway.clock import Clock
-from gateway.convert import egress_event, event_to_proto, privacy_from_proto
+from gateway.convert import event_to_proto
 from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload, decode_topic
 from gateway.egress.sink import TelemetrySink
 from gateway.entitlements.ledger import LedgerError, VersionConflict
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
 from gateway.model import Bearer, VehicleSession
+from gateway.pipeline.batches import Applied, Gated, LogBudget, Message
+from gateway.pipeline.rules import RulesStage, egress
 from gateway.reference.store import ReferenceStore
 from gateway.rules import (
-    Outcome,
-    TelemetryRedaction,
     offline_grace_s,
-    privacy_filter,
-    strictest_privacy,
-    telemetry_redaction,
 )
-from gateway.session.events import EventKind, SessionEvent
+from gateway.session.events import SessionEvent
 from gateway.session.hub import EventHub
 from gateway.session.liveness import liveness_timeout_s
 from gateway.session.ratelimit import CarLimits
@@ -67,52 +61,14 @@ COMMIT_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
 # Conflicting commits of one batch (another gateway wrote one of its cars meanwhile) applied
 # again at once; beyond that each attempt waits as a failed commit does (`_apply_durably`).
 MAX_REAPPLY = 5
-CHARGING_SERVICE = "charging"  # the service whose privacy setting covers charging records (R22, R28)
-# Bodies whose content leaves the gateway as is (telemetry records, the charging event).
-_EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
 
 
-# The rule is pure and its inputs few (settings x services x catalogue allowlists): computed
-# once per combination, not per message.
-_redaction = lru_cache(maxsize=4096)(telemetry_redaction)
 
 
-@dataclass(slots=True)
-class _Gated:
-    """The messages of a batch that passed the gate, and what the gate decided besides."""
-
-    items: list[Decoded | DecodedWill]
-    quarantined: list[str]  # cars quarantined by this batch
-    released: list[str]     # cars whose quarantine ended
-    limits: CarLimits | None  # the limits in force for this batch (None: none)
-    hellos: bool = False  # a Hello among the items (else the Hello limit has nothing to judge)
 
 
-@dataclass(slots=True)
-class _Applied:
-    """What one application of a batch's messages produced: written and counted only once it
-    committed (an application that conflicted is thrown away, see `_apply_durably`)."""
-
-    dirty: dict[str, VehicleSession] = field(default_factory=dict)
-    events: list[tuple[SessionEvent, VehicleSession]] = field(default_factory=list)
-    records: list[telemetry_pb2.TelemetryRecord] = field(default_factory=list)
-    updates: list[VehicleUpdate] = field(default_factory=list)
-    kinds: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)  # sequence_jump: judged by the session
-    stale: Counter[str] = field(default_factory=Counter)
-    decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
-    grace: Counter[str] = field(default_factory=Counter)  # gateway_presence_grace_total outcomes
-    timeouts: int = 0
-    withheld_records: int = 0
-    withheld_signals: int = 0
 
 
-class Message(Protocol):
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def payload(self) -> bytes: ...
 
 
 _BEARER_LABEL = {
@@ -175,6 +131,7 @@ class Pipeline:
         self._m = metrics
         self._clock = clock
         self._reference = reference
+        self._rules = RulesStage(reference=reference, clock=clock)
         self._max_payload = max_payload_bytes
         self._queue: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
         self._queue_limit = queue_messages
@@ -194,8 +151,8 @@ class Pipeline:
         self._closing = False
         self._received = {k: metrics.messages_received.labels(k) for k in MESSAGE_KINDS}
         self._rejected = metrics.messages_rejected
-        self._log_budget = _LogBudget()
-        self._commit_log_budget = _LogBudget()  # its own: rejections must not silence it
+        self._log_budget = LogBudget()
+        self._commit_log_budget = LogBudget()  # its own: rejections must not silence it
         self.processed = 0
 
     # -- called from the MQTT protocol (synchronously, on the event loop) --
@@ -258,7 +215,7 @@ class Pipeline:
         self._update_metrics(len(batch), applied.kinds, rejected, applied.stale)
         self._applied_metrics(applied)
 
-    def _gate(self, batch: Sequence[Message], now: float, rejected: Counter[str]) -> _Gated:
+    def _gate(self, batch: Sequence[Message], now: float, rejected: Counter[str]) -> Gated:
         """The messages that pass the topic, quarantine, the per-car message limit and the
         payload's validation; the others counted in `rejected`."""
         limits = self._limits
@@ -305,9 +262,9 @@ class Pipeline:
             if not hellos and type(d) is Decoded and d.body == "hello":
                 hellos = True
             items.append(d)
-        return _Gated(items, quarantined, released, limits, hellos)
+        return Gated(items, quarantined, released, limits, hellos)
 
-    def _gate_hellos(self, gated: _Gated, now: float, rejected: Counter[str]) -> list[Decoded | DecodedWill]:
+    def _gate_hellos(self, gated: Gated, now: float, rejected: Counter[str]) -> list[Decoded | DecodedWill]:
         """The per-car Hello limit, after the refresh: it needs the car's sequence epoch."""
         limits = gated.limits
         if limits is None or not gated.hellos:
@@ -342,7 +299,7 @@ class Pipeline:
 
     async def _apply_durably(
         self, items: list[Decoded | DecodedWill], now: float, touched: set[str]
-    ) -> _Applied:
+    ) -> Applied:
         """Apply the messages to the sessions and make the outcome durable (`_make_durable`).
 
         On a shared store (PostgreSQL) the commit may find that another gateway wrote one of the
@@ -418,16 +375,16 @@ class Pipeline:
         if fresh and not every:
             self._m.vehicles_refreshed.inc(len(fresh))
 
-    def _apply(self, items: Sequence[Decoded | DecodedWill], now: float) -> _Applied:
+    def _apply(self, items: Sequence[Decoded | DecodedWill], now: float) -> Applied:
         """Apply the gated messages and what time did (grace periods, liveness timeouts) to the
         sessions; collect what is to be written, forwarded and counted once it committed."""
-        a = _Applied()
+        a = Applied()
         dirty, events, updates = a.dirty, a.events, a.updates
         for expired in self._tracker.expire(now):
             a.grace["expired"] += 1
             dirty[expired.session.vin] = expired.session
             gone = copy.copy(expired.session)  # as the expiry left it (see below)
-            events.extend(_egress(expired.events, gone))
+            events.extend(egress(expired.events, gone))
             updates.append(VehicleUpdate(gone))
         for d in items:
             # The session as this message left it, copied at most once per message (shared by
@@ -460,7 +417,7 @@ class Pipeline:
                     # arrives after another gateway moved the car's window far on. The data is
                     # kept, possibly a second time (at least once); the state never applies.
                     a.stale[arrival.value] += 1
-                self._route_body(env, body, t, a)
+                self._rules.route(env, body, t, a)
                 # Only what can move an entitlement: a change of presence, state, link or privacy
                 # (the tracker emitted an event) or the car's answers; plain telemetry cannot.
                 # R13: a boot reported late (a dead gateway's slot drained after the car's later
@@ -492,17 +449,17 @@ class Pipeline:
                 # copy of the session as this message left it (the tracker changes sessions in
                 # place; a later message of the batch may switch privacy off). One copy per
                 # message with events, none for plain telemetry.
-                events.extend(_egress(t.events, snapshot if snapshot is not None else copy.copy(t.session)))
+                events.extend(egress(t.events, snapshot if snapshot is not None else copy.copy(t.session)))
         # After the batch: a car whose message is in it has spoken and is not timed out.
         for silent in self._tracker.expire_silent(now, self._liveness_timeout_s):
             a.timeouts += 1
             dirty[silent.session.vin] = silent.session
             gone = copy.copy(silent.session)
-            events.extend(_egress(silent.events, gone))
+            events.extend(egress(silent.events, gone))
             updates.append(VehicleUpdate(gone))
         return a
 
-    def _applied_metrics(self, a: _Applied) -> None:
+    def _applied_metrics(self, a: Applied) -> None:
         """The counts of the apply that committed (one that conflicted counts for nothing)."""
         for (rule, outcome), count in a.decisions.items():
             self._m.rule_decisions.labels(rule, outcome).inc(count)
@@ -588,7 +545,7 @@ class Pipeline:
         if self._outcome is not None:
             self._outcome(component, error)
 
-    def _apply_will(self, vin: str, connection_id: int, now: float, a: _Applied) -> Tracked:
+    def _apply_will(self, vin: str, connection_id: int, now: float, a: Applied) -> Tracked:
         session = self._tracker.get(vin)
         grace = 0.0
         if session is not None:
@@ -610,72 +567,7 @@ class Pipeline:
         quarantine = self._limits.quarantine if self._limits is not None else None
         return self._tracker.due(now) or (quarantine is not None and quarantine.due(now))
 
-    def _public_signals(self, service: str) -> tuple[str, ...]:
-        known = self._reference.current.service(service)
-        return () if known is None else known.public_signals  # unknown service: nothing public
 
-    def _route_body(
-        self,
-        env: uplink_pb2.Envelope,
-        body: str,
-        t: Tracked,
-        a: _Applied,
-    ) -> None:
-        session = t.session
-        records, decisions = a.records, a.decisions
-        # R22: the envelope's own header is the car's setting when it sent it; a late envelope
-        # (sequence below the highest) did not update the session, whose current setting may be
-        # stricter. Judged by the stricter of both: fail closed.
-        # A new envelope has just set the session's setting from its header: the same thing.
-        privacy = (
-            session.privacy if t.arrival is Arrival.NEW
-            else strictest_privacy(privacy_from_proto(env.privacy), session.privacy)
-        )
-        if body in _EGRESS_BODIES:
-            # R22, fail closed: a field this gateway does not know (a newer car's, or a hostile
-            # one's) cannot be judged by privacy mode, so it never leaves with the record.
-            # Protobuf keeps unknown fields through CopyFrom; dropped here, for the bodies
-            # that are forwarded only (about 1 us per envelope, not paid by the others).
-            env.DiscardUnknownFields()
-        if body == "telemetry":
-            batch = env.telemetry
-            # R22: a location is personal whatever the service; so may be any signal the
-            # catalogue does not declare public. The rule decides, this applies it.
-            redaction = _redaction(privacy, batch.service, self._public_signals(batch.service))
-            decision = redaction.decision
-            decisions[decision.rule, decision.outcome.value] += 1
-            # A car whose clock is not set sends no sent_at (validate.py): the records then have
-            # none either, rather than 1970-01-01 (CopyFrom of an unset field marks it present).
-            sent_at = env.sent_at if env.HasField("sent_at") else None
-            for sample in batch.samples:
-                rec = telemetry_pb2.TelemetryRecord(
-                    vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample,
-                    sent_at=sent_at,
-                )
-                if redaction.withholds:
-                    signals = _redact(rec, redaction)
-                    if rec.location_withheld or signals:
-                        a.withheld_records += 1
-                        a.withheld_signals += signals
-                records.append(rec)
-        elif body == "charging_session":
-            cs = common_pb2.ChargingSession()
-            cs.CopyFrom(env.charging_session)
-            decision = privacy_filter(privacy, CHARGING_SERVICE)  # R22 over R28's location
-            decisions[decision.rule, decision.outcome.value] += 1
-            if decision.outcome is Outcome.REDACT:
-                cs.ClearField("location")
-                cs.ClearField("location_name")
-                a.withheld_records += 1
-            t.events.append(
-                SessionEvent(
-                    session.vin,
-                    self._clock.now(),
-                    EventKind.CHARGING_SESSION,
-                    charging_session=cs.SerializeToString(),
-                    dedupe_key=f"charging:{cs.session_id}",
-                )
-            )
 
     async def _commit(
         self,
@@ -720,42 +612,7 @@ class Pipeline:
 
 
 
-def _redact(rec: telemetry_pb2.TelemetryRecord, redaction: TelemetryRedaction) -> int:
-    """Strip what privacy withholds from one record (R22): its location (flagged in
-    location_withheld) and every signal the catalogue does not declare public. Returns the
-    number of signals withheld (also in signals_withheld)."""
-    sample = rec.sample
-    if sample.HasField("location"):
-        sample.ClearField("location")
-        rec.location_withheld = True
-    public = redaction.public_signals
-    kept = [s for s in sample.signals if s.name in public]
-    dropped = len(sample.signals) - len(kept)
-    if dropped:
-        del sample.signals[:]
-        sample.signals.extend(kept)
-        rec.signals_withheld = dropped
-    return dropped
 
 
-def _egress(
-    raised: Sequence[SessionEvent], snapshot: VehicleSession
-) -> list[tuple[SessionEvent, VehicleSession]]:
-    """The events as they may go to the event log (R22, judged with `snapshot`'s privacy),
-    each with the session snapshot it is serialized with at the commit."""
-    return [(v, snapshot) for e in raised if (v := egress_event(e, snapshot)) is not None]
 
 
-class _LogBudget:
-    """At most 20 rejection log lines per 10 s: a flood of bad input must not flood the log."""
-
-    def __init__(self) -> None:
-        self._window = 0.0
-        self._count = 0
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        if now - self._window > 10:
-            self._window, self._count = now, 0
-        self._count += 1
-        return self._count <= 20
