@@ -32,13 +32,14 @@ from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.convert import event_to_proto
-from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload, decode_topic
+from gateway.decode import Decoded, DecodedWill
 from gateway.egress.sink import TelemetrySink
 from gateway.entitlements.ledger import LedgerError, VersionConflict
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import MESSAGE_KINDS, Metrics
 from gateway.model import Bearer, VehicleSession
-from gateway.pipeline.batches import Applied, Gated, LogBudget, Message
+from gateway.pipeline.batches import Applied, LogBudget, Message
+from gateway.pipeline.decode import DecodeStage
 from gateway.pipeline.rules import RulesStage, egress
 from gateway.reference.store import ReferenceStore
 from gateway.rules import (
@@ -132,7 +133,6 @@ class Pipeline:
         self._clock = clock
         self._reference = reference
         self._rules = RulesStage(reference=reference, clock=clock)
-        self._max_payload = max_payload_bytes
         self._queue: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
         self._queue_limit = queue_messages
         self._queued = 0  # messages in the queue: the bound is on messages, not socket reads
@@ -141,7 +141,6 @@ class Pipeline:
         self._resume = resume_reading
         self._entitlements = entitlements
         self._heartbeat_default_s = heartbeat_default_s
-        self._limits = limits
         self._quarantine_changed = quarantine_changed
         self._commit_backoff = commit_backoff
         self._sleep = sleep
@@ -153,7 +152,15 @@ class Pipeline:
         self._rejected = metrics.messages_rejected
         self._log_budget = LogBudget()
         self._commit_log_budget = LogBudget()  # its own: rejections must not silence it
+        self._decode = DecodeStage(
+            max_payload_bytes=max_payload_bytes, limits=limits, epoch_of=self._epoch_of,
+            log_budget=self._log_budget,
+        )
         self.processed = 0
+
+    def _epoch_of(self, vin: str) -> int | None:
+        session = self._tracker.get(vin)
+        return session.sequence_epoch if session is not None else None
 
     # -- called from the MQTT protocol (synchronously, on the event loop) --
     def on_batch(self, messages: Sequence[Message]) -> None:
@@ -175,7 +182,7 @@ class Pipeline:
                 batch.extend(self._queue.get_nowait())
             self._queued -= len(batch)
             # An empty batch is a tick: grace periods and liveness timeouts run out.
-            if batch or self._tracker.has_deadlines or self._quarantined:
+            if batch or self._tracker.has_deadlines or self._decode.quarantined:
                 await self.process(batch)
             if self._closing and self._queue.empty():
                 return
@@ -183,10 +190,6 @@ class Pipeline:
                 self._paused = False
                 self._resume()
 
-    @property
-    def _quarantined(self) -> bool:
-        quarantine = self._limits.quarantine if self._limits is not None else None
-        return quarantine is not None and len(quarantine) > 0
 
     def close(self) -> None:
         """Finish: ``run`` returns after processing what is queued (reading has stopped)."""
@@ -198,7 +201,7 @@ class Pipeline:
         rejected: Counter[str] = Counter()
         # The gate decides once per message, whatever happens to the apply below: a message is
         # charged to its car's rate limits once even when its batch is applied twice.
-        gated = self._gate(batch, now, rejected)
+        gated = self._decode.gate(batch, now, rejected)
         if (gated.quarantined or gated.released) and self._quarantine_changed is not None:
             self._quarantine_changed(gated.quarantined, gated.released)
         touched: set[str] = set()
@@ -207,7 +210,7 @@ class Pipeline:
             # or wrote them (the broker spreads a car's messages): apply on the stored state.
             touched = {d.vin for d in gated.items} | self._tracker.due_vins(now)
             await self._adopt_stored(self._shared, touched, now=now, every=False)
-        items = self._gate_hellos(gated, now, rejected)
+        items = self._decode.gate_hellos(gated, now, rejected)
         applied = await self._apply_durably(items, now, touched)
         self._ack(batch)
         self.processed += len(batch)
@@ -215,87 +218,7 @@ class Pipeline:
         self._update_metrics(len(batch), applied.kinds, rejected, applied.stale)
         self._applied_metrics(applied)
 
-    def _gate(self, batch: Sequence[Message], now: float, rejected: Counter[str]) -> Gated:
-        """The messages that pass the topic, quarantine, the per-car message limit and the
-        payload's validation; the others counted in `rejected`."""
-        limits = self._limits
-        quarantine = limits.quarantine if limits is not None else None
-        quarantined: list[str] = []
-        released = quarantine.release_due(now) if quarantine is not None else []
-        blocked = quarantine.blocked if quarantine is not None else frozenset()
-        if limits is not None:
-            limits.evict(now)
-            if not limits.active(now):
-                limits = None  # catching up on the broker's backlog after a reconnect (ratelimit.py)
-        items: list[Decoded | DecodedWill] = []
-        hellos = False
-        for msg in batch:
-            # The topic first (parsed once for both uses), then the per-car limit before the
-            # payload is decoded: a flood of bad payloads is dropped as cheaply as one of good
-            # ones, and never reaches the session. Keyed by the topic's VIN (the broker's ACL
-            # confines a car to its own topics). A dropped QoS 1 message is acknowledged with
-            # the batch like any rejected one (README "MQTT topics", Limits).
-            topic = decode_topic(msg.topic)
-            if isinstance(topic, Rejected):
-                d: Decoded | DecodedWill | Rejected = topic
-            elif blocked and topic[0] in blocked:
-                # Quarantined (session/quarantine.py): what the broker had queued before it was
-                # told, or everything where the broker cannot be told (an external one).
-                rejected["quarantined"] += 1
-                continue
-            elif limits is not None and not limits.messages.take(topic[0], now):
-                rejected["rate_limited"] += 1
-                if quarantine is not None and quarantine.refused(topic[0], now):
-                    quarantined.append(topic[0])
-                    blocked = quarantine.blocked
-                if self._log_budget.allow():
-                    log.warning("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
-                                msg.topic, limits.messages.rate, limits.messages.burst)
-                continue
-            else:
-                d = decode_payload(*topic, msg.payload, self._max_payload, now=now)
-            if isinstance(d, Rejected):
-                rejected[d.reason] += 1
-                if self._log_budget.allow():
-                    log.warning("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail)
-                continue
-            if not hellos and type(d) is Decoded and d.body == "hello":
-                hellos = True
-            items.append(d)
-        return Gated(items, quarantined, released, limits, hellos)
 
-    def _gate_hellos(self, gated: Gated, now: float, rejected: Counter[str]) -> list[Decoded | DecodedWill]:
-        """The per-car Hello limit, after the refresh: it needs the car's sequence epoch."""
-        limits = gated.limits
-        if limits is None or not gated.hellos:
-            return gated.items
-        epochs: dict[str, int] = {}  # a Hello that passed opens its epoch for the next ones
-        out: list[Decoded | DecodedWill] | None = None  # a copy only once one is dropped
-        for i, d in enumerate(gated.items):
-            if isinstance(d, Decoded) and d.body == "hello":
-                env = d.envelope
-                epoch = epochs.get(env.vin)
-                if epoch is None:
-                    session = self._tracker.get(env.vin)
-                    epoch = session.sequence_epoch if session is not None else None
-                # A reconnect storm of one car: each connection's Hello costs an online event, a
-                # store write and the entitlement engine's boot handling. A Hello that opens a
-                # new sequence epoch (a new or reset head unit) always passes: dropped, every
-                # later envelope of that epoch would count as other_epoch and the car could
-                # never be seen again (it still took a message token).
-                reinstalled = epoch is not None and epoch != env.sequence_epoch
-                if not reinstalled and not limits.hellos.take(env.vin, now):
-                    rejected["hello_rate_limited"] += 1
-                    if self._log_budget.allow():
-                        log.warning("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
-                                    topics.uplink(env.vin), limits.hellos.rate, limits.hellos.burst)
-                    if out is None:
-                        out = gated.items[:i]
-                    continue
-                epochs[env.vin] = env.sequence_epoch
-            if out is not None:
-                out.append(d)
-        return gated.items if out is None else out
 
     async def _apply_durably(
         self, items: list[Decoded | DecodedWill], now: float, touched: set[str]
@@ -564,8 +487,7 @@ class Pipeline:
     def presence_due(self) -> bool:
         """A grace period, a liveness timeout or a quarantine may have run out: worth a tick."""
         now = self._clock.now()
-        quarantine = self._limits.quarantine if self._limits is not None else None
-        return self._tracker.due(now) or (quarantine is not None and quarantine.due(now))
+        return self._tracker.due(now) or self._decode.due(now)
 
 
 
