@@ -21,13 +21,11 @@ nothing; the batch's cars are restored from the store and the batch applied agai
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-from gateway import topics
 from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.backoff import Backoff
 from gateway.clock import Clock
@@ -40,17 +38,13 @@ from gateway.metrics import MESSAGE_KINDS, Metrics
 from gateway.model import Bearer, VehicleSession
 from gateway.pipeline.batches import Applied, LogBudget, Message
 from gateway.pipeline.decode import DecodeStage
-from gateway.pipeline.rules import RulesStage, egress
+from gateway.pipeline.rules import RulesStage
+from gateway.pipeline.session_stage import SessionStage
 from gateway.reference.store import ReferenceStore
-from gateway.rules import (
-    offline_grace_s,
-)
 from gateway.session.events import SessionEvent
 from gateway.session.hub import EventHub
-from gateway.session.liveness import liveness_timeout_s
 from gateway.session.ratelimit import CarLimits
-from gateway.session.sequence import MAX_JUMP, Arrival
-from gateway.session.tracker import SessionTracker, Tracked
+from gateway.session.tracker import SessionTracker
 from gateway.store.base import PendingEvent, SharedStore, Store, StoreConflict, StoreError
 
 log = logging.getLogger(__name__)
@@ -131,8 +125,6 @@ class Pipeline:
         self._telemetry = telemetry
         self._m = metrics
         self._clock = clock
-        self._reference = reference
-        self._rules = RulesStage(reference=reference, clock=clock)
         self._queue: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
         self._queue_limit = queue_messages
         self._queued = 0  # messages in the queue: the bound is on messages, not socket reads
@@ -140,7 +132,6 @@ class Pipeline:
         self._pause = pause_reading
         self._resume = resume_reading
         self._entitlements = entitlements
-        self._heartbeat_default_s = heartbeat_default_s
         self._quarantine_changed = quarantine_changed
         self._commit_backoff = commit_backoff
         self._sleep = sleep
@@ -154,6 +145,11 @@ class Pipeline:
         self._commit_log_budget = LogBudget()  # its own: rejections must not silence it
         self._decode = DecodeStage(
             max_payload_bytes=max_payload_bytes, limits=limits, epoch_of=self._epoch_of,
+            log_budget=self._log_budget,
+        )
+        self._session = SessionStage(
+            tracker=tracker, reference=reference, rules=RulesStage(reference=reference, clock=clock),
+            heartbeat_default_s=heartbeat_default_s, shared=shared_store is not None,
             log_budget=self._log_budget,
         )
         self.processed = 0
@@ -241,7 +237,7 @@ class Pipeline:
         delays: Iterator[float] | None = None  # made at the first wait, not for every batch
         conflicts = 0
         while True:
-            applied = self._apply(items, now)
+            applied = self._session.apply(items, now)
             # The sink has the records before the commit marks their messages as seen (replay
             # window) and long before the acknowledgement: after a crash the broker delivers
             # them again and they are handed over again (at least once; a durable sink drops a
@@ -298,89 +294,6 @@ class Pipeline:
         if fresh and not every:
             self._m.vehicles_refreshed.inc(len(fresh))
 
-    def _apply(self, items: Sequence[Decoded | DecodedWill], now: float) -> Applied:
-        """Apply the gated messages and what time did (grace periods, liveness timeouts) to the
-        sessions; collect what is to be written, forwarded and counted once it committed."""
-        a = Applied()
-        dirty, events, updates = a.dirty, a.events, a.updates
-        for expired in self._tracker.expire(now):
-            a.grace["expired"] += 1
-            dirty[expired.session.vin] = expired.session
-            gone = copy.copy(expired.session)  # as the expiry left it (see below)
-            events.extend(egress(expired.events, gone))
-            updates.append(VehicleUpdate(gone))
-        for d in items:
-            # The session as this message left it, copied at most once per message (shared by
-            # the VehicleUpdate and the events). A shallow copy suffices: every field of
-            # VehicleSession is an immutable value (Privacy and VehicleState are frozen).
-            snapshot: VehicleSession | None = None
-            if isinstance(d, Decoded):
-                env, body = d.envelope, d.body
-                in_grace = env.vin in self._tracker.pending_offline
-                t = self._tracker.apply(env, now)
-                if in_grace and env.vin not in self._tracker.pending_offline:
-                    a.grace["reconnected"] += 1
-                if t.dirty:
-                    dirty[t.session.vin] = t.session  # also a late arrival's mark in the window
-                if t.arrival is Arrival.JUMP:
-                    a.rejected["sequence_jump"] += 1
-                    if self._log_budget.allow():
-                        log.warning(
-                            "rejected uplink on %s: sequence_jump: %d is more than %d above the"
-                            " highest sequence of its epoch", topics.uplink(env.vin), env.sequence, MAX_JUMP,
-                        )
-                    continue
-                arrival = t.arrival
-                if arrival is not Arrival.NEW:  # (the common case tested first: the hot path)
-                    if arrival is Arrival.DUPLICATE or (arrival is Arrival.TOO_OLD and self._shared is None):
-                        a.stale[arrival.value] += 1
-                        continue
-                    # Late, of another epoch, or TOO_OLD on a shared store: with several
-                    # gateways, a slot's backlog (a slot handed over, a dead gateway's queue)
-                    # arrives after another gateway moved the car's window far on. The data is
-                    # kept, possibly a second time (at least once); the state never applies.
-                    a.stale[arrival.value] += 1
-                self._rules.route(env, body, t, a)
-                # Only what can move an entitlement: a change of presence, state, link or privacy
-                # (the tracker emitted an event) or the car's answers; plain telemetry cannot.
-                # R13: a boot reported late (a dead gateway's slot drained after the car's later
-                # messages, its state then not applied) is still a boot of a car online now.
-                booted = body == "hello" and env.hello.boot and t.arrival is not Arrival.OTHER_EPOCH
-                if t.events or booted or body in ("entitlement_ack", "fod_result"):
-                    # A copy: the tracker changes sessions in place, and the R17 idle wait must
-                    # see every state in between (privacy on and off within one batch).
-                    snapshot = copy.copy(t.session)
-                    updates.append(
-                        VehicleUpdate(
-                            snapshot,
-                            booted_online=booted,
-                            entitlement_ack=env.entitlement_ack if body == "entitlement_ack" else None,
-                            fod_result=env.fod_result if body == "fod_result" else None,
-                        )
-                    )
-            else:
-                body = "will"
-                t = self._apply_will(d.vin, d.connection_id, now, a)
-                if t.dirty:
-                    dirty[t.session.vin] = t.session
-                if t.events:
-                    snapshot = copy.copy(t.session)
-                    updates.append(VehicleUpdate(snapshot))
-            a.kinds[body] += 1
-            if t.events:
-                # R22 and "the session right after the event": judged and serialized with a
-                # copy of the session as this message left it (the tracker changes sessions in
-                # place; a later message of the batch may switch privacy off). One copy per
-                # message with events, none for plain telemetry.
-                events.extend(egress(t.events, snapshot if snapshot is not None else copy.copy(t.session)))
-        # After the batch: a car whose message is in it has spoken and is not timed out.
-        for silent in self._tracker.expire_silent(now, self._liveness_timeout_s):
-            a.timeouts += 1
-            dirty[silent.session.vin] = silent.session
-            gone = copy.copy(silent.session)
-            events.extend(egress(silent.events, gone))
-            updates.append(VehicleUpdate(gone))
-        return a
 
     def _applied_metrics(self, a: Applied) -> None:
         """The counts of the apply that committed (one that conflicted counts for nothing)."""
@@ -468,26 +381,12 @@ class Pipeline:
         if self._outcome is not None:
             self._outcome(component, error)
 
-    def _apply_will(self, vin: str, connection_id: int, now: float, a: Applied) -> Tracked:
-        session = self._tracker.get(vin)
-        grace = 0.0
-        if session is not None:
-            # R20: a car on 2G whose data pauses for a call is not flapped offline.
-            grace = offline_grace_s(self._reference.current.presence, session.bearer, session.radio)
-        t = self._tracker.apply_will(vin, connection_id, now, grace)
-        if vin in self._tracker.pending_offline:
-            a.grace["started"] += 1
-        return t
 
-    def _liveness_timeout_s(self, session: VehicleSession) -> float:
-        # R20: the presence grace of the car's bearer and radio on top of its missed heartbeats.
-        grace = offline_grace_s(self._reference.current.presence, session.bearer, session.radio)
-        return liveness_timeout_s(session.heartbeat_interval_s, self._heartbeat_default_s, grace)
 
     def presence_due(self) -> bool:
         """A grace period, a liveness timeout or a quarantine may have run out: worth a tick."""
         now = self._clock.now()
-        return self._tracker.due(now) or self._decode.due(now)
+        return self._session.due(now) or self._decode.due(now)
 
 
 
