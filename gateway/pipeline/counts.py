@@ -34,6 +34,10 @@ class BatchCounts:
             self._m.messages_rejected.labels(reason).inc(count)
         for outcome, count in stale.items():
             self._m.messages_stale.labels(outcome).inc(count)
+        self.sessions()
+
+    def sessions(self) -> None:
+        """The sessions online by bearer and tracked (after a batch or a tick)."""
         for bearer, count in self._tracker.online_by_bearer.items():
             self._m.vehicles_online.labels(_BEARER_LABEL[bearer]).set(count)
         self._m.vehicles_tracked.set(len(self._tracker.sessions))

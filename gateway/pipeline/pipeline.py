@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from gateway.backoff import Backoff
@@ -57,6 +57,9 @@ COMMIT_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
 # Conflicting commits of one batch (another gateway wrote one of its cars meanwhile) applied
 # again at once; beyond that each attempt waits as a failed commit does (`_apply_durably`).
 MAX_REAPPLY = 5
+# How often the presence timer asks whether a grace period, a liveness timeout or a quarantine
+# ran out while no batch came (each batch runs them out anyway).
+PRESENCE_TICK_S = 1.0
 
 
 class Pipeline:
@@ -83,6 +86,7 @@ class Pipeline:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         outcome: Callable[[str, BaseException | None], None] | None = None,
         shared_store: SharedStore | None = None,
+        presence_tick_s: float = PRESENCE_TICK_S,
     ) -> None:
         """
         tracker: the in-memory sessions. store: durable snapshots and events.
@@ -103,11 +107,17 @@ class Pipeline:
         shared_store: `store` when other gateways write it too (PostgreSQL): the batch's cars
             are refreshed from it before each batch, and a conflicting commit is applied again
             (`_apply_durably`). None (SQLite, one gateway): the memory is the whole truth.
+        presence_tick_s: the presence timer's period on `clock` (`run`).
         """
         self._tracker = tracker
         self._m = metrics
         self._clock = clock
-        self._queue: asyncio.Queue[Sequence[Message]] = asyncio.Queue()
+        # The batches on_batch handed over, not processed yet; `_wake` is set when one is added,
+        # when the presence timer finds something due (`_tick_due`) and at `close`.
+        self._batches: deque[Sequence[Message]] = deque()
+        self._wake = asyncio.Event()
+        self._tick_due = False
+        self._presence_tick_s = presence_tick_s
         self._queue_limit = queue_messages
         self._queued = 0  # messages in the queue: the bound is on messages, not socket reads
         self._ack = ack
@@ -141,38 +151,88 @@ class Pipeline:
 
     # -- called from the MQTT protocol (synchronously, on the event loop) --
     def on_batch(self, messages: Sequence[Message]) -> None:
-        self._queue.put_nowait(messages)
+        self._batches.append(messages)
         self._queued += len(messages)
+        self._wake.set()
         if not self._paused and self._queued >= self._queue_limit:
             self._paused = True
             self._m.ingress_paused.inc()
             self._pause()
 
     async def run(self) -> None:
-        """Process batches until ``close`` was called and the queue is empty."""
+        """Process batches until ``close`` was called and the queue is empty; meanwhile the
+        presence timer runs out grace periods, liveness timeouts and quarantines when no batch
+        comes. Both under this task's TaskGroup: cancelling `run` ends the timer too."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                timer = tasks.create_task(self._presence_timer(), name="gateway.pipeline.presence")
+                try:
+                    await self._drain()
+                finally:
+                    timer.cancel()
+        except BaseExceptionGroup as group:
+            # The timer only sleeps and sets a flag: an error is the drain's (a bug, or a store
+            # that refused in a way never retried). Raised as itself, as before the TaskGroup,
+            # for whoever awaits this task (Gateway.wait).
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _drain(self) -> None:
+        """The single writer of the sessions: a batch and a tick never run at the same time,
+        because this loop alone runs both, one after the other."""
+        batches = self._batches
         while True:
-            first = await self._queue.get()
-            batch = list(first)
-            # Coalesce what queued up, but not without bound: a smaller batch reaches the backends
-            # sooner (steadier latency); 2,000 still amortizes the per-batch commit well.
-            while not self._queue.empty() and len(batch) < MAX_BATCH:
-                batch.extend(self._queue.get_nowait())
-            self._queued -= len(batch)
-            # An empty batch is a tick: grace periods and liveness timeouts run out.
-            if batch or self._tracker.has_deadlines or self._decode.quarantined:
+            if not batches and not self._tick_due:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch: list[Message] = []
+            if batches:
+                batch.extend(batches.popleft())
+                # Coalesce what queued up, but not without bound: a smaller batch reaches the
+                # backends sooner (steadier latency); 2,000 still amortizes the per-batch commit.
+                while batches and len(batch) < MAX_BATCH:
+                    batch.extend(batches.popleft())
+                self._queued -= len(batch)
+            if batch:
+                # A batch runs out whatever a tick would: `process` reads the clock after this.
+                self._tick_due = False
                 await self.process(batch)
-            if self._closing and self._queue.empty():
-                return
+            elif self._tick_due:
+                self._tick_due = False
+                await self.tick()
             if self._paused and self._queued <= self._queue_limit // 2:
                 self._paused = False
                 self._resume()
 
+    async def _presence_timer(self) -> None:
+        """Every `presence_tick_s` on the clock (tests move a ManualClock), ask the drain loop
+        for a tick when something is due. It never touches a session itself (single writer)."""
+        while True:
+            await self._clock.sleep(self._presence_tick_s)
+            if self.presence_due():
+                self._tick_due = True
+                self._wake.set()
+
     def close(self) -> None:
         """Finish: ``run`` returns after processing what is queued (reading has stopped)."""
         self._closing = True
-        self._queue.put_nowait(())
+        self._wake.set()
+
+    async def tick(self) -> None:
+        """Time passed without a batch: grace periods (R20), liveness timeouts and quarantines
+        that ran out take effect (the session stage with no messages; nothing to acknowledge)."""
+        if self._tracker.has_deadlines or self._decode.quarantined:
+            await self._step((), count_batch=False)
 
     async def process(self, batch: Sequence[Message]) -> None:
+        """One batch through the stages; acknowledged once it is durable."""
+        await self._step(batch, count_batch=True)
+
+    async def _step(self, batch: Sequence[Message], *, count_batch: bool) -> None:
         now = self._clock.now()
         rejected: Counter[str] = Counter()
         # The gate decides once per message, whatever happens to the apply below: a message is
@@ -188,10 +248,13 @@ class Pipeline:
             await self._durable.refresh(self._shared, touched, now=now, every=False)
         items = self._decode.gate_hellos(gated, now, rejected)
         applied = await self._apply_durably(items, now, touched)
-        self._ack(batch)
-        self.processed += len(batch)
-        rejected.update(applied.rejected)
-        self._counts.batch(len(batch), applied.kinds, rejected, applied.stale)
+        if count_batch:
+            self._ack(batch)
+            self.processed += len(batch)
+            rejected.update(applied.rejected)
+            self._counts.batch(len(batch), applied.kinds, rejected, applied.stale)
+        else:
+            self._counts.sessions()
         self._counts.applied(applied)
 
     def presence_due(self) -> bool:
