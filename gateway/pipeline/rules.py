@@ -5,12 +5,13 @@ its location cleared, the events as they may go to the event log)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import Clock
 from gateway.convert import egress_event, privacy_from_proto
-from gateway.model import VehicleSession
+from gateway.model import Privacy, VehicleSession
 from gateway.pipeline.batches import Applied
 from gateway.reference.store import ReferenceStore
 from gateway.rules import (
@@ -31,6 +32,16 @@ _EGRESS_BODIES = frozenset({"telemetry", "charging_session"})
 # The rule is pure and its inputs few (settings x services x catalogue allowlists): computed
 # once per combination, not per message.
 _redaction = lru_cache(maxsize=4096)(telemetry_redaction)
+_MEMO_LIMIT = 4096  # (privacy, service) pairs remembered per reference snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """A telemetry batch's verdict for one (privacy, service): the redaction and the key it is
+    counted under in gateway_rule_decisions_total (built once, not per message)."""
+
+    redaction: TelemetryRedaction
+    counted: tuple[str, str]
 
 
 class RulesStage:
@@ -38,6 +49,10 @@ class RulesStage:
         """reference: the service catalogue (which signals are public). clock: event times."""
         self._reference = reference
         self._clock = clock
+        # (privacy, service) -> verdict, for the reference snapshot `_judged_for` (a reload can
+        # change a service's public signals: the memo starts afresh with the new snapshot).
+        self._judged: dict[tuple[Privacy, str], _Judged] = {}
+        self._judged_for: object = None
 
     def route(self, env: uplink_pb2.Envelope, body: str, t: Tracked, a: Applied) -> None:
         """Judge one applied envelope by privacy mode and add what may leave to `a` (records,
@@ -62,15 +77,16 @@ class RulesStage:
             batch = env.telemetry
             # R22: a location is personal whatever the service; so may be any signal the
             # catalogue does not declare public. The rule decides, this applies it.
-            redaction = _redaction(privacy, batch.service, self._public_signals(batch.service))
-            decision = redaction.decision
-            decisions[decision.rule, decision.outcome.value] += 1
+            service = batch.service
+            judged = self._judge(privacy, service)
+            redaction = judged.redaction
+            decisions[judged.counted] += 1
             # A car whose clock is not set sends no sent_at (validate.py): the records then have
             # none either, rather than 1970-01-01 (CopyFrom of an unset field marks it present).
             sent_at = env.sent_at if env.HasField("sent_at") else None
             for sample in batch.samples:
                 rec = telemetry_pb2.TelemetryRecord(
-                    vin=env.vin, sequence=env.sequence, service=batch.service, sample=sample,
+                    vin=env.vin, sequence=env.sequence, service=service, sample=sample,
                     sent_at=sent_at,
                 )
                 if redaction.withholds:
@@ -97,6 +113,20 @@ class RulesStage:
                     dedupe_key=f"charging:{cs.session_id}",
                 )
             )
+
+    def _judge(self, privacy: Privacy, service: str) -> _Judged:
+        """The verdict for telemetry of `service` under `privacy`: a dict hit per message."""
+        current = self._reference.current
+        if current is not self._judged_for or len(self._judged) >= _MEMO_LIMIT:
+            self._judged.clear()
+            self._judged_for = current
+        judged = self._judged.get((privacy, service))
+        if judged is None:
+            redaction = _redaction(privacy, service, self._public_signals(service))
+            decision = redaction.decision
+            judged = _Judged(redaction, (decision.rule, decision.outcome.value))
+            self._judged[privacy, service] = judged
+        return judged
 
     def _public_signals(self, service: str) -> tuple[str, ...]:
         known = self._reference.current.service(service)
