@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health
 
 from gateway import faults, topics
 from gateway.api.auth import AuthInterceptor
@@ -43,6 +43,7 @@ from gateway.entitlements.engine.reference_hooks import ReferenceHooks
 from gateway.entitlements.ledger import LedgerError
 from gateway.entitlements.ledger.postgres import PostgresLedger
 from gateway.entitlements.vehicle import VehicleUpdate
+from gateway.health_status import HealthPublisher
 from gateway.http import build_http_app
 from gateway.ingress.broker_grants import BrokerGrants
 from gateway.ingress.mqtt5 import InboundMessage, Mqtt5Client, MqttConnectError, MqttError, MqttSubscribeError
@@ -50,6 +51,7 @@ from gateway.ingress.mqtt_session import MqttSession
 from gateway.ingress.mqtt_tls import MqttTls, MqttTlsError, client_context
 from gateway.ingress.slot_ingress import SlotIngress, SlotStartError, build_slot_ingress
 from gateway.ingress.slots import uses_slots
+from gateway.liveness import Liveness, waiting_by_design
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
 from gateway.reference import ReferenceDataError, ReferenceStore
@@ -152,6 +154,11 @@ class Gateway:
         self._grpc_server: object | None = None
         self._http_runner: web.AppRunner | None = None
         self._health = health.aio.HealthServicer()
+        # grpc.health.v1 follows readiness (the one source of truth, also /readyz).
+        self.health = HealthPublisher(
+            readiness=self.readiness, servicer=self._health, services=("", *SERVICE_NAMES)
+        )
+        self.liveness: Liveness | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -300,9 +307,9 @@ class Gateway:
             self.mqtt = MqttSession(
                 make_client=make_client,
                 subscriptions=subscriptions,
-                on_connected=lambda _present: self.metrics.mqtt_connected.set(1),
+                on_connected=lambda _present: self._mqtt_up(True),
                 on_session=on_session,
-                on_disconnected=lambda _exc: self.metrics.mqtt_connected.set(0),
+                on_disconnected=lambda _exc: self._mqtt_up(False),
                 on_reconnect=self.metrics.mqtt_reconnects.inc,
                 check_connack=self.broker_grants.check,
             )
@@ -366,13 +373,18 @@ class Gateway:
         )
         await server.start()
         self._grpc_server = server
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.publish()
+        self.liveness = Liveness(
+            clock=self.clock, wedge_after_s=cfg.wedge_after_s,
+            backlog=lambda: pipeline.queued, progress=lambda: pipeline.processed,
+            excused=self._standstill_excused,
+        )
 
         host, port = split_listen(cfg.http_listen, "http_listen")
         self._http_runner = web.AppRunner(
             build_http_app(
-                registry=self.metrics.registry, readiness=self.readiness, warnings=self.readiness_warnings
+                registry=self.metrics.registry, readiness=self.readiness, warnings=self.readiness_warnings,
+                liveness=self.liveness.wedged,
             ),
             access_log=None,
         )
@@ -387,6 +399,7 @@ class Gateway:
             asyncio.create_task(self._prune_loop(), name="gateway.event-pruning"),
             asyncio.create_task(engine.run(), name="gateway.entitlements"),
             asyncio.create_task(self.availability.run(), name="gateway.store-availability"),
+            asyncio.create_task(self.health.run(), name="gateway.health"),
         ]
         if self.broker_supervisor is not None:
             supervise = self.broker_supervisor.run()
@@ -500,6 +513,17 @@ class Gateway:
         if code >= 0x80:  # MQTT 5 reason codes below 0x80 are successes (0x10: no subscriber yet)
             raise MqttError(f"broker refused the publish to {topic}: reason code {code:#x}")
 
+    def _mqtt_up(self, up: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if up else 0)
+        self.health.poke()  # gRPC health follows the session at once
+
+    def _standstill_excused(self) -> bool:
+        return waiting_by_design(
+            store_available=self.availability.available,
+            sink_ready=self.jetstream is None or self.jetstream.ready,
+            fanout=self.fanout,
+        )
+
     def readiness(self) -> dict[str, bool]:
         parts = {
             "mqtt": bool(self.mqtt and self.mqtt.connected) and not self._stopping,
@@ -521,7 +545,8 @@ class Gateway:
         assert self.reference is not None
         ok, message = self.reference.reload(Path(self.config.reference_dir))
         self.metrics.reference_reloads.labels("ok" if ok else "kept_old").inc()
-        (log.info if ok else log.error)("reference data reload: %s", message)
+        (log.info if ok else log.error)("reference data reload (SIGHUP): %s", message,
+                                        extra={"event": "reference_reload", "trigger": "sighup", "ok": ok})
         return ok, message
 
     async def _prune_loop(self) -> None:
@@ -580,11 +605,11 @@ class Gateway:
         elif self.mqtt is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mqtt.stop(), grace)
-        # Streams end after what they have (clients resume from their cursor), so stopping the
-        # server does not wait out the grace period for them.
-        self.hub.close()
-        self.entitlement_hub.close()
-        self.fanout.close()
+        # Streams end after what they have, with UNAVAILABLE "going away" (clients resume from
+        # their cursor), so stopping the server does not wait out the grace period for them.
+        self.hub.close(going_away=True)
+        self.entitlement_hub.close(going_away=True)
+        self.fanout.close(going_away=True)
         if self.jetstream is not None:
             await self.jetstream.close()  # its readers end after what they have
         if self._grpc_server is not None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import uvloop
 
+from gateway import logs
 from gateway.app import Gateway, GatewayStartError
 from gateway.broker.managed import BrokerStartError
 from gateway.config import ConfigError, load_config
@@ -84,10 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return credentials_cli.run(args, config)
     if args.command == "pki":
         return pki_cli.run(args, config)
-    logging.basicConfig(
-        level=config.log_level,  # checked against the level names by load_config
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Both checked by load_config: a level name, "text" or "json" (gateway/logs.py).
+    logs.configure(config.log_level, config.log_format)
     # uvloop: ~1.2-1.5x on the MQTT path on this machine kind (docs/mqtt-client-choice.md).
     return uvloop.run(_run(Gateway(config)))
 

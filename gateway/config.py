@@ -150,6 +150,13 @@ class Config:
     car_quarantine_window_s: float = 10.0
     car_quarantine_s: float = 300.0
     log_level: str = "INFO"
+    # "text" (one human-readable line per record) or "json" (one object per line: ts, level,
+    # logger, event, message and fields; for log collectors). Text by default: what a person
+    # running `run` in a terminal reads; deployments choose json (gateway/logs.py).
+    log_format: str = "text"
+    # Liveness (/healthz): messages are queued but the pipeline has processed none for this
+    # long (while the store is available): the process is wedged and should be restarted.
+    wedge_after_s: float = 60.0
 
     @property
     def broker_is_managed(self) -> bool:
@@ -258,6 +265,8 @@ CHECKS: dict[str, Callable[[object], object]] = {
     "car_quarantine_window_s": cv.seconds_in(0, 3600, lo_inclusive=False),
     "car_quarantine_s": cv.seconds_in(0, 7 * 86400, lo_inclusive=False),
     "log_level": cv.log_level,
+    "log_format": cv.log_format,
+    "wedge_after_s": cv.seconds_in(1, 86400),
 }
 KEYS = tuple(f.name for f in fields(Config))
 ENV_PREFIX = "GATEWAY_"

@@ -126,6 +126,16 @@ def log_level(raw: object) -> str:
     return value
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(raw: object) -> str:
+    value = as_str(raw).strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"{_shown(raw)} is not one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
 def host(raw: object) -> str:
     value = as_str(raw)
     if not _valid_host(value):

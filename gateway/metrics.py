@@ -382,6 +382,12 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
             registry=r,
         )
+        self.entitlement_delivery_backlog = Gauge(
+            "gateway_entitlement_delivery_backlog_seconds",
+            "Age of the oldest boot while online whose entitlement set has not been published to"
+            " the still-online car (R13); 0 when none waits; updated every engine tick",
+            registry=r,
+        )
         self.fod_unlock_seconds = Histogram(
             "gateway_fod_unlock_seconds",
             "FoD: R17 window eligible -> unlock confirmed by the car (R14, R17)",

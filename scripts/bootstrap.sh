@@ -114,12 +114,13 @@ ensure_buf() {
   npm install --prefix .tools --no-audit --no-fund --silent "@bufbuild/buf@$BUF_VERSION" >/dev/null
 }
 # The Prometheus binary for tests/integration/test_prometheus_scrape.py (each test runs its own
-# on a free port and a temporary storage path). Debian's package also starts a system service
+# on a free port and a temporary storage path), and its promtool (same package) for the alert
+# rules' unit tests (tests/integration/test_alert_rules.py). Debian's package also starts a system service
 # on :9090, which the tests do not use: stopped and disabled again right after installing it.
 ensure_test_prometheus() {
   if have prometheus; then return 0; fi
   if ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; }; then
-    echo "note: prometheus is missing and cannot be installed here (no apt-get or no root): its scrape test will be skipped." >&2
+    echo "note: prometheus is missing and cannot be installed here (no apt-get or no root): its scrape and alert rule tests will be skipped." >&2
     return 0
   fi
   echo "Prometheus is missing (for the scrape test); installing it with apt-get ..."

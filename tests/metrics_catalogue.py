@@ -65,6 +65,17 @@ def prometheus_series() -> dict[str, frozenset[str]]:
     }
 
 
+def alert_cells() -> dict[str, str]:
+    """Every catalogued series (both the gateway's families and the series Prometheus adds) ->
+    its "alert" cell: "-", "planned: Name" or the alert names, separated by "; "."""
+    cells = {name: row.alert for name, row in catalogue().items()}
+    section = CATALOGUE.read_text(encoding="utf-8").split("## Series Prometheus adds", 1)[1]
+    for row in map(_cells, section.splitlines()):
+        if len(row) == 4 and row[0].startswith("`"):
+            cells[row[0].strip("`")] = row[3]
+    return cells
+
+
 def started_metrics() -> Metrics:
     """The registry as a started gateway has it: the metrics, plus the series the gRPC edge
     creates for every method (gateway/app.py builds both interceptors before serving)."""

@@ -251,7 +251,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
 
     def _audit(self, method: str, caller: str, code: grpc.StatusCode, peer: str, request: object) -> None:
         self._metrics.audit_events.labels(short_name(method), code.name).inc()
-        audit_log.info("%s", audit_line(method, caller, code, peer, audit_fields(method, request)))
+        # The admin actions' record (who did what to which car): the one INFO log with VINs.
+        audit_log.info("%s", audit_line(method, caller, code, peer, audit_fields(method, request)),
+                       extra={"event": "audit", "method": short_name(method), "code": code.name})
 
     def _denied(self, handler: Handler, method: str, decision: Decision) -> Handler:
         code, message = decision.code, decision.message

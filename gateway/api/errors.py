@@ -15,6 +15,7 @@ import grpc
 
 from gateway.api import limits
 from gateway.entitlements.ledger import LedgerError
+from gateway.going_away import GoingAway
 from gateway.metrics import Metrics
 from gateway.model import is_valid_vin
 from gateway.store.base import StoreError
@@ -149,7 +150,8 @@ def stream(
     [Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]],
     Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
 ]:
-    """As ``unary`` for server streams; also tracks open streams in a gauge."""
+    """As ``unary`` for server streams; also tracks open streams in a gauge. A stream the
+    gateway ends at shutdown (GoingAway) ends with UNAVAILABLE."""
 
     def wrap(
         fn: Callable[[S, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
@@ -168,6 +170,9 @@ def stream(
             except ApiError as exc:
                 code = exc.code
                 await context.abort(exc.code, exc.message)
+            except GoingAway as exc:  # shutdown: not "finished", the client resumes elsewhere
+                code = grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, str(exc))
             except (StoreError, LedgerError):
                 # Not logged per call (an outage would flood the log): the availability
                 # monitor logs the outage once (gateway/store/availability.py).

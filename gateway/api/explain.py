@@ -6,6 +6,7 @@ snapshot; entitlement blockers come from the entitlement engine when one is wire
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -18,6 +19,8 @@ from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.reference.store import ReferenceStore
 from gateway.rules import Outcome, explain, linking_advice, withholds_visited_country
+
+log = logging.getLogger(__name__)
 
 _OUTCOMES = {
     Outcome.ALLOW: explain_pb2.OUTCOME_ALLOW,
@@ -106,4 +109,6 @@ class ExplainService(explain_pb2_grpc.ExplainServiceServicer):
     ) -> explain_pb2.ReloadReferenceDataResponse:
         ok, message = self._reference.reload(self._root)
         self._metrics.reference_reloads.labels("ok" if ok else "kept_old").inc()
+        (log.info if ok else log.error)("reference data reload (gRPC): %s", message,
+                                        extra={"event": "reference_reload", "trigger": "grpc", "ok": ok})
         return explain_pb2.ReloadReferenceDataResponse(reloaded=ok, message=message)

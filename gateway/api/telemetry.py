@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 import grpc
 
 from gateway._gen.telematics.v1 import telemetry_pb2, telemetry_pb2_grpc
-from gateway.api.errors import ApiError, stream
-from gateway.egress.jetstream import JetStreamSink, SinkUnavailable
+from gateway.api.errors import ApiError, check_retained, stream
+from gateway.egress.jetstream import CursorPruned, JetStreamSink, SinkUnavailable
 from gateway.egress.telemetry import TelemetryFanout
+from gateway.going_away import GoingAway
 from gateway.metrics import Metrics
 
 MAX_SUBSCRIBERS = 64
@@ -69,3 +70,7 @@ class TelemetryService(telemetry_pb2_grpc.TelemetryServiceServicer):
                 yield stored
         except SinkUnavailable as exc:
             raise ApiError(grpc.StatusCode.UNAVAILABLE, f"{exc}; resume from the last cursor") from None
+        except CursorPruned as exc:
+            check_retained(exc.after, exc.first)  # OUT_OF_RANGE
+            raise  # not reached: check_retained raises for a pruned cursor
+        raise GoingAway()  # records() ends only when the gateway stops

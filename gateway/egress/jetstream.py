@@ -28,6 +28,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, StorageType, StreamConfig
 
 from gateway._gen.telematics.v1 import telemetry_pb2
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # Waits between attempts to store a batch while the stream fails: as for the store's commits.
 SINK_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
 ACK_TIMEOUT_S = 5.0  # one attempt's wait for JetStream's acknowledgements
+START_TIMEOUT_S = 10.0  # the first connection and the stream check, at start
 # The stream drops a message whose id it stored within this window: a retried batch, or the
 # broker's redelivery of messages a gateway stored but could not acknowledge before it died.
 DUPLICATE_WINDOW_S = 120.0
@@ -50,6 +52,16 @@ READER_IDLE_S = 30.0  # the server deletes a reader's consumer this long after i
 
 class SinkUnavailable(Exception):
     """The stream cannot be read now (SubscribeTelemetry answers UNAVAILABLE)."""
+
+
+class CursorPruned(Exception):
+    """The records right after the reader's cursor are no longer in the stream (its retention
+    removed them): SubscribeTelemetry answers OUT_OF_RANGE, as the Watch streams do, rather
+    than continue silently after a gap."""
+
+    def __init__(self, after: int, first: int) -> None:
+        super().__init__(f"records after {after} were pruned; the oldest kept is {first}")
+        self.after, self.first = after, first
 
 
 class JetStreamSink:
@@ -63,6 +75,7 @@ class JetStreamSink:
         backoff: Backoff = SINK_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         ack_timeout_s: float = ACK_TIMEOUT_S,
+        start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         """url: nats://[user:password@]host:port (shown only redacted). stream, subject_prefix:
         the stream's name and its subjects <subject_prefix>.<VIN>."""
@@ -74,7 +87,9 @@ class JetStreamSink:
         self._backoff = backoff
         self._sleep = sleep
         self._ack_timeout_s = ack_timeout_s
+        self._start_timeout_s = start_timeout_s
         self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
         self._failing = False  # the last attempt to store a batch failed
         self._closing = asyncio.Event()
         self.readers = 0  # open SubscribeTelemetry streams
@@ -85,7 +100,10 @@ class JetStreamSink:
         """Connect and make sure the stream exists; raises SinkUnavailable (the gateway does not
         start, the message names the server without its password)."""
         try:
-            self._nc = await nats.connect(
+            # Bounded as a whole: with unlimited reconnects nats-py retries the first connect
+            # forever too, and a gateway pointed at a wrong or dead server would hang at start
+            # without a word instead of exiting with code 2.
+            self._nc = await asyncio.wait_for(nats.connect(
                 servers=[self._url],
                 connect_timeout=2,
                 allow_reconnect=True,
@@ -94,7 +112,10 @@ class JetStreamSink:
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
-            )
+            ), self._start_timeout_s)
+            # One context for the sink's life: each new context's first publish_async opens a
+            # reply subscription (and a task) of its own that is never removed.
+            self._js = self._nc.jetstream(timeout=self._ack_timeout_s)
             await self._ensure_stream()
         except (OSError, TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             await self.close()
@@ -161,10 +182,9 @@ class JetStreamSink:
 
     async def _store(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> str | None:
         """One attempt at the whole batch; None when JetStream stored every record, else why not."""
-        nc = self._nc
-        if nc is None or nc.is_closed:
+        nc, js = self._nc, self._js
+        if nc is None or nc.is_closed or js is None:
             return "disconnected"
-        js = nc.jetstream(timeout=self._ack_timeout_s)
         pending: list[asyncio.Future[PubAck]] = []
         try:
             index = 0
@@ -229,6 +249,7 @@ class JetStreamSink:
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise SinkUnavailable(f"cannot read the telemetry stream: {type(exc).__name__}") from None
         self.readers += 1
+        expect = after_cursor + 1 if after_cursor else 0  # the first record's sequence, if kept
         try:
             while not self._closing.is_set():
                 try:
@@ -242,10 +263,18 @@ class JetStreamSink:
                     raise SinkUnavailable(failed) from None
                 out = telemetry_pb2.TelemetryRecords()
                 for msg in msgs:
+                    # The consumer reads every subject of the stream, whose sequence has no
+                    # holes but at its front: a first record past the one asked for means
+                    # the ones between were pruned (checked on the delivery, so no race with
+                    # the retention).
+                    seq = msg.metadata.sequence.stream
+                    if expect and seq > expect:
+                        raise CursorPruned(after_cursor, seq)
+                    expect = 0
                     rec = telemetry_pb2.TelemetryRecord.FromString(msg.data)
                     if services and rec.service not in services:
                         continue
-                    rec.cursor = msg.metadata.sequence.stream
+                    rec.cursor = seq
                     out.records.append(rec)
                 if out.records:
                     yield out

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from collections.abc import Sequence
 
 from gateway.metrics import MESSAGE_KINDS, Metrics
-from gateway.model import Bearer
+from gateway.model import Bearer, VehicleSession
 from gateway.pipeline.batches import Applied
+from gateway.session.events import EventKind, SessionEvent
 from gateway.session.tracker import SessionTracker
+
+log = logging.getLogger("gateway.pipeline")
 
 _BEARER_LABEL = {
     Bearer.EMBEDDED_SIM: "embedded_sim",
@@ -54,3 +59,14 @@ class BatchCounts:
             self._m.privacy_withheld_records.inc(a.withheld_records)
         if a.withheld_signals:
             self._m.privacy_withheld_signals.inc(a.withheld_signals)
+
+
+def log_presence(events: Sequence[tuple[SessionEvent, VehicleSession]]) -> None:
+    """Car online/offline at DEBUG (one line per change names the car: never at INFO in bulk)."""
+    for event, _ in events:
+        if event.kind is EventKind.ONLINE:
+            log.debug("car %s online%s", event.vin, " (boot)" if event.boot else "",
+                      extra={"event": "car_online", "vin": event.vin})
+        elif event.kind is EventKind.OFFLINE:
+            log.debug("car %s offline: %s", event.vin, event.offline_reason.name.lower(),
+                      extra={"event": "car_offline", "vin": event.vin})

@@ -81,15 +81,17 @@ class DecodeStage:
                     quarantined.append(topic[0])
                     blocked = quarantine.blocked
                 if self._log_budget.allow():
-                    log.warning("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
-                                msg.topic, limits.messages.rate, limits.messages.burst)
+                    log.debug("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
+                              msg.topic, limits.messages.rate, limits.messages.burst,
+                              extra={"event": "uplink_rejected", "reason": "rate_limited"})
                 continue
             else:
                 d = decode_payload(*topic, msg.payload, self._max_payload, now=now)
             if isinstance(d, Rejected):
                 rejected[d.reason] += 1
                 if self._log_budget.allow():
-                    log.warning("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail)
+                    log.debug("rejected uplink on %s: %s: %s", msg.topic, d.reason, d.detail,
+                              extra={"event": "uplink_rejected", "reason": d.reason})
                 continue
             if not hellos and type(d) is Decoded and d.body == "hello":
                 hellos = True
@@ -118,8 +120,9 @@ class DecodeStage:
                 if not reinstalled and not limits.hellos.take(env.vin, now):
                     rejected["hello_rate_limited"] += 1
                     if self._log_budget.allow():
-                        log.warning("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
-                                    topics.uplink(env.vin), limits.hellos.rate, limits.hellos.burst)
+                        log.debug("rejected uplink on %s: hello_rate_limited: over %g Hellos/s (burst %d)",
+                                  topics.uplink(env.vin), limits.hellos.rate, limits.hellos.burst,
+                                  extra={"event": "uplink_rejected", "reason": "hello_rate_limited"})
                     if out is None:
                         out = gated.items[:i]
                     continue

@@ -36,13 +36,14 @@ from gateway.egress.sink import TelemetrySink
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.metrics import Metrics
 from gateway.pipeline.batches import Applied, LogBudget, Message
-from gateway.pipeline.counts import BatchCounts
+from gateway.pipeline.counts import BatchCounts, log_presence
 from gateway.pipeline.decode import DecodeStage
 from gateway.pipeline.durable import DurableStage
 from gateway.pipeline.rules import RulesStage
 from gateway.pipeline.session_stage import SessionStage
-from gateway.pipeline.sinks import SinkStage
+from gateway.pipeline.sinks import SinkStage, keyed
 from gateway.reference.store import ReferenceStore
+from gateway.rejection_log import RejectionSummary
 from gateway.session.hub import EventHub
 from gateway.session.ratelimit import CarLimits
 from gateway.session.tracker import SessionTracker
@@ -147,7 +148,13 @@ class Pipeline:
             log_budget=self._commit_log_budget,
         )
         self._counts = BatchCounts(metrics=metrics, tracker=tracker)
+        self._rejections = RejectionSummary(clock)  # the operator's view: counts, no VINs
         self.processed = 0
+
+    @property
+    def queued(self) -> int:
+        """Messages read from the broker, not yet taken into a batch (liveness: gateway/liveness.py)."""
+        return self._queued
 
     # -- called from the MQTT protocol (synchronously, on the event loop) --
     def on_batch(self, messages: Sequence[Message]) -> None:
@@ -256,6 +263,9 @@ class Pipeline:
         else:
             self._counts.sessions()
         self._counts.applied(applied)
+        self._rejections.add(rejected)  # a tick adds none, but writes a summary that is due
+        if log.isEnabledFor(logging.DEBUG):
+            log_presence(applied.events)
 
     def presence_due(self) -> bool:
         """A grace period, a liveness timeout or a quarantine may have run out: worth a tick."""
@@ -282,11 +292,21 @@ class Pipeline:
         pending = dict(self._tracker.pending_offline) if shared is not None else None
         delays: Iterator[float] | None = None  # made at the first wait, not for every batch
         conflicts = 0
+        sent: set[tuple[str, int, int]] = set()  # (vin, sequence, sample) handed to the sink
         while True:
             applied = self._session.apply(items, now)
             # Sinks before the commit, on purpose (sinks.py, README "Telemetry sinks"): at least
             # once, never lost. It waits while a durable sink is down.
-            await self._sinks.forward(applied.records)
+            # Applied again after a conflict, the same messages give the same records: those
+            # handed over already are not handed over twice (live subscribers would see them
+            # twice). A record handed over before a conflict was judged right: its privacy is
+            # its own envelope header's (R22), whatever the other gateway wrote meanwhile.
+            if shared is None:
+                await self._sinks.forward(applied.records)
+            else:
+                records = keyed(applied.records)
+                await self._sinks.forward([r for key, r in records if key not in sent])
+                sent.update(key for key, _ in records)
             try:
                 await self._durable.make_durable(applied.updates, applied.dirty, applied.events)
                 return applied

@@ -87,9 +87,10 @@ class SessionStage:
                 if t.arrival is Arrival.JUMP:
                     a.rejected["sequence_jump"] += 1
                     if self._log_budget.allow():
-                        log.warning(
+                        log.debug(
                             "rejected uplink on %s: sequence_jump: %d is more than %d above the"
                             " highest sequence of its epoch", topics.uplink(env.vin), env.sequence, MAX_JUMP,
+                            extra={"event": "uplink_rejected", "reason": "sequence_jump"},
                         )
                     continue
                 arrival = t.arrival

@@ -7,6 +7,8 @@ over again (at least once; a durable sink drops a repeat by message id), never l
 
 from __future__ import annotations
 
+from collections import Counter
+
 from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.egress.sink import TelemetrySink
 from gateway.metrics import Metrics
@@ -23,3 +25,17 @@ class SinkStage:
         if records:
             got = await self._telemetry.publish(records)
             (self._forwarded if got else self._no_subscriber).inc(len(records))
+
+
+def keyed(
+    records: list[telemetry_pb2.TelemetryRecord],
+) -> list[tuple[tuple[str, int, int], telemetry_pb2.TelemetryRecord]]:
+    """Each record with (vin, sequence, k): the k-th record of its envelope in the batch (a
+    batch applied again gives the same records under the same keys)."""
+    seen: Counter[tuple[str, int]] = Counter()
+    out = []
+    for r in records:
+        k = seen[r.vin, r.sequence]
+        seen[r.vin, r.sequence] += 1
+        out.append(((r.vin, r.sequence, k), r))
+    return out

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
+from gateway.going_away import GoingAway
+
 
 class LogRow(Protocol):
     @property
@@ -20,12 +22,17 @@ class EventHub:
     def __init__(self) -> None:
         self.latest = 0
         self.closed = False
+        self.going_away = False
         self._changed = asyncio.Event()
 
-    def close(self) -> None:
-        """Shutdown: followers return after what they have read, so streams end cleanly and
-        clients reconnect with their cursor instead of waiting out the server's grace."""
+    def close(self, *, going_away: bool = False) -> None:
+        """Followers end after what they have read instead of waiting for new events.
+
+        going_away (the gateway shuts down): they raise GoingAway then (streams end with
+        UNAVAILABLE: the client reconnects with its cursor instead of waiting out the server's
+        grace); otherwise they return (a finished stream)."""
         self.closed = True
+        self.going_away = self.going_away or going_away
         self._changed.set()
 
     def notify(self, cursor: int) -> None:
@@ -55,5 +62,7 @@ class EventHub:
                 cursor = row.cursor
             if len(rows) < chunk:
                 if self.closed:
+                    if self.going_away:
+                        raise GoingAway()
                     return
                 await self.wait_beyond(seen)

@@ -23,7 +23,7 @@ from vehicle_client import TestVehicle
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc
 from gateway.app import Gateway
 from gateway.broker.managed import ManagedBroker
-from gateway.egress.jetstream import JetStreamSink
+from gateway.egress.jetstream import CursorPruned, JetStreamSink, SinkUnavailable
 from gateway.metrics import Metrics
 
 pytestmark = pytest.mark.integration
@@ -259,3 +259,51 @@ async def test_publish_waits_out_a_stream_outage_and_stores_the_batch_when_it_is
     finally:
         await sink.close()
     assert [(r.vin, r.sequence) for r in await stored(nats_server.url)] == [("WP0ZZZ99ZJS700400", 2)]
+
+
+async def test_publishing_many_batches_leaves_no_task_or_subscription_behind(nats_server: NatsServer) -> None:
+    sink = JetStreamSink(url=nats_server.url, stream=STREAM, subject_prefix="telemetry", metrics=Metrics())
+    await sink.start()
+    try:
+        vin = "WP0ZZZ99ZJS700310"
+        await sink.publish([record(vin, 1)])  # the reply subscription of the first publish
+        tasks = len(asyncio.all_tasks())
+        for seq in range(2, 52):
+            await sink.publish([record(vin, seq)])
+        assert len(asyncio.all_tasks()) == tasks  # was one more task per batch
+    finally:
+        await sink.close()
+    assert await stream_count(nats_server.url) == 51
+
+
+async def test_a_reader_whose_cursor_was_pruned_is_told_and_one_after_it_reads_on(
+    nats_server: NatsServer,
+) -> None:
+    sink = JetStreamSink(url=nats_server.url, stream=STREAM, subject_prefix="telemetry", metrics=Metrics())
+    await sink.start()
+    try:
+        vin = "WP0ZZZ99ZJS700311"
+        await sink.publish([record(vin, seq) for seq in range(1, 6)])
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().purge_stream(STREAM, keep=2)  # retention: 1..3 are gone
+        finally:
+            await nc.close()
+        with pytest.raises(CursorPruned) as pruned:
+            async for _ in sink.records(1, frozenset()):
+                pass
+        assert (pruned.value.after, pruned.value.first) == (1, 4)
+        reader = sink.records(3, frozenset())
+        batch = await anext(reader)
+        await reader.aclose()
+        assert [(r.sequence, r.cursor) for r in batch.records] == [(4, 4), (5, 5)]
+    finally:
+        await sink.close()
+
+
+async def test_a_server_that_does_not_answer_at_start_is_an_error_not_a_hang() -> None:
+    sink = JetStreamSink(url=f"nats://u:secret@127.0.0.1:{free_port()}", stream=STREAM,
+                         subject_prefix="telemetry", metrics=Metrics(), start_timeout_s=1.0)
+    with pytest.raises(SinkUnavailable) as failed:
+        await asyncio.wait_for(sink.start(), 30)  # the test's own bound: start gives up at 1 s
+    assert "secret" not in str(failed.value)

@@ -32,9 +32,10 @@ if not Path(PROMETHEUS).is_file():  # scripts/bootstrap.sh installs the Debian p
 
 
 def _config(target: str) -> dict[str, Any]:
-    """The compose configuration, scraping `target` every second."""
+    """The compose configuration, scraping `target` (and evaluating the rules) every second."""
     config: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     config["global"]["scrape_interval"] = "1s"
+    config["global"]["evaluation_interval"] = "1s"  # the alert rules too
     (job,) = config["scrape_configs"]
     job["static_configs"] = [{"targets": [target]}]
     return config
@@ -103,6 +104,29 @@ async def test_every_catalogued_family_has_a_series_from_the_first_scrape(promet
     # Labelled series too, before any event: a reject reason no car has caused yet.
     (quarantined,) = await _query(prometheus, 'gateway_messages_rejected_total{reason="quarantined"}')
     assert quarantined["value"][1] == "0"
+
+
+async def test_prometheus_loads_every_alert_rule_and_evaluates_it_without_error(prometheus: str) -> None:
+    # The rules as compose loads them (rules/*.yml), run against the gateway's real series: each
+    # evaluates (health "ok"), and none fires on a healthy gateway without traffic.
+    expected = {
+        rule["alert"]
+        for path in (DEPLOY / "rules").glob("*.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    await eventually(lambda: _query(prometheus, 'up{job="gateway"}'), lambda r: bool(r), timeout=60)
+
+    async def rules() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as http, http.get(
+            f"{prometheus}/api/v1/rules", params={"type": "alert"}, timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            body = await resp.json()
+        return [r for g in body["data"]["groups"] for r in g["rules"]]
+
+    loaded = await eventually(rules, lambda rs: bool(rs) and all(r["health"] == "ok" for r in rs), timeout=60)
+    assert {r["name"] for r in loaded} == expected
+    assert [r["name"] for r in loaded if r["state"] != "inactive"] == []
 
 
 def test_promtool_accepts_the_compose_configuration_and_its_rule_files() -> None:

@@ -57,3 +57,21 @@ async def test_readyz_lists_warnings_and_stays_200_for_them() -> None:
                                       "warnings": ["short session expiry"]})
     finally:
         await runner.cleanup()
+
+
+async def test_healthz_is_503_with_the_reason_while_the_process_is_wedged() -> None:
+    wedged: list[str] = []
+    runner = web.AppRunner(build_http_app(
+        registry=CollectorRegistry(), readiness=lambda: {"mqtt": True},
+        liveness=lambda: wedged[0] if wedged else None,
+    ))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/healthz"
+        assert await get(url) == (200, {"status": "alive"})
+        wedged.append("pipeline wedged: 3 messages queued, none processed for 60 s")
+        assert await get(url) == (503, {"status": "wedged", "reason": wedged[0]})
+    finally:
+        await runner.cleanup()

@@ -395,12 +395,14 @@ class EntitlementEngine:
             if e.state is S.PENDING:
                 ok, reason = self._offered_for_model(session, e.product_id)
                 if not ok:  # never delivered to this model; Explain says so
-                    log.info("%s for %s held back: %s", e.product_id, vin, reason)
+                    log.debug("%s for %s held back: %s", e.product_id, vin, reason,
+                              extra={"event": "entitlement_held_back"})
                     continue
                 ok, reason = self._available(session, e.product_id)
                 if not ok:  # R12: waits for a boot in a country that offers it
                     # R22: the reason names no country while privacy withholds it (hooks.offered).
-                    log.info("%s for %s held back: %s", e.product_id, vin, reason)
+                    log.debug("%s for %s held back: %s", e.product_id, vin, reason,
+                              extra={"event": "entitlement_held_back"})
                     continue
             if e.state in (S.PENDING, S.DELIVERY_DUE, S.DELIVERED, S.REVOKE_PENDING):
                 self._apply(batch, e, BootWhileOnline(), now)  # R13
@@ -481,6 +483,18 @@ class EntitlementEngine:
             unsent = [c for c in self._downlinks.unsent(self._commands) if self._mine(c[0].vin)]
             await self._downlinks.send_commands([*fod.downlinks, *unsent])
             await self._send_sets(sets.sets)
+            self._update_delivery_backlog(self._clock.now())
+
+    def _update_delivery_backlog(self, now: float) -> None:
+        """gateway_entitlement_delivery_backlog_seconds: the oldest boot while online (R13) of an
+        online car of this gateway whose set has not gone out yet; 0 when none waits. A car that
+        went offline since its boot waits for the next one (R13), so it is no backlog."""
+        oldest = now
+        for vin, boot in self._boot_at.items():
+            session = self._session_of(vin)
+            if session is not None and is_online(session) and self._mine(vin) and self._sets.is_wanted(vin):
+                oldest = min(oldest, boot)
+        self._m.entitlement_delivery_backlog.set(max(0.0, now - oldest))
 
     async def _end_terms(self, now: float) -> None:
         batch = Batch()

@@ -60,6 +60,10 @@ class SetBook:
     def candidates(self) -> list[str]:
         return sorted(self._work)
 
+    def is_wanted(self, vin: str) -> bool:
+        """`vin` may still need a set published (not settled since it was wanted)."""
+        return vin in self._work
+
     def is_forced(self, vin: str) -> bool:
         return vin in self._forced
 

@@ -240,3 +240,34 @@ async def test_unavailable_service_explanation_never_names_the_country_in_privac
         [(_, blockers)] = bench.engine.explain(VIN, lang)
         [blocker] = [b for b in blockers if b.code == "unavailable_in_country"]
         assert "CH" not in blocker.next_step and "Switzerland" not in blocker.next_step
+
+
+async def test_delivery_backlog_is_the_age_of_the_oldest_boot_whose_set_has_not_gone_out(
+    bench: Bench,
+) -> None:
+    await bench.grant()
+    await bench.engine.tick()
+    assert bench.metric("gateway_entitlement_delivery_backlog_seconds") == 0  # no boot: nothing due
+    bench.broker_down = True
+    await bench.boot()
+    await bench.engine.tick()
+    bench.clock.advance(90)
+    await bench.engine.tick()
+    assert bench.metric("gateway_entitlement_delivery_backlog_seconds") == 90  # R13: still unsent
+
+    bench.broker_down = False
+    await bench.engine.tick()
+    assert len(bench.sets()) == 1
+    assert bench.metric("gateway_entitlement_delivery_backlog_seconds") == 0
+
+
+async def test_delivery_backlog_leaves_out_a_car_that_went_offline_after_its_boot(bench: Bench) -> None:
+    await bench.grant()
+    bench.broker_down = True
+    await bench.boot()
+    bench.clock.advance(30)
+    await bench.engine.tick()
+    assert bench.metric("gateway_entitlement_delivery_backlog_seconds") == 30
+    await bench.go_offline()  # R13: the set waits for the next boot while online
+    await bench.engine.tick()
+    assert bench.metric("gateway_entitlement_delivery_backlog_seconds") == 0

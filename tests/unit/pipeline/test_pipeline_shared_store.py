@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import pytest
 
-from gateway._gen.telematics.v1 import common_pb2, uplink_pb2, vehicles_pb2
+from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2, vehicles_pb2
 from gateway.clock import ManualClock
 from gateway.config import PROJECT_ROOT
 from gateway.egress.telemetry import TelemetryFanout
@@ -55,6 +55,17 @@ class RacedStore(PostgresStore):
         return await super().commit_batch(vehicles, events)
 
 
+class RecordingSink:
+    """A telemetry sink (gateway/egress/sink.py TelemetrySink) that keeps what it was handed."""
+
+    def __init__(self) -> None:
+        self.records: list[telemetry_pb2.TelemetryRecord] = []
+
+    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
+        self.records.extend(records)
+        return 1
+
+
 @dataclass
 class Gw:
     pipeline: Pipeline
@@ -63,6 +74,7 @@ class Gw:
     metrics: Metrics
     acked: list[Message] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
+    sink: RecordingSink | None = None
 
     def count(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.metrics.registry.get_sample_value(name, labels or {}) or 0.0
@@ -72,7 +84,8 @@ class Gw:
 async def gateways(pg_url: str) -> AsyncIterator[Callable[..., Awaitable[Gw]]]:
     opened: list[RacedStore] = []
 
-    async def start(burst: int = 100) -> Gw:
+    async def start(burst: int = 100, recorded: bool = False) -> Gw:
+        """recorded: the pipeline's telemetry sink keeps what it is handed (Gw.sink)."""
         store = RacedStore(url=pg_url)
         await store.open()
         opened.append(store)
@@ -84,14 +97,15 @@ async def gateways(pg_url: str) -> AsyncIterator[Callable[..., Awaitable[Gw]]]:
         async def sleep(delay: float) -> None:
             waits.append(delay)
 
+        sink = RecordingSink() if recorded else None
         pipeline = Pipeline(
             tracker=tracker, store=store, shared_store=store, hub=EventHub(),
-            telemetry=TelemetryFanout(queue_size=10), metrics=metrics, clock=ManualClock(),
+            telemetry=sink or TelemetryFanout(queue_size=10), metrics=metrics, clock=ManualClock(),
             reference=REFERENCE, max_payload_bytes=4096, queue_messages=100, ack=acked.extend,
             pause_reading=lambda: None, resume_reading=lambda: None, sleep=sleep,
             limits=CarLimits(rate_per_s=1.0, burst=burst, hello_rate_per_s=1.0, hello_burst=5),
         )
-        return Gw(pipeline, store, tracker, metrics, acked, waits)
+        return Gw(pipeline, store, tracker, metrics, acked, waits, sink)
 
     yield start
     for store in opened:
@@ -186,6 +200,27 @@ async def test_a_conflicting_batch_is_applied_again_on_the_fresh_state_and_charg
     # One token left (the clock stands still): the next message passes, the one after not.
     await a.pipeline.process([heartbeat(4), heartbeat(5)])
     assert a.count("gateway_messages_rejected_total", {"reason": "rate_limited"}) == 1
+
+
+def samples(seq: int, n: int) -> Msg:
+    env = envelope(seq)
+    env.telemetry.service = "car-finder"
+    for k in range(n):
+        env.telemetry.samples.add().location.latitude = 48.0 + k
+    return msg(env)
+
+
+async def test_a_conflicting_batch_hands_each_telemetry_record_to_the_sink_once(
+    gateways: Callable[..., Awaitable[Gw]],
+) -> None:
+    a, b = await gateways(recorded=True), await gateways()
+    await a.pipeline.process([hello(1)])
+    a.store.before_commit.append(lambda: b.pipeline.process([lock(2)]))
+    await a.pipeline.process([lock(2), samples(3, 2), samples(4, 1)])  # applied twice
+    assert a.count("gateway_store_conflicts_total") == 1
+    assert a.sink is not None
+    handed = [(r.vin, r.sequence, r.sample.location.latitude) for r in a.sink.records]
+    assert handed == [(VIN, 3, 48.0), (VIN, 3, 49.0), (VIN, 4, 48.0)]
 
 
 async def test_conflicts_beyond_the_bound_wait_as_failed_commits_and_the_batch_still_commits(
