@@ -73,7 +73,6 @@ from gateway.store.pg_outbox import ENTITLEMENT_EVENTS, VEHICLE_EVENTS
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 60.0
-PRESENCE_TICK_S = 1.0
 # The session expiry the gateway asks for: the broker keeps its subscriptions and queues what
 # cars send for this long while the gateway is away (README "Architecture").
 SESSION_EXPIRY_S = 7 * 24 * 3600
@@ -398,7 +397,6 @@ class Gateway:
             asyncio.create_task(pipeline.run(), name="gateway.pipeline"),
             asyncio.create_task(self.mqtt.run(), name="gateway.mqtt-session"),
             asyncio.create_task(self._prune_loop(), name="gateway.event-pruning"),
-            asyncio.create_task(self._presence_loop(), name="gateway.presence-grace"),
             asyncio.create_task(engine.run(), name="gateway.entitlements"),
             asyncio.create_task(self.availability.run(), name="gateway.store-availability"),
             asyncio.create_task(self.health.run(), name="gateway.health"),
@@ -550,14 +548,6 @@ class Gateway:
         (log.info if ok else log.error)("reference data reload (SIGHUP): %s", message,
                                         extra={"event": "reference_reload", "trigger": "sighup", "ok": ok})
         return ok, message
-
-    async def _presence_loop(self) -> None:
-        """Wake the pipeline so grace periods (R20) and liveness timeouts run out even when no
-        message arrives (the clock decides what is due: tests move a ManualClock)."""
-        while True:
-            await asyncio.sleep(PRESENCE_TICK_S)
-            if self.pipeline is not None and self.pipeline.presence_due():
-                self.pipeline.on_batch(())
 
     async def _prune_loop(self) -> None:
         while True:

@@ -48,9 +48,21 @@ def seconds(ts: Timestamp) -> float:
 def privacy_from_proto(p: common_pb2.Privacy) -> Privacy:
     """The service list counts only for per-service privacy. UNSPECIFIED is kept as it is:
     Privacy.withholds fails closed on it (R22)."""
+    # Every envelope's header is read (the tracker, R22): a setting without services is one of
+    # a few shared values, looked up by the wire's integer (no enum, frozenset or dataclass built
+    # per message; Privacy is frozen, so sharing it is safe).
+    plain = _PLAIN_PRIVACY.get(p.mode)
+    if plain is not None:
+        return plain
     mode = PrivacyMode(p.mode)
     # One shared Privacy per value (session/compact.py): every envelope and stored row has one.
-    return compact.privacy(mode, frozenset(p.services) if mode is PrivacyMode.PER_SERVICE else frozenset())
+    return compact.privacy(mode, frozenset(p.services))
+
+
+# The settings without services, shared with session/compact.py's values.
+_PLAIN_PRIVACY = {
+    int(m): compact.privacy(m, frozenset()) for m in PrivacyMode if m is not PrivacyMode.PER_SERVICE
+}
 
 
 def privacy_to_proto(p: Privacy) -> common_pb2.Privacy:

@@ -81,7 +81,7 @@ BEARERS = ("embedded_sim", "inserted_sim", "wifi_hotspot", "unspecified")
 # Known label values of the remaining labelled series, each initialised at start so that every
 # series exists before its first event (rate() works; no alert needs absent()).
 STORE_COMPONENTS = ("store", "ledger")  # gateway/store/availability.py (app.py's probes)
-COMMIT_STEPS = ("entitlements", "store")  # gateway/pipeline.py _apply_durably
+COMMIT_STEPS = ("entitlements", "store")  # gateway/pipeline/durable.py make_durable
 VEHICLE_EVENT_KINDS = tuple(k.value for k in EventKind)
 TELEMETRY_OUTCOMES = ("forwarded", "no_subscriber")
 # The pipeline applies R22 (privacy) to every uplink record: allow or redact.
@@ -213,7 +213,7 @@ class Metrics:
             ["step"],
             registry=r,
         )
-        # Several gateways on one store (gateway/pipeline.py `_apply_durably`, `_adopt_stored`).
+        # Several gateways on one store (gateway/pipeline/pipeline.py `_apply_durably`, durable.py `refresh`).
         self.store_conflicts = Counter(
             "gateway_store_conflicts_total",
             "Ingest batch commits refused because another gateway had written one of their cars"

@@ -1,7 +1,7 @@
 """The operator's log of rejected uplink messages: counts by reason, no VINs.
 
 A flood of bad input must neither flood the log nor spread VINs through it: each car's
-rejection is a DEBUG line (rate-limited, gateway/pipeline.py); at WARNING one line per
+rejection is a DEBUG line (rate-limited, gateway/pipeline/decode.py); at WARNING one line per
 `interval_s` sums them up by reason. The first rejection after a quiet interval is told at
 once; later ones are summed until the interval has passed. Time from the injectable clock.
 """

@@ -1,7 +1,7 @@
 """What one pipeline batch costs the store: SQLite (the embedded default) next to PostgreSQL,
 measured in the same run (python -m load.store_cost).
 
-A batch as the pipeline commits it (gateway/pipeline.py): the snapshots of the vehicles whose
+A batch as the pipeline commits it (gateway/pipeline/): the snapshots of the vehicles whose
 state changed in it and the events it produced, in one transaction (`Store.commit_batch`).
 For each backend and batch size: ``--batches`` commits, each of ``size`` vehicles out of a
 fleet of ``--cars`` (each vehicle's next version, as one gateway writes them) and ``size / 10``

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 import nats
 import nats.errors
@@ -230,7 +230,7 @@ class JetStreamSink:
     # -- reading (SubscribeTelemetry) --
     async def records(
         self, after_cursor: int, services: frozenset[str]
-    ) -> AsyncIterator[telemetry_pb2.TelemetryRecords]:
+    ) -> AsyncGenerator[telemetry_pb2.TelemetryRecords, None]:
         """The stream's records after `after_cursor` (0: from the oldest kept), each with its
         cursor, in batches; follows new records until the gateway stops. Raises SinkUnavailable
         when the stream cannot be read (the client resumes from its last cursor)."""

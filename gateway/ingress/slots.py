@@ -34,6 +34,7 @@ gateway/store/slot_leases_postgres.py) and an injected clock (deadlines are diff
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import secrets
@@ -79,6 +80,9 @@ class MonotonicClock:
 
     def now(self) -> float:
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 class LeaseTable(Protocol):

@@ -1,7 +1,7 @@
 """One car whose messages reach two gateways (ingest slots on Mosquitto: the shared messages go
 round robin). Each gateway refreshes the car from the store before applying a batch, and a
 batch whose snapshot lost the race at commit is applied again on the fresh state
-(gateway/pipeline.py), so the stored car and its event log are what one gateway would have made.
+(gateway/pipeline/), so the stored car and its event log are what one gateway would have made.
 
 Real parts: one Mosquitto, one PostgreSQL, two in-process gateways each holding one of two
 ingest slots of one shared subscription, the car on aiomqtt."""

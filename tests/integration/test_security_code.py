@@ -84,6 +84,9 @@ async def test_five_wrong_codes_lock_the_taycan_owner_until_the_lockout_has_pass
     gateway, clock = clocked_gateway
     taycan = TestVehicle(VIN_TAYCAN, gateway.config.mqtt_port, model="Taycan", model_year=2022,
                          bearer=common_pb2.BEARER_EMBEDDED_SIM)
+    # Hourly heartbeats: the 900 s the test moves the clock for the lockout stay within the
+    # car's liveness window (the presence timer runs on the same clock and would time it out).
+    taycan.heartbeat_interval_s = 3600
     await taycan.connect()
     await taycan.listen()
     async with gateway_channel(gateway) as channel:

@@ -1,4 +1,4 @@
-"""One car's messages on two gateways sharing one PostgreSQL store (gateway/pipeline.py: refresh
+"""One car's messages on two gateways sharing one PostgreSQL store (gateway/pipeline/: refresh
 before applying, re-apply on a conflicting commit). Two pipelines on two real PostgresStores of
 one database; the race is made deterministic by running the other gateway's work (or a raw
 write) right before this one's commit."""
