@@ -237,9 +237,11 @@ class EntitlementEngine:
         Raises InvalidGrant, PermissionRefused (R3), OrderConflict, or what `check` raises.
         """
         async with self._lock:
-            existing = self._live.by_order(request.order_id) or await self._ledger.find_by_order(
-                request.order_id
-            )
+            existing = self._live.by_order(request.order_id)
+            if existing is None:
+                existing = await self._ledger.find_by_order(request.order_id)
+                if existing is not None:  # granted on another gateway: this view has it now
+                    self._remember(existing)
             if existing is not None and not booked_at_given:
                 request = replace(request, booked_at=existing.booked_at)
             if existing is None and check is not None:
@@ -370,6 +372,7 @@ class EntitlementEngine:
                 if u.fod_result is not None:
                     await self._on_fod_result(batch, session.vin, u.fod_result, now)
                 if u.booted_online and is_online(session):
+                    await self._read_car(session.vin)
                     self._on_boot(batch, session, now)
             changed = not batch.empty()
             await self._commit(batch)
@@ -388,6 +391,16 @@ class EntitlementEngine:
         if ids:
             for e in await self._ledger.refresh(ids):
                 self._remember(e)
+
+    async def _read_car(self, vin: str) -> None:
+        """Shared database: every live entitlement of the car as stored, before its boot is
+        judged (R13). One granted on another gateway a moment ago may not have reached this
+        view yet (its NOTIFY is followed asynchronously); a boot that missed it would leave it
+        PENDING until the car's next restart. Boots are rare: one read each."""
+        if self._follower is None:
+            return
+        for e in await self._ledger.list(vin, include_ended=False):
+            self._remember(e)
 
     def _on_boot(self, batch: Batch, session: VehicleSession, now: float) -> None:
         vin = session.vin

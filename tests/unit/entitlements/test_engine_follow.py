@@ -147,3 +147,32 @@ async def test_an_fod_result_for_the_other_gateways_command_unlocks_though_no_ev
     assert stored is not None and stored.state is EntitlementState.UNLOCKED
     kinds = [ev.kind for ev in await a.ledger.read_events(0, 100, VIN)]
     assert kinds.count("billable") == 1, kinds
+
+
+async def test_a_boot_right_after_a_grant_on_the_other_gateway_finds_the_service(
+    make_gateway: Callable[[], Awaitable[Gateway]],
+) -> None:
+    """R13 across gateways: the grant commits on a, the car's boot reaches b before b has
+    followed a's NOTIFY (no tick here). b reads the car's entitlements as stored before judging
+    the boot, so the service is due now, not PENDING until the car's next restart."""
+    a, b = await make_gateway(), await make_gateway()
+    await a.engine.set_owner(VIN, OWNER)
+    e = await a.engine.grant(order())
+    car = VehicleSession(vin=VIN, visited_country="DE", home_country="DE", presence=Presence.ONLINE,
+                         presence_changed_at=b.clock.now())
+    b.sessions[VIN] = car
+    await b.engine.on_vehicle_batch([VehicleUpdate(car, booted_online=True)])
+    stored = await b.ledger.get(e.entitlement_id)
+    assert stored is not None and stored.state is not EntitlementState.PENDING
+    assert b.explained() == [e.entitlement_id]
+
+
+async def test_a_grant_retried_on_the_other_gateway_puts_the_stored_entitlement_in_its_view(
+    make_gateway: Callable[[], Awaitable[Gateway]],
+) -> None:
+    a, b = await make_gateway(), await make_gateway()
+    await a.engine.set_owner(VIN, OWNER)
+    e = await a.engine.grant(order())
+    again = await b.engine.grant(order())  # the backend retries on b (a died, say): same order
+    assert again.entitlement_id == e.entitlement_id
+    assert b.explained() == [e.entitlement_id]
