@@ -244,16 +244,7 @@ class SlotIngress:
         async with self._publisher_lock:
             session, self._publisher = self._publisher, None
         task = self._supervisors.pop(_PUBLISHER, None)
-        if session is not None:
-            try:
-                await asyncio.wait_for(session.stop(), _DROP_GRACE_S)
-            except (TimeoutError, MqttError, OSError):
-                if session.client is not None:
-                    session.client.abort()
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MqttError, OSError):
-                await task
+        await _end(session, task)
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -340,16 +331,7 @@ class SlotIngress:
         queue for the next holder), or dropping the connection when that takes too long."""
         session = self.sessions.pop(slot, None)
         task = self._supervisors.pop(slot, None)
-        if session is not None:
-            try:
-                await asyncio.wait_for(session.stop(), _DROP_GRACE_S)
-            except (TimeoutError, MqttError, OSError):
-                if session.client is not None:
-                    session.client.abort()
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MqttError, OSError):
-                await task
+        await _end(session, task)
         self._publish_state()
 
     # -- helpers -----------------------------------------------------------------------------
@@ -420,3 +402,18 @@ def build_slot_ingress(
         on_session=on_session, open_table=table.open, close_table=table.close,
         check_connack=check_connack, make_publisher=make_publisher,
     )
+
+
+async def _end(session: MqttSession | None, task: asyncio.Task[None] | None) -> None:
+    """A clean DISCONNECT within _DROP_GRACE_S, else the connection dropped; then its
+    supervisor stopped."""
+    if session is not None:
+        try:
+            await asyncio.wait_for(session.stop(), _DROP_GRACE_S)
+        except (TimeoutError, MqttError, OSError):
+            if session.client is not None:
+                session.client.abort()
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, MqttError, OSError):
+            await task
