@@ -71,10 +71,20 @@ class TelemetrySubscriber:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.slots = asyncio.Semaphore(queue_size)
         self.going_away = False  # set with the end marker when the gateway shuts down
+        self.gone = False  # the client went away: nothing more is queued for it
 
     async def put(self, records: bytes) -> None:
+        if self.gone:
+            return
         await self.slots.acquire()  # full: the pipeline waits (backpressure), nothing is dropped
-        self.queue.put_nowait(records)
+        if not self.gone:
+            self.queue.put_nowait(records)
+
+    def leave(self) -> None:
+        """The client went away: a publish waiting for room in its full queue goes on (it would
+        otherwise wait forever, and with it the whole pipeline)."""
+        self.gone = True
+        self.slots.release()  # wakes the waiting put, which then queues nothing
 
     async def get(self) -> bytes | None:
         """The next batch; None at the end. Raises GoingAway at the end when the gateway shuts
@@ -118,6 +128,7 @@ class TelemetryFanout:
     def unsubscribe(self, sub: TelemetrySubscriber) -> None:
         if sub in self.subscribers:
             self.subscribers.remove(sub)
+        sub.leave()
 
     async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
         """Queue the batch for every interested subscriber; return how many got records."""

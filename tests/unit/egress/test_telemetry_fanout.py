@@ -76,3 +76,21 @@ async def test_subscribers_with_the_same_filter_share_one_serialized_batch() -> 
     assert only_a is only_b
     assert only_a is not None
     assert [r.sequence for r in telemetry_pb2.TelemetryRecords.FromString(only_a).records] == [1]
+
+
+async def test_a_publish_waiting_on_a_full_subscriber_goes_on_when_that_client_leaves() -> None:
+    fanout = TelemetryFanout(queue_size=1)
+    leaving = fanout.subscribe(frozenset())
+    staying = fanout.subscribe(frozenset())
+    record = telemetry_pb2.TelemetryRecord(vin="WP0ZZZ99ZJS300011", sequence=1, service="car-finder")
+    await fanout.publish([record])  # both queues full now
+    assert await staying.get() is not None  # the staying client reads; the leaving one never does
+    blocked = asyncio.create_task(fanout.publish([record]))
+    await asyncio.sleep(0)
+    assert not blocked.done()  # backpressure: waits for the leaving client's room
+    fanout.unsubscribe(leaving)  # its stream ended (the client went away)
+    assert await asyncio.wait_for(blocked, 5) == 2
+    got = await staying.get()  # the staying client got it
+    assert got is not None and telemetry_pb2.TelemetryRecords.FromString(got).records[0].sequence == 1
+    await fanout.publish([record])  # and later batches do not wait for the gone client
+    assert leaving.queue.qsize() == 1  # only what was queued before it left
