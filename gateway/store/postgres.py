@@ -229,7 +229,10 @@ class PostgresStore:
         async with self._db.pool.acquire() as conn, conn.transaction():
             written: dict[str, int] = {}
             full_versions, narrow_versions = versions
-            if full_versions and narrow_versions:
+            # An UPDATE ... FROM unnest locks its rows in the plan's order, not the VINs': with
+            # more than one narrow row, every row is locked in VIN order first, so two gateways
+            # writing overlapping cars wait for each other instead of deadlocking.
+            if narrow_versions and (full_versions or len(narrow_versions) > 1):
                 await conn.execute(_LOCK, sorted(str(vin) for vin in (*full[0], *narrow[0])))
             for sql, columns, vers in ((_UPSERT, full, full_versions), (_NARROW, narrow, narrow_versions)):
                 if not vers:
