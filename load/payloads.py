@@ -14,6 +14,7 @@ import random
 import time
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
+from gateway.egress.telemetry import pb_varint
 from load.fleet import COUNTRIES, Car
 
 TELEMETRY_SERVICE = "remote-services"
@@ -23,16 +24,6 @@ _RADIO: dict[int, common_pb2.Radio.ValueType] = {
     common_pb2.BEARER_INSERTED_SIM: common_pb2.RADIO_4G,
     common_pb2.BEARER_WIFI_HOTSPOT: common_pb2.RADIO_WIFI,
 }
-
-
-def pb_varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative integer."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def header(car: Car, seq: int, *, visited: str = "", now_ns: int | None = None) -> uplink_pb2.Envelope:

@@ -28,7 +28,8 @@ MAX_RECORDS_PER_MESSAGE = 1_000
 _RECORDS_TAG = b"\x0a"
 
 
-def _varint(n: int) -> bytes:
+def pb_varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer (also load/payloads.py's)."""
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -50,7 +51,7 @@ def framed(records: Sequence[telemetry_pb2.TelemetryRecord]) -> list[bytes]:
     for record in records:
         body = record.SerializeToString()
         size = len(body)
-        out.append(short[size] + body if size < 0x80 else _RECORDS_TAG + _varint(size) + body)
+        out.append(short[size] + body if size < 0x80 else _RECORDS_TAG + pb_varint(size) + body)
     return out
 
 
