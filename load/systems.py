@@ -241,10 +241,11 @@ class GatewaySink(Sink):
         self.expect = expect_records
         settings: dict[str, str] = {}
         if self.jetstream:
-            from load.bench_nats import BenchNats
+            from load.bench_nats import NatsServer
 
             (workdir / "nats").mkdir(parents=True, exist_ok=True)
-            self.nats = BenchNats(workdir / "nats")
+            self.nats = NatsServer(workdir / "nats")
+            self.nats.start()
             settings = {"GATEWAY_TELEMETRY_SINK": "jetstream", "GATEWAY_NATS_URL": self.nats.url}
         self.gw = GatewayProcess(workdir / "gateway", broker, log_level="WARNING", settings=settings)
         self.gw.wait_ready()

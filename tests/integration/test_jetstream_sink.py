@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from nats_support import NatsServer
+from nats_support import NatsServer, make_nats_server
 from support import eventually, free_port, gateway_channel, gateway_config
 from test_cli_run import RunningGateway
 from vehicle_client import TestVehicle
@@ -35,7 +35,7 @@ READ_TIMEOUT_S = 30.0  # generous: a loaded 2-core machine
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats")
+    server = make_nats_server(tmp_path / "nats")
     server.start()
     try:
         yield server
