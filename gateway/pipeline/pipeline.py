@@ -128,6 +128,9 @@ class Pipeline:
         self._commit_backoff = commit_backoff
         self._shared = shared_store
         self._paused = False
+        self._paused_at = 0.0  # clock time reading was paused (gateway_ingress_paused_seconds_total)
+        # The queue's depth is read when /metrics is scraped: nothing added to on_batch.
+        metrics.ingress_queued.set_function(lambda: self._queued)
         self._closing = False
         log_budget = LogBudget()
         self._commit_log_budget = LogBudget()  # its own: rejections must not silence it
@@ -156,15 +159,19 @@ class Pipeline:
         """Messages read from the broker, not yet taken into a batch (liveness: gateway/liveness.py)."""
         return self._queued
 
+    @property
+    def paused(self) -> bool:
+        """Reading from the broker is paused (queue full, or a batch waits for the database)."""
+        return self._paused
+
     # -- called from the MQTT protocol (synchronously, on the event loop) --
     def on_batch(self, messages: Sequence[Message]) -> None:
         self._batches.append(messages)
         self._queued += len(messages)
         self._wake.set()
         if not self._paused and self._queued >= self._queue_limit:
-            self._paused = True
             self._m.ingress_paused.inc()
-            self._pause()
+            self._pause_reading()
 
     async def run(self) -> None:
         """Process batches until ``close`` was called and the queue is empty; meanwhile the
@@ -212,8 +219,19 @@ class Pipeline:
                 self._tick_due = False
                 await self.tick()
             if self._paused and self._queued <= self._queue_limit // 2:
-                self._paused = False
-                self._resume()
+                self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        self._paused = True
+        self._paused_at = self._clock.now()
+        self._m.ingress_reading_paused.set(1)
+        self._pause()
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        self._m.ingress_reading_paused.set(0)
+        self._m.ingress_paused_seconds.inc(max(0.0, self._clock.now() - self._paused_at))
+        self._resume()
 
     async def _presence_timer(self) -> None:
         """Every `presence_tick_s` on the clock (tests move a ManualClock), ask the drain loop
@@ -328,8 +346,7 @@ class Pipeline:
         """Pause reading from the broker while a batch cannot be made durable: what the broker
         has not sent yet stays with it (resumed by `run` once the queue has drained)."""
         if not self._paused:
-            self._paused = True
-            self._pause()
+            self._pause_reading()
 
     def _epoch_of(self, vin: str) -> int | None:
         session = self._tracker.get(vin)
