@@ -204,8 +204,8 @@ class Metrics:
         # and for how long it was (README "Backpressure").
         self.ingress_queued = Gauge(
             "gateway_ingress_queued_messages",
-            "Messages read from the broker and waiting in the pipeline's queue (at most about "
-            "ingress_queue_messages plus one socket read)",
+            "Messages read from the broker and not processed yet: queued, or in the batch being "
+            "processed (bounded: ingress_queue_messages, a batch and a socket read or two)",
             registry=r,
         )
         self.ingress_reading_paused = Gauge(

@@ -129,8 +129,10 @@ class Pipeline:
         self._shared = shared_store
         self._paused = False
         self._paused_at = 0.0  # clock time reading was paused (gateway_ingress_paused_seconds_total)
-        # The queue's depth is read when /metrics is scraped: nothing added to on_batch.
-        metrics.ingress_queued.set_function(lambda: self._queued)
+        self._in_batch = 0  # messages of the batch being processed (taken off the queue)
+        # What is read and not processed yet (queued, and the batch in process: a batch waiting
+        # for a slow subscriber holds up to MAX_BATCH), read when /metrics is scraped.
+        metrics.ingress_queued.set_function(lambda: self._queued + self._in_batch)
         self._closing = False
         log_budget = LogBudget()
         self._commit_log_budget = LogBudget()  # its own: rejections must not silence it
@@ -214,7 +216,9 @@ class Pipeline:
             if batch:
                 # A batch runs out whatever a tick would: `process` reads the clock after this.
                 self._tick_due = False
+                self._in_batch = len(batch)
                 await self.process(batch)
+                self._in_batch = 0
             elif self._tick_due:
                 self._tick_due = False
                 await self.tick()

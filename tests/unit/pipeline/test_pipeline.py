@@ -124,8 +124,8 @@ def make(
     fanout = TelemetryFanout(queue_size=10)
     p = Pipeline(
         tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout,
-        metrics=metrics or Metrics(), clock=clock or ManualClock(), reference=REFERENCE, max_payload_bytes=4096,
-        queue_messages=4,
+        metrics=metrics or Metrics(), clock=clock or ManualClock(), reference=REFERENCE,
+        max_payload_bytes=4096, queue_messages=4,
         ack=ack, pause_reading=pause, resume_reading=resume, sleep=sleep, outcome=outcome,
     )
     return p, acked, fanout
