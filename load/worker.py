@@ -334,6 +334,7 @@ class Worker:
                     conn.transport.write(b"".join(chunk))
                 sent += n
             self.counters[self.base + SENT] += sent - reported
+            self.counters[self.base + ACKED] = self.acked
             reported = sent
             if duration_s and time.perf_counter() - t0 >= duration_s:
                 break
