@@ -161,11 +161,6 @@ class Pipeline:
         """Messages read from the broker, not yet taken into a batch (liveness: gateway/liveness.py)."""
         return self._queued
 
-    @property
-    def paused(self) -> bool:
-        """Reading from the broker is paused (queue full, or a batch waits for the database)."""
-        return self._paused
-
     # -- called from the MQTT protocol (synchronously, on the event loop) --
     def on_batch(self, messages: Sequence[Message]) -> None:
         self._batches.append(messages)
