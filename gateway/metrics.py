@@ -199,6 +199,26 @@ class Metrics:
             "Times reading from the broker was paused because the pipeline was full",
             registry=r,
         )
+        # The overload as it stands now, not only how often it began: the queue's depth (read
+        # at scrape time from the pipeline, nothing on the hot path), whether reading is paused,
+        # and for how long it was (README "Backpressure").
+        self.ingress_queued = Gauge(
+            "gateway_ingress_queued_messages",
+            "Messages read from the broker and not processed yet: queued, or in the batch being "
+            "processed (bounded: ingress_queue_messages, a batch and a socket read or two)",
+            registry=r,
+        )
+        self.ingress_reading_paused = Gauge(
+            "gateway_ingress_paused",
+            "1 while reading from the broker is paused (the pipeline is full, or a batch waits "
+            "for the database), else 0",
+            registry=r,
+        )
+        self.ingress_paused_seconds = Counter(
+            "gateway_ingress_paused_seconds_total",
+            "Seconds reading from the broker was paused, counted when reading resumes",
+            registry=r,
+        )
         self.store_commit_seconds = Histogram(
             "gateway_store_commit_seconds",
             "Time to commit one batch of state changes and events",

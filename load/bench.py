@@ -237,7 +237,7 @@ def run_store_cost(p: Params) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap = argparse.ArgumentParser(prog="python -m load.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=(*SCENARIOS, "flood"), default="steady")
+    ap.add_argument("--scenario", choices=(*SCENARIOS, "flood", "overload"), default="steady")
     ap.add_argument("--cars", type=int, help="steady: 1000; connections/storms: 15000; flood: 50")
     ap.add_argument("--messages", type=int, default=300_000, help="steady: telemetry envelopes per run")
     ap.add_argument("--samples", type=int, default=1, help="telemetry samples (records) per envelope")
@@ -255,7 +255,7 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap.add_argument("--concurrency", type=int, default=64, help="connects in flight per worker")
     ap.add_argument("--clean", action="store_true", help="connections: goodbye + DISCONNECT instead of drops")
     ap.add_argument("--window", type=float, default=10.0, help="restart_storm: boots spread over seconds")
-    ap.add_argument("--phase", type=float, default=15.0, help="flood: seconds per phase")
+    ap.add_argument("--phase", type=float, help="flood: seconds per phase (15); overload: seconds (30)")
     ap.add_argument("--flood-rate", type=float, default=0.0,
                     help="flood: the flooder's messages/s (0 = as fast as its socket allows)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite (< 30 s)")
@@ -266,11 +266,14 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
         ap.error(f"--systems: choose from {', '.join((*SYSTEMS, *PG_SYSTEMS, *JS_SYSTEMS))}")
     steady = a.scenario == "steady"
     flood = a.scenario == "flood"
+    overload = a.scenario == "overload"  # load/overload.py
     p = Params(
-        scenario=a.scenario, cars=a.cars or (1000 if steady else 50 if flood else 15_000),
-        messages=a.messages, samples=a.samples, workers=a.workers or (2 if steady else 4), qos=a.qos,
-        burst=a.burst, rate=a.rate or (500.0 if flood else 0.0), repeat=1 if flood else a.repeat,
-        phase_s=a.phase, seed=a.seed, naive_mode=a.naive_mode, systems=systems,
+        scenario=a.scenario, cars=a.cars or (1000 if steady or overload else 50 if flood else 15_000),
+        messages=a.messages, samples=a.samples, workers=a.workers or (2 if steady or overload else 4),
+        qos=1 if overload else a.qos,
+        burst=a.burst, rate=a.rate or (500.0 if flood else 0.0), repeat=1 if flood or overload else a.repeat,
+        phase_s=a.phase or (30.0 if overload else 15.0), seed=a.seed, naive_mode=a.naive_mode,
+        systems=systems,
         concurrency=a.concurrency, unclean=not a.clean, window_s=a.window, smoke=a.smoke,
         flood_rate=a.flood_rate, store_cost=not a.no_store_cost,
     )
@@ -295,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         if p.scenario == "steady":
             body = run_steady(p, Path(tmp))
+        elif p.scenario == "overload":
+            from load.overload import run_overload
+
+            body = run_overload(cars=p.cars, workers=p.workers, rate=p.rate, phase_s=p.phase_s,
+                                stall_s=p.stall_s, seed=p.seed, workdir=Path(tmp),
+                                queue_messages=100 if p.smoke else 0)
         elif p.scenario == "flood":
             from load.flood import run_flood
 

@@ -52,8 +52,8 @@ def write(doc: dict[str, Any], out: Path) -> list[Path]:
     for path in paths:
         path.write_text(text + "\n")
     png = out / "latest.png"
-    if doc["scenario"] == "flood":
-        return paths  # a table of three phases: the JSON and the text summary say it all
+    if doc["scenario"] in ("flood", "overload"):
+        return paths  # a table of phases, or one run: the JSON and the text summary say it all
     if doc["scenario"] == "steady":
         plot_steady(doc, png)
     else:
@@ -240,6 +240,10 @@ def text_summary(doc: dict[str, Any]) -> str:
                 )
         for name, r in doc.get("summary", {}).get("ratios", {}).items():
             lines.append(f"  ratio {name}: {r}")
+    elif doc["scenario"] == "overload":
+        from load.overload import summary_lines
+
+        lines.extend(summary_lines(doc))
     else:
         for name, v in doc.get("summary", {}).get("timings_s", {}).items():
             lines.append(f"  {name}: {_fmt(v, ' s', 2)}")

@@ -52,6 +52,9 @@ class CarConn(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.inflight = 0
         self.next_pid = 0
+        # packet id -> the telemetry sequence it carries (QoS 1): which messages the broker
+        # acknowledged, for the overload bench's loss check (load/overload.py).
+        self.sequences: dict[int, int] = {}
         self.writable = asyncio.Event()
         self.writable.set()
         self.acks = asyncio.Event()
@@ -64,6 +67,9 @@ class CarConn(asyncio.Protocol):
             if p.kind == frames.PUBACK:
                 self.inflight -= 1
                 self.worker.acked += 1
+                seq = self.sequences.pop(p.packet_id, 0)
+                if seq and p.reason_code < 0x80:
+                    self.cs.acked.append(seq)
                 self.acks.set()
             elif p.kind == frames.CONNACK:
                 if not self.connack.done():
@@ -90,9 +96,11 @@ class CarConn(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writable.set()
 
-    def packet_id(self) -> int:
+    def packet_id(self, sequence: int = 0) -> int:
         self.next_pid = self.next_pid % 0xFFFF + 1
         self.inflight += 1
+        if sequence:
+            self.sequences[self.next_pid] = sequence
         return self.next_pid
 
     @property
@@ -100,12 +108,24 @@ class CarConn(asyncio.Protocol):
         return self.transport is not None and not self.closed.done()
 
 
+def runs(values: list[int]) -> list[list[int]]:
+    """Sorted distinct values as [first, last] runs of consecutive numbers."""
+    out: list[list[int]] = []
+    for v in sorted(set(values)):
+        if out and v == out[-1][1] + 1:
+            out[-1][1] = v
+        else:
+            out.append([v, v])
+    return out
+
+
 class CarState:
-    __slots__ = ("car", "conn", "connection_id", "seq", "stream", "tmpl0", "tmpl1", "topic")
+    __slots__ = ("acked", "car", "conn", "connection_id", "seq", "stream", "tmpl0", "tmpl1", "topic")
 
     def __init__(self, car: Car) -> None:
         self.car = car
         self.seq = 0  # increases for the car's whole life, across connections
+        self.acked: list[int] = []  # telemetry sequences the broker acknowledged (QoS 1)
         self.conn: CarConn | None = None
         self.connection_id = 0
         self.topic = topics.uplink(car.vin)
@@ -257,10 +277,13 @@ class Worker:
     async def steady(
         self, messages: int, rate: float = 0.0, qos: int = 0, start_at: float = 0.0,
         duration_s: float = 0.0, max_inflight: int = 64, points: int = 4, burst: int = 1, samples: int = 1,
+        report_acked: bool = False,
     ) -> dict[str, Any]:
         """Send ``messages`` telemetry envelopes round-robin over the live connections at
         ``rate`` per second (0: as fast as the sockets take them), stopping early after
-        ``duration_s`` when given. QoS 1 waits for PUBACKs beyond ``max_inflight`` per car."""
+        ``duration_s`` when given. QoS 1 waits for PUBACKs beyond ``max_inflight`` per car.
+        ``report_acked``: the reply has ``acked``, per VIN the acknowledged sequences as
+        [first, last] runs (load/overload.py checks each of them reached the consumer)."""
         live = [cs for cs in self.cars if cs.conn is not None]
         for cs in live:
             if cs.stream is None:
@@ -297,18 +320,21 @@ class Worker:
                     cs.seq += 1
                     payload = cs.stream.payload(cs.seq, time_ns())
                     conn.transport.write(
-                        cs.tmpl1.frame(payload, conn.packet_id()) if qos else cs.tmpl0.frame(payload)
+                        cs.tmpl1.frame(payload, conn.packet_id(cs.seq)) if qos else cs.tmpl0.frame(payload)
                     )
                 else:
                     chunk = []
                     for _ in range(n):
                         cs.seq += 1
                         payload = cs.stream.payload(cs.seq, time_ns())
-                        frame = cs.tmpl1.frame(payload, conn.packet_id()) if qos else cs.tmpl0.frame(payload)
-                        chunk.append(frame)
+                        if qos:
+                            chunk.append(cs.tmpl1.frame(payload, conn.packet_id(cs.seq)))
+                        else:
+                            chunk.append(cs.tmpl0.frame(payload))
                     conn.transport.write(b"".join(chunk))
                 sent += n
             self.counters[self.base + SENT] += sent - reported
+            self.counters[self.base + ACKED] = self.acked
             reported = sent
             if duration_s and time.perf_counter() - t0 >= duration_s:
                 break
@@ -323,7 +349,10 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(c.acks.wait(), max(0.0, deadline - time.perf_counter()))
         self.counters[self.base + ACKED] = self.acked
-        return {"sent": sent, "first_send": first, "last_send": last, "live": len(live)}
+        out: dict[str, Any] = {"sent": sent, "first_send": first, "last_send": last, "live": len(live)}
+        if report_acked:
+            out["acked"] = {cs.car.vin: runs(cs.acked) for cs in self.cars if cs.acked}
+        return out
 
     async def ping(self) -> dict[str, Any]:
         return {}

@@ -128,6 +128,11 @@ class Pipeline:
         self._commit_backoff = commit_backoff
         self._shared = shared_store
         self._paused = False
+        self._paused_at = 0.0  # clock time reading was paused (gateway_ingress_paused_seconds_total)
+        self._in_batch = 0  # messages of the batch being processed (taken off the queue)
+        # What is read and not processed yet (queued, and the batch in process: a batch waiting
+        # for a slow subscriber holds up to MAX_BATCH), read when /metrics is scraped.
+        metrics.ingress_queued.set_function(lambda: self._queued + self._in_batch)
         self._closing = False
         log_budget = LogBudget()
         self._commit_log_budget = LogBudget()  # its own: rejections must not silence it
@@ -162,9 +167,8 @@ class Pipeline:
         self._queued += len(messages)
         self._wake.set()
         if not self._paused and self._queued >= self._queue_limit:
-            self._paused = True
             self._m.ingress_paused.inc()
-            self._pause()
+            self._pause_reading()
 
     async def run(self) -> None:
         """Process batches until ``close`` was called and the queue is empty; meanwhile the
@@ -207,13 +211,26 @@ class Pipeline:
             if batch:
                 # A batch runs out whatever a tick would: `process` reads the clock after this.
                 self._tick_due = False
+                self._in_batch = len(batch)
                 await self.process(batch)
+                self._in_batch = 0
             elif self._tick_due:
                 self._tick_due = False
                 await self.tick()
             if self._paused and self._queued <= self._queue_limit // 2:
-                self._paused = False
-                self._resume()
+                self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        self._paused = True
+        self._paused_at = self._clock.now()
+        self._m.ingress_reading_paused.set(1)
+        self._pause()
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        self._m.ingress_reading_paused.set(0)
+        self._m.ingress_paused_seconds.inc(max(0.0, self._clock.now() - self._paused_at))
+        self._resume()
 
     async def _presence_timer(self) -> None:
         """Every `presence_tick_s` on the clock (tests move a ManualClock), ask the drain loop
@@ -328,8 +345,7 @@ class Pipeline:
         """Pause reading from the broker while a batch cannot be made durable: what the broker
         has not sent yet stays with it (resumed by `run` once the queue has drained)."""
         if not self._paused:
-            self._paused = True
-            self._pause()
+            self._pause_reading()
 
     def _epoch_of(self, vin: str) -> int | None:
         session = self._tracker.get(vin)

@@ -190,3 +190,25 @@ async def test_sim_car_announces_its_heartbeat_and_keeps_it_while_parked(broker:
     assert seen[0].hello.heartbeat_interval_s == 1  # announced in whole seconds, rounded up
     assert [env.sequence for env in seen] == sorted(env.sequence for env in seen)
     assert sim.heart is None  # the goodbye stopped them
+
+
+@pytest.mark.timeout(120)
+def test_smoke_overload_pauses_reading_and_loses_no_acknowledged_qos1_message(tmp_path: Path) -> None:
+    # load/overload.py at tiny sizes (a queue of 100 messages, 2 s of overload): every message
+    # the broker acknowledged to a car reaches the consumer, and the report shows the pauses.
+    proc = subprocess.run(
+        [sys.executable, "-m", "load.bench", "--smoke", "--scenario", "overload", "--out", str(tmp_path)],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    (run,) = doc["runs"]
+    assert doc["params"]["qos"] == 1 and run["complete"]
+    assert run["acked"] > 0 and run["lost_acked"] == 0 and run["received_distinct"] == run["acked"]
+    assert run["pauses"] >= 1 and run["paused_s"] > 0  # reading from the broker was paused
+    assert 0 < run["max_queued_seen"] < run["acked"]
+    for key in ("offered_per_s", "processed_per_s_until_drained", "gateway_peak_rss_mib",
+                "broker_peak_rss_mib"):
+        assert finite_positive(run[key]), key
+    assert {"p50_ms", "p99_ms", "p999_ms"} <= set(run["latency"])
+    assert "lost 0" in proc.stdout

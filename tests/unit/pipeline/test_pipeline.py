@@ -113,6 +113,7 @@ def make(
     resume: Callable[[], None] = lambda: None,
     outcome: Callable[[str, BaseException | None], None] | None = None,
     metrics: Metrics | None = None,
+    clock: ManualClock | None = None,
 ) -> tuple[Pipeline, list[Sequence[Message]], TelemetryFanout]:
     acked: list[Sequence[Message]] = []
 
@@ -123,8 +124,8 @@ def make(
     fanout = TelemetryFanout(queue_size=10)
     p = Pipeline(
         tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=fanout,
-        metrics=metrics or Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096,
-        queue_messages=4,
+        metrics=metrics or Metrics(), clock=clock or ManualClock(), reference=REFERENCE,
+        max_payload_bytes=4096, queue_messages=4,
         ack=ack, pause_reading=pause, resume_reading=resume, sleep=sleep, outcome=outcome,
     )
     return p, acked, fanout
@@ -231,6 +232,35 @@ async def test_failing_commit_pauses_reading_and_the_drained_pipeline_resumes_it
         await asyncio.sleep(0)
     assert events == ["pause", "wait", "wait", "resume"]
     assert [len(b) for b in acked] == [1, 1]
+    p.close()
+    await task
+
+
+async def test_a_full_queue_shows_as_paused_queued_and_paused_seconds_in_metrics() -> None:
+    # What an SRE sees of an overload: the depth of the queue, that reading is paused, and for
+    # how long it was (README "Backpressure").
+    metrics, clock = Metrics(), ManualClock()
+    events: list[str] = []
+    p, acked, _ = make(FakeStore(), metrics=metrics, clock=clock, pause=lambda: events.append("pause"),
+                       resume=lambda: events.append("resume"))
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name)
+
+    assert (sample("gateway_ingress_paused"), sample("gateway_ingress_queued_messages")) == (0, 0)
+    p.on_batch([hello(1), hello(2)])
+    assert events == [] and sample("gateway_ingress_queued_messages") == 2
+    p.on_batch([hello(3), hello(4), hello(5)])  # queue_messages=4 reached: reading pauses
+    assert events == ["pause"]
+    assert sample("gateway_ingress_paused") == 1 and sample("gateway_ingress_queued_messages") == 5
+    assert sample("gateway_ingress_backpressure_total") == 1
+    clock.advance(3.0)  # the pipeline is busy elsewhere for 3 s before it drains the queue
+    task = asyncio.create_task(p.run())
+    while p.processed < 5:  # noqa: ASYNC110 - stepping another task
+        await asyncio.sleep(0)
+    assert events == ["pause", "resume"] and sum(len(b) for b in acked) == 5
+    assert sample("gateway_ingress_paused") == 0 and sample("gateway_ingress_queued_messages") == 0
+    assert sample("gateway_ingress_paused_seconds_total") == 3.0
     p.close()
     await task
 
