@@ -196,9 +196,9 @@ def summarize_steady(runs: list[dict[str, Any]], p: Params) -> tuple[dict[str, A
             "latency_p99_ms": spread([x["p99_ms"] for x in lat if x]),
             "latency_p999_ms": spread([x["p999_ms"] for x in lat if x]),
             "cpu_s_per_100k": spread([r["cpu_s_per_100k"] for r in mine]),
-            "cpu_us_per_msg": spread([r["cpu_us_per_msg"] for r in mine]),
-            "broker_cpu_us_per_msg": spread([r["broker_cpu_us_per_msg"] for r in mine]),
-            "cpu_vs_broker": spread([r["cpu_vs_broker"] for r in mine]),
+            "cpu_us_per_msg": spread([r.get("cpu_us_per_msg", math.nan) for r in mine]),
+            "broker_cpu_us_per_msg": spread([r.get("broker_cpu_us_per_msg", math.nan) for r in mine]),
+            "cpu_vs_broker": spread([r.get("cpu_vs_broker", math.nan) for r in mine]),
             "peak_rss_mib": spread([r["peak_rss_mib"] for r in mine if r["peak_rss_mib"] is not None]),
             "generator_rate": spread([r["generator_rate"] or math.nan for r in mine]),
         }
