@@ -154,6 +154,8 @@ def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run
         "sent": sent,
         "generator_send_s": round(send_s, 4),
         "generator_rate": round(sent / send_s) if send_s > 0 else None,
+        # Workers pace from their own start: a late one stretches the window (lower real rate).
+        "generator_start_skew_s": round(max(r["first_send"] for r in replies) - t0, 4),
         "duration_s": round(duration, 4),
         "messages": p.messages,
         "records": records if system != "reference" else None,
