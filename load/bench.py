@@ -6,6 +6,10 @@ payloads) against several systems, interleaved, ``--repeat`` times: the referenc
 (embedded SQLite), each with a fresh broker; ``--systems`` adds ``gateway-pg`` and
 ``gateway-pg2`` (one and two gateways on a fresh PostgreSQL database, load/fleet_sink.py), and
 with those the per-batch store cost (load/store_cost.py) is measured after the runs.
+``--half-load`` then runs the gateway and the reference paced at half the gateway's median
+rate, and a ``targets`` block judges issue 12's steady targets (load/targets.py). ``soak``
+(load/soak.py) runs the gateway at a paced ``--rate`` for ``--duration`` seconds and judges
+whether its RSS stays flat.
 ``connections``, ``reconnect_storm`` and ``restart_storm`` measure the gateway's presence
 tracking with many connections (load/storms.py).
 
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text_summary(doc))
     for path in paths:
         print(f"wrote {path}")
-    runs = doc.get("runs", [])
+    runs = doc.get("runs", []) + doc.get("half_load", {}).get("runs", [])
     return 0 if runs and all(r.get("complete") for r in runs) else 1
 
 
