@@ -190,6 +190,11 @@ def plot_soak(doc: dict[str, Any], path: Path) -> None:
         ax.axhline(mean, color="#999", ls=":", label="mean after warm-up")
         ax.axhspan(mean * 0.95, mean * 1.05, color="#2ca02c", alpha=0.1, label="mean +-5 %")
     ax.axvline(run.get("warmup_s", 0), color="#999", ls="--", lw=1, label="end of warm-up")
+    backlog = run.get("backlog_samples", [])
+    if backlog:
+        ax_b = ax.twinx()
+        ax_b.plot([t for t, _ in backlog], [b for _, b in backlog], color="#d62728", lw=0.8, alpha=0.6)
+        ax_b.set_ylabel("records sent, not yet received (red)")
     ax.set(title=f"soak: {p['cars']:,} cars at {p['rate']:,.0f} msg/s for {p['duration_s']:,.0f} s, "
                  f"QoS {p['qos']}", xlabel="s since start", ylabel="MiB")
     ax.legend(fontsize=8)
@@ -296,7 +301,8 @@ def soak_lines(run: dict[str, Any]) -> list[str]:
     lines = [
         f"  offered {_num(run.get('offered_rate'), 0)} msg/s, generator {_num(run.get('generator_rate'), 0)} "
         f"msg/s over {_num(run.get('generator_send_s'))} s; sent {run['sent']:,} received "
-        f"{run['received_records']:,} records (lost {run['lost_records']:,})",
+        f"{run['received_records']:,} records (lost {run['lost_records']:,}); largest backlog "
+        f"{run.get('backlog_max_records', 0):,} records",
         f"  CPU per message: gateway {_num(run.get('cpu_us_per_msg'), 2)} us, broker "
         f"{_num(run.get('broker_cpu_us_per_msg'), 2)} us, "
         f"gateway/broker {_num(run.get('cpu_vs_broker'), 2)}x",

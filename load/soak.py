@@ -47,6 +47,9 @@ def run_soak(p: Params, workdir: Path) -> dict[str, Any]:
     sink = GatewaySink()
     every = sample_every(p.duration_s)
     rss: list[tuple[float, float]] = []
+    # Records sent but not yet at the consumer, at each RSS sample: a queue the gateway holds
+    # while it falls behind (a busy machine) shows as RSS that comes back down, not a leak.
+    backlog: list[tuple[float, int]] = []
     with BenchBroker(workdir / "broker") as broker:
         gen = Generator(fleet, port=broker.port, workers=p.workers, ips=source_ips(p.workers, 1), seed=p.seed)
         try:
@@ -69,6 +72,7 @@ def run_soak(p: Params, workdir: Path) -> dict[str, Any]:
                 now = time.time()
                 if now >= next_sample:
                     rss.append((round(now - start_at, 3), float(gw_watch.rss_kib())))
+                    backlog.append((rss[-1][0], gen.sent * p.samples - sink.received()))
                     next_sample += every
                 if now >= next_print and rss:
                     next_print += 10.0
@@ -105,6 +109,8 @@ def run_soak(p: Params, workdir: Path) -> dict[str, Any]:
         "latency": result.get("latency", {}),
         "peak_rss_mib": round(result["peak_rss_kib"] / 1024, 1) if "peak_rss_kib" in result else None,
         "rss_samples": rss,
+        "backlog_samples": backlog,
+        "backlog_max_records": max((b for _, b in backlog), default=0),
         "warmup_s": round(p.duration_s * WARMUP_FRACTION, 1),
         "rss": flatness(rss, p.duration_s * WARMUP_FRACTION),
         "gateway_metrics": result.get("gateway_metrics", {}),

@@ -61,7 +61,8 @@ def test_smoke_benchmark_measures_all_three_systems_on_the_same_load(tmp_path: P
         assert finite_positive(run["duration_s"]), system
         assert finite_positive(run["cpu_s_per_100k"]), system
         rounding = 0.0005 / p["messages"] * 1e6 + 1e-3  # cpu_s and broker_cpu_s are kept to 1 ms
-        assert run["cpu_us_per_msg"] == pytest.approx(run["cpu_s"] / p["messages"] * 1e6, abs=rounding), system
+        assert run["cpu_us_per_msg"] == pytest.approx(run["cpu_s"] / p["messages"] * 1e6,
+                                                      abs=rounding), system
         assert run["broker_cpu_us_per_msg"] == pytest.approx(run["broker_cpu_s"] / p["messages"] * 1e6,
                                                              abs=rounding), system
         assert run["series"], system
@@ -160,6 +161,7 @@ def test_smoke_soak_keeps_every_record_and_samples_the_gateways_rss_after_warm_u
     assert rss["samples"] == sum(1 for t in times if t >= run["warmup_s"]) >= 10
     assert 0 < rss["min_kib"] <= rss["mean_kib"] <= rss["max_kib"]
     assert isinstance(rss["flat_within_5pct"], bool)
+    assert len(run["backlog_samples"]) == len(run["rss_samples"])
     assert finite_positive(run["cpu_us_per_msg"]) and finite_positive(run["broker_cpu_us_per_msg"])
 
 
