@@ -104,8 +104,12 @@ def test_smoke_half_load_paces_gateway_and_reference_at_half_the_gateways_rate_a
     assert set(targets) == {"throughput_vs_reference", "cpu_vs_broker_saturation", "cpu_vs_broker_half_load",
                             "cpu_half_vs_saturation", "p99_ms_half_load", "p999_ms_half_load"}
     assert targets["p99_ms_half_load"]["value"]["median"] == hgw["latency"]["p99_ms"]
-    for t in targets.values():
-        assert isinstance(t["met"], bool) and t["value"]["n"] == 1
+    for name in ("throughput_vs_reference", "p99_ms_half_load", "p999_ms_half_load"):
+        assert targets[name]["value"]["n"] == 1, name
+    for name, t in targets.items():
+        # At smoke sizes the broker may use less than one CPU tick (10 ms) in a window: a CPU
+        # ratio without a denominator is not measured, and then never judged met.
+        assert t["value"]["n"] == 1 or not t["met"], name
 
 
 @pytest.mark.timeout(120)
