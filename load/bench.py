@@ -6,6 +6,10 @@ payloads) against several systems, interleaved, ``--repeat`` times: the referenc
 (embedded SQLite), each with a fresh broker; ``--systems`` adds ``gateway-pg`` and
 ``gateway-pg2`` (one and two gateways on a fresh PostgreSQL database, load/fleet_sink.py), and
 with those the per-batch store cost (load/store_cost.py) is measured after the runs.
+``--half-load`` then runs the gateway and the reference paced at half the gateway's median
+rate, and a ``targets`` block judges issue 12's steady targets (load/targets.py). ``soak``
+(load/soak.py) runs the gateway at a paced ``--rate`` for ``--duration`` seconds and judges
+whether its RSS stays flat.
 ``connections``, ``reconnect_storm`` and ``restart_storm`` measure the gateway's presence
 tracking with many connections (load/storms.py).
 
@@ -20,7 +24,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,9 @@ from load import report
 from load.fleet import Car, generate_fleet
 from load.generator import SCENARIOS, Generator, source_ips
 from load.harness import BenchBroker
-from load.stats import ProcWatch, safe_ratio, spread
+from load.stats import ProcWatch, safe_ratio, spread, us_per_message
 from load.systems import Sink, make_sink
+from load.targets import steady_targets
 
 SYSTEMS = ("reference", "naive", "gateway")  # the default set
 PG_SYSTEMS = ("gateway-pg", "gateway-pg2")  # load/fleet_sink.py: need a PostgreSQL server
@@ -61,6 +66,8 @@ class Params:
     phase_s: float = 15.0
     flood_rate: float = 0.0
     store_cost: bool = True
+    half_load: bool = False
+    duration_s: float = 600.0
 
 
 _phase = 0
@@ -110,10 +117,11 @@ def follow(sink: Sink, gen: Generator, start_at: float, expect: int, p: Params, 
     return series, replies
 
 
-def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run_no: int) -> dict[str, Any]:
+def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run_no: int,
+                    phase: str = "saturation") -> dict[str, Any]:
     sink = make_sink(system, p.naive_mode)
     expect_records = p.messages * p.samples
-    label = f"{system:>11} run {run_no + 1}/{p.repeat}"
+    label = f"{system:>11} {'half ' if phase == 'half_load' else ''}run {run_no + 1}/{p.repeat}"
     with BenchBroker(workdir / f"broker-{system}-{run_no}") as broker:
         gen = Generator(fleet, port=broker.port, workers=p.workers, ips=source_ips(p.workers, next_group()),
                         seed=p.seed)
@@ -144,10 +152,14 @@ def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run
     out: dict[str, Any] = {
         "system": system,
         "run": run_no,
+        "phase": phase,
+        "offered_rate": p.rate or None,
         "complete": bool(result.get("complete")),
         "sent": sent,
         "generator_send_s": round(send_s, 4),
         "generator_rate": round(sent / send_s) if send_s > 0 else None,
+        # Workers pace from their own start: a late one stretches the window (lower real rate).
+        "generator_start_skew_s": round(max(r["first_send"] for r in replies) - t0, 4),
         "duration_s": round(duration, 4),
         "messages": p.messages,
         "records": records if system != "reference" else None,
@@ -156,6 +168,11 @@ def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run
         "cpu_s": round(result.get("cpu_s", math.nan), 3),
         "cpu_s_per_100k": round(result.get("cpu_s", math.nan) / p.messages * 1e5, 3),
         "broker_cpu_s": round(broker_cpu, 3),
+        # CPU per message over the same window for the system and the run's broker, and their
+        # ratio: the issue's "gateway CPU/msg <= 1.5x broker's" (reference: mosquitto_sub).
+        "cpu_us_per_msg": round(us_per_message(result.get("cpu_s"), p.messages), 3),
+        "broker_cpu_us_per_msg": round(us_per_message(broker_cpu, p.messages), 3),
+        "cpu_vs_broker": round(safe_ratio(result.get("cpu_s", math.nan), broker_cpu), 3),
         "peak_rss_mib": round(result["peak_rss_kib"] / 1024, 1) if "peak_rss_kib" in result else None,
         "series": series,
     }
@@ -164,6 +181,8 @@ def run_steady_once(system: str, p: Params, fleet: list[Car], workdir: Path, run
                 "records_per_instance", "store_commits", "store_commit_ms"):
         if key in result:
             out[key] = result[key]
+    if "backend_cpu_s" in result:  # naive: its gRPC backend, apart from the pipeline itself
+        out["backend_cpu_us_per_msg"] = round(us_per_message(result["backend_cpu_s"], p.messages), 3)
     if "store_cpu_s" in result:
         out["store_cpu_s"] = round(result["store_cpu_s"], 3)
         out["store_cpu_s_per_100k"] = round(result["store_cpu_s"] / p.messages * 1e5, 3)
@@ -183,13 +202,16 @@ def summarize_steady(runs: list[dict[str, Any]], p: Params) -> tuple[dict[str, A
             "latency_p99_ms": spread([x["p99_ms"] for x in lat if x]),
             "latency_p999_ms": spread([x["p999_ms"] for x in lat if x]),
             "cpu_s_per_100k": spread([r["cpu_s_per_100k"] for r in mine]),
+            "cpu_us_per_msg": spread([r.get("cpu_us_per_msg", math.nan) for r in mine]),
+            "broker_cpu_us_per_msg": spread([r.get("broker_cpu_us_per_msg", math.nan) for r in mine]),
+            "cpu_vs_broker": spread([r.get("cpu_vs_broker", math.nan) for r in mine]),
             "peak_rss_mib": spread([r["peak_rss_mib"] for r in mine if r["peak_rss_mib"] is not None]),
             "generator_rate": spread([r["generator_rate"] or math.nan for r in mine]),
         }
         if system == "gateway":
             per_vehicle = [r.get("rss_per_vehicle_kib", math.nan) for r in mine]
             summary[system]["rss_per_vehicle_kib"] = spread(per_vehicle)
-        for key in ("store_commit_ms", "store_cpu_s_per_100k"):
+        for key in ("store_commit_ms", "store_cpu_s_per_100k", "backend_cpu_us_per_msg"):
             if any(key in r for r in mine):
                 summary[system][key] = spread([r.get(key, math.nan) for r in mine])
     return summary, ratio_pairs(runs, p.systems, p.repeat)
@@ -218,9 +240,32 @@ def run_steady(p: Params, workdir: Path) -> dict[str, Any]:
             runs.append(run_steady_once(system, p, fleet, workdir, run_no))
     summary, ratios = summarize_steady(runs, p)
     body: dict[str, Any] = {"runs": runs, "summary": summary, "ratios": ratios}
+    half: list[dict[str, Any]] | None = None
+    if p.half_load:
+        body["half_load"] = run_half_load(p, fleet, workdir, summary)
+        half = body["half_load"]["runs"]
+    body["targets"] = steady_targets(runs, half)
     if p.store_cost and set(p.systems) & set(PG_SYSTEMS):
         body["store_cost"] = run_store_cost(p)
     return body
+
+
+HALF_LOAD_SYSTEMS = ("reference", "gateway")
+
+
+def run_half_load(p: Params, fleet: list[Car], workdir: Path, saturation: dict[str, Any]) -> dict[str, Any]:
+    """After the saturation runs: the gateway and the reference, both paced at half of the
+    gateway's median measured rate (the same offered load), ``--repeat`` times, interleaved.
+    The rate is offered by the generator's pacing, so each run's ``generator_rate`` shows
+    whether it was met."""
+    gateway_rate = saturation.get("gateway", {}).get("messages_per_s", {}).get("median", math.nan)
+    if gateway_rate is None or math.isnan(gateway_rate) or gateway_rate <= 0:
+        raise RuntimeError("--half-load needs a completed gateway run at saturation")
+    half = replace(p, rate=round(gateway_rate / 2), systems=HALF_LOAD_SYSTEMS)
+    runs = [run_steady_once(system, half, fleet, workdir / "half", run_no, phase="half_load")
+            for run_no in range(p.repeat) for system in HALF_LOAD_SYSTEMS]
+    summary, ratios = summarize_steady(runs, half)
+    return {"rate": half.rate, "runs": runs, "summary": summary, "ratios": ratios}
 
 
 def run_store_cost(p: Params) -> dict[str, Any]:
@@ -237,7 +282,7 @@ def run_store_cost(p: Params) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap = argparse.ArgumentParser(prog="python -m load.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=(*SCENARIOS, "flood", "overload"), default="steady")
+    ap.add_argument("--scenario", choices=(*SCENARIOS, "flood", "overload", "soak"), default="steady")
     ap.add_argument("--cars", type=int, help="steady: 1000; connections/storms: 15000; flood: 50")
     ap.add_argument("--messages", type=int, default=300_000, help="steady: telemetry envelopes per run")
     ap.add_argument("--samples", type=int, default=1, help="telemetry samples (records) per envelope")
@@ -258,6 +303,9 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap.add_argument("--phase", type=float, help="flood: seconds per phase (15); overload: seconds (30)")
     ap.add_argument("--flood-rate", type=float, default=0.0,
                     help="flood: the flooder's messages/s (0 = as fast as its socket allows)")
+    ap.add_argument("--half-load", action="store_true",
+                    help="steady: then gateway and reference paced at half the gateway's median rate")
+    ap.add_argument("--duration", type=float, default=600.0, help="soak: seconds of paced telemetry")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite (< 30 s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args(argv)
@@ -265,22 +313,29 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     if set(systems) - {*SYSTEMS, *PG_SYSTEMS, *JS_SYSTEMS}:
         ap.error(f"--systems: choose from {', '.join((*SYSTEMS, *PG_SYSTEMS, *JS_SYSTEMS))}")
     steady = a.scenario == "steady"
+    steady_like = a.scenario in ("steady", "soak")  # 1000 cars, 2 generator processes
     flood = a.scenario == "flood"
     overload = a.scenario == "overload"  # load/overload.py
     p = Params(
-        scenario=a.scenario, cars=a.cars or (1000 if steady or overload else 50 if flood else 15_000),
-        messages=a.messages, samples=a.samples, workers=a.workers or (2 if steady or overload else 4),
+        scenario=a.scenario, cars=a.cars or (1000 if steady_like or overload else 50 if flood else 15_000),
+        messages=a.messages, samples=a.samples, workers=a.workers or (2 if steady_like or overload else 4),
         qos=1 if overload else a.qos,
         burst=a.burst, rate=a.rate or (500.0 if flood else 0.0), repeat=1 if flood or overload else a.repeat,
         phase_s=a.phase or (30.0 if overload else 15.0), seed=a.seed, naive_mode=a.naive_mode,
         systems=systems,
         concurrency=a.concurrency, unclean=not a.clean, window_s=a.window, smoke=a.smoke,
-        flood_rate=a.flood_rate, store_cost=not a.no_store_cost,
+        flood_rate=a.flood_rate, store_cost=not a.no_store_cost, half_load=a.half_load,
+        duration_s=a.duration,
     )
+    if a.half_load and (not steady or "gateway" not in systems):
+        ap.error("--half-load: scenario steady with the gateway in --systems")
+    if a.scenario == "soak" and not a.rate:
+        ap.error("--scenario soak needs --rate (about half the gateway's max: see --half-load)")
     if a.smoke:
         p = Params(**{**asdict(p), "cars": min(p.cars, 20), "messages": min(p.messages, 3000), "workers": 1,
                       "repeat": 1, "window_s": min(p.window_s, 1.0), "stall_s": 8.0,
-                      "phase_s": min(p.phase_s, 2.0), "rate": min(p.rate, 200.0)})
+                      "phase_s": min(p.phase_s, 2.0), "duration_s": min(p.duration_s, 12.0),
+                      "rate": min(p.rate, 500.0 if p.scenario == "soak" else 200.0)})
     return p, a.out
 
 
@@ -304,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             body = run_overload(cars=p.cars, workers=p.workers, rate=p.rate, phase_s=p.phase_s,
                                 stall_s=p.stall_s, seed=p.seed, workdir=Path(tmp),
                                 queue_messages=100 if p.smoke else 0)
+        elif p.scenario == "soak":
+            from load.soak import run_soak
+
+            body = run_soak(p, Path(tmp))
         elif p.scenario == "flood":
             from load.flood import run_flood
 
@@ -324,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text_summary(doc))
     for path in paths:
         print(f"wrote {path}")
-    runs = doc.get("runs", [])
+    runs = doc.get("runs", []) + doc.get("half_load", {}).get("runs", [])
     return 0 if runs and all(r.get("complete") for r in runs) else 1
 
 

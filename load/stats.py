@@ -121,3 +121,47 @@ def safe_ratio(a: float | None, b: float | None) -> float:
     if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
         return math.nan
     return a / b
+
+
+def us_per_message(cpu_s: float | None, messages: int) -> float:
+    """CPU microseconds per message over a window (NaN when either side is unknown)."""
+    if cpu_s is None or messages <= 0 or math.isnan(cpu_s):
+        return math.nan
+    return cpu_s / messages * 1e6
+
+
+def linear_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ys over xs (NaN with fewer than two distinct xs)."""
+    if len(xs) != len(ys) or len(xs) < 2:
+        return math.nan
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return math.nan
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
+RSS_FLAT_PCT = 5.0  # the issue's soak target: RSS flat within 5 % at half load
+
+
+def flatness(samples: Sequence[tuple[float, float]], warmup_s: float) -> dict[str, Any]:
+    """RSS samples ``(seconds since start, KiB)`` after ``warmup_s``: min/max/mean, the largest
+    deviation from the mean in %, the linear trend in KiB per minute, and whether every sample
+    stayed within ``RSS_FLAT_PCT`` of the mean (the soak's "RSS flat within 5%")."""
+    kept = [(t, v) for t, v in samples if t >= warmup_s]
+    if len(kept) < 2:
+        return {"samples": len(kept), "flat_within_5pct": None}
+    values = [v for _, v in kept]
+    mean = statistics.fmean(values)
+    deviation = max(abs(v - mean) for v in values) / mean * 100 if mean else math.nan
+    slope = linear_slope([t / 60 for t, _ in kept], values)
+    return {
+        "samples": len(kept),
+        "window_s": round(kept[-1][0] - kept[0][0], 1),
+        "min_kib": min(values),
+        "max_kib": max(values),
+        "mean_kib": round(mean, 1),
+        "max_deviation_pct": round(deviation, 3),
+        "slope_kib_per_min": round(slope, 3),
+        "flat_within_5pct": bool(deviation <= RSS_FLAT_PCT),
+    }
