@@ -23,8 +23,22 @@ from google.protobuf import timestamp_pb2
 from gateway._gen.telematics.v1 import telemetry_pb2, uplink_pb2
 
 
+# One-byte varints, for the lengths under 128 (a one-sample record is ~100 bytes): built once
+# rather than per record.
+_SHORT = [bytes((n,)) for n in range(0x80)]
+
+
 def pb_varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative integer (also load/payloads.py's)."""
+    """Protobuf base-128 varint of a non-negative integer (also load/payloads.py's). Unrolled up
+    to four bytes (sequences into the hundreds of millions): it is paid per envelope."""
+    if n < 0x80:
+        return _SHORT[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    if n < 0x10000000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -32,10 +46,6 @@ def pb_varint(n: int) -> bytes:
     out.append(n)
     return bytes(out)
 
-
-# One-byte varints, for the lengths under 128 (a one-sample record is ~100 bytes): built once
-# rather than per record.
-_SHORT = [bytes((n,)) for n in range(0x80)]
 
 # TelemetryRecords.records: field 1, wire type 2 (length-delimited).
 _RECORDS_TAG = b"\x0a"
@@ -69,10 +79,6 @@ def out_record(rec: telemetry_pb2.TelemetryRecord) -> OutRecord:
     return OutRecord(rec.vin, rec.sequence, rec.service, data, frame(data))
 
 
-def _field(tag: bytes, value: bytes) -> bytes:
-    return tag + pb_varint(len(value)) + value
-
-
 def append_records(
     out: list[OutRecord],
     vin: str,
@@ -86,22 +92,29 @@ def append_records(
     unknown fields (R22, fail closed: the rules stage discards them from the envelope first),
     they would go out with them. sent_at: None for an envelope without one (a car whose clock
     is not set): the records then have none either, rather than 1970-01-01."""
-    parts = []
+    # Inline and without a list: this is paid per envelope, and each Python call counts here.
+    short = _SHORT
+    head = b""
     if vin:
-        parts.append(_field(_VIN, vin.encode()))
+        raw = vin.encode()
+        size = len(raw)
+        head = _VIN + (short[size] if size < 0x80 else pb_varint(size)) + raw
     if sequence:
-        parts.append(_SEQUENCE + pb_varint(sequence))
+        head += _SEQUENCE + (short[sequence] if sequence < 0x80 else pb_varint(sequence))
     if sent_at is not None:  # present even when all zero, as a message field set to a default
-        parts.append(_field(_SENT_AT, sent_at.SerializeToString()))
+        raw = sent_at.SerializeToString()
+        size = len(raw)
+        head += _SENT_AT + (short[size] if size < 0x80 else pb_varint(size)) + raw
     if service:
-        parts.append(_field(_SERVICE, service.encode()))
-    parts.append(_SAMPLE)  # the sample is always present (an empty one too)
-    head = b"".join(parts)
-    short, short_frames = _SHORT, _SHORT_FRAMES
+        raw = service.encode()
+        size = len(raw)
+        head += _SERVICE + (short[size] if size < 0x80 else pb_varint(size)) + raw
+    head += _SAMPLE  # the sample is always present (an empty one too)
+    short_frames, new = _SHORT_FRAMES, tuple.__new__  # tuple's: no Python __new__ frame
     for sample in samples:
         body = sample.SerializeToString()
         size = len(body)
         data = head + (short[size] if size < 0x80 else pb_varint(size)) + body
         size = len(data)
         framed = short_frames[size] + data if size < 0x80 else _RECORDS_TAG + pb_varint(size) + data
-        out.append(OutRecord(vin, sequence, service, data, framed))
+        out.append(new(OutRecord, (vin, sequence, service, data, framed)))
