@@ -22,7 +22,6 @@ from google.protobuf import timestamp_pb2
 
 from gateway._gen.telematics.v1 import telemetry_pb2, uplink_pb2
 
-
 # One-byte varints, for the lengths under 128 (a one-sample record is ~100 bytes): built once
 # rather than per record.
 _SHORT = [bytes((n,)) for n in range(0x80)]
