@@ -78,19 +78,30 @@ def out_record(rec: telemetry_pb2.TelemetryRecord) -> OutRecord:
     return OutRecord(rec.vin, rec.sequence, rec.service, data, frame(data))
 
 
+def service_field(service: str) -> bytes:
+    """TelemetryRecord.service as encoded in a record (nothing for the default, empty): the few
+    services are encoded once and remembered by the caller, not per envelope."""
+    if not service:
+        return b""
+    raw = service.encode()
+    return _SERVICE + pb_varint(len(raw)) + raw
+
+
 def append_records(
     out: list[OutRecord],
     vin: str,
     sequence: int,
     sent_at: timestamp_pb2.Timestamp | None,
     service: str,
+    encoded_service: bytes,
     samples: Iterable[uplink_pb2.TelemetrySample],
 ) -> None:
     """Append one record per sample of an envelope that nothing is withheld from: the fields the
     records share encoded once, each sample's bytes as they are. The samples must hold no
     unknown fields (R22, fail closed: the rules stage discards them from the envelope first),
     they would go out with them. sent_at: None for an envelope without one (a car whose clock
-    is not set): the records then have none either, rather than 1970-01-01."""
+    is not set): the records then have none either, rather than 1970-01-01. encoded_service:
+    `service_field(service)`."""
     # Inline and without a list: this is paid per envelope, and each Python call counts here.
     short = _SHORT
     head = b""
@@ -104,11 +115,7 @@ def append_records(
         raw = sent_at.SerializeToString()
         size = len(raw)
         head += _SENT_AT + (short[size] if size < 0x80 else pb_varint(size)) + raw
-    if service:
-        raw = service.encode()
-        size = len(raw)
-        head += _SERVICE + (short[size] if size < 0x80 else pb_varint(size)) + raw
-    head += _SAMPLE  # the sample is always present (an empty one too)
+    head += encoded_service + _SAMPLE  # the sample is always present (an empty one too)
     short_frames, new = _SHORT_FRAMES, tuple.__new__  # tuple's: no Python __new__ frame
     for sample in samples:
         body = sample.SerializeToString()

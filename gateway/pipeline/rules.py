@@ -11,7 +11,7 @@ from functools import lru_cache
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import Clock
 from gateway.convert import egress_event, privacy_from_proto
-from gateway.egress.record import append_records, out_record
+from gateway.egress.record import append_records, out_record, service_field
 from gateway.model import Privacy, VehicleSession
 from gateway.pipeline.batches import Applied
 from gateway.reference.store import ReferenceStore
@@ -39,10 +39,12 @@ _MEMO_LIMIT = 4096  # (privacy, service) pairs remembered per reference snapshot
 @dataclass(frozen=True, slots=True)
 class _Judged:
     """A telemetry batch's verdict for one (privacy, service): the redaction and the key it is
-    counted under in gateway_rule_decisions_total (built once, not per message)."""
+    counted under in gateway_rule_decisions_total, and the service as encoded in its records
+    (built once, not per message)."""
 
     redaction: TelemetryRedaction
     counted: tuple[str, str]
+    service_field: bytes
 
 
 class RulesStage:
@@ -88,7 +90,10 @@ class RulesStage:
             if not redaction.withholds:
                 # Nothing changes the samples: each goes out as its own bytes behind the
                 # envelope's fields, encoded once (egress/record.py), no message built.
-                append_records(records, env.vin, env.sequence, sent_at, service, batch.samples)
+                append_records(
+                    records, env.vin, env.sequence, sent_at, service, judged.service_field,
+                    batch.samples,
+                )
             else:
                 for sample in batch.samples:
                     rec = telemetry_pb2.TelemetryRecord(
@@ -129,7 +134,9 @@ class RulesStage:
         if judged is None:
             redaction = _redaction(privacy, service, self._public_signals(service))
             decision = redaction.decision
-            judged = _Judged(redaction, (decision.rule, decision.outcome.value))
+            judged = _Judged(
+                redaction, (decision.rule, decision.outcome.value), service_field(service)
+            )
             self._judged[privacy, service] = judged
         return judged
 

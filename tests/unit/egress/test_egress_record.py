@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway._gen.telematics.v1 import telemetry_pb2, uplink_pb2
-from gateway.egress.record import OutRecord, append_records, frame, out_record, pb_varint
+from gateway.egress.record import OutRecord, append_records, frame, out_record, pb_varint, service_field
 
 # Field 15 of whichever message it is merged into, a varint: unknown to every message here (a
 # newer car's field, or a hostile one's). R22: it must never leave with the record.
@@ -86,7 +86,10 @@ def built_as_before(env: uplink_pb2.Envelope) -> list[telemetry_pb2.TelemetryRec
 def built_from_bytes(env: uplink_pb2.Envelope) -> list[OutRecord]:
     out: list[OutRecord] = []
     sent_at = env.sent_at if env.HasField("sent_at") else None
-    append_records(out, env.vin, env.sequence, sent_at, env.telemetry.service, env.telemetry.samples)
+    service = env.telemetry.service
+    append_records(
+        out, env.vin, env.sequence, sent_at, service, service_field(service), env.telemetry.samples
+    )
     return out
 
 
