@@ -14,7 +14,7 @@ import random
 import time
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
-from gateway.egress.telemetry import pb_varint
+from gateway.egress.record import pb_varint
 from load.fleet import COUNTRIES, Car
 
 TELEMETRY_SERVICE = "remote-services"

@@ -33,6 +33,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, Storag
 
 from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.backoff import Backoff
+from gateway.egress.record import OutRecord
 from gateway.metrics import Metrics
 from gateway.redact import redact_url
 
@@ -161,7 +162,7 @@ class JetStreamSink:
         log.warning("JetStream sink: reconnected to %s", self.display)
 
     # -- the sink (egress/sink.py) --
-    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
+    async def publish(self, records: Sequence[OutRecord]) -> int:
         delays = self._backoff.delays()
         while True:
             reason = await self._store(records)
@@ -180,7 +181,7 @@ class JetStreamSink:
                             " %.1f s or more, not acknowledged to the broker", self.stream, reason, delay)
             await self._sleep(delay)
 
-    async def _store(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> str | None:
+    async def _store(self, records: Sequence[OutRecord]) -> str | None:
         """One attempt at the whole batch; None when JetStream stored every record, else why not."""
         nc, js = self._nc, self._js
         if nc is None or nc.is_closed or js is None:
@@ -192,7 +193,7 @@ class JetStreamSink:
                 # A car's envelope gives several records (one per sample), consecutive here.
                 same = i > 0 and records[i - 1].vin == rec.vin and records[i - 1].sequence == rec.sequence
                 index = index + 1 if same else 0
-                data = rec.SerializeToString()
+                data = rec.data  # the record's wire bytes, as the rules stage built them
                 # The same record built again from a redelivered message has the same bytes; a
                 # head unit reset (sequence_epoch, not in the record) reusing a sequence number
                 # within the window gives other bytes (sent_at, samples), so it is not dropped.

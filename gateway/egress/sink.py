@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway._gen.telematics.v1 import telemetry_pb2
+from gateway.egress.record import OutRecord
 
 
 class TelemetrySink(Protocol):
-    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
-        """Hand over one batch; return when the sink has it (a durable sink: stored, with
-        retries while it is down). Returns how many destinations took records (0: none
-        wanted them, counted as no_subscriber)."""
+    async def publish(self, records: Sequence[OutRecord]) -> int:
+        """Hand over one batch (each record as its wire bytes, built once: egress/record.py);
+        return when the sink has it (a durable sink: stored, with retries while it is down).
+        Returns how many destinations took records (0: none wanted them, counted as
+        no_subscriber)."""
         ...

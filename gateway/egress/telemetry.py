@@ -5,9 +5,10 @@ Each subscriber has a bounded queue of record batches. When a subscriber's queue
 backend slows the gateway, it does not lose data it asked for.
 
 The batches are queued as the serialized ``TelemetryRecords`` message, built once per batch for
-every subscriber with the same filter: each record is serialized once, and a message is the
-records' bytes spliced together (the wire form of a repeated field is the concatenation of its
-elements, each framed by its tag and length). The gRPC method sends these bytes as they are
+every subscriber with the same filter: each record arrives as its framed wire bytes (built once
+by the rules stage, egress/record.py), and a message is the records' bytes spliced together
+(the wire form of a repeated field is the concatenation of its elements, each framed by its tag
+and length). The gRPC method sends these bytes as they are
 (gateway/api/telemetry.py registers it without a response serializer), so neither copying the
 records into one message per subscriber nor serializing it per subscriber is paid.
 """
@@ -17,43 +18,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from gateway._gen.telematics.v1 import telemetry_pb2
+from gateway.egress.record import OutRecord
 from gateway.going_away import GoingAway
 
 # Records per gRPC message: large enough to amortize the per-message cost of gRPC, small enough
 # to stay far below a default client's 4 MB receive limit (a record is ~100-400 bytes).
 MAX_RECORDS_PER_MESSAGE = 1_000
-
-# TelemetryRecords.records: field 1, wire type 2 (length-delimited).
-_RECORDS_TAG = b"\x0a"
-
-
-def pb_varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative integer (also load/payloads.py's)."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-# The tag and a one-byte length, for records under 128 bytes (most of them: a one-sample record
-# is ~100 bytes), built once rather than per record.
-_SHORT_HEADERS = [_RECORDS_TAG + bytes((n,)) for n in range(0x80)]
-
-
-def framed(records: Sequence[telemetry_pb2.TelemetryRecord]) -> list[bytes]:
-    """Each record as one element of TelemetryRecords.records on the wire: a batch of records is
-    the concatenation of their framed bytes (``splice``)."""
-    out = []
-    short = _SHORT_HEADERS
-    for record in records:
-        body = record.SerializeToString()
-        size = len(body)
-        out.append(short[size] + body if size < 0x80 else _RECORDS_TAG + pb_varint(size) + body)
-    return out
-
 
 def splice(framed_records: Sequence[bytes]) -> list[bytes]:
     """Serialized TelemetryRecords messages of at most MAX_RECORDS_PER_MESSAGE records each."""
@@ -131,20 +101,19 @@ class TelemetryFanout:
             self.subscribers.remove(sub)
         sub.leave()
 
-    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
+    async def publish(self, records: Sequence[OutRecord]) -> int:
         """Queue the batch for every interested subscriber; return how many got records."""
         subscribers = list(self.subscribers)
         if not subscribers or not records:
             return 0
-        every = framed(records)  # each record serialized once, for all subscribers
+        every = [r.framed for r in records]  # the same bytes for all subscribers
         messages: dict[frozenset[str], list[bytes]] = {}  # per filter: built once, shared
         delivered = 0
         for sub in subscribers:
             mine = messages.get(sub.services)
             if mine is None:
-                chosen = every if not sub.services else [
-                    f for f, r in zip(every, records, strict=True) if r.service in sub.services
-                ]
+                wanted = sub.services
+                chosen = every if not wanted else [r.framed for r in records if r.service in wanted]
                 mine = messages[sub.services] = splice(chosen)
             for message in mine:
                 await sub.put(message)

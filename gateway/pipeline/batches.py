@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.decode import Decoded, DecodedWill
+from gateway.egress.record import OutRecord
 from gateway.entitlements.vehicle import VehicleUpdate
 from gateway.model import VehicleSession
 from gateway.session.events import SessionEvent
@@ -45,7 +45,7 @@ class Applied:
 
     dirty: dict[str, VehicleSession] = field(default_factory=dict)
     events: list[tuple[SessionEvent, VehicleSession]] = field(default_factory=list)
-    records: list[telemetry_pb2.TelemetryRecord] = field(default_factory=list)
+    records: list[OutRecord] = field(default_factory=list)  # what privacy lets leave (R22)
     updates: list[VehicleUpdate] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)  # sequence_jump: judged by the session

@@ -11,6 +11,7 @@ from functools import lru_cache
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2
 from gateway.clock import Clock
 from gateway.convert import egress_event, privacy_from_proto
+from gateway.egress.record import append_records, out_record, service_field
 from gateway.model import Privacy, VehicleSession
 from gateway.pipeline.batches import Applied
 from gateway.reference.store import ReferenceStore
@@ -38,10 +39,12 @@ _MEMO_LIMIT = 4096  # (privacy, service) pairs remembered per reference snapshot
 @dataclass(frozen=True, slots=True)
 class _Judged:
     """A telemetry batch's verdict for one (privacy, service): the redaction and the key it is
-    counted under in gateway_rule_decisions_total (built once, not per message)."""
+    counted under in gateway_rule_decisions_total, and the service as encoded in its records
+    (built once, not per message)."""
 
     redaction: TelemetryRedaction
     counted: tuple[str, str]
+    service_field: bytes
 
 
 class RulesStage:
@@ -84,17 +87,24 @@ class RulesStage:
             # A car whose clock is not set sends no sent_at (validate.py): the records then have
             # none either, rather than 1970-01-01 (CopyFrom of an unset field marks it present).
             sent_at = env.sent_at if env.HasField("sent_at") else None
-            for sample in batch.samples:
-                rec = telemetry_pb2.TelemetryRecord(
-                    vin=env.vin, sequence=env.sequence, service=service, sample=sample,
-                    sent_at=sent_at,
+            if not redaction.withholds:
+                # Nothing changes the samples: each goes out as its own bytes behind the
+                # envelope's fields, encoded once (egress/record.py), no message built.
+                append_records(
+                    records, env.vin, env.sequence, sent_at, service, judged.service_field,
+                    batch.samples,
                 )
-                if redaction.withholds:
+            else:
+                for sample in batch.samples:
+                    rec = telemetry_pb2.TelemetryRecord(
+                        vin=env.vin, sequence=env.sequence, service=service, sample=sample,
+                        sent_at=sent_at,
+                    )
                     signals = redact(rec, redaction)
                     if rec.location_withheld or signals:
                         a.withheld_records += 1
                         a.withheld_signals += signals
-                records.append(rec)
+                    records.append(out_record(rec))
         elif body == "charging_session":
             cs = common_pb2.ChargingSession()
             cs.CopyFrom(env.charging_session)
@@ -124,7 +134,9 @@ class RulesStage:
         if judged is None:
             redaction = _redaction(privacy, service, self._public_signals(service))
             decision = redaction.decision
-            judged = _Judged(redaction, (decision.rule, decision.outcome.value))
+            judged = _Judged(
+                redaction, (decision.rule, decision.outcome.value), service_field(service)
+            )
             self._judged[privacy, service] = judged
         return judged
 

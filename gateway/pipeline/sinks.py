@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gateway._gen.telematics.v1 import telemetry_pb2
+from gateway.egress.record import OutRecord
 from gateway.egress.sink import TelemetrySink
 from gateway.metrics import Metrics
 
@@ -20,7 +20,7 @@ class SinkStage:
         self._forwarded = metrics.telemetry_records.labels("forwarded")
         self._no_subscriber = metrics.telemetry_records.labels("no_subscriber")
 
-    async def forward(self, records: list[telemetry_pb2.TelemetryRecord]) -> None:
+    async def forward(self, records: list[OutRecord]) -> None:
         """Hand the records over; waits while a durable sink is down."""
         if records:
             got = await self._telemetry.publish(records)
@@ -28,8 +28,8 @@ class SinkStage:
 
 
 def keyed(
-    records: list[telemetry_pb2.TelemetryRecord],
-) -> list[tuple[tuple[str, int, int], telemetry_pb2.TelemetryRecord]]:
+    records: list[OutRecord],
+) -> list[tuple[tuple[str, int, int], OutRecord]]:
     """Each record with (vin, sequence, k): the k-th record of its envelope in the batch (a
     batch applied again gives the same records under the same keys)."""
     seen: Counter[tuple[str, int]] = Counter()

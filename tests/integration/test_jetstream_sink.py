@@ -24,6 +24,7 @@ from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, telemetry_pb2_
 from gateway.app import Gateway
 from gateway.broker.managed import ManagedBroker
 from gateway.egress.jetstream import CursorPruned, JetStreamSink, SinkUnavailable
+from gateway.egress.record import OutRecord, out_record
 from gateway.metrics import Metrics
 
 pytestmark = pytest.mark.integration
@@ -206,10 +207,10 @@ async def test_two_gateways_feed_one_stream_and_one_consumer_sees_the_fleet(
     )
 
 
-def record(vin: str, sequence: int) -> telemetry_pb2.TelemetryRecord:
+def record(vin: str, sequence: int, speed_kmh: float = 50.0) -> OutRecord:
     rec = telemetry_pb2.TelemetryRecord(vin=vin, sequence=sequence, service=SERVICE)
-    rec.sample.signals.add(name="speed_kmh", number=50.0)
-    return rec
+    rec.sample.signals.add(name="speed_kmh", number=speed_kmh)
+    return out_record(rec)
 
 
 async def test_a_batch_sent_again_is_stored_once(nats_server: NatsServer) -> None:
@@ -224,9 +225,7 @@ async def test_a_batch_sent_again_is_stored_once(nats_server: NatsServer) -> Non
         await sink.publish(batch)
         await sink.publish(batch)
         # A reset head unit (new sequence_epoch) sending sequence 7 again: other data, kept.
-        reset = record(a, 7)
-        reset.sample.signals[0].number = 80.0
-        await sink.publish([reset])
+        await sink.publish([record(a, 7, speed_kmh=80.0)])
         await sink.publish([record(a, 8)])  # a sentinel after the repeat
     finally:
         await sink.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gateway._gen.telematics.v1 import telemetry_pb2
 from gateway.clock import ManualClock
+from gateway.egress.record import out_record
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.liveness import Liveness, waiting_by_design
 
@@ -86,7 +87,9 @@ async def test_a_subscriber_that_does_not_read_excuses_the_standstill_and_one_th
     fanout = TelemetryFanout(queue_size=2)
     slow = fanout.subscribe(frozenset())
     reading = fanout.subscribe(frozenset())
-    record = telemetry_pb2.TelemetryRecord(vin="WP0ZZZ99ZJS300011", sequence=1, service="car-finder")
+    record = out_record(
+        telemetry_pb2.TelemetryRecord(vin="WP0ZZZ99ZJS300011", sequence=1, service="car-finder")
+    )
     assert not waiting_by_design(store_available=True, sink_ready=True, fanout=fanout)
     for _ in range(2):  # both queues full now; the next publish would wait
         await fanout.publish([record])

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 from gateway._gen.telematics.v1 import common_pb2, uplink_pb2
-from gateway.egress.telemetry import pb_varint
+from gateway.egress.record import pb_varint
 from gateway.model import is_valid_vin
 from gateway.session.liveness import MAX_HEARTBEAT_S
 from load import payloads

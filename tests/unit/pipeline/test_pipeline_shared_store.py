@@ -14,6 +14,7 @@ import pytest
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2, uplink_pb2, vehicles_pb2
 from gateway.clock import ManualClock
 from gateway.config import PROJECT_ROOT
+from gateway.egress.record import OutRecord
 from gateway.egress.telemetry import TelemetryFanout
 from gateway.metrics import Metrics
 from gateway.model import ChargingPlug, LockState, VehicleSession
@@ -61,8 +62,8 @@ class RecordingSink:
     def __init__(self) -> None:
         self.records: list[telemetry_pb2.TelemetryRecord] = []
 
-    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
-        self.records.extend(records)
+    async def publish(self, records: Sequence[OutRecord]) -> int:
+        self.records.extend(telemetry_pb2.TelemetryRecord.FromString(r.data) for r in records)
         return 1
 
 

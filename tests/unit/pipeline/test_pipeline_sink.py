@@ -9,6 +9,7 @@ from test_pipeline import REFERENCE, VIN, FakeStore, Msg, hello, telemetry
 
 from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2
 from gateway.clock import ManualClock
+from gateway.egress.record import OutRecord
 from gateway.egress.sink import TelemetrySink
 from gateway.metrics import Metrics
 from gateway.pipeline import Message, Pipeline
@@ -23,9 +24,9 @@ class RecordingSink:
         self.log = log
         self.batches: list[list[telemetry_pb2.TelemetryRecord]] = []
 
-    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
+    async def publish(self, records: Sequence[OutRecord]) -> int:
         self.log.append("sink")
-        self.batches.append(list(records))
+        self.batches.append([telemetry_pb2.TelemetryRecord.FromString(r.data) for r in records])
         return 1
 
 

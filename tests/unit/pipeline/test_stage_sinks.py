@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway._gen.telematics.v1 import telemetry_pb2
+from gateway.egress.record import OutRecord, out_record
 from gateway.egress.sink import TelemetrySink
 from gateway.metrics import Metrics
 from gateway.pipeline.sinks import SinkStage
@@ -16,7 +17,7 @@ class CountingSink:
         self.takers = takers
         self.published: list[int] = []
 
-    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
+    async def publish(self, records: Sequence[OutRecord]) -> int:
         self.published.append(len(records))
         return self.takers
 
@@ -28,7 +29,9 @@ def forwarded(metrics: Metrics, outcome: str) -> float | None:
 async def test_records_are_handed_over_and_counted_as_forwarded() -> None:
     sink, metrics = CountingSink(takers=1), Metrics()
     wired: TelemetrySink = sink
-    await SinkStage(telemetry=wired, metrics=metrics).forward([telemetry_pb2.TelemetryRecord(vin="V")] * 3)
+    await SinkStage(telemetry=wired, metrics=metrics).forward(
+        [out_record(telemetry_pb2.TelemetryRecord(vin="V"))] * 3
+    )
     assert sink.published == [3] and forwarded(metrics, "forwarded") == 3
     assert forwarded(metrics, "no_subscriber") == 0
 
@@ -38,5 +41,5 @@ async def test_records_nobody_takes_count_as_no_subscriber_and_an_empty_batch_is
     stage = SinkStage(telemetry=sink, metrics=metrics)
     await stage.forward([])
     assert sink.published == []
-    await stage.forward([telemetry_pb2.TelemetryRecord(vin="V")])
+    await stage.forward([out_record(telemetry_pb2.TelemetryRecord(vin="V"))])
     assert forwarded(metrics, "no_subscriber") == 1
