@@ -8,8 +8,12 @@
 * ``reconnect_storm``: from all online, every car loses its link at once and reconnects
   immediately (new connection id, Hello boot=false). Settled when every will and every new
   hello went through and all cars are online (a stale will must not take a car offline).
-* ``restart_storm``: from all online, every head unit restarts once within ``--window``
-  seconds: Goodbye, DISCONNECT, reconnect, Hello boot=true.
+* ``restart_storm``: from all online (cars subscribed to their downlink), every car's owner
+  buys a service (load/storm_grants.py; pending until the car's next boot, R13), then every
+  head unit restarts once within ``--window`` seconds: Goodbye, DISCONNECT, reconnect, Hello
+  boot=true. Measured at each car: boot Hello -> the EntitlementSet holding the service (the
+  grant phase is outside the window). Settled when every car is online again, every granted
+  car got its set and the gateway counts every granted entitlement active (the cars' acks).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from load import storm_grants
 from load.bench import Params, next_group
 from load.fleet import EMBEDDED_SIM, INSERTED_SIM, WIFI_HOTSPOT, Car, generate_fleet
 from load.generator import Generator, source_ips
@@ -32,6 +37,8 @@ ONLINE = "gateway_vehicles_online"
 HELLO = 'gateway_messages_received_total{kind="hello"}'
 WILL = 'gateway_messages_received_total{kind="will"}'
 GOODBYE = 'gateway_messages_received_total{kind="goodbye"}'
+ACTIVE = 'gateway_entitlements{state="active"}'
+DELIVERY = "gateway_entitlement_delivery_seconds"
 Metrics = dict[str, float]
 
 
@@ -110,7 +117,8 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
             watch_broker.begin()
             t0 = time.time()
             w = Watch(gw, gen, t0, n)
-            gen.send("connect", boot=True, concurrency=p.concurrency)
+            restart = p.scenario == "restart_storm"
+            gen.send("connect", boot=True, concurrency=p.concurrency, subscribe=restart)
             timings["connect_all_s"], timings["online_all_s"] = w.until(
                 "connect", lambda m: metric_sum(m, ONLINE) >= n)
             other["connect_ms_p50"], other["connect_ms_p99"] = _connect_latency(gen)
@@ -144,11 +152,8 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
                 timings["reconnect_all_s"], timings["storm_settled_s"] = w.until(
                     "reconnect", lambda m: metric_sum(m, WILL) >= n and metric_sum(m, HELLO) >= 2 * n
                     and metric_sum(m, ONLINE) >= n)
-            elif p.scenario == "restart_storm":
-                gen.send("restart", window_s=p.window_s, concurrency=p.concurrency)
-                timings["restart_done_s"], timings["storm_settled_s"] = w.until(
-                    "restart", lambda m: metric_sum(m, HELLO) >= 2 * n and metric_sum(m, GOODBYE) >= n
-                    and metric_sum(m, ONLINE) >= n, timeout=p.window_s + 300)
+            elif restart:
+                other.update(_restart_storm(p, gw, gen, w, watch_gw, timings, run_no))
             if p.scenario != "connections":
                 time.sleep(1.0)  # late (stale) wills must not take reconnected cars offline
                 m = gw.metrics()
@@ -174,8 +179,55 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
     complete = all(v is not None for v in timings.values())
     if p.scenario != "connections":
         complete = complete and other.get("online_after_settle") == n
+    if p.scenario == "restart_storm":  # every car granted, and every granted car got its set
+        complete = complete and other.get("grants") == n and other.get("sets_missed") == 0 \
+            and other.get("granted_not_booted") == 0 and other.get("early_sets") == 0
     return {"run": run_no, "complete": complete, "timings_s": _round(timings), **other,
             "gateway_exit_code": code, "log_problems": gw.log_problems(), "series": series, "marks": marks}
+
+
+def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watch_gw: ProcWatch,
+                   timings: dict[str, float | None], run_no: int) -> dict[str, Any]:
+    """Grants (not timed), then the storm; boot -> entitlement set per car, from the cars."""
+    n = len(gen.cars)
+    grants = storm_grants.run_grants(gw.grpc_target, gw.token, [c.vin for c in gen.cars], f"storm-{run_no}")
+    granted = len(grants.granted)
+    gen.run("watch", service=storm_grants.SERVICE, vins=grants.granted)
+    before = gw.metrics()
+    cpu0 = watch_gw.cpu()
+    started = time.time()
+    gen.send("restart", window_s=p.window_s, concurrency=p.concurrency, subscribe=True)
+    timings["restart_done_s"], timings["storm_settled_s"] = w.until(
+        "restart", lambda m: metric_sum(m, HELLO) >= 2 * n and metric_sum(m, GOODBYE) >= n
+        and metric_sum(m, ONLINE) >= n, timeout=p.window_s + 300)
+    # The generator answered once every Hello went out; sets may still be on their way.
+    _, timings["sets_all_s"] = w.until("entitlement sets", lambda m: gen.sets >= granted, wait_gen=False,
+                                       timeout=60, since=started)
+    _, timings["active_all_s"] = w.until("entitlements active", lambda m: m.get(ACTIVE, 0) >= granted,
+                                         wait_gen=False, timeout=60, since=started)
+    storm_cpu = watch_gw.cpu() - cpu0
+    after = gw.metrics()
+    reports = gen.run("set_report")
+    lat = sorted(x for r in reports for x in r["latencies_ms"])
+    booted = sum(r["booted"] for r in reports)
+    count = after.get(DELIVERY + "_count", 0) - before.get(DELIVERY + "_count", 0)
+    total = after.get(DELIVERY + "_sum", 0) - before.get(DELIVERY + "_sum", 0)
+    return {
+        **grants.summary(),
+        "boot_to_set_ms_p50": percentile(lat, 50) if lat else None,
+        "boot_to_set_ms_p99": percentile(lat, 99) if lat else None,
+        "boot_to_set_ms_max": lat[-1] if lat else None,
+        "cars_with_set": len(lat),
+        "sets_missed": booted - len(lat),
+        "granted_not_booted": granted - booted,
+        "missed_vins": [v for r in reports for v in r["missed_vins"]][:20],
+        "early_sets": sum(r["early_sets"] for r in reports),  # R13: must be 0
+        "bad_downlinks": sum(r["bad_downlinks"] for r in reports),
+        "entitlements_active": after.get(ACTIVE, 0),
+        "gateway_delivery_ms_mean": round(total / count * 1000, 3) if count else None,
+        "storm_gateway_cpu_s": round(storm_cpu, 3),
+        "storm_gateway_cpu_ms_per_boot": round(storm_cpu / n * 1000, 3) if n else None,
+    }
 
 
 def _round(d: dict[str, float | None]) -> dict[str, float | None]:
@@ -196,6 +248,8 @@ def run_storms(p: Params, workdir: Path) -> dict[str, Any]:
     names = list(dict.fromkeys(k for r in runs for k in r["timings_s"]))
     timings = {k: spread([r["timings_s"].get(k) for r in runs]) for k in names}
     numeric = ("connects_per_s", "connect_ms_p50", "connect_ms_p99", "rss_per_vehicle_kib",
-               "gateway_cpu_s_per_100k", "gateway_peak_rss_mib", "broker_cpu_s")
+               "gateway_cpu_s_per_100k", "gateway_peak_rss_mib", "broker_cpu_s",
+               "grants_per_s", "boot_to_set_ms_p50", "boot_to_set_ms_p99", "boot_to_set_ms_max",
+               "cars_with_set", "sets_missed", "gateway_delivery_ms_mean", "storm_gateway_cpu_ms_per_boot")
     other = {k: spread([r.get(k) for r in runs if r.get(k) is not None]) for k in numeric}
     return {"runs": runs, "summary": {"timings_s": timings, "other": other}}
