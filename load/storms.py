@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import tomllib
 from collections.abc import Callable
@@ -190,9 +191,13 @@ def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watc
                    timings: dict[str, float | None], run_no: int) -> dict[str, Any]:
     """Grants (not timed), then the storm; boot -> entitlement set per car, from the cars."""
     n = len(gen.cars)
+    print(f"granting {storm_grants.SERVICE} to {n:,} cars ({storm_grants.IN_FLIGHT} calls in flight) ...",
+          file=sys.stderr)
     grants = storm_grants.run_grants(gw.grpc_target, gw.token, [c.vin for c in gen.cars], f"storm-{run_no}")
     granted = len(grants.granted)
-    gen.run("watch", service=storm_grants.SERVICE, vins=grants.granted)
+    granted_vins = set(grants.granted)
+    per_worker = [{"vins": [c.vin for c in part if c.vin in granted_vins]} for part in gen.slices]
+    gen.run("watch", per_worker=per_worker, service=storm_grants.SERVICE)
     before = gw.metrics()
     cpu0 = watch_gw.cpu()
     started = time.time()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import resource
 import socket
@@ -420,12 +421,16 @@ class Worker:
 
         def readable() -> None:
             try:
+                # add_reader made the pipe non-blocking: a command bigger than the pipe's buffer
+                # (the restart storm's VIN list) would be read half and fail; block until whole.
+                os.set_blocking(self.pipe.fileno(), True)
                 commands.put_nowait(self.pipe.recv())
             except EOFError:
                 commands.put_nowait(("stop", {}))
                 loop.remove_reader(self.pipe.fileno())
 
         loop.add_reader(self.pipe.fileno(), readable)
+        os.set_blocking(self.pipe.fileno(), True)  # replies (latency lists) may exceed the buffer too
         pinger = asyncio.create_task(self.keepalive())
         handlers: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
             "connect": self.connect, "drop": self.drop, "disconnect": self.disconnect,
