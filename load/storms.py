@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import tomllib
@@ -217,6 +218,9 @@ def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watc
     booted = sum(r["booted"] for r in reports)
     count = after.get(DELIVERY + "_count", 0) - before.get(DELIVERY + "_count", 0)
     total = after.get(DELIVERY + "_sum", 0) - before.get(DELIVERY + "_sum", 0)
+    print(f"boot -> entitlement set: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
+          f"max {max(lat, default=math.nan):.1f} ms; {len(lat):,} of {granted:,} granted cars got it, "
+          f"{booted - len(lat):,} missed", file=sys.stderr)
     return {
         **grants.summary(),
         "boot_to_set_ms_p50": percentile(lat, 50) if lat else None,
