@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import urllib.error
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,7 @@ class Watch:
         self.series: list[list[float]] = []
         self.marks: dict[str, float] = {}
         self.metrics: Metrics = {}
+        self.slow_scrapes = 0  # /metrics did not answer within its timeout (the gateway's loop was busy)
 
     def now(self) -> float:
         return round(time.time() - self.t0, 3)
@@ -81,7 +83,13 @@ class Watch:
         with tqdm(total=self.total, desc=f"{label:>22}", unit="veh", dynamic_ncols=True, mininterval=0.3,
                   leave=False) as bar:
             while time.time() - start < timeout:
-                m = self.gw.metrics()
+                try:
+                    m = self.gw.metrics()
+                except (TimeoutError, urllib.error.URLError):  # a busy gateway is a finding, not an end
+                    self.slow_scrapes += 1
+                    if gen_at is None and self.gen.poll() is not None:
+                        gen_at = time.time() - start
+                    continue
                 self.metrics = m
                 online = metric_sum(m, ONLINE)
                 self.series.append([self.now(), self.gen.connected, online])
@@ -173,6 +181,7 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
                 rejected=metric_sum(m, "gateway_messages_rejected_total"),
                 backpressure_pauses=metric_sum(m, "gateway_ingress_backpressure_total"),
                 generator_errors=gen.errors,
+                slow_metrics_scrapes=w.slow_scrapes,
             )
             series, marks = w.series, w.marks
         finally:
