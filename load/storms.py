@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-import urllib.error
 import tomllib
+import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
