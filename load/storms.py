@@ -216,10 +216,11 @@ def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watc
         "restart", lambda m: metric_sum(m, HELLO) >= 2 * n and metric_sum(m, GOODBYE) >= n
         and metric_sum(m, ONLINE) >= n, timeout=p.window_s + 300)
     # The generator answered once every Hello went out; sets may still be on their way.
+    settle = p.window_s + 120  # from the storm's start: the last boot comes up to a window late
     _, timings["sets_all_s"] = w.until("entitlement sets", lambda m: gen.sets >= granted, wait_gen=False,
-                                       timeout=60, since=started)
+                                       timeout=settle, since=started)
     _, timings["active_all_s"] = w.until("entitlements active", lambda m: m.get(ACTIVE, 0) >= granted,
-                                         wait_gen=False, timeout=60, since=started)
+                                         wait_gen=False, timeout=settle, since=started)
     storm_cpu = watch_gw.cpu() - cpu0
     after = gw.metrics()
     reports = gen.run("set_report")
