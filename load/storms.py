@@ -197,6 +197,19 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
             "gateway_exit_code": code, "log_problems": gw.log_problems(), "series": series, "marks": marks}
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (the second field of
+    /proc/<pid>/task/*/schedstat; threads that ended are not counted). On a shared machine a
+    large share next to the CPU seconds says the latency is the machine's, not the gateway's."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that just ended, or no schedstats
+            continue
+    return total / 1e9
+
+
 def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watch_gw: ProcWatch,
                    timings: dict[str, float | None], run_no: int) -> dict[str, Any]:
     """Grants (not timed), then the storm; boot -> entitlement set per car, from the cars."""
@@ -209,7 +222,7 @@ def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watc
     per_worker = [{"vins": [c.vin for c in part if c.vin in granted_vins]} for part in gen.slices]
     gen.run("watch", per_worker=per_worker, service=storm_grants.SERVICE)
     before = gw.metrics()
-    cpu0 = watch_gw.cpu()
+    cpu0, wait0 = watch_gw.cpu(), runqueue_wait_s(gw.pid)
     started = time.time()
     gen.send("restart", window_s=p.window_s, concurrency=p.concurrency, subscribe=True)
     timings["restart_done_s"], timings["storm_settled_s"] = w.until(
@@ -222,6 +235,8 @@ def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watc
     _, timings["active_all_s"] = w.until("entitlements active", lambda m: m.get(ACTIVE, 0) >= granted,
                                          wait_gen=False, timeout=settle, since=started)
     storm_cpu = watch_gw.cpu() - cpu0
+    storm_wait = runqueue_wait_s(gw.pid) - wait0
+    storm_s = time.time() - started
     after = gw.metrics()
     reports = gen.run("set_report")
     lat = sorted(x for r in reports for x in r["latencies_ms"])
@@ -246,6 +261,8 @@ def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watc
         "gateway_delivery_ms_mean": round(total / count * 1000, 3) if count else None,
         "storm_gateway_cpu_s": round(storm_cpu, 3),
         "storm_gateway_cpu_ms_per_boot": round(storm_cpu / n * 1000, 3) if n else None,
+        "storm_s": round(storm_s, 3),
+        "storm_gateway_runqueue_wait_s": round(storm_wait, 3),
     }
 
 
@@ -269,6 +286,7 @@ def run_storms(p: Params, workdir: Path) -> dict[str, Any]:
     numeric = ("connects_per_s", "connect_ms_p50", "connect_ms_p99", "rss_per_vehicle_kib",
                "gateway_cpu_s_per_100k", "gateway_peak_rss_mib", "broker_cpu_s",
                "grants_per_s", "boot_to_set_ms_p50", "boot_to_set_ms_p99", "boot_to_set_ms_max",
-               "cars_with_set", "sets_missed", "gateway_delivery_ms_mean", "storm_gateway_cpu_ms_per_boot")
+               "cars_with_set", "sets_missed", "gateway_delivery_ms_mean", "storm_gateway_cpu_ms_per_boot",
+               "storm_gateway_cpu_s", "storm_gateway_runqueue_wait_s")
     other = {k: spread([r.get(k) for r in runs if r.get(k) is not None]) for k in numeric}
     return {"runs": runs, "summary": {"timings_s": timings, "other": other}}
