@@ -145,7 +145,9 @@ class Worker:
         self.watched = ""  # service id whose arrival in an entitlement set is timed ("": off)
         self.watched_vins: frozenset[str] = frozenset()  # the cars granted it
         self.sets_received = 0
-        self.early_sets = 0  # sets holding the watched service before the car's watched boot
+        # Sets a car got before its watched boot (also before `watch`: during the grants). The
+        # restart storm grants services only, which wait for the restart (R13): must stay 0.
+        self.early_sets = 0
         self.bad_downlinks = 0
 
     # -- bookkeeping --
@@ -179,12 +181,11 @@ class Worker:
         cs = conn.cs
         eset = down.entitlement_set
         self.sets_received += 1
-        if self.watched and any(item.service_id == self.watched for item in eset.items):
-            if cs.boot_at and cs.set_ms < 0:
-                cs.set_ms = (now - cs.boot_at) * 1000
-                self._count(SETS)
-            elif not cs.boot_at:
-                self.early_sets += 1  # R13: a service must wait for the restart
+        if not cs.boot_at:
+            self.early_sets += 1
+        elif cs.set_ms < 0 and any(item.service_id == self.watched for item in eset.items):
+            cs.set_ms = (now - cs.boot_at) * 1000
+            self._count(SETS)
         if conn.transport is not None and not conn.closed.done():
             cs.seq += 1
             ids = [item.entitlement_id for item in eset.items]
@@ -196,7 +197,6 @@ class Worker:
         ``service``."""
         self.watched = service
         self.watched_vins = frozenset(vins)
-        self.early_sets = 0
         self.counters[self.base + SETS] = 0
         for cs in self.cars:
             cs.boot_at, cs.set_ms = 0.0, -1.0

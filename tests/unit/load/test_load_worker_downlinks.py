@@ -104,6 +104,14 @@ async def test_a_set_with_the_service_before_the_watched_boot_counts_as_early(wo
     assert len(acks(transport)) == 1  # acked all the same, as a car does
 
 
+async def test_a_set_during_the_grants_before_watching_counts_as_early(worker: Worker) -> None:
+    cs = worker.cars[0]
+    conn, _ = attach(worker, cs)
+    worker.on_downlink(conn, _set(cs.car.vin, 1, ("e-1", SERVICE)), now=1.0)
+    await worker.watch(SERVICE, [cs.car.vin])
+    assert (await worker.set_report())["early_sets"] == 1
+
+
 async def test_a_set_without_the_service_is_acked_but_leaves_the_car_missed(worker: Worker) -> None:
     cs = worker.cars[0]
     await worker.watch(SERVICE, [cs.car.vin])
