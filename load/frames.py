@@ -1,5 +1,5 @@
-"""A tiny MQTT 5 encoder for the load generator: CONNECT (with will), PUBLISH, DISCONNECT,
-PINGREQ, and a minimal reader for what a broker sends back (CONNACK, PUBACK, PINGRESP,
+"""A tiny MQTT 5 encoder for the load generator: CONNECT (with will), PUBLISH, SUBSCRIBE,
+DISCONNECT, PINGREQ, and a minimal reader for what a broker sends back (CONNACK, PUBACK, PINGRESP,
 DISCONNECT, PUBLISH).
 
 Frames are plain ``bytes`` so a generator can write them straight to a socket. Everything
@@ -151,6 +151,18 @@ def publish(
     first = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
     body = utf8(topic) + (struct.pack("!H", packet_id) if qos else b"") + properties.encode() + payload
     return bytes((first,)) + varint(len(body)) + body
+
+
+def subscribe(packet_id: int, topic_filter: str, qos: int = 1) -> bytes:
+    """SUBSCRIBE to one filter (MQTT 5.0, 3.8): no properties; options = the maximum QoS only
+    (No Local off, Retain As Published off, Retain Handling 0). The fixed header's flags are
+    0b0010, as the spec requires."""
+    if qos not in (0, 1, 2):
+        raise ValueError("QoS must be 0, 1 or 2")
+    if not 0 < packet_id <= 0xFFFF:
+        raise ValueError("SUBSCRIBE needs a packet id in 1..65535")
+    body = struct.pack("!H", packet_id) + NO_PROPERTIES + utf8(topic_filter) + bytes((qos,))
+    return bytes((SUBSCRIBE | 0x02,)) + varint(len(body)) + body
 
 
 def disconnect(reason: int = 0) -> bytes:

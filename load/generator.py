@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from load.fleet import Car, generate_fleet, split
-from load.worker import ACKED, CONNECTED, ERRORS, HELLOS, SENT, SLOTS, WorkerSpec, worker_main
+from load.worker import ACKED, CONNECTED, ERRORS, HELLOS, SENT, SETS, SLOTS, WorkerSpec, worker_main
 
 SCENARIOS = ("steady", "connections", "reconnect_storm", "restart_storm")
 
@@ -105,6 +105,11 @@ class Generator:
     @property
     def acked(self) -> int:
         return self.total(ACKED)
+
+    @property
+    def sets(self) -> int:
+        """Cars that got the watched service's entitlement set after their watched boot."""
+        return self.total(SETS)
 
     # -- commands --
     def send(self, cmd: str, per_worker: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:

@@ -69,6 +69,14 @@ def goodbye(car: Car, seq: int, reason: str = "ignition off") -> bytes:
     return env.SerializeToString()
 
 
+def entitlement_ack(car: Car, seq: int, version: int, entitlement_ids: list[str]) -> bytes:
+    """The car installed entitlement set ``version`` with these entitlements (R13)."""
+    env = header(car, seq)
+    env.entitlement_ack.set_version = version
+    env.entitlement_ack.entitlement_ids.extend(entitlement_ids)
+    return env.SerializeToString()
+
+
 def last_will(car: Car, connection_id: int) -> bytes:
     return uplink_pb2.LastWill(vin=car.vin, connection_id=connection_id).SerializeToString()
 

@@ -8,20 +8,28 @@
 * ``reconnect_storm``: from all online, every car loses its link at once and reconnects
   immediately (new connection id, Hello boot=false). Settled when every will and every new
   hello went through and all cars are online (a stale will must not take a car offline).
-* ``restart_storm``: from all online, every head unit restarts once within ``--window``
-  seconds: Goodbye, DISCONNECT, reconnect, Hello boot=true.
+* ``restart_storm``: from all online (cars subscribed to their downlink), every car's owner
+  buys a service (load/storm_grants.py; pending until the car's next boot, R13), then every
+  head unit restarts once within ``--window`` seconds: Goodbye, DISCONNECT, reconnect, Hello
+  boot=true. Measured at each car: boot Hello -> the EntitlementSet holding the service (the
+  grant phase is outside the window). Settled when every car is online again, every granted
+  car got its set and the gateway counts every granted entitlement active (the cars' acks).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 import tomllib
+import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from load import storm_grants
 from load.bench import Params, next_group
 from load.fleet import EMBEDDED_SIM, INSERTED_SIM, WIFI_HOTSPOT, Car, generate_fleet
 from load.generator import Generator, source_ips
@@ -32,6 +40,8 @@ ONLINE = "gateway_vehicles_online"
 HELLO = 'gateway_messages_received_total{kind="hello"}'
 WILL = 'gateway_messages_received_total{kind="will"}'
 GOODBYE = 'gateway_messages_received_total{kind="goodbye"}'
+ACTIVE = 'gateway_entitlements{state="active"}'
+DELIVERY = "gateway_entitlement_delivery_seconds"
 Metrics = dict[str, float]
 
 
@@ -58,21 +68,31 @@ class Watch:
         self.series: list[list[float]] = []
         self.marks: dict[str, float] = {}
         self.metrics: Metrics = {}
+        self.slow_scrapes = 0  # /metrics did not answer within its timeout (the gateway's loop was busy)
 
     def now(self) -> float:
         return round(time.time() - self.t0, 3)
 
     def until(self, label: str, done: Callable[[Metrics], bool], *, wait_gen: bool = True,
-              timeout: float = 300.0, since: float = 0.0) -> tuple[float | None, float | None]:
+              timeout: float = 300.0, since: float = 0.0, poll_s: float = 0.2,
+              ) -> tuple[float | None, float | None]:
         """(seconds until the generator answered, seconds until ``done``), counted from
-        ``since`` (a time.time(); default: now); None on timeout."""
+        ``since`` (a time.time(); default: now); None on timeout. /metrics is scraped every
+        ``poll_s`` (each scrape costs the gateway CPU: 5 a second were ~14 % of its samples in a
+        restart storm)."""
         start = since or time.time()
         gen_at: float | None = None if wait_gen else 0.0
         done_at: float | None = None
         with tqdm(total=self.total, desc=f"{label:>22}", unit="veh", dynamic_ncols=True, mininterval=0.3,
                   leave=False) as bar:
             while time.time() - start < timeout:
-                m = self.gw.metrics()
+                try:
+                    m = self.gw.metrics()
+                except (TimeoutError, urllib.error.URLError):  # a busy gateway is a finding, not an end
+                    self.slow_scrapes += 1
+                    if gen_at is None and self.gen.poll() is not None:
+                        gen_at = time.time() - start
+                    continue
                 self.metrics = m
                 online = metric_sum(m, ONLINE)
                 self.series.append([self.now(), self.gen.connected, online])
@@ -84,7 +104,7 @@ class Watch:
                     done_at = time.time() - start
                 if gen_at is not None and done_at is not None:
                     break
-                time.sleep(0.2)
+                time.sleep(poll_s)
         if gen_at is None:  # the generator must answer before the next command
             self.gen.wait(120)
         self.marks[label] = round(start - self.t0, 3)
@@ -110,7 +130,8 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
             watch_broker.begin()
             t0 = time.time()
             w = Watch(gw, gen, t0, n)
-            gen.send("connect", boot=True, concurrency=p.concurrency)
+            restart = p.scenario == "restart_storm"
+            gen.send("connect", boot=True, concurrency=p.concurrency, subscribe=restart)
             timings["connect_all_s"], timings["online_all_s"] = w.until(
                 "connect", lambda m: metric_sum(m, ONLINE) >= n)
             other["connect_ms_p50"], other["connect_ms_p99"] = _connect_latency(gen)
@@ -144,11 +165,8 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
                 timings["reconnect_all_s"], timings["storm_settled_s"] = w.until(
                     "reconnect", lambda m: metric_sum(m, WILL) >= n and metric_sum(m, HELLO) >= 2 * n
                     and metric_sum(m, ONLINE) >= n)
-            elif p.scenario == "restart_storm":
-                gen.send("restart", window_s=p.window_s, concurrency=p.concurrency)
-                timings["restart_done_s"], timings["storm_settled_s"] = w.until(
-                    "restart", lambda m: metric_sum(m, HELLO) >= 2 * n and metric_sum(m, GOODBYE) >= n
-                    and metric_sum(m, ONLINE) >= n, timeout=p.window_s + 300)
+            elif restart:
+                other.update(_restart_storm(p, gw, gen, w, watch_gw, timings, run_no))
             if p.scenario != "connections":
                 time.sleep(1.0)  # late (stale) wills must not take reconnected cars offline
                 m = gw.metrics()
@@ -166,6 +184,7 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
                 rejected=metric_sum(m, "gateway_messages_rejected_total"),
                 backpressure_pauses=metric_sum(m, "gateway_ingress_backpressure_total"),
                 generator_errors=gen.errors,
+                slow_metrics_scrapes=w.slow_scrapes,
             )
             series, marks = w.series, w.marks
         finally:
@@ -174,8 +193,80 @@ def run_storm_once(p: Params, fleet: list[Car], workdir: Path, run_no: int) -> d
     complete = all(v is not None for v in timings.values())
     if p.scenario != "connections":
         complete = complete and other.get("online_after_settle") == n
+    if p.scenario == "restart_storm":  # every car granted, and every granted car got its set
+        complete = complete and other.get("grants") == n and other.get("sets_missed") == 0 \
+            and other.get("granted_not_booted") == 0 and other.get("early_sets") == 0
     return {"run": run_no, "complete": complete, "timings_s": _round(timings), **other,
             "gateway_exit_code": code, "log_problems": gw.log_problems(), "series": series, "marks": marks}
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (the second field of
+    /proc/<pid>/task/*/schedstat; threads that ended are not counted). On a shared machine a
+    large share next to the CPU seconds says the latency is the machine's, not the gateway's."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that just ended, or no schedstats
+            continue
+    return total / 1e9
+
+
+def _restart_storm(p: Params, gw: GatewayProcess, gen: Generator, w: Watch, watch_gw: ProcWatch,
+                   timings: dict[str, float | None], run_no: int) -> dict[str, Any]:
+    """Grants (not timed), then the storm; boot -> entitlement set per car, from the cars."""
+    n = len(gen.cars)
+    print(f"granting {storm_grants.SERVICE} to {n:,} cars ({storm_grants.IN_FLIGHT} calls in flight) ...",
+          file=sys.stderr)
+    grants = storm_grants.run_grants(gw.grpc_target, gw.token, [c.vin for c in gen.cars], f"storm-{run_no}")
+    granted = len(grants.granted)
+    granted_vins = set(grants.granted)
+    per_worker = [{"vins": [c.vin for c in part if c.vin in granted_vins]} for part in gen.slices]
+    gen.run("watch", per_worker=per_worker, service=storm_grants.SERVICE)
+    before = gw.metrics()
+    cpu0, wait0 = watch_gw.cpu(), runqueue_wait_s(gw.pid)
+    started = time.time()
+    gen.send("restart", window_s=p.window_s, concurrency=p.concurrency, subscribe=True)
+    timings["restart_done_s"], timings["storm_settled_s"] = w.until(
+        "restart", lambda m: metric_sum(m, HELLO) >= 2 * n and metric_sum(m, GOODBYE) >= n
+        and metric_sum(m, ONLINE) >= n, timeout=p.window_s + 300, poll_s=1.0)
+    # The generator answered once every Hello went out; sets may still be on their way.
+    settle = p.window_s + 120  # from the storm's start: the last boot comes up to a window late
+    _, timings["sets_all_s"] = w.until("entitlement sets", lambda m: gen.sets >= granted, wait_gen=False,
+                                       timeout=settle, since=started, poll_s=1.0)
+    _, timings["active_all_s"] = w.until("entitlements active", lambda m: m.get(ACTIVE, 0) >= granted,
+                                         wait_gen=False, timeout=settle, since=started, poll_s=1.0)
+    storm_cpu = watch_gw.cpu() - cpu0
+    storm_wait = runqueue_wait_s(gw.pid) - wait0
+    storm_s = time.time() - started
+    after = gw.metrics()
+    reports = gen.run("set_report")
+    lat = sorted(x for r in reports for x in r["latencies_ms"])
+    booted = sum(r["booted"] for r in reports)
+    count = after.get(DELIVERY + "_count", 0) - before.get(DELIVERY + "_count", 0)
+    total = after.get(DELIVERY + "_sum", 0) - before.get(DELIVERY + "_sum", 0)
+    print(f"boot -> entitlement set: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
+          f"max {max(lat, default=math.nan):.1f} ms; {len(lat):,} of {granted:,} granted cars got it, "
+          f"{booted - len(lat):,} missed", file=sys.stderr)
+    return {
+        **grants.summary(),
+        "boot_to_set_ms_p50": percentile(lat, 50) if lat else None,
+        "boot_to_set_ms_p99": percentile(lat, 99) if lat else None,
+        "boot_to_set_ms_max": lat[-1] if lat else None,
+        "cars_with_set": len(lat),
+        "sets_missed": booted - len(lat),
+        "granted_not_booted": granted - booted,
+        "missed_vins": [v for r in reports for v in r["missed_vins"]][:20],
+        "early_sets": sum(r["early_sets"] for r in reports),  # R13: must be 0
+        "bad_downlinks": sum(r["bad_downlinks"] for r in reports),
+        "entitlements_active": after.get(ACTIVE, 0),
+        "gateway_delivery_ms_mean": round(total / count * 1000, 3) if count else None,
+        "storm_gateway_cpu_s": round(storm_cpu, 3),
+        "storm_gateway_cpu_ms_per_boot": round(storm_cpu / n * 1000, 3) if n else None,
+        "storm_s": round(storm_s, 3),
+        "storm_gateway_runqueue_wait_s": round(storm_wait, 3),
+    }
 
 
 def _round(d: dict[str, float | None]) -> dict[str, float | None]:
@@ -196,6 +287,9 @@ def run_storms(p: Params, workdir: Path) -> dict[str, Any]:
     names = list(dict.fromkeys(k for r in runs for k in r["timings_s"]))
     timings = {k: spread([r["timings_s"].get(k) for r in runs]) for k in names}
     numeric = ("connects_per_s", "connect_ms_p50", "connect_ms_p99", "rss_per_vehicle_kib",
-               "gateway_cpu_s_per_100k", "gateway_peak_rss_mib", "broker_cpu_s")
+               "gateway_cpu_s_per_100k", "gateway_peak_rss_mib", "broker_cpu_s",
+               "grants_per_s", "boot_to_set_ms_p50", "boot_to_set_ms_p99", "boot_to_set_ms_max",
+               "cars_with_set", "sets_missed", "gateway_delivery_ms_mean", "storm_gateway_cpu_ms_per_boot",
+               "storm_gateway_cpu_s", "storm_gateway_runqueue_wait_s")
     other = {k: spread([r.get(k) for r in runs if r.get(k) is not None]) for k in numeric}
     return {"runs": runs, "summary": {"timings_s": timings, "other": other}}

@@ -3,12 +3,19 @@ connections (one per car, client id = VIN, with a last will) and writing pre-enc
 
 The parent (``load.generator.Generator``) sends commands over a pipe; the worker answers each
 with a stats dict and updates shared counters (sent, connected, ...) for live progress.
+
+Downlinks: with ``subscribe=True`` a car subscribes to its downlink topic right after CONNACK
+(before its Hello, so nothing the Hello triggers can be missed) and acknowledges every
+EntitlementSet as a head unit does (an EntitlementAck of the whole set, R13). After ``watch``
+the worker also times, per car, its boot Hello -> the first set holding the watched service
+(``set_report``): the restart storm's boot -> entitlement set latency, measured at the car.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import resource
 import socket
@@ -20,11 +27,12 @@ from multiprocessing.connection import Connection
 from typing import Any, cast
 
 from gateway import topics
+from gateway._gen.telematics.v1 import downlink_pb2
 from load import frames, payloads
 from load.fleet import Car
 
-SENT, HELLOS, CONNECTED, ERRORS, ACKED = range(5)
-SLOTS = 5
+SENT, HELLOS, CONNECTED, ERRORS, ACKED, SETS = range(6)
+SLOTS = 6
 _LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with RST (a lost link)
 
 
@@ -74,10 +82,15 @@ class CarConn(asyncio.Protocol):
             elif p.kind == frames.CONNACK:
                 if not self.connack.done():
                     self.connack.set_result(p.reason_code)
-            elif p.kind == frames.PUBLISH:  # a downlink; acknowledge it, nothing else
-                _, pid, _ = frames.parse_publish(p)
+            elif p.kind == frames.PUBLISH:  # a downlink: acknowledge it, answer a set
+                now = time.perf_counter()  # before decoding: the latency is the broker's and gateway's
+                _, pid, payload = frames.parse_publish(p)
                 if pid and self.transport is not None:
                     self.transport.write(frames.puback(pid))
+                self.worker.on_downlink(self, payload, now)
+            elif p.kind == frames.SUBACK:
+                if p.body and p.body[-1] >= 0x80:  # the one filter's reason code
+                    self.worker.note_error(f"SUBACK reason 0x{p.body[-1]:02x}")
             elif p.kind == frames.DISCONNECT:
                 self.worker.note_error(f"broker sent DISCONNECT reason 0x{p.reason_code:02x}")
 
@@ -120,7 +133,8 @@ def runs(values: list[int]) -> list[list[int]]:
 
 
 class CarState:
-    __slots__ = ("acked", "car", "conn", "connection_id", "seq", "stream", "tmpl0", "tmpl1", "topic")
+    __slots__ = ("acked", "boot_at", "car", "conn", "connection_id", "seq", "set_ms", "stream", "tmpl0",
+                 "tmpl1", "topic")
 
     def __init__(self, car: Car) -> None:
         self.car = car
@@ -132,6 +146,8 @@ class CarState:
         self.tmpl0 = frames.PublishTemplate(self.topic, 0)
         self.tmpl1 = frames.PublishTemplate(self.topic, 1)
         self.stream: payloads.TelemetryStream | None = None
+        self.boot_at = 0.0  # perf_counter of the watched boot Hello; 0: none sent while watching
+        self.set_ms = -1.0  # that boot -> the first set holding the watched service; -1: none yet
 
 
 class Worker:
@@ -146,6 +162,13 @@ class Worker:
         self.acked = 0
         self.errors: list[str] = []
         self.error_count = 0
+        self.watched = ""  # service id whose arrival in an entitlement set is timed ("": off)
+        self.watched_vins: frozenset[str] = frozenset()  # the cars granted it
+        self.sets_received = 0
+        # Sets a car got before its watched boot (also before `watch`: during the grants). The
+        # restart storm grants services only, which wait for the restart (R13): must stay 0.
+        self.early_sets = 0
+        self.bad_downlinks = 0
 
     # -- bookkeeping --
     def note_error(self, msg: str) -> None:
@@ -163,9 +186,59 @@ class Worker:
     def _count(self, slot: int, n: int = 1) -> None:
         self.counters[self.base + slot] += n
 
+    # -- downlinks --
+    def on_downlink(self, conn: CarConn, payload: bytes, now: float) -> None:
+        """A Downlink PUBLISH for the car of ``conn``: ack an EntitlementSet (QoS 1 uplink) and,
+        while watching, time the car's boot -> first set holding the watched service."""
+        down = downlink_pb2.Downlink()
+        try:
+            down.ParseFromString(payload)
+        except Exception:  # protobuf's DecodeError; the generator only counts it
+            self.bad_downlinks += 1
+            return
+        if down.WhichOneof("body") != "entitlement_set":
+            return
+        cs = conn.cs
+        eset = down.entitlement_set
+        self.sets_received += 1
+        if not cs.boot_at:
+            self.early_sets += 1
+        elif cs.set_ms < 0 and any(item.service_id == self.watched for item in eset.items):
+            cs.set_ms = (now - cs.boot_at) * 1000
+            self._count(SETS)
+        if conn.transport is not None and not conn.closed.done():
+            cs.seq += 1
+            ids = [item.entitlement_id for item in eset.items]
+            ack = payloads.entitlement_ack(cs.car, cs.seq, eset.version, ids)
+            conn.transport.write(cs.tmpl1.frame(ack, conn.packet_id()))
+
+    async def watch(self, service: str, vins: list[str]) -> dict[str, Any]:
+        """From now on time the next boot Hello of each car in ``vins`` -> its first set holding
+        ``service``."""
+        self.watched = service
+        self.watched_vins = frozenset(vins)
+        self.counters[self.base + SETS] = 0
+        for cs in self.cars:
+            cs.boot_at, cs.set_ms = 0.0, -1.0
+        return {}
+
+    async def set_report(self) -> dict[str, Any]:
+        booted = [cs for cs in self.cars if cs.boot_at]
+        return {
+            "watched": sum(1 for cs in self.cars if cs.car.vin in self.watched_vins),
+            "booted": len(booted),
+            "latencies_ms": [round(cs.set_ms, 3) for cs in booted if cs.set_ms >= 0],
+            "missed_vins": [cs.car.vin for cs in booted if cs.set_ms < 0][:20],
+            "early_sets": self.early_sets,
+            "sets_received": self.sets_received,
+            "bad_downlinks": self.bad_downlinks,
+        }
+
     # -- connections --
-    async def connect_car(self, cs: CarState, *, boot: bool, delay: float, sem: asyncio.Semaphore) -> float:
-        """Open the connection, CONNECT with will, wait for CONNACK, send the Hello. Seconds taken."""
+    async def connect_car(self, cs: CarState, *, boot: bool, delay: float, sem: asyncio.Semaphore,
+                          subscribe: bool = False) -> float:
+        """Open the connection, CONNECT with will, wait for CONNACK, (SUBSCRIBE to the downlink,)
+        send the Hello. Seconds taken."""
         if delay:
             await asyncio.sleep(delay)
         async with sem:
@@ -196,14 +269,19 @@ class Worker:
             cs.conn = conn
             self.connected += 1
             self.counters[self.base + CONNECTED] = self.connected
+            if subscribe:  # same socket, before the Hello: the broker applies it first
+                conn.next_pid = conn.next_pid % 0xFFFF + 1
+                conn.transport.write(frames.subscribe(conn.next_pid, topics.downlink(cs.car.vin), qos=1))
             cs.seq += 1
             hello = payloads.hello(cs.car, cs.seq, cs.connection_id, boot=boot)
+            if boot and self.watched and cs.car.vin in self.watched_vins:
+                cs.boot_at = time.perf_counter()
             conn.transport.write(cs.tmpl1.frame(hello, conn.packet_id()))
             self._count(HELLOS)
             return time.perf_counter() - started
 
     async def connect(
-        self, boot: bool = False, window_s: float = 0.0, concurrency: int = 64
+        self, boot: bool = False, window_s: float = 0.0, concurrency: int = 64, subscribe: bool = False
     ) -> dict[str, Any]:
         sem = asyncio.Semaphore(concurrency)
         todo = [cs for cs in self.cars if cs.conn is None]
@@ -211,7 +289,7 @@ class Worker:
         took = await asyncio.gather(
             *(
                 self.connect_car(cs, boot=boot, delay=self.rng.uniform(0, window_s) if window_s else 0.0,
-                                 sem=sem)
+                                 sem=sem, subscribe=subscribe)
                 for cs in todo
             )
         )
@@ -253,7 +331,8 @@ class Worker:
         if conns:
             await asyncio.wait([c.closed for c in conns], timeout=timeout)
 
-    async def restart(self, window_s: float = 10.0, concurrency: int = 64) -> dict[str, Any]:
+    async def restart(self, window_s: float = 10.0, concurrency: int = 64, subscribe: bool = False
+                      ) -> dict[str, Any]:
         """Every car's head unit restarts once within the window: Goodbye, then a boot Hello."""
         sem = asyncio.Semaphore(concurrency)
 
@@ -267,7 +346,7 @@ class Worker:
                 transport.write(frames.DISCONNECT_NORMAL)
                 transport.close()
                 await asyncio.wait([conn.closed], timeout=30)
-            return await self.connect_car(cs, boot=True, delay=0.0, sem=sem)
+            return await self.connect_car(cs, boot=True, delay=0.0, sem=sem, subscribe=subscribe)
 
         started = time.perf_counter()
         took = await asyncio.gather(*(one(cs) for cs in self.cars))
@@ -371,16 +450,21 @@ class Worker:
 
         def readable() -> None:
             try:
+                # add_reader made the pipe non-blocking: a command bigger than the pipe's buffer
+                # (the restart storm's VIN list) would be read half and fail; block until whole.
+                os.set_blocking(self.pipe.fileno(), True)
                 commands.put_nowait(self.pipe.recv())
             except EOFError:
                 commands.put_nowait(("stop", {}))
                 loop.remove_reader(self.pipe.fileno())
 
         loop.add_reader(self.pipe.fileno(), readable)
+        os.set_blocking(self.pipe.fileno(), True)  # replies (latency lists) may exceed the buffer too
         pinger = asyncio.create_task(self.keepalive())
         handlers: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
             "connect": self.connect, "drop": self.drop, "disconnect": self.disconnect,
-            "restart": self.restart, "steady": self.steady, "ping": self.ping,
+            "restart": self.restart, "steady": self.steady, "ping": self.ping, "watch": self.watch,
+            "set_report": self.set_report,
         }
         while True:
             name, kwargs = await commands.get()

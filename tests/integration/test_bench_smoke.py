@@ -181,6 +181,22 @@ def test_smoke_reconnect_storm_settles_with_every_car_online(tmp_path: Path) -> 
     assert run["generator_errors"] == 0
 
 
+@pytest.mark.timeout(120)
+def test_smoke_restart_storm_delivers_every_pending_service_after_the_boot(tmp_path: Path) -> None:
+    """R13: every car gets a service granted while online; none reaches the car before its
+    restart, every car gets its set after the boot Hello, and acks it (active)."""
+    doc = run_bench(tmp_path, "--scenario", "restart_storm")
+    (run,) = doc["runs"]
+    cars = doc["params"]["cars"]
+    assert run["complete"]
+    assert run["grants"] == cars and run["grant_states"] == {"ENTITLEMENT_STATE_PENDING": cars}
+    assert (run["cars_with_set"], run["sets_missed"], run["early_sets"]) == (cars, 0, 0)
+    assert run["entitlements_active"] == cars
+    assert 0 < run["boot_to_set_ms_p50"] <= run["boot_to_set_ms_p99"] <= run["boot_to_set_ms_max"]
+    assert (run["hellos"], run["goodbyes"]) == (2 * cars, cars)
+    assert run["generator_errors"] == 0
+
+
 async def test_sim_car_answers_entitlement_sets_and_fod_commands(broker: ManagedBroker) -> None:
     """The simulator's car acks an EntitlementSet and reports an FoD failure at rate 1.0."""
     assert broker.credentials is not None

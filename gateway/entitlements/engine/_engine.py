@@ -584,12 +584,17 @@ class EntitlementEngine:
         return batch
 
     async def _send_sets(self, records: Sequence[SetRecord]) -> None:
-        sent: list[SetRecord] = []
+        downlinks = []
         for record in records:
             members = [e for e in self._live.of_vin(record.vin) if e.entitlement_id in record.entitlement_ids]
-            downlink = wire.entitlement_set(record.vin, record.version, members, self._clock.now())
-            if await self._downlinks.send(record.vin, downlink, "set"):
-                sent.append(record)
+            downlinks.append(wire.entitlement_set(record.vin, record.version, members, self._clock.now()))
+        # All at once (one set per VIN per tick, so no car's order is at stake): each publish
+        # waits for its PUBACK, and one after the other a restart storm's sets queued behind one
+        # broker round trip each (15,000 boots: tens of seconds to the last set, R13). The
+        # broker's receive maximum still bounds what is in flight (Mqtt5Client.publish).
+        pairs = zip(records, downlinks, strict=True)
+        oks = await asyncio.gather(*(self._downlinks.send(r.vin, d, "set") for r, d in pairs))
+        sent = [record for record, ok in zip(records, oks, strict=True) if ok]
         if not sent:
             return
         async with self._lock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 from gateway.entitlements import wire
@@ -33,8 +33,18 @@ REVOKED = EntitlementState.REVOKED.value
 # -- codec -------------------------------------------------------------------------------------
 
 
+_REQUEST_FIELDS = tuple(f.name for f in fields(GrantRequest))
+_ENTITLEMENT_FIELDS = tuple(f.name for f in fields(Entitlement) if f.name != "request")
+
+
 def entitlement_to_json(e: Entitlement) -> str:
-    return json.dumps(asdict(e), separators=(",", ":"), sort_keys=True)
+    """The same text as ``json.dumps(dataclasses.asdict(e), ...)`` (every field but `request`
+    is a plain value; the enums are StrEnums), without asdict's recursive deep copy: every
+    entitlement write encodes one, and a restart storm writes each car's twice (delivered,
+    active)."""
+    data: dict[str, Any] = {name: getattr(e, name) for name in _ENTITLEMENT_FIELDS}
+    data["request"] = {name: getattr(e.request, name) for name in _REQUEST_FIELDS}
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -85,12 +95,12 @@ def write_entitlements(
         ).fetchone()
         if row is not None and insert:
             raise sqlite3.IntegrityError(f"entitlement {e.entitlement_id} exists")
-        values = (e.entitlement_id, e.order_id, e.vin, e.state.value, e.updated_at, entitlement_to_json(e))
+        data = entitlement_to_json(e)
         if row is None:
             db.execute(
                 "INSERT INTO entitlements (entitlement_id, order_id, vin, state, updated_at, data, version)"
                 " VALUES (?,?,?,?,?,?,1)",
-                values,
+                (e.entitlement_id, e.order_id, e.vin, e.state.value, e.updated_at, data),
             )
             written[e.entitlement_id] = 1
         else:
@@ -99,7 +109,7 @@ def write_entitlements(
             if not db.execute(
                 "UPDATE entitlements SET state = ?, updated_at = ?, data = ?, version = ?"
                 " WHERE entitlement_id = ? AND version = ?",
-                (e.state.value, e.updated_at, entitlement_to_json(e), old + 1, e.entitlement_id, old),
+                (e.state.value, e.updated_at, data, old + 1, e.entitlement_id, old),
             ).rowcount:
                 raise VersionConflict(
                     f"entitlement {e.entitlement_id}: changed since read (version {old})", [e.entitlement_id]

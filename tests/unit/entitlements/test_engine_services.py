@@ -3,10 +3,11 @@ offered (R12), become active on the car's ack, and leave the car when their term
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from engine_harness import VIN, Bench, at, set_ids
+from engine_harness import VIN, VIN2, Bench, at, set_ids
 
 from gateway._gen.telematics.v1 import downlink_pb2
 from gateway.clock import ManualClock
@@ -271,3 +272,23 @@ async def test_delivery_backlog_leaves_out_a_car_that_went_offline_after_its_boo
     await bench.go_offline()  # R13: the set waits for the next boot while online
     await bench.engine.tick()
     assert bench.metric("gateway_entitlement_delivery_backlog_seconds") == 0
+
+
+async def test_sets_of_cars_booting_together_do_not_wait_for_each_others_puback(bench: Bench) -> None:
+    """A restart storm (R13): the sets recorded in one tick go out together, not one broker
+    round trip after the other. The first publish is held open until the second one started."""
+    first = await bench.grant()
+    second = await bench.grant(order_id="order-2", vin=VIN2)
+    await bench.boot(VIN)
+    await bench.boot(VIN2)
+    both_started = asyncio.Event()
+
+    async def puback_after_both(_: downlink_pb2.Downlink) -> None:
+        if len(bench.published) == 2:
+            both_started.set()
+        await asyncio.wait_for(both_started.wait(), 5.0)  # one at a time: never set, times out
+
+    bench.on_publish = puback_after_both
+    await bench.engine.tick()
+    assert (len(bench.sets(VIN)), len(bench.sets(VIN2))) == (1, 1)
+    assert (await bench.state(first), await bench.state(second)) == ("delivered", "delivered")

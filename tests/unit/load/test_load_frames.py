@@ -149,3 +149,18 @@ def test_reader_splits_a_stream_cut_anywhere() -> None:
 def test_reader_refuses_a_remaining_length_over_four_bytes() -> None:
     with pytest.raises(ValueError):
         frames.FrameReader().feed(b"\x30\xff\xff\xff\xff\x01")
+
+
+def test_subscribe_exact_bytes() -> None:
+    # MQTT 5.0 3.8: fixed header 0x82, packet id, no properties, the filter, options = max QoS.
+    assert frames.subscribe(10, "a/b", qos=1) == b"\x82\x09\x00\x0a\x00\x00\x03a/b\x01"
+    topic = f"v1/vehicles/{VIN}/down"
+    first, body = _split(frames.subscribe(65535, topic, qos=0))
+    assert first == 0x82
+    assert body == b"\xff\xff\x00" + len(topic).to_bytes(2, "big") + topic.encode() + b"\x00"
+
+
+@pytest.mark.parametrize(("packet_id", "qos"), [(0, 1), (65_536, 1), (1, 3)])
+def test_subscribe_refuses_a_bad_packet_id_or_qos(packet_id: int, qos: int) -> None:
+    with pytest.raises(ValueError):
+        frames.subscribe(packet_id, "a/b", qos=qos)
