@@ -77,10 +77,10 @@ class SessionStage:
             # VehicleSession is an immutable value (Privacy and VehicleState are frozen).
             snapshot: VehicleSession | None = None
             if isinstance(d, Decoded):
-                env, body = d.envelope, d.body
-                in_grace = env.vin in tracker.pending_offline
-                t = tracker.apply(env, now)
-                if in_grace and env.vin not in tracker.pending_offline:
+                env, body, vin = d.envelope, d.body, d.vin  # d.vin: the topic's, equal to env.vin
+                in_grace = vin in tracker.pending_offline
+                t = tracker.apply(env, now, vin=vin, body=body)
+                if in_grace and vin not in tracker.pending_offline:
                     a.grace["reconnected"] += 1
                 if t.dirty:
                     dirty[t.session.vin] = t.session  # also a late arrival's mark in the window

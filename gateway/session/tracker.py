@@ -187,9 +187,12 @@ class SessionTracker:
         s.previous_jump_candidate = previous.jump
         return arrival
 
-    def apply(self, env: uplink_pb2.Envelope, now: float) -> Tracked:
-        s = self._session(env.vin)
-        body = env.WhichOneof("body")
+    def apply(self, env: uplink_pb2.Envelope, now: float, *, vin: str = "", body: str = "") -> Tracked:
+        """vin, body: the envelope's VIN and body field, when the caller has read them already
+        (decode did: each read of a protobuf field builds a new object)."""
+        s = self._session(vin or env.vin)
+        if not body:
+            body = env.WhichOneof("body") or ""
         seq, last = env.sequence, s.last_sequence
         if (
             env.sequence_epoch == s.sequence_epoch and last and not s.jump_candidate
@@ -239,23 +242,28 @@ class SessionTracker:
         return result
 
     def _apply_header(self, s: VehicleSession, env: uplink_pb2.Envelope) -> list[str]:
+        # Every applied envelope passes here and nearly all repeat the session's header: each
+        # field is compared as the wire's integer or string first; an enum, a shared value or
+        # a Privacy is looked up only when it differs (IntEnums compare equal to their ints).
         changed: list[str] = []
-        bearer = Bearer(env.bearer)
-        if bearer is not Bearer.UNSPECIFIED and bearer is not s.bearer:
+        bearer = env.bearer
+        if bearer and bearer != s.bearer:  # 0: UNSPECIFIED, the car did not say
             if s.presence is Presence.ONLINE:
                 self.online_by_bearer[s.bearer] -= 1
-                self.online_by_bearer[bearer] += 1
-            s.bearer = bearer
+                self.online_by_bearer[Bearer(bearer)] += 1
+            s.bearer = Bearer(bearer)
             changed.append("bearer")
-        radio = Radio(env.radio)
-        if radio is not Radio.UNSPECIFIED and radio is not s.radio:
-            s.radio = radio
+        radio = env.radio
+        if radio and radio != s.radio:
+            s.radio = Radio(radio)
             changed.append("radio")
-        if env.visited_country and env.visited_country != s.visited_country:
-            s.visited_country = compact.text(env.visited_country)
+        visited_country = env.visited_country
+        if visited_country and visited_country != s.visited_country:
+            s.visited_country = compact.text(visited_country)
             changed.append("visited_country")
-        if env.visited_mcc and env.visited_mcc != s.visited_mcc:
-            s.visited_mcc = compact.number(env.visited_mcc)
+        visited_mcc = env.visited_mcc
+        if visited_mcc and visited_mcc != s.visited_mcc:
+            s.visited_mcc = compact.number(visited_mcc)
             changed.append("visited_mcc")
         if env.roaming != s.roaming:
             s.roaming = env.roaming
@@ -263,9 +271,10 @@ class SessionTracker:
         if env.roaming_enabled != s.roaming_enabled:
             s.roaming_enabled = env.roaming_enabled
             changed.append("roaming_enabled")
-        # R22: privacy comes from the car and is refreshed by every envelope.
+        # R22: privacy comes from the car and is refreshed by every envelope. Usually the same
+        # shared value as the session's (convert.privacy_from_proto): identity decides then.
         privacy = privacy_from_proto(env.privacy)
-        if privacy != s.privacy:
+        if privacy is not s.privacy and privacy != s.privacy:
             s.privacy = privacy
             changed.append("privacy")
         return changed
