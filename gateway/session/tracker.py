@@ -246,14 +246,14 @@ class SessionTracker:
         # field is compared as the wire's integer or string first; an enum, a shared value or
         # a Privacy is looked up only when it differs (IntEnums compare equal to their ints).
         changed: list[str] = []
-        bearer = env.bearer
+        bearer: int = env.bearer
         if bearer and bearer != s.bearer:  # 0: UNSPECIFIED, the car did not say
             if s.presence is Presence.ONLINE:
                 self.online_by_bearer[s.bearer] -= 1
                 self.online_by_bearer[Bearer(bearer)] += 1
             s.bearer = Bearer(bearer)
             changed.append("bearer")
-        radio = env.radio
+        radio: int = env.radio
         if radio and radio != s.radio:
             s.radio = Radio(radio)
             changed.append("radio")
