@@ -274,9 +274,12 @@ class SessionTracker:
         # R22: privacy comes from the car and is refreshed by every envelope. Usually the same
         # shared value as the session's (convert.privacy_from_proto): identity decides then.
         privacy = privacy_from_proto(env.privacy)
-        if privacy is not s.privacy and privacy != s.privacy:
+        if privacy is not s.privacy:
+            if privacy != s.privacy:
+                changed.append("privacy")
+            # An equal value too (a new session's default, a stored row's): the shared one from
+            # now on, so that the next envelope's comparison is by identity.
             s.privacy = privacy
-            changed.append("privacy")
         return changed
 
     def _apply_hello(
