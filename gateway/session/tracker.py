@@ -190,7 +190,10 @@ class SessionTracker:
     def apply(self, env: uplink_pb2.Envelope, now: float, *, vin: str = "", body: str = "") -> Tracked:
         """vin, body: the envelope's VIN and body field, when the caller has read them already
         (decode did: each read of a protobuf field builds a new object)."""
-        s = self._session(vin or env.vin)
+        vin = vin or env.vin
+        s = self.sessions.get(vin)
+        if s is None:
+            s = self._session(vin)
         if not body:
             body = env.WhichOneof("body") or ""
         seq, last = env.sequence, s.last_sequence
@@ -201,7 +204,7 @@ class SessionTracker:
             # Nearly every message: the next number of the current epoch. The same outcome as
             # classify_epoch (NEW, no jump pending) without building its Space values.
             _, s.last_sequence, s.seen_window = classify(last, s.seen_window, seq)
-            result = Tracked(Arrival.NEW, s)
+            result = Tracked(Arrival.NEW, s, [], True)
         else:
             before = _sequence_state(s)
             arrival = self._classify(s, env, body == "hello")
@@ -210,12 +213,13 @@ class SessionTracker:
                 # A late first arrival is recorded in the window: keep that across a restart.
                 result.dirty = _sequence_state(s) != before
                 return result
+            result.dirty = True
         s.last_seen_at = now
-        result.dirty = True
         # Any new envelope proves the car is connected now (it can only publish while it is):
         # a grace period ends, and a car marked offline by silence (TIMEOUT) or by a will it
         # published itself comes back (README "MQTT topics", presence).
-        self.pending_offline.pop(s.vin, None)
+        if self.pending_offline:  # (nearly always empty: no call then)
+            self.pending_offline.pop(vin, None)
         changed = self._apply_header(s, env)
         if changed or body not in _SEQUENCE_ONLY_BODIES or s.presence is not Presence.ONLINE:
             s.snapshot_stale = True  # more than the sequence moves: the store writes it all
