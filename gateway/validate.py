@@ -171,12 +171,15 @@ def _header(env: uplink_pb2.Envelope, now: float) -> None:
     # Every message passes here: cheap comparisons first, the detail only on a failure.
     # Absent sent_at is allowed: a car whose clock is not set yet (right after a boot, before
     # network time) sends none rather than a wrong one; backends then see no sent_at.
-    if env.HasField("sent_at"):
-        ts = env.sent_at
-        if not (EARLIEST_S <= ts.seconds <= now + MAX_CLOCK_SKEW_S and 0 <= ts.nanos <= 999_999_999):
-            timestamp("sent_at", ts, now)
-    if env.visited_country:
-        country("visited_country", env.visited_country)
+    # An absent sent_at reads as 0 s, which fails the range: presence is asked only then.
+    ts = env.sent_at
+    if not (EARLIEST_S <= ts.seconds <= now + MAX_CLOCK_SKEW_S and 0 <= ts.nanos <= 999_999_999) and (
+        env.HasField("sent_at")
+    ):
+        timestamp("sent_at", ts, now)
+    visited_country = env.visited_country
+    if visited_country and not _is_country(visited_country):
+        country("visited_country", visited_country)
     mcc = env.visited_mcc
     if mcc and not 200 <= mcc <= 799:  # ITU-T E.212 geographic MCCs
         raise Invalid("bad_country", f"visited_mcc: {mcc} is neither 0 (unknown) nor 200..799")
@@ -200,48 +203,52 @@ def _hello(env: uplink_pb2.Envelope, now: float) -> None:
 
 
 def _telemetry(env: uplink_pb2.Envelope, now: float) -> None:
-    # The hot path (most uplink traffic): each sample is checked with cheap comparisons first;
-    # the raising checks, which build the field path for the detail, run only on a failure.
+    # The hot path (most uplink traffic): each sample is checked inline with cheap comparisons
+    # first; the raising checks, which build the field path for the detail, run only on a
+    # failure. Absent submessages read as zeros: an absent sampled_at (the time is then the
+    # envelope's) fails the range and is told apart by HasField only then; an absent location
+    # is all zeros, within every range, as if it were not checked.
     batch = env.telemetry
-    service_id("telemetry.service", batch.service)
+    service = batch.service
+    if len(service) > MAX_SERVICE_ID or not _is_service_id(service):
+        service_id("telemetry.service", service)
     samples = batch.samples
-    count("telemetry.samples", len(samples), MAX_SAMPLES)
+    if len(samples) > MAX_SAMPLES:
+        count("telemetry.samples", len(samples), MAX_SAMPLES)
     latest = now + MAX_CLOCK_SKEW_S
+    is_signal_name, isfinite = _is_signal_name, math.isfinite
     for i, sample in enumerate(samples):
-        if sample.HasField("sampled_at"):  # absent: the time is the envelope's
-            ts = sample.sampled_at
-            if not (EARLIEST_S <= ts.seconds <= latest and 0 <= ts.nanos <= 999_999_999):
-                timestamp(f"telemetry.samples[{i}].sampled_at", ts, now)
-        if sample.HasField("location") and not _location_ok(sample.location):
-            location(f"telemetry.samples[{i}].location", sample.location)
+        ts = sample.sampled_at
+        if not (EARLIEST_S <= ts.seconds <= latest and 0 <= ts.nanos <= 999_999_999) and (
+            sample.HasField("sampled_at")
+        ):
+            timestamp(f"telemetry.samples[{i}].sampled_at", ts, now)
+        loc = sample.location
+        # Every comparison with NaN is false and infinities fail the bounds: finite is implied.
+        if not (
+            -90.0 <= loc.latitude <= 90.0
+            and -180.0 <= loc.longitude <= 180.0
+            and 0.0 <= loc.heading_deg <= 360.0
+            and 0.0 <= loc.speed_kmh <= MAX_SPEED_KMH
+        ):
+            location(f"telemetry.samples[{i}].location", loc)
         signals = sample.signals
         if len(signals) > MAX_SIGNALS:
             count(f"telemetry.samples[{i}].signals", len(signals), MAX_SIGNALS)
         for j, sig in enumerate(signals):
-            if not _signal_ok(sig):
-                _signal(f"telemetry.samples[{i}].signals[{j}]", sig)
-
-
-def _location_ok(loc: common_pb2.Location) -> bool:
-    # Every comparison with NaN is false and infinities fail the bounds: finite is implied.
-    return (
-        -90.0 <= loc.latitude <= 90.0
-        and -180.0 <= loc.longitude <= 180.0
-        and 0.0 <= loc.heading_deg <= 360.0
-        and 0.0 <= loc.speed_kmh <= MAX_SPEED_KMH
-    )
-
-
-def _signal_ok(sig: uplink_pb2.Signal) -> bool:
-    kind = sig.WhichOneof("value")
-    name = sig.name
-    return (
-        kind is not None
-        and len(name) <= MAX_SIGNAL_NAME
-        and _is_signal_name(name)
-        and (kind != "number" or math.isfinite(sig.number))
-        and (kind != "text" or len(sig.text) <= MAX_TEXT)
-    )
+            kind = sig.WhichOneof("value")
+            name = sig.name
+            if kind == "number":  # nearly every signal
+                if len(name) <= MAX_SIGNAL_NAME and is_signal_name(name) and isfinite(sig.number):
+                    continue
+            elif (
+                kind is not None
+                and len(name) <= MAX_SIGNAL_NAME
+                and is_signal_name(name)
+                and (kind != "text" or len(sig.text) <= MAX_TEXT)
+            ):
+                continue
+            _signal(f"telemetry.samples[{i}].signals[{j}]", sig)
 
 
 def _signal(path: str, sig: uplink_pb2.Signal) -> None:

@@ -9,8 +9,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from gateway import topics
-from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload, decode_topic
+from gateway.decode import Decoded, DecodedWill, Rejected, decode_payload
 from gateway.pipeline.batches import Gated, LogBudget, Message
+from gateway.pipeline.topic_cache import TopicCache
 from gateway.session.ratelimit import CarLimits
 
 log = logging.getLogger("gateway.pipeline")
@@ -35,6 +36,7 @@ class DecodeStage:
         self._limits = limits
         self._epoch_of = epoch_of
         self._log_budget = log_budget
+        self._topics = TopicCache()
 
     @property
     def quarantined(self) -> bool:
@@ -61,13 +63,17 @@ class DecodeStage:
                 limits = None  # catching up on the broker's backlog after a reconnect (ratelimit.py)
         items: list[Decoded | DecodedWill] = []
         hellos = False
+        known = self._topics.parsed.get  # the hit inlined: every message looks its topic up
+        parse = self._topics.decode
+        messages = limits.messages if limits is not None else None
+        max_payload = self._max_payload
         for msg in batch:
             # The topic first (parsed once for both uses), then the per-car limit before the
             # payload is decoded: a flood of bad payloads is dropped as cheaply as one of good
             # ones, and never reaches the session. Keyed by the topic's VIN (the broker's ACL
             # confines a car to its own topics). A dropped QoS 1 message is acknowledged with
             # the batch like any rejected one (README "MQTT topics", Limits).
-            topic = decode_topic(msg.topic)
+            topic = known(msg.topic) or parse(msg.topic)
             if isinstance(topic, Rejected):
                 d: Decoded | DecodedWill | Rejected = topic
             elif blocked and topic[0] in blocked:
@@ -75,18 +81,18 @@ class DecodeStage:
                 # told, or everything where the broker cannot be told (an external one).
                 rejected["quarantined"] += 1
                 continue
-            elif limits is not None and not limits.messages.take(topic[0], now):
+            elif messages is not None and not messages.take(topic[0], now):
                 rejected["rate_limited"] += 1
                 if quarantine is not None and quarantine.refused(topic[0], now):
                     quarantined.append(topic[0])
                     blocked = quarantine.blocked
                 if self._log_budget.allow():
                     log.debug("rejected uplink on %s: rate_limited: over %g messages/s (burst %d)",
-                              msg.topic, limits.messages.rate, limits.messages.burst,
+                              msg.topic, messages.rate, messages.burst,
                               extra={"event": "uplink_rejected", "reason": "rate_limited"})
                 continue
             else:
-                d = decode_payload(*topic, msg.payload, self._max_payload, now=now)
+                d = decode_payload(topic[0], topic[1], msg.payload, max_payload, now=now)
             if isinstance(d, Rejected):
                 rejected[d.reason] += 1
                 if self._log_budget.allow():

@@ -71,20 +71,24 @@ class SessionStage:
             gone = copy.copy(expired.session)  # as the expiry left it (see below)
             events.extend(egress(expired.events, gone))
             updates.append(VehicleUpdate(gone))
+        # Bound once for the loop (the hot path); the tracker's pending_offline is replaced only
+        # by adopt, never while a batch is applied.
+        pending, route, kinds = tracker.pending_offline, self._rules.route, a.kinds
+        new, jump = Arrival.NEW, Arrival.JUMP
         for d in items:
             # The session as this message left it, copied at most once per message (shared by
             # the VehicleUpdate and the events). A shallow copy suffices: every field of
             # VehicleSession is an immutable value (Privacy and VehicleState are frozen).
             snapshot: VehicleSession | None = None
             if isinstance(d, Decoded):
-                env, body = d.envelope, d.body
-                in_grace = env.vin in tracker.pending_offline
-                t = tracker.apply(env, now)
-                if in_grace and env.vin not in tracker.pending_offline:
+                env, body, vin = d.envelope, d.body, d.vin  # d.vin: the topic's, equal to env.vin
+                in_grace = vin in pending
+                t = tracker.apply(env, now, vin=vin, body=body)
+                if in_grace and vin not in pending:
                     a.grace["reconnected"] += 1
                 if t.dirty:
-                    dirty[t.session.vin] = t.session  # also a late arrival's mark in the window
-                if t.arrival is Arrival.JUMP:
+                    dirty[vin] = t.session  # also a late arrival's mark in the window
+                if t.arrival is jump:
                     a.rejected["sequence_jump"] += 1
                     if self._log_budget.allow():
                         log.debug(
@@ -94,7 +98,7 @@ class SessionStage:
                         )
                     continue
                 arrival = t.arrival
-                if arrival is not Arrival.NEW:  # (the common case tested first: the hot path)
+                if arrival is not new:  # (the common case tested first: the hot path)
                     if arrival is Arrival.DUPLICATE or (arrival is Arrival.TOO_OLD and not self._shared):
                         a.stale[arrival.value] += 1
                         continue
@@ -103,7 +107,7 @@ class SessionStage:
                     # arrives after another gateway moved the car's window far on. The data is
                     # kept, possibly a second time (at least once); the state never applies.
                     a.stale[arrival.value] += 1
-                self._rules.route(env, body, t, a)
+                route(env, body, t, a)
                 # Only what can move an entitlement: a change of presence, state, link or privacy
                 # (the tracker emitted an event) or the car's answers; plain telemetry cannot.
                 # R13: a boot reported late (a dead gateway's slot drained after the car's later
@@ -129,7 +133,7 @@ class SessionStage:
                 if t.events:
                     snapshot = copy.copy(t.session)
                     updates.append(VehicleUpdate(snapshot))
-            a.kinds[body] += 1
+            kinds[body] += 1
             if t.events:
                 # R22 and "the session right after the event": judged and serialized with a
                 # copy of the session as this message left it (the tracker changes sessions in

@@ -187,9 +187,15 @@ class SessionTracker:
         s.previous_jump_candidate = previous.jump
         return arrival
 
-    def apply(self, env: uplink_pb2.Envelope, now: float) -> Tracked:
-        s = self._session(env.vin)
-        body = env.WhichOneof("body")
+    def apply(self, env: uplink_pb2.Envelope, now: float, *, vin: str = "", body: str = "") -> Tracked:
+        """vin, body: the envelope's VIN and body field, when the caller has read them already
+        (decode did: each read of a protobuf field builds a new object)."""
+        vin = vin or env.vin
+        s = self.sessions.get(vin)
+        if s is None:
+            s = self._session(vin)
+        if not body:
+            body = env.WhichOneof("body") or ""
         seq, last = env.sequence, s.last_sequence
         if (
             env.sequence_epoch == s.sequence_epoch and last and not s.jump_candidate
@@ -198,7 +204,7 @@ class SessionTracker:
             # Nearly every message: the next number of the current epoch. The same outcome as
             # classify_epoch (NEW, no jump pending) without building its Space values.
             _, s.last_sequence, s.seen_window = classify(last, s.seen_window, seq)
-            result = Tracked(Arrival.NEW, s)
+            result = Tracked(Arrival.NEW, s, [], True)
         else:
             before = _sequence_state(s)
             arrival = self._classify(s, env, body == "hello")
@@ -207,12 +213,13 @@ class SessionTracker:
                 # A late first arrival is recorded in the window: keep that across a restart.
                 result.dirty = _sequence_state(s) != before
                 return result
+            result.dirty = True
         s.last_seen_at = now
-        result.dirty = True
         # Any new envelope proves the car is connected now (it can only publish while it is):
         # a grace period ends, and a car marked offline by silence (TIMEOUT) or by a will it
         # published itself comes back (README "MQTT topics", presence).
-        self.pending_offline.pop(s.vin, None)
+        if self.pending_offline:  # (nearly always empty: no call then)
+            self.pending_offline.pop(vin, None)
         changed = self._apply_header(s, env)
         if changed or body not in _SEQUENCE_ONLY_BODIES or s.presence is not Presence.ONLINE:
             s.snapshot_stale = True  # more than the sequence moves: the store writes it all
@@ -239,23 +246,28 @@ class SessionTracker:
         return result
 
     def _apply_header(self, s: VehicleSession, env: uplink_pb2.Envelope) -> list[str]:
+        # Every applied envelope passes here and nearly all repeat the session's header: each
+        # field is compared as the wire's integer or string first; an enum, a shared value or
+        # a Privacy is looked up only when it differs (IntEnums compare equal to their ints).
         changed: list[str] = []
-        bearer = Bearer(env.bearer)
-        if bearer is not Bearer.UNSPECIFIED and bearer is not s.bearer:
+        bearer: int = env.bearer
+        if bearer and bearer != s.bearer:  # 0: UNSPECIFIED, the car did not say
             if s.presence is Presence.ONLINE:
                 self.online_by_bearer[s.bearer] -= 1
-                self.online_by_bearer[bearer] += 1
-            s.bearer = bearer
+                self.online_by_bearer[Bearer(bearer)] += 1
+            s.bearer = Bearer(bearer)
             changed.append("bearer")
-        radio = Radio(env.radio)
-        if radio is not Radio.UNSPECIFIED and radio is not s.radio:
-            s.radio = radio
+        radio: int = env.radio
+        if radio and radio != s.radio:
+            s.radio = Radio(radio)
             changed.append("radio")
-        if env.visited_country and env.visited_country != s.visited_country:
-            s.visited_country = compact.text(env.visited_country)
+        visited_country = env.visited_country
+        if visited_country and visited_country != s.visited_country:
+            s.visited_country = compact.text(visited_country)
             changed.append("visited_country")
-        if env.visited_mcc and env.visited_mcc != s.visited_mcc:
-            s.visited_mcc = compact.number(env.visited_mcc)
+        visited_mcc = env.visited_mcc
+        if visited_mcc and visited_mcc != s.visited_mcc:
+            s.visited_mcc = compact.number(visited_mcc)
             changed.append("visited_mcc")
         if env.roaming != s.roaming:
             s.roaming = env.roaming
@@ -263,11 +275,15 @@ class SessionTracker:
         if env.roaming_enabled != s.roaming_enabled:
             s.roaming_enabled = env.roaming_enabled
             changed.append("roaming_enabled")
-        # R22: privacy comes from the car and is refreshed by every envelope.
+        # R22: privacy comes from the car and is refreshed by every envelope. Usually the same
+        # shared value as the session's (convert.privacy_from_proto): identity decides then.
         privacy = privacy_from_proto(env.privacy)
-        if privacy != s.privacy:
+        if privacy is not s.privacy:
+            if privacy != s.privacy:
+                changed.append("privacy")
+            # An equal value too (a new session's default, a stored row's): the shared one from
+            # now on, so that the next envelope's comparison is by identity.
             s.privacy = privacy
-            changed.append("privacy")
         return changed
 
     def _apply_hello(

@@ -335,6 +335,42 @@ def test_signal_with_bad_name_value_or_text_is_rejected(signal: uplink_pb2.Signa
     assert reason(run(env)) == "bad_signal"
 
 
+def test_a_sample_without_location_or_sampled_at_is_decoded() -> None:
+    # Absent submessages read as zeros (0 s is before 2000): only a present one is judged.
+    env = telemetry()
+    sample = env.telemetry.samples.add()
+    sample.signals.add(name="soc_pct", number=80.0)
+    assert not sample.HasField("location") and not sample.HasField("sampled_at")
+    assert isinstance(run(env), Decoded)
+
+
+def test_a_present_sampled_at_before_2000_is_rejected_with_its_path() -> None:
+    env = telemetry()
+    env.telemetry.samples.add().sampled_at.seconds = validate.EARLIEST_S - 1
+    result = run(env)
+    assert reason(result) == "bad_timestamp"
+    assert isinstance(result, Rejected) and result.detail.startswith("telemetry.samples[1].sampled_at:")
+
+
+@pytest.mark.parametrize(
+    ("signal", "detail"),
+    [
+        (uplink_pb2.Signal(name="odometer_km", number=math.nan), "telemetry.samples[1].signals[3].number:"),
+        (uplink_pb2.Signal(name="gear", text="x" * 257), "telemetry.samples[1].signals[3].text:"),
+        (uplink_pb2.Signal(name="no_value"), "telemetry.samples[1].signals[3]: has no value"),
+        (uplink_pb2.Signal(name="9lives", flag=True), "telemetry.samples[1].signals[3].name:"),
+    ],
+)
+def test_a_bad_signal_is_named_by_its_sample_and_position(signal: uplink_pb2.Signal, detail: str) -> None:
+    env = telemetry()
+    second = env.telemetry.samples.add()
+    second.CopyFrom(env.telemetry.samples[0])
+    second.signals.append(signal)  # after three good ones of each kind: index 3
+    result = run(env)
+    assert reason(result) == "bad_signal"
+    assert isinstance(result, Rejected) and result.detail.startswith(detail)
+
+
 # -- charging session (R28) ----------------------------------------------------------------------
 
 
