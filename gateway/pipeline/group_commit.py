@@ -6,8 +6,10 @@ commit-time metric), paid per batch it was, so CPU per message grew as the load 
 socket reads, smaller batches), and the next batch's records waited for the commit before
 being forwarded. Here the pipeline's task adds each applied batch to the pending group and goes
 on; one committer task commits what is pending, waiting `linger_s` first so that a light load
-still gathers several batches into one commit (only the QoS 1 acknowledgements wait for it,
-never the telemetry: it was forwarded before the batch joined the group).
+still gathers several QoS 0 batches into one commit (nobody waits for it: the telemetry was
+forwarded before the batch joined the group). A QoS 1 batch is committed as soon as the
+committer is free, as the broker may wait for its acknowledgement to send more; batches that
+come while a commit runs still share the next one.
 
 The invariants of the serial pipeline hold (README "Architecture"):
 - a batch is acknowledged only after the commit that wrote it; commits and acks in order;
@@ -16,7 +18,7 @@ The invariants of the serial pipeline hold (README "Architecture"):
   replay window never marks a message whose events, entitlement changes or records are not
   durable with it (sinks before the commit, as before);
 - a batch with entitlement updates is committed before the next batch is applied (the engine
-  runs before the commit and awaits: no apply may change a session meanwhile), `commit_now`;
+  runs before the commit and awaits: no apply may change a session meanwhile): `add` waits;
 - a failed commit is tried again with every batch applied meanwhile (its snapshots are
   serialized anew at each attempt, from sessions that include those batches).
 A shared store (PostgreSQL, a conflict re-applies the batch) stays serial: pipeline.py.
@@ -34,8 +36,8 @@ from gateway.pipeline.batches import Applied, Message
 from gateway.pipeline.durable import Batch, DurableStage
 from gateway.session.events import SessionEvent
 
-# How long the committer gathers batches before a commit: the QoS 1 acknowledgements wait this
-# much longer, the telemetry not at all. At 15,000 msg/s it makes ~75 messages one commit.
+# How long the committer gathers QoS 0 batches before a commit (the telemetry does not wait for
+# it). At 15,000 msg/s it makes ~75 messages one commit.
 COMMIT_LINGER_S = 0.005
 # A pending group this large is committed without lingering, and the pipeline's task waits
 # before adding more (what is applied but not durable stays bounded).
@@ -51,6 +53,7 @@ class Group:
     updates: list[VehicleUpdate] = field(default_factory=list)  # not yet through the engine
     acks: list[Sequence[Message]] = field(default_factory=list)
     messages: int = 0
+    awaits_ack: bool = False  # a QoS 1 message among them: the broker waits for its PUBACK
 
     def add(self, applied: Applied, batch: Sequence[Message]) -> None:
         self.dirty.update(applied.dirty)
@@ -58,6 +61,8 @@ class Group:
         self.updates.extend(applied.updates)
         if batch:
             self.acks.append(batch)
+            # A message that does not say its QoS (tests, benchmarks) is taken as QoS 1.
+            self.awaits_ack = self.awaits_ack or any(getattr(m, "qos", 1) for m in batch)
         self.messages += len(batch)
 
     def merge(self, later: Group) -> None:
@@ -66,6 +71,7 @@ class Group:
         self.updates.extend(later.updates)
         self.acks.extend(later.acks)
         self.messages += later.messages
+        self.awaits_ack = self.awaits_ack or later.awaits_ack
 
 
 class GroupCommit:
@@ -95,6 +101,7 @@ class GroupCommit:
         self._idle.set()
         self._urgent = 0  # flushes waiting: commit without lingering
         self._running = False  # `run` is the committer (else `flush` commits)
+        self._lingering = False  # the committer waits for the linger's end (or a QoS 1 batch)
 
     def applying(self) -> None:
         """A batch's apply starts: no commit may serialize the sessions until its `add`."""
@@ -110,7 +117,8 @@ class GroupCommit:
         self._quiet.set()
         if self._has_pending:
             self._idle.clear()
-            self._wake.set()
+            if not self._lingering or self._pending.awaits_ack:
+                self._wake.set()
         # While commits fail the pipeline's task waits here, as it did in the serial pipeline:
         # what the broker has not sent yet stays with it.
         if applied.updates or self._retrying or self._pending.messages >= self._max:
@@ -141,6 +149,8 @@ class GroupCommit:
     async def run(self) -> None:
         """The committer: commits the pending group, one commit at a time, in order."""
         self._running = True
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
         try:
             while True:
                 await self._wake.wait()
@@ -148,8 +158,17 @@ class GroupCommit:
                 if not self._has_pending:
                     self._idle.set()
                     continue
-                if self._linger_s > 0 and not self._urgent and self._pending.messages < self._max:
-                    await asyncio.sleep(self._linger_s)
+                if self._may_linger():
+                    if timer is None:
+                        self._lingering = True
+                        timer = loop.call_later(self._linger_s, self._linger_over)
+                        continue
+                    if self._lingering:
+                        continue
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+                self._lingering = False
                 await self._commit_pending()
                 if self._has_pending:
                     self._wake.set()
@@ -157,6 +176,22 @@ class GroupCommit:
                     self._idle.set()
         finally:
             self._running = False
+            if timer is not None:
+                timer.cancel()
+
+    def _may_linger(self) -> bool:
+        """Gather more batches before committing: only when nobody waits for this commit. A
+        QoS 1 message's acknowledgement may be what lets the broker send the next one (ejabberd
+        keeps one in flight, a Mosquitto with max_inflight_messages 20 keeps 20): a linger
+        would cap the intake at that many messages per linger. So only QoS 0 batches linger."""
+        return (
+            self._linger_s > 0 and not self._urgent and not self._pending.awaits_ack
+            and self._pending.messages < self._max
+        )
+
+    def _linger_over(self) -> None:
+        self._lingering = False
+        self._wake.set()
 
     async def _commit_pending(self) -> None:
         group = Group()
