@@ -265,11 +265,13 @@ class Pipeline:
         if self._tracker.has_deadlines or self._decode.quarantined:
             await self._step((), count_batch=False)
 
-    async def process(self, batch: Sequence[Message]) -> None:
+    async def process(self, batch: Sequence[Message], *, durable: bool = True) -> None:
         """One batch through the stages; acknowledged and durable when this returns (`run`
-        does not wait: its committer makes the batches durable, group_commit.py)."""
+        does not wait: its committer makes the batches durable, group_commit.py).
+        durable=False (not on a shared store): return once it is applied and forwarded; it
+        is committed with the next durable one (load/pipeline_micro.py --commit-every)."""
         await self._step(batch, count_batch=True)
-        if self._group is not None:
+        if self._group is not None and durable:
             await self._group.flush()
 
     async def _step(self, batch: Sequence[Message], *, count_batch: bool) -> None:
