@@ -18,6 +18,7 @@ from gateway.clock import ManualClock
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.pipeline import Message, Pipeline
+from gateway.pipeline.pipeline import GROUPED_BATCH
 from gateway.session.hub import EventHub
 from gateway.session.tracker import SessionTracker
 from gateway.store.base import PendingEvent, StoredEvent
@@ -201,3 +202,21 @@ async def test_closing_commits_what_lingers() -> None:
     p.close()
     await runner
     assert len(acked) == 2 and store.sessions[VIN].last_sequence == 2
+
+
+async def test_a_large_socket_read_is_split_so_its_first_records_are_not_held_by_its_last() -> None:
+    log: list[str] = []
+    store, sink = FakeStore(log), RecordingSink(log)
+    p, acked = make(store, sink)
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])
+        await turns_until(lambda: len(acked) == 1)
+        p.on_batch([telemetry(seq, OFF) for seq in range(2, 602)])  # one read, 600 messages
+        await turns_until(lambda: sum(acked) == 601)
+        assert [len(b) for b in sink.batches] == [GROUPED_BATCH, GROUPED_BATCH, 100]
+        assert acked[1:] == [GROUPED_BATCH, GROUPED_BATCH, 100]  # in order, each once
+        assert forwarded(sink) == list(range(2, 602))
+    finally:
+        p.close()
+        await runner
