@@ -27,7 +27,7 @@ A shared store (PostgreSQL, a conflict re-applies the batch) stays serial: pipel
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 from gateway.entitlements.vehicle import VehicleUpdate
@@ -146,9 +146,19 @@ class GroupCommit:
         finally:
             self._urgent -= 1
 
-    async def run(self) -> None:
-        """The committer: commits the pending group, one commit at a time, in order."""
+    def committer(self) -> Coroutine[None, None, None]:
+        """The committer's coroutine (`Pipeline.run` makes it a task). `flush` waits for it
+        from now on, even before the task's first step: never two commits at once."""
         self._running = True
+        return self._run()
+
+    def stopped(self) -> None:
+        """The committer's task is done (or was cancelled before it started): `flush` commits
+        by itself again."""
+        self._running = False
+
+    async def _run(self) -> None:
+        """The committer: commits the pending group, one commit at a time, in order."""
         loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
         try:
@@ -175,7 +185,6 @@ class GroupCommit:
                 else:
                     self._idle.set()
         finally:
-            self._running = False
             if timer is not None:
                 timer.cancel()
 

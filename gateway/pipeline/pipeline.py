@@ -191,7 +191,7 @@ class Pipeline:
             async with asyncio.TaskGroup() as tasks:
                 timer = tasks.create_task(self._presence_timer(), name="gateway.pipeline.presence")
                 committer = (
-                    tasks.create_task(self._group.run(), name="gateway.pipeline.commit")
+                    tasks.create_task(self._group.committer(), name="gateway.pipeline.commit")
                     if self._group is not None else None
                 )
                 try:
@@ -209,6 +209,9 @@ class Pipeline:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            if self._group is not None:
+                self._group.stopped()
 
     async def _drain(self) -> None:
         """The single writer of the sessions: a batch and a tick never run at the same time,
