@@ -107,7 +107,9 @@ def _drain(sub: TelemetrySubscriber) -> int:
     return n
 
 
-async def run(*, cars: int, messages: int, batch: int, warmup: int, data_dir: Path) -> dict[str, float]:
+async def run(
+    *, cars: int, messages: int, batch: int, warmup: int, data_dir: Path, commit_every: int = 1
+) -> dict[str, float]:
     cfg = Config()
     fleet = generate_fleet(cars, 1)
     # The gateway's clock near the wall clock: envelopes sent far from it are rejected (R-less
@@ -146,8 +148,11 @@ async def run(*, cars: int, messages: int, batch: int, warmup: int, data_dir: Pa
         measured = batches[warmup:]
         records = 0
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        for b in measured:
-            await pipeline.process(b)
+        for i, b in enumerate(measured):
+            if commit_every > 1:  # socket reads applied one by one, committed together
+                await pipeline.process(b, durable=(i + 1) % commit_every == 0 or i + 1 == len(measured))
+            else:
+                await pipeline.process(b)
             records += _drain(sub)
             clock.advance(step)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -167,11 +172,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500, help="messages per Pipeline.process call")
     ap.add_argument("--warmup", type=int, default=20, help="telemetry batches before measuring")
     ap.add_argument("--repeat", type=int, default=1, help="runs, each on a fresh database")
+    ap.add_argument("--commit-every", type=int, default=1,
+                    help="batches per commit, as the group commit makes them (needs a checkout with it)")
     a = ap.parse_args()
     for _ in range(a.repeat):
         with tempfile.TemporaryDirectory(prefix="pipeline-micro-") as tmp:
             result = asyncio.run(
-                run(cars=a.cars, messages=a.messages, batch=a.batch, warmup=a.warmup, data_dir=Path(tmp))
+                run(cars=a.cars, messages=a.messages, batch=a.batch, warmup=a.warmup, data_dir=Path(tmp),
+                    commit_every=a.commit_every)
             )
         print(json.dumps({k: round(v, 3) for k, v in result.items()}), flush=True)
 

@@ -22,6 +22,10 @@ from gateway.store.base import PendingEvent, SharedStore, Store, StoreError
 
 log = logging.getLogger("gateway.pipeline")
 
+# What one attempt to make batches durable writes: the entitlement updates not yet handed to
+# the engine, the sessions whose snapshots to write, the events.
+Batch = tuple[list[VehicleUpdate], dict[str, VehicleSession], list[tuple[SessionEvent, VehicleSession]]]
+
 
 class DurableStage:
     def __init__(
@@ -80,18 +84,35 @@ class DurableStage:
         the cars) is not retried here, where it could never succeed: it goes to the caller,
         which applies the messages again on the stored state (`Pipeline._apply_durably`).
         """
-        engine_due = self._entitlements is not None and bool(updates)
+        taken = [(updates, dirty, events)]
+
+        def take() -> Batch:
+            return taken.pop() if taken else ([], dirty, events)
+
+        await self.make_durable_group(take)
+
+    async def make_durable_group(
+        self, take: Callable[[], Batch], quiet: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """`make_durable` of what `take` returns before each attempt: the entitlement updates
+        not handed over yet, and the snapshots and events to commit (group_commit.py: each
+        attempt takes every batch applied until then). `quiet`, awaited before each attempt
+        after the first: returns when no batch is between its apply and its forward."""
+        updates: list[VehicleUpdate] = []
         delays: Iterator[float] | None = None  # made at the first failure, not for every batch
         while True:
-            step = "entitlements" if engine_due else "store"
+            more, dirty, events = take()
+            updates.extend(more)
+            step = "store"
             try:
-                if engine_due and self._entitlements is not None:
+                if updates and self._entitlements is not None:
+                    step = "entitlements"
                     # Before the session commit: after a crash in between, the replay window
                     # has not seen these messages, so the broker's redelivery reaches the engine
                     # again (its handling is idempotent). The other order could drop an FoD
                     # result as a duplicate.
                     await self._entitlements(updates)
-                    engine_due = False
+                    updates = []
                     self._tell("ledger", None)
                     step = "store"
                 if await self._commit(dirty, events):
@@ -105,6 +126,8 @@ class DurableStage:
             except (StoreError, LedgerError) as exc:
                 delays = delays or self._backoff.delays()
                 await self.failed(step, exc, delays)
+            if quiet is not None:
+                await quiet()
 
     async def failed(
         self, step: str, exc: Exception, delays: Iterator[float], *, outage: bool = True

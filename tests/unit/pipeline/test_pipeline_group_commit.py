@@ -1,0 +1,222 @@
+"""Group commit (gateway/pipeline/group_commit.py): while a commit runs, the next batches are
+applied and forwarded, and they share the next commit; a batch is acknowledged only once the
+commit that wrote it is done, in order; a commit never writes a session changed by a batch whose
+records are not with the sink yet; QoS 0 batches linger into one commit, a QoS 1 one does not
+wait. Everything is driven by gates and loop turns, no time passes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from test_pipeline import REFERENCE, VIN, FakeStore, hello, telemetry
+from test_pipeline_sink import RecordingSink
+
+from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2
+from gateway.clock import ManualClock
+from gateway.metrics import Metrics
+from gateway.model import VehicleSession
+from gateway.pipeline import Message, Pipeline
+from gateway.pipeline.pipeline import GROUPED_BATCH
+from gateway.session.hub import EventHub
+from gateway.session.tracker import SessionTracker
+from gateway.store.base import PendingEvent, StoredEvent
+
+OFF = common_pb2.PRIVACY_MODE_OFF
+
+
+@dataclass(frozen=True)
+class Qos0Msg:
+    topic: str
+    payload: bytes
+    qos: int = 0
+
+
+class GatedStore(FakeStore):
+    """A FakeStore whose commits wait for the test (`release`), noting the last sequence of each
+    session as the commit found it (a real store serializes the snapshots there)."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(log)
+        self.serialized: list[list[int]] = []
+        self.gates: list[asyncio.Event] = []
+
+    async def commit_batch(
+        self, vehicles: Sequence[VehicleSession], events: Sequence[PendingEvent]
+    ) -> list[StoredEvent]:
+        self.serialized.append([v.last_sequence for v in vehicles])
+        self.log.append("commit started")
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        return await super().commit_batch(vehicles, events)
+
+    def release(self) -> None:
+        for gate in self.gates:
+            gate.set()
+
+
+class BlockingSink(RecordingSink):
+    """A sink that waits for the test before it takes a batch of `blocked_sequence`."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(log)
+        self.blocked_sequence = -1
+        self.open = asyncio.Event()
+
+    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
+        if any(r.sequence == self.blocked_sequence for r in records):
+            self.log.append("sink waits")
+            await self.open.wait()
+        return await super().publish(records)
+
+
+def make(
+    store: FakeStore, sink: RecordingSink, *, linger_s: float = 0.0
+) -> tuple[Pipeline, list[int]]:
+    """The pipeline; what was acknowledged (the size of each batch, in order)."""
+    acked: list[int] = []
+
+    def ack(batch: Sequence[Message]) -> None:
+        store.log.append("ack")
+        acked.append(len(batch))
+
+    p = Pipeline(
+        tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=sink,
+        metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096,
+        queue_messages=100, ack=ack, pause_reading=lambda: None, resume_reading=lambda: None,
+        commit_linger_s=linger_s,
+    )
+    return p, acked
+
+
+async def turns_until(done: Callable[[], bool], limit: int = 500) -> None:
+    """Step the event loop (no time passes) until `done()` is true."""
+    for _ in range(limit):
+        if done():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("not reached within the loop turns given")
+
+
+def forwarded(sink: RecordingSink) -> list[int]:
+    return [r.sequence for batch in sink.batches for r in batch]
+
+
+async def test_batches_coming_while_a_commit_runs_are_forwarded_at_once_and_share_the_next_commit() -> None:
+    log: list[str] = []
+    store, sink = GatedStore(log), RecordingSink(log)
+    p, acked = make(store, sink)
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])
+        await turns_until(lambda: len(store.gates) == 1)
+        store.release()
+        await turns_until(lambda: len(acked) == 1)
+        p.on_batch([telemetry(2, OFF)])
+        await turns_until(lambda: len(store.gates) == 2)  # its commit runs, held by the test
+        p.on_batch([telemetry(3, OFF)])
+        await turns_until(lambda: forwarded(sink) == [2, 3])
+        p.on_batch([telemetry(4, OFF)])
+        await turns_until(lambda: forwarded(sink) == [2, 3, 4])
+        assert len(acked) == 1  # the batches of 2, 3 and 4 are not durable yet
+        store.release()
+        await turns_until(lambda: len(store.gates) == 3)  # 3 and 4: one commit
+        assert len(acked) == 2  # 2's commit is done: acknowledged; 3 and 4 not yet
+        store.release()
+        await turns_until(lambda: len(acked) == 4)
+        assert store.serialized == [[1], [2], [4]]
+        assert log[-4:] == ["commit started", "commit", "ack", "ack"]  # one commit, two acks
+    finally:
+        store.release()
+        p.close()
+        await runner
+
+
+async def test_a_commit_waits_for_the_batch_whose_records_the_sink_does_not_have_yet() -> None:
+    """The commit would store the replay window with that batch's sequence: after a crash its
+    redelivery would be a duplicate, its records never handed over (sinks before the commit)."""
+    log: list[str] = []
+    store, sink = GatedStore(log), BlockingSink(log)
+    sink.blocked_sequence = 4
+    p, acked = make(store, sink)
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])
+        await turns_until(lambda: len(store.gates) == 1)
+        store.release()
+        await turns_until(lambda: len(acked) == 1)
+        p.on_batch([telemetry(2, OFF)])
+        await turns_until(lambda: len(store.gates) == 2)
+        p.on_batch([telemetry(3, OFF)])
+        await turns_until(lambda: forwarded(sink) == [2, 3])
+        p.on_batch([telemetry(4, OFF)])
+        await turns_until(lambda: "sink waits" in log)  # 4 is applied, its forward waits
+        store.release()  # 2 committed; 3 is pending, the session already has 4
+        await turns_until(lambda: len(acked) == 2)
+        assert len(store.gates) == 2  # no commit while 4's records are not with the sink
+        sink.open.set()
+        await turns_until(lambda: len(store.gates) == 3)
+        assert store.serialized[-1] == [4] and forwarded(sink) == [2, 3, 4]
+        store.release()
+        await turns_until(lambda: len(acked) == 4)
+    finally:
+        sink.open.set()
+        store.release()
+        p.close()
+        await runner
+
+
+async def test_qos0_batches_linger_into_one_commit_that_a_qos1_batch_ends() -> None:
+    log: list[str] = []
+    store, sink = FakeStore(log), RecordingSink(log)
+    p, acked = make(store, sink, linger_s=3600.0)  # never ends by itself within the test
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])  # a boot: entitlement updates, committed at once
+        await turns_until(lambda: len(acked) == 1)
+        for seq in (2, 3):
+            m = telemetry(seq, OFF)
+            p.on_batch([Qos0Msg(m.topic, m.payload)])
+            await turns_until(lambda: forwarded(sink)[-1:] == [seq])  # noqa: B023 - awaited here
+        p.on_batch([telemetry(4, OFF)])  # QoS 1: the broker may wait for its acknowledgement
+        await turns_until(lambda: len(acked) == 4)
+        assert len(store.commits) == 2  # the Hello's, then one for 2, 3 and 4
+        assert store.sessions[VIN].last_sequence == 4
+    finally:
+        p.close()
+        await runner
+
+
+async def test_closing_commits_what_lingers() -> None:
+    log: list[str] = []
+    store, sink = FakeStore(log), RecordingSink(log)
+    p, acked = make(store, sink, linger_s=3600.0)
+    runner = asyncio.create_task(p.run())
+    p.on_batch([hello()])
+    await turns_until(lambda: len(acked) == 1)
+    m = telemetry(2, OFF)
+    p.on_batch([Qos0Msg(m.topic, m.payload)])
+    await turns_until(lambda: forwarded(sink) == [2])
+    p.close()
+    await runner
+    assert len(acked) == 2 and store.sessions[VIN].last_sequence == 2
+
+
+async def test_a_large_socket_read_is_split_so_its_first_records_are_not_held_by_its_last() -> None:
+    log: list[str] = []
+    store, sink = FakeStore(log), RecordingSink(log)
+    p, acked = make(store, sink)
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])
+        await turns_until(lambda: len(acked) == 1)
+        p.on_batch([telemetry(seq, OFF) for seq in range(2, 602)])  # one read, 600 messages
+        await turns_until(lambda: sum(acked) == 601)
+        assert [len(b) for b in sink.batches] == [GROUPED_BATCH, GROUPED_BATCH, 100]
+        assert acked[1:] == [GROUPED_BATCH, GROUPED_BATCH, 100]  # in order, each once
+        assert forwarded(sink) == list(range(2, 602))
+    finally:
+        p.close()
+        await runner
