@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from test_pipeline import REFERENCE, VIN, FakeStore, hello, telemetry
 from test_pipeline_sink import RecordingSink
 
-from gateway._gen.telematics.v1 import common_pb2, telemetry_pb2
+from gateway._gen.telematics.v1 import common_pb2
 from gateway.clock import ManualClock
+from gateway.egress.record import OutRecord
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.pipeline import Message, Pipeline
@@ -65,7 +66,7 @@ class BlockingSink(RecordingSink):
         self.blocked_sequence = -1
         self.open = asyncio.Event()
 
-    async def publish(self, records: Sequence[telemetry_pb2.TelemetryRecord]) -> int:
+    async def publish(self, records: Sequence[OutRecord]) -> int:
         if any(r.sequence == self.blocked_sequence for r in records):
             self.log.append("sink waits")
             await self.open.wait()
