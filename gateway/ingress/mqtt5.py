@@ -507,25 +507,41 @@ class Mqtt5Client:
     ) -> int:
         """QoS 1: send, wait for PUBACK, return its reason code (>= 0x80 is a refusal, e.g.
         0x87 not authorized). QoS 0: return 0 once written. Waits while the broker's receive
-        maximum of QoS 1 messages are in flight. MqttConnectionLost if the connection ends."""
+        maximum of QoS 1 messages are in flight. MqttConnectionLost if the connection ends.
+        `timeout` bounds the write and the broker's answer; the wait for an in-flight slot is
+        bounded by it on its own (MqttTimeoutError either way, saying which)."""
         if qos not in (0, 1):
             raise ValueError(f"publish at QoS 0 or 1, not {qos}")
         conn = self._live()
-        try:
-            async with asyncio.timeout(timeout):
-                if qos == 0:
+        if qos == 0:
+            try:
+                async with asyncio.timeout(timeout):
                     packet = codec.encode_publish(topic, payload, 0, retain)
                     self._check_size(conn, packet)
                     conn.send(packet)
                     await conn.drain()
                     return 0
+            except TimeoutError:
+                raise MqttTimeoutError(f"{self.address} took no data for {timeout:g}s") from None
+        # Our own queue first, timed apart from the broker's answer: publishes queued behind
+        # others under a small receive maximum (HiveMQ 10) would otherwise spend their timeout
+        # waiting here and fail as "no PUBACK" without ever having been written.
+        try:
+            async with asyncio.timeout(timeout):
                 packet_id, fut = await conn.reserve_publish()
-                try:
-                    packet = codec.encode_publish(topic, payload, 1, retain, packet_id)
-                    self._check_size(conn, packet)
-                except BaseException:
-                    conn.pubacks.pop(packet_id, None)
-                    raise
+        except TimeoutError:
+            raise MqttTimeoutError(
+                f"no free in-flight slot at {self.address} within {timeout:g}s "
+                f"(receive maximum {conn.server_receive_maximum}, all awaiting their PUBACK)"
+            ) from None
+        try:
+            packet = codec.encode_publish(topic, payload, 1, retain, packet_id)
+            self._check_size(conn, packet)
+        except BaseException:
+            conn.pubacks.pop(packet_id, None)
+            raise
+        try:
+            async with asyncio.timeout(timeout):
                 conn.send(packet)
                 await conn.drain()
                 return await fut

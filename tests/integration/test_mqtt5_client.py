@@ -25,6 +25,7 @@ from gateway.ingress.mqtt5 import (
     MqttConnectionLost,
     MqttError,
     MqttProtocolError,
+    MqttTimeoutError,
     Will,
 )
 from gateway.ingress.mqtt_session import MqttSession
@@ -584,6 +585,35 @@ async def test_fake_receive_maximum_limits_inflight_publishes() -> None:
             fake.send(codec.encode_puback(msg.packet_id))
         assert await asyncio.gather(*tasks) == [0x87, 0, 0, 0, 0]
         assert len({m.packet_id for m in fake.publishes}) == 5
+        await client.disconnect()
+
+
+async def test_fake_publish_timeout_starts_once_written_not_while_queued() -> None:
+    """`timeout` is about the broker's answer: a publish queued behind a full receive maximum
+    gets its whole timeout once written. Timings are read off other publishes' timeouts (each
+    one an event), never slept for: `late` is acked after its start + 1.5 s (its whole-call
+    deadline before the fix), well within 1.5 s of being written."""
+    connack = b"\x20\x06\x00\x00\x03\x21\x00\x01"  # receive maximum 1
+    async with FakeBroker(connack) as fake:
+        client = fake.client(lambda b: None)
+        await client.connect()
+        first = asyncio.create_task(client.publish("t/first", b"x", timeout=30))
+        await _until(lambda: len(fake.publishes) == 1)
+        queued_out = asyncio.create_task(client.publish("t/queued-out", b"x", timeout=1.0))
+        late = asyncio.create_task(client.publish("t/late", b"x", timeout=1.5))
+        with pytest.raises(MqttTimeoutError, match=r"no free in-flight slot.*receive maximum 1\b"):
+            await queued_out  # our own queue is bounded too, and says so (1.0 s after the start)
+        fake.send(codec.encode_puback(fake.publishes[0].packet_id))
+        assert await first == 0
+        await _until(lambda: len(fake.publishes) == 2)
+        assert fake.publishes[1].topic == "t/late"
+        behind = asyncio.create_task(client.publish("t/behind", b"x", timeout=1.0))
+        with pytest.raises(MqttTimeoutError, match="no free in-flight slot"):
+            await behind  # 2.0 s after `late` started: past its old whole-call deadline
+        assert not late.done()
+        fake.send(codec.encode_puback(fake.publishes[1].packet_id))
+        assert await late == 0
+        assert [m.topic for m in fake.publishes] == ["t/first", "t/late"]  # the timed out never went out
         await client.disconnect()
 
 

@@ -4,8 +4,9 @@ ledger before they are published, so a lost publish must not lose the command)."
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from gateway import topics
 from gateway._gen.telematics.v1 import downlink_pb2
@@ -25,14 +26,46 @@ class Downlinks:
 
     async def send(self, vin: str, downlink: downlink_pb2.Downlink, kind: str) -> bool:
         """Publish one downlink; False (logged, counted) when the broker is down or refused."""
+        exc = await self._counted(vin, downlink, kind)
+        if exc is not None:
+            log.warning("publishing %s to %s failed: %s", kind, vin, exc)
+        return exc is None
+
+    async def send_all(
+        self, downlinks: Sequence[tuple[str, downlink_pb2.Downlink]], kind: str, *, window: int
+    ) -> list[bool]:
+        """Publish (vin, downlink) pairs with at most `window` awaiting their PUBACK at once;
+        True/False per pair, in order. `window` workers take the next pair as one finishes:
+        a restart storm's 15,000 sets neither start 15,000 tasks in one loop turn nor queue
+        all at once behind the broker's receive maximum (where the ones at the back would
+        wait out their publish timeout). No two pairs may be for one VIN (the order of a
+        car's downlinks is not kept across workers). One warning for all failures (log
+        budget); each failure is still counted."""
+        results: list[Exception | None] = [None] * len(downlinks)
+        pending = iter(range(len(downlinks)))  # shared: each index goes to one worker
+
+        async def worker() -> None:
+            for i in pending:
+                vin, downlink = downlinks[i]
+                results[i] = await self._counted(vin, downlink, kind)
+
+        await asyncio.gather(*(worker() for _ in range(min(window, len(downlinks)))))
+        failed = [(vin, exc) for (vin, _), exc in zip(downlinks, results, strict=True) if exc is not None]
+        if failed:
+            vin, exc = failed[0]
+            shown = (kind, len(failed), len(downlinks), vin, exc)
+            log.warning("publishing %s failed for %d of %d cars (first %s: %s)", *shown)
+        return [exc is None for exc in results]
+
+    async def _counted(self, vin: str, downlink: downlink_pb2.Downlink, kind: str) -> Exception | None:
+        """Publish one downlink, count its outcome; the error when the broker is down or refused."""
         try:
             await self._publish(topics.downlink(vin), downlink.SerializeToString())
         except Exception as exc:  # broker down or refused: a later tick tries again
-            log.warning("publishing %s to %s failed: %s", kind, vin, exc)
             self._m.entitlement_downlinks.labels(kind, "error").inc()
-            return False
+            return exc
         self._m.entitlement_downlinks.labels(kind, "ok").inc()
-        return True
+        return None
 
     async def send_commands(self, downlinks: Iterable[tuple[CommandRecord, downlink_pb2.Downlink]]) -> None:
         """Publish FoD commands; remember the ones that did not go out."""

@@ -94,6 +94,12 @@ K = LifecycleEventKind
 
 DEFAULT_RETRY = RetryPolicy()
 ACCOUNT_DELETED = "account_deleted"
+# Sets of one tick awaiting their PUBACK at once. The broker's receive maximum (HiveMQ 10,
+# EMQX 32, Mosquitto 20 by default, at most 65,535) is not reachable from here (`publish` is a plain
+# callable), so a constant: Mqtt5Client.publish queues what exceeds the receive maximum, and
+# 256 keeps that queue a few dozen round trips long (256 / 10 * 10 ms at HiveMQ) while a
+# receive maximum up to 256 is used in full.
+SETS_IN_FLIGHT = 256
 
 Explained = tuple[Entitlement, list[EntitlementBlocker]]
 
@@ -124,6 +130,7 @@ class EntitlementEngine:
         ack_timeout_s: float = 600.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         peers: PeerLedger | None = None,
+        sets_in_flight: int = SETS_IN_FLIGHT,
     ) -> None:
         """
         ledger: durable entitlements and outbox; the caller opens it before `start`.
@@ -146,6 +153,7 @@ class EntitlementEngine:
         peers: the ledger again when other gateways share its database (PostgreSQL): each tick,
             and whenever `hub` is woken beyond what this engine has seen, the entitlements they
             changed are read again (engine/_follow.py). None (SQLite): no other writer.
+        sets_in_flight: entitlement sets awaiting their PUBACK at once (SETS_IN_FLIGHT).
         """
         self._ledger = ledger
         self._clock = clock
@@ -159,6 +167,9 @@ class EntitlementEngine:
         self._link_good = link_good
         self._ack_timeout_s = ack_timeout_s
         self._retry = retry
+        if sets_in_flight < 1:
+            raise ValueError(f"sets_in_flight must be at least 1, not {sets_in_flight}")
+        self._sets_in_flight = sets_in_flight
         self._idle = IdleTimer(policy=EligibilityPolicy(idle_s=idle_s))
         self._lock = asyncio.Lock()  # every read-modify-write of entitlements
         self._tick_lock = asyncio.Lock()  # ticks never overlap (their publishes run unlocked)
@@ -588,12 +599,12 @@ class EntitlementEngine:
         for record in records:
             members = [e for e in self._live.of_vin(record.vin) if e.entitlement_id in record.entitlement_ids]
             downlinks.append(wire.entitlement_set(record.vin, record.version, members, self._clock.now()))
-        # All at once (one set per VIN per tick, so no car's order is at stake): each publish
+        # Side by side (one set per VIN per tick, so no car's order is at stake): each publish
         # waits for its PUBACK, and one after the other a restart storm's sets queued behind one
-        # broker round trip each (15,000 boots: tens of seconds to the last set, R13). The
-        # broker's receive maximum still bounds what is in flight (Mqtt5Client.publish).
-        pairs = zip(records, downlinks, strict=True)
-        oks = await asyncio.gather(*(self._downlinks.send(r.vin, d, "set") for r, d in pairs))
+        # broker round trip each (15,000 boots: tens of seconds to the last set, R13). But at
+        # most `sets_in_flight` at once: see SETS_IN_FLIGHT.
+        pairs = [(r.vin, d) for r, d in zip(records, downlinks, strict=True)]
+        oks = await self._downlinks.send_all(pairs, "set", window=self._sets_in_flight)
         sent = [record for record, ok in zip(records, oks, strict=True) if ok]
         if not sent:
             return
