@@ -1,5 +1,6 @@
-"""Liveness (/healthz): is the process wedged? Alive unless messages wait in the pipeline's
-queue and none has been processed for `wedge_after_s` although the store takes writes.
+"""Liveness (/healthz): is the process wedged? Alive unless messages wait in the pipeline
+(queued, or applied and waiting for their commit) and none has been acknowledged for
+`wedge_after_s` although the store takes writes.
 
 A gateway waiting for its database is alive (it resumes by itself when the database is back,
 and a restart would not help), so an unavailable store excuses a standstill; so do a durable
@@ -27,8 +28,9 @@ class Liveness:
         progress: Callable[[], int],
         excused: Callable[[], bool],
     ) -> None:
-        """backlog: messages queued, not yet processed. progress: a count that grows with each
-        processed message. excused: a standstill is expected now (the store is unavailable)."""
+        """backlog: messages read and not acknowledged yet (`Pipeline.queued`: a commit that
+        hangs holds them). progress: a count that grows with each acknowledged message.
+        excused: a standstill is expected now (the store is unavailable)."""
         self._clock = clock
         self._wedge_after_s = wedge_after_s
         self._backlog = backlog

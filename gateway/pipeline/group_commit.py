@@ -27,7 +27,7 @@ A shared store (PostgreSQL, a conflict re-applies the batch) stays serial: pipel
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 from gateway.entitlements.vehicle import VehicleUpdate
@@ -81,12 +81,15 @@ class GroupCommit:
         durable: DurableStage,
         ack: Callable[[Sequence[Message]], None],
         on_recovered: Callable[[], None],
+        sleep: Callable[[float], Awaitable[None]],
         linger_s: float = COMMIT_LINGER_S,
         max_messages: int = MAX_GROUP_MESSAGES,
     ) -> None:
         """on_recovered: called when a commit succeeded after failed attempts (reading from the
-        broker, paused meanwhile, may resume)."""
+        broker, paused meanwhile, may resume). sleep: the linger's timer (the pipeline's
+        `Clock.sleep`: tests move a ManualClock instead of waiting)."""
         self._durable = durable
+        self._sleep = sleep
         self._on_recovered = on_recovered
         self._retrying = False
         self._ack = ack
@@ -102,6 +105,9 @@ class GroupCommit:
         self._urgent = 0  # flushes waiting: commit without lingering
         self._running = False  # `run` is the committer (else `flush` commits)
         self._lingering = False  # the committer waits for the linger's end (or a QoS 1 batch)
+        self._taking = False  # the committer waits for quiet to take the pending group
+        self._committing = False  # the committer took a group and commits it
+        self._unacked = 0  # messages added and not acknowledged yet (pending or being committed)
 
     def applying(self) -> None:
         """A batch's apply starts: no commit may serialize the sessions until its `add`."""
@@ -111,6 +117,7 @@ class GroupCommit:
         """The batch applied and forwarded: it joins the pending group (acknowledged once
         committed). With entitlement updates it is committed before this returns."""
         self._pending.add(applied, batch)
+        self._unacked += len(batch)
         self._has_pending = bool(
             self._pending.messages or self._pending.dirty or self._pending.events or self._pending.updates
         )
@@ -119,10 +126,24 @@ class GroupCommit:
             self._idle.clear()
             if not self._lingering or self._pending.awaits_ack:
                 self._wake.set()
+        if self._running and not self._committing and (self._taking or self._wake.is_set()):
+            # The committer wants this group: let it take it now. Under a backlog this task
+            # would otherwise go straight to the next batch's `applying` (its sink may never
+            # suspend, or suspend only while a batch is applied): the committer, run later,
+            # would find a batch between its apply and its add again and wait, and nothing
+            # would be committed (nor acknowledged) before MAX_GROUP_MESSAGES were pending.
+            # One loop turn per commit at most: while it commits, this does not yield.
+            await asyncio.sleep(0)
         # While commits fail the pipeline's task waits here, as it did in the serial pipeline:
         # what the broker has not sent yet stays with it.
         if applied.updates or self._retrying or self._pending.messages >= self._max:
             await self.flush()
+
+    @property
+    def unacked(self) -> int:
+        """Messages applied and not acknowledged yet: pending, or in the commit that runs
+        (liveness counts them as backlog: a commit that hangs holds them)."""
+        return self._unacked
 
     @property
     def retrying(self) -> bool:
@@ -159,8 +180,7 @@ class GroupCommit:
 
     async def _run(self) -> None:
         """The committer: commits the pending group, one commit at a time, in order."""
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
+        timer: asyncio.Task[None] | None = None
         try:
             while True:
                 await self._wake.wait()
@@ -171,7 +191,7 @@ class GroupCommit:
                 if self._may_linger():
                     if timer is None:
                         self._lingering = True
-                        timer = loop.call_later(self._linger_s, self._linger_over)
+                        timer = asyncio.create_task(self._linger(), name="gateway.pipeline.linger")
                         continue
                     if self._lingering:
                         continue
@@ -185,6 +205,9 @@ class GroupCommit:
                 else:
                     self._idle.set()
         finally:
+            # Cancelled meanwhile (the group, if one was taken, is pending again: `_commit_pending`):
+            # a `flush` without the committer must not find a linger it would wait for.
+            self._lingering = False
             if timer is not None:
                 timer.cancel()
 
@@ -198,12 +221,14 @@ class GroupCommit:
             and self._pending.messages < self._max
         )
 
-    def _linger_over(self) -> None:
+    async def _linger(self) -> None:
+        await self._sleep(self._linger_s)
         self._lingering = False
         self._wake.set()
 
     async def _commit_pending(self) -> None:
         group = Group()
+        handed: list[VehicleUpdate] = []  # the updates taken for the engine by this commit
 
         def take() -> Batch:
             # Called right before each attempt serializes the sessions: everything applied
@@ -211,7 +236,9 @@ class GroupCommit:
             group.merge(self._pending)
             self._pending = Group()
             self._has_pending = False
+            self._committing = True
             updates, group.updates = group.updates, []
+            handed.extend(updates)
             return updates, group.dirty, group.events
 
         async def again() -> None:
@@ -219,8 +246,22 @@ class GroupCommit:
             await self._quiet_now()
 
         await self._quiet_now()
-        await self._durable.make_durable_group(take, again)
+        try:
+            await self._durable.make_durable_group(take, again)
+        except BaseException:
+            # Cancelled (or a store error never retried) in the middle: what was taken is not
+            # known to be durable and stays pending, in front of what came since, so a later
+            # `flush` commits it rather than returning at once. Its updates go to the engine
+            # again (its handling is idempotent for a replay).
+            group.updates = handed
+            group.merge(self._pending)
+            self._pending = group
+            self._has_pending = bool(group.messages or group.dirty or group.events or group.updates)
+            raise
+        finally:
+            self._committing = False
         for batch in group.acks:
+            self._unacked -= len(batch)
             self._ack(batch)
         if self._retrying:
             self._retrying = False
@@ -230,4 +271,8 @@ class GroupCommit:
         """Return when no batch is between its apply and its `add` (checked again after each
         wait: the pipeline's task may have started the next apply before this task ran)."""
         while not self._quiet.is_set():
-            await self._quiet.wait()
+            self._taking = True
+            try:
+                await self._quiet.wait()
+            finally:
+                self._taking = False

@@ -137,11 +137,13 @@ class Pipeline:
         self._commit_backoff = commit_backoff
         self._shared = shared_store
         self._paused = False
+        # A commit failed and is retried (`_hold`): reading stays paused until it succeeds,
+        # however far the queue drains meanwhile (cleared by `_recovered`).
+        self._held = False
         self._paused_at = 0.0  # clock time reading was paused (gateway_ingress_paused_seconds_total)
         self._in_batch = 0  # messages of the batch being processed (taken off the queue)
-        # What is read and not processed yet (queued, and the batch in process: a batch waiting
-        # for a slow subscriber holds up to MAX_BATCH), read when /metrics is scraped.
-        metrics.ingress_queued.set_function(lambda: self._queued + self._in_batch)
+        # What is read and not acknowledged yet (`queued`), read when /metrics is scraped.
+        metrics.ingress_queued.set_function(lambda: self.queued)
         self._closing = False
         log_budget = LogBudget()
         self._commit_log_budget = LogBudget()  # its own: rejections must not silence it
@@ -164,8 +166,8 @@ class Pipeline:
         # Not on a shared store: a conflict there applies the batch again, so its commit must
         # come before the next batch's apply (`_apply_durably`).
         self._group = (
-            GroupCommit(durable=self._durable, ack=self._acked, on_recovered=self._wake.set,
-                        linger_s=commit_linger_s)
+            GroupCommit(durable=self._durable, ack=self._acked, on_recovered=self._recovered,
+                        sleep=clock.sleep, linger_s=commit_linger_s)
             if shared_store is None else None
         )
         self._counts = BatchCounts(metrics=metrics, tracker=tracker)
@@ -174,8 +176,12 @@ class Pipeline:
 
     @property
     def queued(self) -> int:
-        """Messages read from the broker, not yet taken into a batch (liveness: gateway/liveness.py)."""
-        return self._queued
+        """Messages read from the broker and not acknowledged yet: queued, in the batch in
+        process, or applied and waiting for their group's commit (group_commit.py). Liveness's
+        backlog (gateway/liveness.py): a commit that never returns holds them, and `processed`
+        does not grow; gateway_ingress_queued_messages."""
+        unacked = self._group.unacked if self._group is not None else 0
+        return self._queued + self._in_batch + unacked
 
     # -- called from the MQTT protocol (synchronously, on the event loop) --
     def on_batch(self, messages: Sequence[Message]) -> None:
@@ -224,9 +230,7 @@ class Pipeline:
         while True:
             # Checked before waiting too: a commit that recovered wakes this loop (reading was
             # paused while it failed, `_hold`) although no batch came.
-            if self._paused and self._queued <= self._queue_limit // 2 and not (
-                self._group is not None and self._group.retrying
-            ):
+            if self._paused and self._queued <= self._queue_limit // 2 and not self._held:
                 self._resume_reading()
             if not batches and not self._tick_due:
                 if self._closing:
@@ -257,6 +261,8 @@ class Pipeline:
             elif self._tick_due:
                 self._tick_due = False
                 await self._tick()
+            if self._group is None:
+                self._held = False  # serial: the step returned once its commit succeeded
 
     def _pause_reading(self) -> None:
         self._paused = True
@@ -331,6 +337,7 @@ class Pipeline:
             applied = self._session.apply(items, now)
             await self._sinks.forward(applied.records)
             self._count(applied, rejected, count_batch, len(batch))
+            self._in_batch = 0  # from here on in the group's `unacked` (`queued`)
             await group.add(applied, batch if count_batch else ())
         else:
             applied = await self._apply_durably(items, now, touched)
@@ -413,9 +420,17 @@ class Pipeline:
 
     def _hold(self) -> None:
         """Pause reading from the broker while a batch cannot be made durable: what the broker
-        has not sent yet stays with it (resumed by `run` once the queue has drained)."""
+        has not sent yet stays with it (resumed by `run` once the commit succeeded and the
+        queue has drained). Called before the backoff's first wait: the queue may drain during
+        it, and the database is still down."""
+        self._held = True
         if not self._paused:
             self._pause_reading()
+
+    def _recovered(self) -> None:
+        """A group commit succeeded after failed attempts: reading may resume."""
+        self._held = False
+        self._wake.set()
 
     def _epoch_of(self, vin: str) -> int | None:
         session = self._tracker.get(vin)

@@ -7,15 +7,17 @@ wait. Everything is driven by gates and loop turns, no time passes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import pytest
 from test_pipeline import REFERENCE, VIN, FakeStore, hello, telemetry
 from test_pipeline_sink import RecordingSink
 
 from gateway._gen.telematics.v1 import common_pb2
 from gateway.clock import ManualClock
 from gateway.egress.record import OutRecord
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.model import VehicleSession
 from gateway.pipeline import Message, Pipeline
@@ -74,20 +76,32 @@ class BlockingSink(RecordingSink):
 
 
 def make(
-    store: FakeStore, sink: RecordingSink, *, linger_s: float = 0.0
+    store: FakeStore,
+    sink: RecordingSink,
+    *,
+    linger_s: float = 0.0,
+    clock: ManualClock | None = None,
+    metrics: Metrics | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    pause: Callable[[], None] = lambda: None,
+    resume: Callable[[], None] = lambda: None,
+    forwarded_at_ack: list[int] | None = None,
 ) -> tuple[Pipeline, list[int]]:
-    """The pipeline; what was acknowledged (the size of each batch, in order)."""
+    """The pipeline; what was acknowledged (the size of each batch, in order).
+    forwarded_at_ack: gets how many records the sink had at each acknowledgement."""
     acked: list[int] = []
 
     def ack(batch: Sequence[Message]) -> None:
         store.log.append("ack")
         acked.append(len(batch))
+        if forwarded_at_ack is not None:
+            forwarded_at_ack.append(len(forwarded(sink)))
 
     p = Pipeline(
         tracker=SessionTracker(), store=store, hub=EventHub(), telemetry=sink,
-        metrics=Metrics(), clock=ManualClock(), reference=REFERENCE, max_payload_bytes=4096,
-        queue_messages=100, ack=ack, pause_reading=lambda: None, resume_reading=lambda: None,
-        commit_linger_s=linger_s,
+        metrics=metrics or Metrics(), clock=clock or ManualClock(), reference=REFERENCE,
+        max_payload_bytes=4096, queue_messages=100, ack=ack, pause_reading=pause,
+        resume_reading=resume, commit_linger_s=linger_s, sleep=sleep,
     )
     return p, acked
 
@@ -221,3 +235,158 @@ async def test_a_large_socket_read_is_split_so_its_first_records_are_not_held_by
     finally:
         p.close()
         await runner
+
+
+class YieldingSink(RecordingSink):
+    """A sink whose publish suspends once, as a JetStream publish awaits its acknowledgement."""
+
+    async def publish(self, records: Sequence[OutRecord]) -> int:
+        await asyncio.sleep(0)
+        return await super().publish(records)
+
+
+async def test_under_a_backlog_commits_and_acks_keep_pace_with_the_batches() -> None:
+    """The committer takes the pending group between two batches: the acknowledgements, which
+    the broker may wait for, are not held back until MAX_GROUP_MESSAGES are pending."""
+    log: list[str] = []
+    store, sink = FakeStore(log), YieldingSink(log)
+    forwarded_at_ack: list[int] = []
+    p, acked = make(store, sink, forwarded_at_ack=forwarded_at_ack)
+    p.on_batch([hello()])
+    for read in range(20):  # 20 socket reads of 100 QoS 1 messages, queued before the drain runs
+        p.on_batch([telemetry(seq, OFF) for seq in range(2 + read * 100, 102 + read * 100)])
+    runner = asyncio.create_task(p.run())
+    try:
+        await turns_until(lambda: sum(acked) == 2_001, limit=5_000)
+        assert len(store.commits) >= 2_000 // (2 * GROUPED_BATCH)  # a commit every few batches
+        # No acknowledgement waits for more than a few batches' worth of later records.
+        acked_before = [sum(acked[:i]) for i in range(len(acked))]
+        assert max(f - a for f, a in zip(forwarded_at_ack, acked_before, strict=True)) <= 3 * GROUPED_BATCH
+    finally:
+        p.close()
+        await runner
+
+
+async def test_a_commit_that_never_returns_leaves_a_backlog_that_liveness_calls_wedged() -> None:
+    """Applied batches waiting for a hung commit are the backlog (liveness, the queued gauge):
+    nothing is queued, yet nothing is acknowledged either."""
+    log: list[str] = []
+    clock, metrics = ManualClock(), Metrics()
+    store, sink = GatedStore(log), RecordingSink(log)
+    p, acked = make(store, sink, clock=clock, metrics=metrics)
+    live = Liveness(clock=clock, wedge_after_s=60.0, backlog=lambda: p.queued,
+                    progress=lambda: p.processed, excused=lambda: False)
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])
+        await turns_until(lambda: len(store.gates) == 1)
+        store.release()
+        await turns_until(lambda: len(acked) == 1)
+        p.on_batch([telemetry(2, OFF)])
+        await turns_until(lambda: len(store.gates) == 2)  # this commit never returns
+        p.on_batch([telemetry(3, OFF)])
+        await turns_until(lambda: forwarded(sink) == [2, 3])
+        assert p.queued == 2
+        assert metrics.registry.get_sample_value("gateway_ingress_queued_messages") == 2
+        assert live.wedged() is None
+        clock.advance(59.0)
+        assert live.wedged() is None
+        clock.advance(1.0)
+        assert live.wedged() == "pipeline wedged: 2 messages queued, none processed for 60 s"
+    finally:
+        p.close()
+        while not runner.done():  # each later commit waits for its own release
+            store.release()
+            await asyncio.sleep(0)
+        await runner
+    assert p.queued == 0
+
+
+async def test_reading_stays_paused_through_a_failed_commits_backoff_until_it_recovers() -> None:
+    """R: nothing acknowledged is lost, and while the database is down what the broker has not
+    sent stays with it: the queue draining during the first backoff does not resume reading."""
+    log: list[str] = []
+    events: list[str] = []
+    store, sink = FakeStore(log), RecordingSink(log)
+    delays: list[float] = []
+    backoff_over = asyncio.Event()
+
+    async def sleep(delay: float) -> None:  # the backoff's wait, ended by the test
+        delays.append(delay)
+        await backoff_over.wait()
+
+    p, acked = make(store, sink, sleep=sleep, pause=lambda: events.append("pause"),
+                    resume=lambda: events.append("resume"))
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])
+        await turns_until(lambda: len(acked) == 1)
+        store.fail = 1
+        p.on_batch([telemetry(2, OFF)])
+        await turns_until(lambda: delays == [0.1])  # failed, reading paused, in its backoff
+        assert events == ["pause"]
+        # The queue is empty; a batch read before the pause passes the drain's resume check.
+        p.on_batch([telemetry(3, OFF)])
+        await turns_until(lambda: forwarded(sink) == [2, 3])
+        assert events == ["pause"] and len(acked) == 1
+        backoff_over.set()
+        await turns_until(lambda: len(acked) == 3 and events[-1:] == ["resume"])
+        assert events == ["pause", "resume"]
+        assert log.index("commit failed") < len(log) - log[::-1].index("commit")
+    finally:
+        backoff_over.set()
+        p.close()
+        await runner
+
+
+class WatchedClock(ManualClock):
+    """A ManualClock that notes each sleep it is asked for (to move it once the linger waits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await super().sleep(seconds)
+
+
+async def test_the_linger_runs_on_the_pipelines_clock() -> None:
+    log: list[str] = []
+    clock = WatchedClock()
+    store, sink = FakeStore(log), RecordingSink(log)
+    p, acked = make(store, sink, linger_s=30.0, clock=clock)
+    runner = asyncio.create_task(p.run())
+    try:
+        p.on_batch([hello()])
+        await turns_until(lambda: len(acked) == 1)
+        m = telemetry(2, OFF)
+        p.on_batch([Qos0Msg(m.topic, m.payload)])
+        await turns_until(lambda: forwarded(sink) == [2] and 30.0 in clock.sleeps)
+        assert len(acked) == 1  # lingering
+        clock.advance(30.0)  # no wall-clock time passes: the clock ends the linger
+        await turns_until(lambda: len(acked) == 2)
+        assert store.sessions[VIN].last_sequence == 2
+    finally:
+        p.close()
+        await runner
+
+
+async def test_a_commit_cancelled_midway_stays_pending_for_the_next_flush() -> None:
+    log: list[str] = []
+    store, sink = GatedStore(log), RecordingSink(log)
+    p, acked = make(store, sink)
+    runner = asyncio.create_task(p.run())
+    p.on_batch([hello()])
+    await turns_until(lambda: len(store.gates) == 1)  # the Hello's commit runs
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert acked == []
+    store.release()
+    store.gates.clear()
+    flushed = asyncio.create_task(p.process([telemetry(2, OFF)]))  # commits without a committer
+    await turns_until(lambda: len(store.gates) == 1)
+    store.release()
+    await flushed
+    assert acked == [1, 1] and store.sessions[VIN].last_sequence == 2
