@@ -120,11 +120,17 @@ def sink_main(counter: Any, pipe: Connection) -> None:
 
 # -- the gateway's consumer: one SubscribeTelemetry stream --
 def subscriber_main(target: str, counter: Any, pipe: Connection, expect: int = 0, token: str = "",
-                    raw: bool = False) -> None:
+                    raw: bool = False, track: bool = False) -> None:
     """Process entry: subscribe and count until ``expect`` records or a ``stop`` from the parent.
     ``raw``: the stats also carry every latency (``latencies_ms``, float64 bytes), so the parent
-    can merge several streams' percentiles exactly (load/fleet_sink.py)."""
+    can merge several streams' percentiles exactly (load/fleet_sink.py). ``track``: they also
+    carry, per VIN, the distinct sequences received as [first, last] runs (``sequences``) and
+    how many records came again (``duplicates``), to check QoS 1 loss (load/overload.py)."""
+    from load.worker import runs
+
     tally = Tally(counter)
+    seen: dict[str, set[int]] = {}
+    duplicates = 0
     channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
     stub = telemetry_pb2_grpc.TelemetryServiceStub(channel)
     call = stub.SubscribeTelemetry(telemetry_pb2.SubscribeTelemetryRequest(),
@@ -140,6 +146,11 @@ def subscriber_main(target: str, counter: Any, pipe: Connection, expect: int = 0
     pipe.send({"ready": True})
     try:
         for batch in call:
+            if track:
+                for r in batch.records:
+                    got = seen.setdefault(r.vin, set())
+                    duplicates += r.sequence in got
+                    got.add(r.sequence)
             tally.take(batch.records, time.time_ns())
             if expect and tally.count >= expect:
                 call.cancel()
@@ -148,5 +159,7 @@ def subscriber_main(target: str, counter: Any, pipe: Connection, expect: int = 0
         if exc.code() != grpc.StatusCode.CANCELLED:
             error = f"{exc.code().name}: {exc.details()}"
     channel.close()
-    extra = {"latencies_ms": tally.latencies.values.tobytes()} if raw else {}
+    extra: dict[str, Any] = {"latencies_ms": tally.latencies.values.tobytes()} if raw else {}
+    if track:
+        extra.update(duplicates=duplicates, sequences={vin: runs(list(s)) for vin, s in seen.items()})
     pipe.send(tally.stats(error=error, **extra))

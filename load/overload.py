@@ -22,19 +22,12 @@ allowed by at least once and counted).
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import threading
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from gateway._gen.telematics.v1 import telemetry_pb2, telemetry_pb2_grpc
-from gateway.api.client import bearer_metadata
-from load.consumer import Tally
+from load.consumer import subscriber_main
 from load.fleet import generate_fleet
 from load.generator import Generator, source_ips
 from load.harness import BenchBroker, GatewayProcess, metric_sum
@@ -47,43 +40,6 @@ SENDS = 10**9  # the phase's duration ends the sending, not a message count
 # The per-car limits lifted, quarantine off: every car sends faster than a real car may.
 SETTINGS = {"GATEWAY_CAR_RATE_PER_S": "1000000", "GATEWAY_CAR_BURST": "10000000",
             "GATEWAY_CAR_QUARANTINE_EXCESS": "0"}
-
-
-def subscriber_main(target: str, token: str, counter: Any, pipe: Connection) -> None:
-    """Process entry: a SubscribeTelemetry client recording each record's (VIN, sequence) and
-    latency until the parent sends anything; then sends back the stats and, per VIN, the
-    distinct sequences received as [first, last] runs."""
-    from load.worker import runs
-
-    tally = Tally(counter)
-    seen: dict[str, set[int]] = {}
-    duplicates = 0
-    channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
-    call = telemetry_pb2_grpc.TelemetryServiceStub(channel).SubscribeTelemetry(
-        telemetry_pb2.SubscribeTelemetryRequest(), metadata=bearer_metadata(token))
-    error = ""
-
-    def watch() -> None:
-        with contextlib.suppress(EOFError, OSError):
-            pipe.recv()
-        call.cancel()
-
-    threading.Thread(target=watch, daemon=True).start()
-    pipe.send({"ready": True})
-    try:
-        for batch in call:
-            for r in batch.records:
-                got = seen.setdefault(r.vin, set())
-                if r.sequence in got:
-                    duplicates += 1
-                got.add(r.sequence)
-            tally.take(batch.records, time.time_ns())
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.CANCELLED:
-            error = f"{exc.code().name}: {exc.details()}"
-    channel.close()
-    pipe.send(tally.stats(error=error, duplicates=duplicates,
-                          sequences={vin: runs(list(s)) for vin, s in seen.items()}))
 
 
 def missing(acked: dict[str, list[list[int]]], received: dict[str, list[list[int]]]) -> int:
@@ -125,7 +81,8 @@ def run_overload(*, cars: int, workers: int, rate: float, phase_s: float, stall_
             settings["GATEWAY_INGRESS_QUEUE_MESSAGES"] = str(queue_messages)
         gw = GatewayProcess(workdir / "gateway", broker, log_level="WARNING", settings=settings)
         gen = Generator(fleet, port=broker.port, workers=workers, ips=source_ips(workers, 7), seed=seed)
-        sub = CTX.Process(target=subscriber_main, args=(gw.grpc_target, gw.token, records, child),
+        sub = CTX.Process(target=subscriber_main,  # track: (VIN, sequence) received, to find QoS 1 loss
+                          args=(gw.grpc_target, records, child, 0, gw.token, False, True),
                           daemon=True, name="bench-overload-subscriber")
         try:
             gw.wait_ready()
