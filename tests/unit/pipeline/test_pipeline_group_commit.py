@@ -7,7 +7,8 @@ wait. Everything is driven by gates and loop turns, no time passes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -106,6 +107,20 @@ def make(
     return p, acked
 
 
+@contextlib.asynccontextmanager
+async def running(p: Pipeline, *release: Callable[[], object]) -> AsyncIterator[None]:
+    """`p.run()` as a task for the block; at its end `release` (gates the test holds), then the
+    pipeline closes and its run returns (whatever the block asserted)."""
+    runner = asyncio.create_task(p.run())
+    try:
+        yield
+    finally:
+        for open_gate in release:
+            open_gate()
+        p.close()
+        await runner
+
+
 async def turns_until(done: Callable[[], bool], limit: int = 500) -> None:
     """Step the event loop (no time passes) until `done()` is true."""
     for _ in range(limit):
@@ -123,8 +138,7 @@ async def test_batches_coming_while_a_commit_runs_are_forwarded_at_once_and_shar
     log: list[str] = []
     store, sink = GatedStore(log), RecordingSink(log)
     p, acked = make(store, sink)
-    runner = asyncio.create_task(p.run())
-    try:
+    async with running(p, store.release):
         p.on_batch([hello()])
         await turns_until(lambda: len(store.gates) == 1)
         store.release()
@@ -143,10 +157,6 @@ async def test_batches_coming_while_a_commit_runs_are_forwarded_at_once_and_shar
         await turns_until(lambda: len(acked) == 4)
         assert store.serialized == [[1], [2], [4]]
         assert log[-4:] == ["commit started", "commit", "ack", "ack"]  # one commit, two acks
-    finally:
-        store.release()
-        p.close()
-        await runner
 
 
 async def test_a_commit_waits_for_the_batch_whose_records_the_sink_does_not_have_yet() -> None:
@@ -156,8 +166,7 @@ async def test_a_commit_waits_for_the_batch_whose_records_the_sink_does_not_have
     store, sink = GatedStore(log), BlockingSink(log)
     sink.blocked_sequence = 4
     p, acked = make(store, sink)
-    runner = asyncio.create_task(p.run())
-    try:
+    async with running(p, sink.open.set, store.release):
         p.on_batch([hello()])
         await turns_until(lambda: len(store.gates) == 1)
         store.release()
@@ -176,19 +185,13 @@ async def test_a_commit_waits_for_the_batch_whose_records_the_sink_does_not_have
         assert store.serialized[-1] == [4] and forwarded(sink) == [2, 3, 4]
         store.release()
         await turns_until(lambda: len(acked) == 4)
-    finally:
-        sink.open.set()
-        store.release()
-        p.close()
-        await runner
 
 
 async def test_qos0_batches_linger_into_one_commit_that_a_qos1_batch_ends() -> None:
     log: list[str] = []
     store, sink = FakeStore(log), RecordingSink(log)
     p, acked = make(store, sink, linger_s=3600.0)  # never ends by itself within the test
-    runner = asyncio.create_task(p.run())
-    try:
+    async with running(p):
         p.on_batch([hello()])  # a boot: entitlement updates, committed at once
         await turns_until(lambda: len(acked) == 1)
         for seq in (2, 3):
@@ -199,9 +202,6 @@ async def test_qos0_batches_linger_into_one_commit_that_a_qos1_batch_ends() -> N
         await turns_until(lambda: len(acked) == 4)
         assert len(store.commits) == 2  # the Hello's, then one for 2, 3 and 4
         assert store.sessions[VIN].last_sequence == 4
-    finally:
-        p.close()
-        await runner
 
 
 async def test_closing_commits_what_lingers() -> None:
@@ -223,8 +223,7 @@ async def test_a_large_socket_read_is_split_so_its_first_records_are_not_held_by
     log: list[str] = []
     store, sink = FakeStore(log), RecordingSink(log)
     p, acked = make(store, sink)
-    runner = asyncio.create_task(p.run())
-    try:
+    async with running(p):
         p.on_batch([hello()])
         await turns_until(lambda: len(acked) == 1)
         p.on_batch([telemetry(seq, OFF) for seq in range(2, 602)])  # one read, 600 messages
@@ -232,9 +231,6 @@ async def test_a_large_socket_read_is_split_so_its_first_records_are_not_held_by
         assert [len(b) for b in sink.batches] == [GROUPED_BATCH, GROUPED_BATCH, 100]
         assert acked[1:] == [GROUPED_BATCH, GROUPED_BATCH, 100]  # in order, each once
         assert forwarded(sink) == list(range(2, 602))
-    finally:
-        p.close()
-        await runner
 
 
 class YieldingSink(RecordingSink):
@@ -255,16 +251,12 @@ async def test_under_a_backlog_commits_and_acks_keep_pace_with_the_batches() -> 
     p.on_batch([hello()])
     for read in range(20):  # 20 socket reads of 100 QoS 1 messages, queued before the drain runs
         p.on_batch([telemetry(seq, OFF) for seq in range(2 + read * 100, 102 + read * 100)])
-    runner = asyncio.create_task(p.run())
-    try:
+    async with running(p):
         await turns_until(lambda: sum(acked) == 2_001, limit=5_000)
         assert len(store.commits) >= 2_000 // (2 * GROUPED_BATCH)  # a commit every few batches
         # No acknowledgement waits for more than a few batches' worth of later records.
         acked_before = [sum(acked[:i]) for i in range(len(acked))]
         assert max(f - a for f, a in zip(forwarded_at_ack, acked_before, strict=True)) <= 3 * GROUPED_BATCH
-    finally:
-        p.close()
-        await runner
 
 
 async def test_a_commit_that_never_returns_leaves_a_backlog_that_liveness_calls_wedged() -> None:
@@ -317,8 +309,7 @@ async def test_reading_stays_paused_through_a_failed_commits_backoff_until_it_re
 
     p, acked = make(store, sink, sleep=sleep, pause=lambda: events.append("pause"),
                     resume=lambda: events.append("resume"))
-    runner = asyncio.create_task(p.run())
-    try:
+    async with running(p, backoff_over.set):
         p.on_batch([hello()])
         await turns_until(lambda: len(acked) == 1)
         store.fail = 1
@@ -333,10 +324,6 @@ async def test_reading_stays_paused_through_a_failed_commits_backoff_until_it_re
         await turns_until(lambda: len(acked) == 3 and events[-1:] == ["resume"])
         assert events == ["pause", "resume"]
         assert log.index("commit failed") < len(log) - log[::-1].index("commit")
-    finally:
-        backoff_over.set()
-        p.close()
-        await runner
 
 
 class WatchedClock(ManualClock):
@@ -356,8 +343,7 @@ async def test_the_linger_runs_on_the_pipelines_clock() -> None:
     clock = WatchedClock()
     store, sink = FakeStore(log), RecordingSink(log)
     p, acked = make(store, sink, linger_s=30.0, clock=clock)
-    runner = asyncio.create_task(p.run())
-    try:
+    async with running(p):
         p.on_batch([hello()])
         await turns_until(lambda: len(acked) == 1)
         m = telemetry(2, OFF)
@@ -367,9 +353,6 @@ async def test_the_linger_runs_on_the_pipelines_clock() -> None:
         clock.advance(30.0)  # no wall-clock time passes: the clock ends the linger
         await turns_until(lambda: len(acked) == 2)
         assert store.sessions[VIN].last_sequence == 2
-    finally:
-        p.close()
-        await runner
 
 
 async def test_a_commit_cancelled_midway_stays_pending_for_the_next_flush() -> None:
