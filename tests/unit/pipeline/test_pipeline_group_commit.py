@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 from test_pipeline import REFERENCE, VIN, FakeStore, hello, telemetry
+from test_pipeline_presence_timer import turns_until
 from test_pipeline_sink import RecordingSink
 
 from gateway._gen.telematics.v1 import common_pb2
@@ -119,15 +120,6 @@ async def running(p: Pipeline, *release: Callable[[], object]) -> AsyncIterator[
             open_gate()
         p.close()
         await runner
-
-
-async def turns_until(done: Callable[[], bool], limit: int = 500) -> None:
-    """Step the event loop (no time passes) until `done()` is true."""
-    for _ in range(limit):
-        if done():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("not reached within the loop turns given")
 
 
 def forwarded(sink: RecordingSink) -> list[int]:
