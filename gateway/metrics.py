@@ -204,8 +204,9 @@ class Metrics:
         # and for how long it was (README "Backpressure").
         self.ingress_queued = Gauge(
             "gateway_ingress_queued_messages",
-            "Messages read from the broker and not processed yet: queued, or in the batch being "
-            "processed (bounded: ingress_queue_messages, a batch and a socket read or two)",
+            "Messages read from the broker and not acknowledged yet: queued, in the batch being "
+            "processed, or applied and waiting for their commit (bounded: ingress_queue_messages, "
+            "a batch, a socket read or two, and at most 4,000 waiting for a group commit)",
             registry=r,
         )
         self.ingress_reading_paused = Gauge(
