@@ -52,6 +52,7 @@ STEADY_RATE = 33_000.0  # msg/s of the steady benchmark's embedded gateway: the 
 class Msg:
     topic: str
     payload: bytes
+    qos: int = 1  # as the broker delivers uplinks to the gateway
 
 
 def workload(

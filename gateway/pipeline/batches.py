@@ -26,6 +26,9 @@ class Message(Protocol):
     @property
     def payload(self) -> bytes: ...
 
+    @property
+    def qos(self) -> int: ...  # 1: the broker waits for its acknowledgement (group commit)
+
 
 @dataclass(slots=True)
 class Gated:

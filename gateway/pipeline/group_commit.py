@@ -61,8 +61,7 @@ class Group:
         self.updates.extend(applied.updates)
         if batch:
             self.acks.append(batch)
-            # A message that does not say its QoS (tests, benchmarks) is taken as QoS 1.
-            self.awaits_ack = self.awaits_ack or any(getattr(m, "qos", 1) for m in batch)
+            self.awaits_ack = self.awaits_ack or any(m.qos for m in batch)
         self.messages += len(batch)
 
     def merge(self, later: Group) -> None:

@@ -28,6 +28,7 @@ REFERENCE = ReferenceStore.load(PROJECT_ROOT)  # the shipped sim_profiles/ and r
 class Msg:
     topic: str
     payload: bytes
+    qos: int = 1  # as the broker delivers uplinks to the gateway
 
 
 class FakeStore:

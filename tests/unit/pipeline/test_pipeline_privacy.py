@@ -37,6 +37,7 @@ EVERY_SERVICE = ["remote-services", "car-finder", "navigation-plus", "charging",
 class Msg:
     topic: str
     payload: bytes
+    qos: int = 1  # as the broker delivers uplinks to the gateway
 
 
 @dataclass

@@ -32,6 +32,7 @@ HELLO_BURST = 2
 class Msg:
     topic: str
     payload: bytes
+    qos: int = 1  # as the broker delivers uplinks to the gateway
 
 
 class Orders:

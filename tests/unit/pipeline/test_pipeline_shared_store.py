@@ -39,6 +39,7 @@ THREE_EVENTS = [
 class Msg:
     topic: str
     payload: bytes
+    qos: int = 1  # as the broker delivers uplinks to the gateway
 
 
 class RacedStore(PostgresStore):
